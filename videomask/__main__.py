@@ -1,0 +1,5 @@
+import sys
+
+from videomask.cli import main
+
+sys.exit(main())

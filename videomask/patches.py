@@ -1,0 +1,200 @@
+"""Tubelet patches: patchify / unpatchify, the token grid, and boxes -> patch-grid rasterising.
+
+Conventions (the same as Hugging Face VideoMAE):
+
+* video ``[B, C, T, H, W]``; tubelet ``t x p x p``; grid ``t' = T/t, h = H/p, w = W/p``;
+* tokens ``L = t' * h * w`` in the order ``index = i_t * (h*w) + i_h * w + i_w``;
+* a patchified token holds its pixels in the order ``(t, p, p, C)`` (HF's pixel target order).
+
+:class:`ClipGeometry` records where a transformed clip came from in the original frames, so boxes
+in original pixel coordinates can be laid onto the transformed clip's patch grid.
+"""
+
+from __future__ import annotations
+
+from dataclasses import astuple, dataclass
+from typing import Sequence
+
+import torch
+from einops import rearrange
+from torch import Tensor
+
+from videomask.errors import VideomaskError
+
+Tubelet = tuple[int, int, int]  # (t, p, p): frames per tubelet, patch height, patch width
+
+
+@dataclass(frozen=True)
+class Grid:
+    """The token grid of a clip: ``t`` temporal slots, ``h`` x ``w`` patches per slot."""
+
+    t: int
+    h: int
+    w: int
+
+    @property
+    def num_tokens(self) -> int:
+        return self.t * self.h * self.w
+
+    @property
+    def num_tubes(self) -> int:
+        return self.h * self.w
+
+
+def as_tubelet(tubelet: int | Sequence[int], patch: int | None = None) -> Tubelet:
+    """Normalise ``(t, p)``, ``(t, ph, pw)`` or ``t`` plus ``patch`` into a ``(t, ph, pw)`` tuple."""
+    if isinstance(tubelet, int):
+        if patch is None:
+            raise VideomaskError("a tubelet given as one int needs a patch size")
+        return (tubelet, patch, patch)
+    values = tuple(int(v) for v in tubelet)
+    if len(values) == 2:
+        return (values[0], values[1], values[1])
+    if len(values) == 3:
+        return values  # type: ignore[return-value]
+    raise VideomaskError(f"tubelet must be (t, p) or (t, ph, pw), got {tubelet!r}")
+
+
+def grid_for(size: Sequence[int], tubelet: Tubelet) -> Grid:
+    """Grid of a clip of ``size = (T, H, W)``; a clear error when a side is not divisible."""
+    T, H, W = (int(s) for s in size)
+    t, ph, pw = tubelet
+    for name, side, step in (("T (frames)", T, t), ("H (height)", H, ph), ("W (width)", W, pw)):
+        if side <= 0 or side % step:
+            raise VideomaskError(
+                f"clip {name}={side} is not a positive multiple of the tubelet side {step} "
+                f"(clip T,H,W={T},{H},{W}; tubelet t,p,p={t},{ph},{pw})"
+            )
+    return Grid(T // t, H // ph, W // pw)
+
+
+def patchify(video: Tensor, tubelet: Tubelet) -> Tensor:
+    """``[B, C, T, H, W]`` -> ``[B, L, t*p*p*C]`` in HF VideoMAE token and pixel order."""
+    if video.dim() != 5:
+        raise VideomaskError(f"patchify expects [B, C, T, H, W], got shape {tuple(video.shape)}")
+    grid_for(video.shape[2:], tubelet)
+    t, ph, pw = tubelet
+    return rearrange(video, "b c (gt t) (gh ph) (gw pw) -> b (gt gh gw) (t ph pw c)", t=t, ph=ph, pw=pw)
+
+
+def unpatchify(tokens: Tensor, grid: Grid, tubelet: Tubelet, channels: int = 3) -> Tensor:
+    """Exact inverse of :func:`patchify`: ``[B, L, t*p*p*C]`` -> ``[B, C, T, H, W]``."""
+    t, ph, pw = tubelet
+    expected = (grid.num_tokens, t * ph * pw * channels)
+    if tokens.dim() != 3 or tuple(tokens.shape[1:]) != expected:
+        raise VideomaskError(f"unpatchify expects [B, {expected[0]}, {expected[1]}], got {tuple(tokens.shape)}")
+    return rearrange(
+        tokens,
+        "b (gt gh gw) (t ph pw c) -> b c (gt t) (gh ph) (gw pw)",
+        gt=grid.t, gh=grid.h, gw=grid.w, t=t, ph=ph, pw=pw, c=channels,
+    )
+
+
+def tubes_to_tokens(tube_mask: Tensor, grid: Grid) -> Tensor:
+    """Repeat a per-tube value ``[B, h*w]`` over every temporal slot -> ``[B, L]``."""
+    return tube_mask.repeat(1, grid.t)  # [B, t'*h*w], slot-major like the token order
+
+
+def tokens_to_tubes(token_values: Tensor, grid: Grid, reduce: str = "any") -> Tensor:
+    """Aggregate ``[B, L]`` over time -> ``[B, h*w]`` with ``any`` / ``all`` (bool) or ``mean`` / ``max``."""
+    v = token_values.reshape(token_values.shape[0], grid.t, grid.num_tubes)  # [B, t', h*w]
+    if reduce == "any":
+        return v.any(dim=1)
+    if reduce == "all":
+        return v.all(dim=1)
+    if reduce == "mean":
+        return v.float().mean(dim=1)
+    if reduce == "max":
+        return v.amax(dim=1)
+    raise VideomaskError(f"unknown time reduction {reduce!r} (any, all, mean, max)")
+
+
+@dataclass(frozen=True)
+class ClipGeometry:
+    """Where a transformed clip came from, in original (displayed, rotation-applied) pixels.
+
+    The region ``[y0, y0+crop_h) x [x0, x0+crop_w)`` of the original ``src_h x src_w`` frame was
+    resized to ``out_h x out_w`` and then, if ``flip``, mirrored left-right. Any chain of
+    resize / crop / flip composes into this one record (see ``videomask.data`` transforms).
+    """
+
+    src_h: float
+    src_w: float
+    y0: float
+    x0: float
+    crop_h: float
+    crop_w: float
+    out_h: float
+    out_w: float
+    flip: bool = False
+
+    @classmethod
+    def identity(cls, height: int, width: int) -> "ClipGeometry":
+        return cls(height, width, 0.0, 0.0, height, width, height, width, False)
+
+    def to_tensor(self) -> Tensor:
+        """The record as a float tensor ``[9]``, so it collates with the default collate."""
+        return torch.tensor([float(v) for v in astuple(self)], dtype=torch.float64)
+
+    @classmethod
+    def from_tensor(cls, values: Tensor) -> "ClipGeometry":
+        v = [float(x) for x in values.tolist()]
+        return cls(*v[:8], flip=bool(v[8] > 0.5))
+
+    def map_boxes(self, boxes: Tensor) -> Tensor:
+        """Boxes ``[N, 4]`` (x0, y0, x1, y1) in original pixels -> the same boxes in output pixels."""
+        boxes = boxes.to(torch.float64).reshape(-1, 4)
+        sx = self.out_w / self.crop_w
+        sy = self.out_h / self.crop_h
+        x0 = (boxes[:, 0] - self.x0) * sx
+        x1 = (boxes[:, 2] - self.x0) * sx
+        y0 = (boxes[:, 1] - self.y0) * sy
+        y1 = (boxes[:, 3] - self.y0) * sy
+        if self.flip:
+            x0, x1 = self.out_w - x1, self.out_w - x0
+        out = torch.stack([x0, y0, x1, y1], dim=1)
+        out[:, 0::2] = out[:, 0::2].clamp(0, self.out_w)
+        out[:, 1::2] = out[:, 1::2].clamp(0, self.out_h)
+        return out
+
+
+def boxes_to_patch_grid(boxes: Tensor, height: int, width: int, patch: tuple[int, int], min_overlap: float = 0.0) -> Tensor:
+    """Boxes ``[N, 4]`` in output pixels -> bool ``[h, w]``: patches whose covered share is > ``min_overlap``.
+
+    With ``min_overlap = 0`` a patch is covered as soon as a box overlaps it with positive area.
+    """
+    ph, pw = patch
+    gh, gw = height // ph, width // pw
+    boxes = boxes.to(torch.float64).reshape(-1, 4)
+    if boxes.numel() == 0:
+        return torch.zeros(gh, gw, dtype=torch.bool)
+    ys = torch.arange(gh, dtype=torch.float64) * ph  # [h] top edge of each patch row
+    xs = torch.arange(gw, dtype=torch.float64) * pw  # [w]
+    ov_y = (torch.minimum(boxes[:, 3:4], ys + ph) - torch.maximum(boxes[:, 1:2], ys)).clamp(min=0)  # [N, h]
+    ov_x = (torch.minimum(boxes[:, 2:3], xs + pw) - torch.maximum(boxes[:, 0:1], xs)).clamp(min=0)  # [N, w]
+    share = ov_y[:, :, None] * ov_x[:, None, :] / (ph * pw)  # [N, h, w]
+    return (share > min_overlap).any(dim=0)  # [h, w]
+
+
+def rasterise_boxes(
+    frame_boxes: Sequence[Tensor],
+    geometry: ClipGeometry,
+    tubelet: Tubelet,
+    min_overlap: float = 0.0,
+) -> Tensor:
+    """Per-frame boxes of one clip -> bool ``[L]``: the tokens the boxes cover after the clip's transforms.
+
+    ``frame_boxes[k]`` holds the boxes ``[N_k, 4]`` (x0, y0, x1, y1, original pixels) of the clip's
+    k-th sampled frame; ``len(frame_boxes)`` is the clip length ``T``. A token (a ``t x p x p``
+    tubelet) is covered when any of its ``t`` frames covers its patch.
+    """
+    T = len(frame_boxes)
+    H, W = int(round(geometry.out_h)), int(round(geometry.out_w))
+    grid = grid_for((T, H, W), tubelet)
+    t, ph, pw = tubelet
+    covered = torch.zeros(grid.t, grid.h, grid.w, dtype=torch.bool)  # [t', h, w]
+    for k, boxes in enumerate(frame_boxes):
+        if boxes is None or len(boxes) == 0:
+            continue
+        covered[k // t] |= boxes_to_patch_grid(geometry.map_boxes(torch.as_tensor(boxes)), H, W, (ph, pw), min_overlap)
+    return covered.reshape(-1)  # [L] in token order i_t*(h*w) + i_h*w + i_w
