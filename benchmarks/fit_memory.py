@@ -1,0 +1,170 @@
+"""Peak memory of ``videomask fit`` against the number of clips (it should stay flat: streaming k-means).
+
+For each N in ``--clips``, a fresh Python process runs ``videomask fit`` (the CLI entry point,
+in-process) on list files holding N source and N target rows (the given videos repeated in turn), with
+``tracemalloc`` on, and reports:
+
+* peak RSS (``ru_maxrss``) and its rise over the RSS just before the fit (after imports);
+* the ``tracemalloc`` peak (allocations made through Python's allocator; torch tensor storage is
+  *not* traced, the RSS covers it);
+* the fit's wall-clock time.
+
+    python benchmarks/fit_memory.py [--clips 8,32,128] [--source assets/source --target assets/target]
+
+Writes ``benchmarks/results/fit_memory.md`` / ``.json`` / ``.png`` with the command that made them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+CHILD = r"""
+import json, resource, sys, time, tracemalloc
+from videomask.cli import main
+import videomask.commands.fit, videomask.stats, videomask.data, torch  # imports before the baseline
+
+def rss_mb():
+    for line in open("/proc/self/status"):
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+base = rss_mb()
+tracemalloc.start()
+t0 = time.perf_counter()
+rc = main(sys.argv[1:])
+seconds = time.perf_counter() - t0
+_, traced_peak = tracemalloc.get_traced_memory()
+peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+print("RESULT " + json.dumps({"rc": rc, "seconds": seconds, "rss_before_mb": base, "peak_rss_mb": peak,
+                              "traced_peak_mb": traced_peak / 2**20}))
+"""
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--source", default=str(REPO / "assets" / "source"))
+    p.add_argument("--target", default=str(REPO / "assets" / "target"))
+    p.add_argument("--clips", default="8,32,128", help="comma-separated numbers of clips per set")
+    p.add_argument("--num-frames", type=int, default=16)
+    p.add_argument("--sampling-rate", type=int, default=2)
+    p.add_argument("--size", type=int, default=112)
+    p.add_argument("--num-words", type=int, default=64)
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--work", default=str(REPO / "runs" / "fit_memory"))
+    p.add_argument("--out", default=str(REPO / "benchmarks" / "results"))
+    p.add_argument("--name", default="fit_memory")
+    return p.parse_args(argv)
+
+
+def write_list(videos: list[str], n: int, path: Path) -> Path:
+    """A CSV list of ``n`` rows cycling through ``videos`` (absolute paths)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("path\n" + "".join(f"{videos[i % len(videos)]}\n" for i in range(n)))
+    return path
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    from videomask.data import list_videos
+
+    work = Path(args.work)
+    sources = [it.path for it in list_videos(args.source)]
+    targets = [it.path for it in list_videos(args.target)]
+    rows = []
+    for n in sorted({int(c) for c in args.clips.split(",") if c.strip()}):
+        src = write_list(sources, n, work / f"source_{n}.csv")
+        tgt = write_list(targets, n, work / f"target_{n}.csv")
+        fit = ["fit", "--source", str(src), "--target", str(tgt), "-o", str(work / f"stats_{n}.safetensors"),
+               "--num-frames", str(args.num_frames), "--sampling-rate", str(args.sampling_rate), "--size", str(args.size),
+               "--num-words", str(args.num_words), "--batch-size", str(args.batch_size)]
+        proc = subprocess.run([sys.executable, "-c", CHILD, *fit], capture_output=True, text=True)
+        line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")), None)
+        if proc.returncode != 0 or line is None:
+            print(proc.stdout[-2000:], proc.stderr[-2000:], file=sys.stderr)
+            return 1
+        res = json.loads(line[len("RESULT "):])
+        res.update({"clips": n, "rise_mb": res["peak_rss_mb"] - res["rss_before_mb"]})
+        rows.append(res)
+        print(f"{n} clips per set: peak RSS {res['peak_rss_mb']:.0f} MB (+{res['rise_mb']:.0f} MB over {res['rss_before_mb']:.0f}), "
+              f"tracemalloc peak {res['traced_peak_mb']:.1f} MB, {res['seconds']:.1f} s", file=sys.stderr)
+    command = "python benchmarks/fit_memory.py " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
+    result = {"command": command.strip(), "date": time.strftime("%Y-%m-%d %H:%M", time.gmtime()), "settings": vars(args),
+              "source_videos": len(sources), "target_videos": len(targets), "rows": rows}
+    write_report(result, Path(args.out), args.name)
+    return 0
+
+
+def write_report(result: dict, out: Path, name: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"{name}.json").write_text(json.dumps(result, indent=1) + "\n")
+    rows = result["rows"]
+    n = [r["clips"] for r in rows]
+    fig, ax = plt.subplots(1, 2, figsize=(9, 3.4))
+    ax[0].plot(n, [r["peak_rss_mb"] for r in rows], "o-", label="peak RSS")
+    ax[0].plot(n, [r["rise_mb"] for r in rows], "s--", label="rise over RSS before fit")
+    ax[0].plot(n, [r["traced_peak_mb"] for r in rows], "^:", label="tracemalloc peak")
+    ax[0].set_xscale("log", base=2)
+    ax[0].set_xlabel("clips per set (source = target)")
+    ax[0].set_ylabel("MB")
+    ax[0].set_ylim(bottom=0)
+    ax[0].legend(fontsize=7)
+    ax[0].set_title("videomask fit: memory", fontsize=9)
+    ax[1].plot(n, [r["seconds"] for r in rows], "o-")
+    ax[1].set_xscale("log", base=2)
+    ax[1].set_yscale("log")
+    ax[1].set_xlabel("clips per set")
+    ax[1].set_ylabel("seconds")
+    ax[1].set_title("videomask fit: time", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(out / f"{name}.png", dpi=110)
+    plt.close(fig)
+    s = result["settings"]
+    first, last = rows[0], rows[-1]
+    ratio = last["clips"] / first["clips"]
+    md = [
+        "# Peak memory of `videomask fit` against the number of clips",
+        "",
+        "Made by:",
+        "",
+        "```",
+        result["command"],
+        "```",
+        "",
+        f"Date (UTC): {result['date']}. Each row is a fresh process running `videomask fit` (in-process CLI) with tracemalloc on, "
+        f"on CSV lists of N source and N target rows cycling through {result['source_videos']} source / {result['target_videos']} "
+        f"target videos; {s['num_frames']} frames at stride {s['sampling_rate']}, {s['size']} px, {s['num_words']} words, "
+        f"pixel embedder, batch {s['batch_size']}. RSS before = after imports, just before the fit. tracemalloc traces Python's "
+        "allocator only (not torch tensor storage); the RSS covers everything.",
+        "",
+        "| clips per set | peak RSS MB | rise over RSS before MB | tracemalloc peak MB | fit s |",
+        "|---|---|---|---|---|",
+        *[f"| {r['clips']} | {r['peak_rss_mb']:.0f} | {r['rise_mb']:.0f} | {r['traced_peak_mb']:.1f} | {r['seconds']:.1f} |" for r in rows],
+        "",
+        f"From {first['clips']} to {last['clips']} clips per set ({ratio:.0f}x the data, {last['seconds'] / first['seconds']:.1f}x the time) "
+        f"the peak RSS goes from {first['peak_rss_mb']:.0f} to {last['peak_rss_mb']:.0f} MB "
+        f"({last['peak_rss_mb'] / first['peak_rss_mb']:.2f}x) and the tracemalloc peak from {first['traced_peak_mb']:.1f} to "
+        f"{last['traced_peak_mb']:.1f} MB ({last['traced_peak_mb'] / max(first['traced_peak_mb'], 1e-9):.2f}x).",
+        "",
+        f"Plot: `{name}.png`.",
+        "",
+    ]
+    (out / f"{name}.md").write_text("\n".join(md))
+    print(f"wrote {out / (name + '.md')}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,256 @@
+"""Masker speed: masks per second of every registered masker over a range of B and L, and each masker's
+time as a share of one training step (zero_grad + forward + backward + AdamW) of the same tiny config,
+measured side by side in one run.
+
+Maskers (tubelet 2x16x16, ratio 0.9):
+
+* ``random`` (token mode), ``tube``;
+* ``difference`` with the model-free pixel embedder (V=64 words, K=8 anchors, dim 64), selection
+  ``share`` / ``topk`` / ``sample``; and ``difference`` with the tiny model's own tubelet embedding
+  (``ModelEmbedder``, dim 192) — the embedder's forward is part of the masker's cost;
+* ``objects`` (when registered) reading an in-memory boxes cache (2 boxes per frame, every frame).
+
+Training step references (same clip shape and B): ``transformers.VideoMAEForPreTraining`` with the
+videomask ``tiny`` config (ViT width 192, depth 4, 3 heads, decoder 96 x 2), and the videomask
+``VideoMAE`` tiny model. Each repeat runs one step of each reference and one call of each masker,
+interleaved, so load from other processes hits them alike; medians over repeats are reported.
+
+    python benchmarks/maskers.py                       # default grid, writes benchmarks/results/maskers.*
+    python benchmarks/maskers.py --repeats 5 --quick   # smaller grid
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import shlex
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+TUBELET = (2, 16, 16)
+
+
+def _median_time(fn: Callable[[], Any], repeats: int) -> float:
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def _batch(B: int, T: int, S: int, seed: int = 0) -> dict:
+    from videomask.patches import ClipGeometry
+
+    g = torch.Generator().manual_seed(seed)
+    return {
+        "video": torch.randn(B, 3, T, S, S, generator=g),  # [B, C, T, H, W]
+        "video_id": [f"v{i}" for i in range(B)],
+        "frame_indices": torch.arange(T).expand(B, T) * 4,
+        "geometry": ClipGeometry.identity(S, S).to_tensor().expand(B, 9),
+    }
+
+
+def _stats(embedder, S: int, T: int):
+    from videomask.stats import fit_statistics
+
+    source = [torch.randn(4, 3, T, S, S, generator=torch.Generator().manual_seed(i)) for i in range(4)]
+    target = [torch.randn(4, 3, T, S, S, generator=torch.Generator().manual_seed(10 + i)) * 1.5 for i in range(4)]
+    return fit_statistics(source, target, embedder, num_words=64, num_anchors=8, init_tokens=1024, progress=False)
+
+
+def build_maskers(T: int, S: int, tiny_model) -> dict[str, Any]:
+    """name -> masker for clips of T frames at S x S."""
+    from videomask.masking import MASKERS, build_masker
+    from videomask.stats import ModelEmbedder, PixelEmbedder
+
+    maskers: dict[str, Any] = {
+        "random": build_masker("random", tubelet=TUBELET),
+        "tube": build_masker("tube", tubelet=TUBELET),
+    }
+    pixel_stats = _stats(PixelEmbedder(dim=64, tubelet=TUBELET), S, T)
+    for selection in ("share", "topk", "sample"):
+        maskers[f"difference-pixel-{selection}"] = build_masker("difference", stats=pixel_stats, selection=selection)
+    model_embedder = ModelEmbedder(tiny_model)
+    model_stats = _stats(model_embedder, S, T)
+    maskers["difference-model-share"] = build_masker("difference", stats=model_stats, embedder=model_embedder)
+    if "objects" in MASKERS:
+        from videomask.detect import BoxCache
+
+        frames = T * 4
+        records = []
+        for i in range(64):
+            for f in range(frames):
+                records.append({"video": f"v{i}", "frame": f, "box": [10, 10, S // 2, S // 2], "label": "person", "score": 0.9})
+                records.append({"video": f"v{i}", "frame": f, "box": [S // 2, 20, S - 5, S - 5], "label": "person", "score": 0.8})
+            records.append({"video": f"v{i}", "done": True, "num_frames": frames, "stride": 1})
+        maskers["objects-cache"] = build_masker("objects", boxes=BoxCache.from_records(records), tubelet=TUBELET)
+    return maskers
+
+
+def _hf_step(B: int, T: int, S: int):
+    import transformers
+
+    config = transformers.VideoMAEConfig(
+        image_size=S, patch_size=16, num_frames=T, tubelet_size=2, hidden_size=192, num_hidden_layers=4,
+        num_attention_heads=3, intermediate_size=768, decoder_hidden_size=96, decoder_num_hidden_layers=2,
+        decoder_num_attention_heads=3, decoder_intermediate_size=384, norm_pix_loss=True,
+    )
+    torch.manual_seed(0)
+    model = transformers.VideoMAEForPreTraining(config).train()
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+
+    def step(video: torch.Tensor, mask: torch.Tensor) -> None:
+        opt.zero_grad(set_to_none=True)
+        out = model(pixel_values=video.permute(0, 2, 1, 3, 4), bool_masked_pos=mask)  # HF: [B, T, C, H, W]
+        out.loss.backward()
+        opt.step()
+
+    return step
+
+
+def _videomask_step(B: int, T: int, S: int):
+    from videomask.model import build_model
+
+    torch.manual_seed(0)
+    model = build_model("tiny", img_size=S, num_frames=T).train()
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+
+    def step(video: torch.Tensor, mask: torch.Tensor) -> None:
+        opt.zero_grad(set_to_none=True)
+        model(video, mask).loss.backward()
+        opt.step()
+
+    return step, model
+
+
+def run(args: argparse.Namespace) -> dict:
+    from videomask.model import build_model
+    from videomask.patches import grid_for
+
+    torch.set_num_threads(args.threads)
+    results: dict[str, Any] = {"command": "python benchmarks/maskers.py " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
+                               "threads": args.threads, "repeats": args.repeats, "torch": torch.__version__,
+                               "cpu": platform.processor() or platform.machine(), "rows": []}
+    for T, S in args.shapes:
+        tiny = build_model("tiny", img_size=S, num_frames=T).eval()
+        maskers = build_maskers(T, S, tiny)
+        L = grid_for((T, S, S), TUBELET).num_tokens
+        for B in args.batches:
+            batch = _batch(B, T, S)
+            tube_mask = maskers["tube"](batch)
+            refs: dict[str, Callable[[], None]] = {}
+            if (T, S) in args.step_shapes and B in args.step_batches:
+                hf = _hf_step(B, T, S)
+                vm, _ = _videomask_step(B, T, S)
+                refs = {"step-hf": lambda: hf(batch["video"], tube_mask), "step-videomask": lambda: vm(batch["video"], tube_mask)}
+            calls = {name: (lambda m=m: m(batch)) for name, m in maskers.items()}
+            everything = {**refs, **calls}
+            for fn in everything.values():  # warm-up
+                fn()
+            times: dict[str, list[float]] = {name: [] for name in everything}
+            repeats = args.repeats if refs else args.repeats * 3
+            for _ in range(repeats):  # interleaved
+                for name, fn in everything.items():
+                    t0 = time.perf_counter()
+                    fn()
+                    times[name].append(time.perf_counter() - t0)
+            med = {name: statistics.median(v) for name, v in times.items()}
+            for name in calls:
+                row = {"masker": name, "T": T, "size": S, "B": B, "L": L, "BL": B * L, "seconds": med[name],
+                       "masks_per_s": B / med[name]}
+                for ref in refs:
+                    row[f"{ref}_seconds"] = med[ref]
+                    row[f"share_of_{ref}"] = med[name] / med[ref]
+                results["rows"].append(row)
+                shares = "  ".join(f"{row[f'share_of_{r}'] * 100:6.2f}% of {r}" for r in refs)
+                print(f"T={T:2d} {S}px B={B:3d} L={L:5d} {name:24s} {med[name] * 1e3:9.3f} ms  {B / med[name]:10.1f} masks/s  {shares}",
+                      flush=True)
+            for ref in refs:
+                print(f"T={T:2d} {S}px B={B:3d} L={L:5d} {ref:24s} {med[ref] * 1e3:9.3f} ms (training step)", flush=True)
+    return results
+
+
+def write_outputs(results: dict, out: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.with_suffix(".json").write_text(json.dumps(results, indent=1))
+    rows = results["rows"]
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for name in dict.fromkeys(r["masker"] for r in rows):
+        pts = sorted((r["BL"], r["seconds"] * 1e3) for r in rows if r["masker"] == name)
+        ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=name)
+    steps = sorted({(r["BL"], r["step-hf_seconds"] * 1e3) for r in rows if "step-hf_seconds" in r})
+    if steps:
+        ax.plot([p[0] for p in steps], [p[1] for p in steps], "k--", marker="s", label="HF training step (tiny)")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("B x L (tokens per batch)")
+    ax.set_ylabel("median time per call (ms)")
+    ax.set_title(f"masker time vs batch tokens (CPU, {results['threads']} threads)")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(out.with_suffix(".png"), dpi=120)
+
+    lines = [
+        "# Masker speed",
+        "",
+        f"Command: `{results['command']}`",
+        "",
+        f"CPU ({results['cpu']}), torch {results['torch']}, {results['threads']} threads, medians over "
+        f"{results['repeats']} interleaved repeats (x3 where no training step was timed). The machine was shared "
+        "with other jobs, so absolute times are noisy; ratios come from interleaved runs.",
+        "",
+        "## Share of one training step (zero_grad + forward + backward + AdamW, tiny config, 90% tube mask)",
+        "",
+        "| clip | B | L | masker | masker ms | HF step ms | share of HF step | videomask step ms | share of videomask step |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        if "step-hf_seconds" in r:
+            lines.append(
+                f"| {r['T']}x{r['size']}x{r['size']} | {r['B']} | {r['L']} | {r['masker']} | {r['seconds'] * 1e3:.2f} | "
+                f"{r['step-hf_seconds'] * 1e3:.0f} | {r['share_of_step-hf'] * 100:.2f}% | "
+                f"{r['step-videomask_seconds'] * 1e3:.0f} | {r['share_of_step-videomask'] * 100:.2f}% |"
+            )
+    lines += ["", "## Masks per second", "", "| clip | B | L | B*L | masker | ms per call | masks/s |", "|---|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['T']}x{r['size']}x{r['size']} | {r['B']} | {r['L']} | {r['BL']} | {r['masker']} | "
+                     f"{r['seconds'] * 1e3:.3f} | {r['masks_per_s']:.0f} |")
+    lines += ["", f"Plot: `{out.with_suffix('.png').name}` (time per call against B*L, log-log).", ""]
+    out.with_suffix(".md").write_text("\n".join(lines))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--quick", action="store_true", help="a smaller grid (for a smoke run)")
+    parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "maskers.md")
+    args = parser.parse_args()
+    if args.quick:
+        args.shapes, args.batches = [(16, 112)], [2]
+        args.step_shapes, args.step_batches = [(16, 112)], [2]
+    else:
+        args.shapes = [(16, 112), (16, 224)]
+        args.batches = [1, 2, 8, 32]
+        args.step_shapes, args.step_batches = [(16, 112)], [2, 8]
+    results = run(args)
+    write_outputs(results, args.out)
+    print(f"wrote {args.out.with_suffix('.md')}, .json, .png")
+
+
+if __name__ == "__main__":
+    main()

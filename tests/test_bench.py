@@ -1,0 +1,121 @@
+"""The quick benchmark end to end on generated footage, the report's shape, and the target time split."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from videomask.bench import METRICS, compare, load_bench_config, markdown_table, split_target, summarise, write_lossless
+from videomask.errors import VideomaskError
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def make_footage(root: Path, *, videos: int = 3, frames: int = 80, size: int = 48, seed: int = 0) -> Path:
+    """Source clips (scrolling texture) and target clips (texture + a moving bright box, the 'person'),
+    plus ``boxes.jsonl``: the box of every target frame in the cache's line format."""
+    rng = np.random.default_rng(seed)
+    records = []
+    for domain in ("source", "target"):
+        for v in range(videos):
+            texture = rng.integers(0, 120, (size, size * 2, 3), dtype=np.uint8)
+            clip = np.stack([texture[:, k % size: k % size + size] for k in range(frames)])
+            if domain == "target":
+                for k in range(frames):
+                    x0 = 4 + (k // 2) % (size - 20)
+                    clip[k, 10:34, x0:x0 + 12] = 240
+                    records.append({"video": f"t{v}.mkv", "frame": k, "box": [x0, 10, x0 + 12, 34], "label": "person", "score": 1.0})
+            write_lossless(clip, root / domain / f"{domain[0]}{v}.mkv")
+    (root / "boxes.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    return root
+
+
+def quick_config(root: Path) -> Path:
+    raw = yaml.safe_load((REPO / "configs" / "bench_quick.yaml").read_text())
+    raw.update(source=str(root / "source"), target=str(root / "target"), out=str(root / "results"),
+               work_dir=str(root / "work"), name="quick")
+    raw["detect"] = {"detector": str(root / "boxes.jsonl"), "stride": 2, "labels": "person"}
+    path = root / "bench.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+def test_quick_bench_end_to_end(tmp_path):
+    from videomask.cli import main
+
+    root = make_footage(tmp_path)
+    cfg_path = quick_config(root)
+    assert main(["bench", "--config", str(cfg_path)]) == 0
+    data = json.loads((root / "results" / "quick.json").read_text())
+    md = (root / "results" / "quick.md").read_text()
+    assert (root / "results" / "quick.png").stat().st_size > 1000
+    cfg = load_bench_config(cfg_path)
+    variants = list(cfg.variants)
+    assert [r["variant"] for r in data["runs"]] == ["random init", "base"] + variants
+    for run in data["runs"]:
+        for key in METRICS:
+            assert key in run["metrics"]
+            value = run["metrics"][key]
+            if key.endswith(("linear", "knn")):
+                assert 0.0 <= value <= 1.0
+            else:
+                assert math.isfinite(value) and value > 0  # the moving box gives person tokens
+    for run in data["runs"][2:]:
+        assert run["metrics"]["wall_s"] > 0
+    # the table: header + rule + one row per variant (random init, base, every trained variant)
+    table = [ln for ln in md.splitlines() if ln.startswith("|")]
+    assert len(table) == 2 + 2 + len(variants)
+    assert all(ln.count("|") == table[0].count("|") for ln in table)
+    assert "videomask bench --config" in md
+    assert data["setup"]["recon_tokens"]["anchor"] > 0
+
+
+def test_target_split_holds_out_the_end(tmp_path):
+    from videomask.video import open_video
+
+    root = make_footage(tmp_path, videos=1, frames=50)
+    targets = split_target(root / "target", tmp_path / "copies", 0.7)
+    (t,) = targets
+    assert (t.num_frames, t.cut) == (50, 35)
+    with open_video(t.train_copy) as copy, open_video(t.path) as full:
+        assert copy.meta.num_frames == 35
+        assert np.array_equal(copy.read([0, 17, 34]), full.read([0, 17, 34]))
+
+
+def test_summary_table_and_comparison():
+    runs = [
+        {"variant": "random", "seed": s, "metrics": {"arrow_linear": a, "recon_person": r, "wall_s": 2.0}}
+        for s, (a, r) in enumerate([(0.5, 1.0), (0.6, 1.2)])
+    ] + [
+        {"variant": "difference-mask", "seed": s, "metrics": {"arrow_linear": a, "recon_person": r, "wall_s": 3.0}}
+        for s, (a, r) in enumerate([(0.9, 0.5), (0.92, 0.52)])
+    ]
+    summary = summarise(runs)
+    assert summary["random"]["arrow_linear"]["mean"] == pytest.approx(0.55)
+    assert summary["random"]["arrow_linear"]["std"] == pytest.approx(np.std([0.5, 0.6], ddof=1))
+    table = markdown_table(summary)
+    assert "55.0 ± 7.1" in table and "| difference-mask | 2 |" in table
+    (line,) = compare(summary, "random", ["difference-mask"])
+    assert "arrow lin. % +36.0 pts (better)" in line and "recon. person -0.590 (better)" in line
+    one = summarise([r for r in runs if r["seed"] == 0])
+    (line,) = compare(one, "random", ["difference-mask"])
+    assert "no noise estimate" in line and "better" not in line
+
+
+def test_bad_bench_config_is_a_one_line_error(tmp_path):
+    raw = yaml.safe_load((REPO / "configs" / "bench_quick.yaml").read_text())
+    raw["stepz"] = 3
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    with pytest.raises(VideomaskError, match="stepz"):
+        load_bench_config(path)
+    raw.pop("stepz")
+    raw["variants"] = {"x": {"options": {}}}
+    path.write_text(yaml.safe_dump(raw))
+    with pytest.raises(VideomaskError, match="variant 'x'"):
+        load_bench_config(path)

@@ -1,0 +1,287 @@
+"""Difference statistics: embedders, streaming k-means, TF-ICF, the statistics file, ``videomask fit``,
+and an honest quality check (do the anchors find an object only the target domain shows?)."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from videomask.cli import main as cli_main
+from videomask.errors import VideomaskError
+from videomask.masking import DifferenceMasker, build_masker
+from videomask.stats import (
+    CallableEmbedder,
+    DifferenceStats,
+    ModelEmbedder,
+    PixelEmbedder,
+    StreamingKMeans,
+    fit_statistics,
+    tficf_scores,
+)
+
+SIZE, FRAMES, OBJ = 96, 8, 32  # frame side, frames per video, object side (pixels)
+TUBELET = (2, 16, 16)
+
+
+# ------------------------------------------------------------------ generated footage
+
+
+def _frame(k: int, rng_params: dict, obj: tuple[int, int] | None) -> np.ndarray:
+    """Grey moving stripes (both domains) and, in the target, a magenta/green checkerboard square."""
+    yy, xx = np.mgrid[0:SIZE, 0:SIZE].astype(np.float32)
+    a, f, phase = rng_params["angle"], rng_params["freq"], rng_params["phase"]
+    stripes = 128 + 60 * np.sin(f * (np.cos(a) * xx + np.sin(a) * yy) + phase + 0.4 * k)
+    frame = np.repeat(stripes[..., None], 3, axis=2)
+    frame += rng_params["noise"].standard_normal((SIZE, SIZE, 1)) * 6
+    if obj is not None:
+        y0, x0 = obj
+        cells = ((yy[y0:y0 + OBJ, x0:x0 + OBJ] // 4 + xx[y0:y0 + OBJ, x0:x0 + OBJ] // 4) % 2).astype(bool)
+        patch = np.where(cells[..., None], np.array([230, 30, 220]), np.array([30, 220, 40]))
+        frame[y0:y0 + OBJ, x0:x0 + OBJ] = patch
+    return np.clip(frame, 0, 255).astype(np.uint8)
+
+
+def _write(path: Path, seed: int, obj: tuple[int, int] | None) -> None:
+    rng = np.random.default_rng(seed)
+    params = {"angle": rng.uniform(0, np.pi), "freq": rng.uniform(0.15, 0.5), "phase": rng.uniform(0, 6), "noise": rng}
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=10)
+        stream.width = stream.height = SIZE
+        stream.pix_fmt = "yuv444p"
+        stream.codec_context.options = {"crf": "10", "preset": "ultrafast"}
+        for k in range(FRAMES):
+            frame = av.VideoFrame.from_ndarray(_frame(k, params, obj), format="rgb24")
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+
+
+@pytest.fixture(scope="module")
+def domains(tmp_path_factory) -> dict:
+    """12 source videos (stripes) and 12 target videos (stripes + the object at a known place)."""
+    root = tmp_path_factory.mktemp("domains")
+    (root / "source").mkdir()
+    (root / "target").mkdir()
+    rng = np.random.default_rng(0)
+    objects = {}
+    for i in range(12):
+        _write(root / "source" / f"s{i:02d}.mp4", 100 + i, None)
+        obj = (int(rng.integers(0, (SIZE - OBJ) // 8 + 1)) * 8, int(rng.integers(0, (SIZE - OBJ) // 8 + 1)) * 8)
+        _write(root / "target" / f"t{i:02d}.mp4", 200 + i, obj)
+        objects[f"t{i:02d}.mp4"] = obj
+    return {"root": root, "objects": objects}
+
+
+def _object_cover(obj: tuple[int, int]) -> torch.Tensor:
+    """Share of each ``16 x 16`` patch covered by the object -> float ``[h*w]`` (token order within a slot)."""
+    cover = torch.zeros(SIZE, SIZE)
+    y0, x0 = obj
+    cover[y0:y0 + OBJ, x0:x0 + OBJ] = 1
+    return cover.view(SIZE // 16, 16, SIZE // 16, 16).mean(dim=(1, 3)).reshape(-1)
+
+
+# ------------------------------------------------------------------ embedders
+
+
+def test_pixel_embedder_deterministic_and_identity():
+    video = torch.randn(2, 3, 4, 32, 48)
+    a = PixelEmbedder(dim=16, seed=3)(video)
+    assert a.shape == (2, 2 * 2 * 3, 16)
+    assert torch.equal(a, PixelEmbedder(dim=16, seed=3)(video))
+    assert not torch.allclose(a, PixelEmbedder(dim=16, seed=4)(video))
+    assert PixelEmbedder(dim=16, seed=3).identity == {"kind": "pixel", "seed": 3, "dim": 16, "tubelet": [2, 16, 16]}
+    # per-token normalisation: brightness and contrast do not change the embedding
+    assert torch.allclose(PixelEmbedder(dim=16, seed=3)(3 * video + 1), a, atol=1e-4)
+
+
+class _StandIn(torch.nn.Module):
+    """A tiny model with the ``embed_patches`` contract (a tubelet linear map)."""
+
+    tubelet = (2, 16, 16)
+
+    def __init__(self):
+        super().__init__()
+        self.proj = torch.nn.Linear(2 * 16 * 16 * 3, 8)
+
+    def embed_patches(self, video):
+        from videomask.patches import patchify
+
+        return self.proj(patchify(video, self.tubelet))  # [B, L, 8]
+
+
+def _models():
+    models = [("stand-in", _StandIn)]
+    try:
+        from videomask.model import build_model
+
+        models.append(("videomask", lambda: build_model("tiny", img_size=32, num_frames=4, depth=1, decoder_depth=1)))
+    except ImportError:
+        pass
+    return models
+
+
+@pytest.mark.parametrize("label,factory", _models())
+def test_model_embedder_identity_follows_weights(label, factory):
+    torch.manual_seed(0)
+    model = factory()
+    emb = ModelEmbedder(model)
+    video = torch.randn(2, 3, 4, 32, 32)
+    out = emb(video)
+    assert out.shape[:2] == (2, 2 * 2 * 2) and out.dim() == 3
+    assert emb.tubelet == (2, 16, 16)
+    same = ModelEmbedder(model)
+    assert same.identity == emb.identity
+    with torch.no_grad():
+        next(model.parameters()).add_(0.01)
+    assert ModelEmbedder(model).identity["fingerprint"] != emb.identity["fingerprint"]
+
+
+def test_embedder_mismatch_and_callable_embedder():
+    source = [torch.randn(4, 3, 4, 32, 32) for _ in range(2)]
+    target = [torch.randn(4, 3, 4, 32, 32) + 1 for _ in range(2)]
+    stats = fit_statistics(source, target, PixelEmbedder(dim=8, seed=0), num_words=4, num_anchors=1, init_tokens=16, progress=False)
+    with pytest.raises(VideomaskError, match="embedder mismatch"):
+        DifferenceMasker(stats=stats, embedder=PixelEmbedder(dim=8, seed=1))
+    fn = CallableEmbedder(lambda v: PixelEmbedder(dim=8, seed=0)(v) * 2, {"name": "double"})
+    stats_fn = fit_statistics(source, target, fn, num_words=4, num_anchors=1, init_tokens=16, progress=False)
+    assert stats_fn.embedder == {"kind": "callable", "name": "double"}
+    with pytest.raises(VideomaskError, match="pass the same embedder"):
+        DifferenceMasker(stats=stats_fn)
+    masker = DifferenceMasker(stats=stats_fn, embedder=fn, tubelet=(2, 16, 16), ratio=0.5)
+    assert masker(source[0]).sum(1).tolist() == [2 * 2] * 4  # 2 of 4 tubes x 2 slots
+    with pytest.raises(VideomaskError, match="tubelet"):
+        DifferenceMasker(stats=stats, tubelet=(2, 8, 8))
+
+
+# ------------------------------------------------------------------ k-means and TF-ICF
+
+
+def test_streaming_kmeans_recovers_clusters_with_flat_memory():
+    g = torch.Generator().manual_seed(0)
+    centres = torch.nn.functional.normalize(torch.randn(5, 16, generator=g), dim=1)
+    km = StreamingKMeans(5, init_tokens=200, seed=0)
+    for _ in range(30):
+        labels = torch.randint(5, (100,), generator=g)
+        km.partial_fit(centres[labels] + 0.05 * torch.randn(100, 16, generator=g))
+        assert km._buffered < 200  # nothing accumulates after the first chunk
+    found = km.finalize()
+    best = (found @ centres.T).amax(dim=0)  # each true centre's closest centroid
+    assert (best > 0.98).all(), best
+
+
+def test_tficf_formula():
+    c_t = torch.tensor([50, 30, 20, 0])
+    c_s = torch.tensor([500, 10, 0, 490])
+    got = tficf_scores(c_t, c_s)
+    n_t, n_s, V = 100, 1000, 4
+    want = [c / n_t * math.log((n_s + V) / (s + 1)) for c, s in zip(c_t.tolist(), c_s.tolist())]
+    assert torch.allclose(got, torch.tensor(want), atol=1e-6)
+    assert got.argmax() == 2  # target-only word wins over the word frequent in both
+
+
+# ------------------------------------------------------------------ the statistics file
+
+
+def test_stats_round_trip_and_bad_files(tmp_path):
+    source = [torch.randn(4, 3, 4, 32, 32) for _ in range(2)]
+    target = [torch.randn(4, 3, 4, 32, 32) * 2 for _ in range(2)]
+    stats = fit_statistics(source, target, PixelEmbedder(dim=8), num_words=6, num_anchors=2, init_tokens=16, progress=False)
+    assert int(stats.counts_target.sum()) == 8 * 8 and int(stats.counts_source.sum()) == 8 * 8
+    path = stats.save(tmp_path / "s.safetensors")
+    back = DifferenceStats.load(path)
+    for name in ("centroids", "anchors", "counts_target", "counts_source", "tficf"):
+        assert torch.equal(getattr(back, name), getattr(stats, name)), name
+    assert back.embedder == stats.embedder and back.settings == json.loads(json.dumps(stats.settings))
+    video = torch.randn(3, 3, 4, 32, 32)
+    g = lambda: torch.Generator().manual_seed(5)  # noqa: E731
+    assert torch.equal(DifferenceMasker.load(path)(video, g()), DifferenceMasker(stats=stats)(video, g()))
+    assert torch.equal(build_masker("difference", stats=str(path))(video, g()), DifferenceMasker(stats=stats)(video, g()))
+    with pytest.raises(VideomaskError, match="does not exist"):
+        DifferenceStats.load(tmp_path / "missing.safetensors")
+    (tmp_path / "junk.safetensors").write_bytes(b"not a safetensors file")
+    with pytest.raises(VideomaskError):
+        DifferenceStats.load(tmp_path / "junk.safetensors")
+    save_file({"x": torch.zeros(2)}, str(tmp_path / "other.safetensors"))
+    with pytest.raises(VideomaskError, match="not videomask"):
+        DifferenceStats.load(tmp_path / "other.safetensors")
+
+
+def test_fit_statistics_is_deterministic():
+    source = [torch.randn(4, 3, 4, 32, 32, generator=torch.Generator().manual_seed(i)) for i in range(2)]
+    target = [torch.randn(4, 3, 4, 32, 32, generator=torch.Generator().manual_seed(9 + i)) for i in range(2)]
+    a = fit_statistics(source, target, PixelEmbedder(dim=8), num_words=4, num_anchors=2, init_tokens=16, progress=False)
+    b = fit_statistics(source, target, PixelEmbedder(dim=8), num_words=4, num_anchors=2, init_tokens=16, progress=False)
+    assert torch.equal(a.centroids, b.centroids) and torch.equal(a.anchors, b.anchors)
+    with pytest.raises(VideomaskError, match="num_anchors"):
+        fit_statistics(source, target, PixelEmbedder(dim=8), num_words=4, num_anchors=5, progress=False)
+    with pytest.raises(VideomaskError, match="re-iterable"):
+        fit_statistics(iter(source), target, PixelEmbedder(dim=8), num_words=4, num_anchors=1, progress=False)
+
+
+# ------------------------------------------------------------------ videomask fit + quality
+
+
+def _fit_cli(domains, out: Path) -> int:
+    root = domains["root"]
+    return cli_main([
+        "fit", "--source", str(root / "source"), "--target", str(root / "target"), "-o", str(out),
+        "--size", str(SIZE), "--num-frames", "4", "--sampling-rate", "2", "--clips-per-video", "2",
+        "--num-words", "16", "--num-anchors", "2", "--dim", "32", "--tokens-per-clip", "72",
+    ])
+
+
+def test_fit_cli_errors(tmp_path, domains, capsys):
+    assert cli_main(["fit", "--source", str(tmp_path / "nope"), "--target", str(domains["root"] / "target"), "-o", str(tmp_path / "s.st")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    (tmp_path / "empty").mkdir()
+    assert cli_main(["fit", "--source", str(tmp_path / "empty"), "--target", str(domains["root"] / "target"), "-o", str(tmp_path / "s.st")]) == 2
+    err = capsys.readouterr().err
+    assert "no videos" in err and len(err.strip().splitlines()) == 1
+    assert cli_main(["fit", "--source", "a", "--target", "b", "-o", "c", "--embedder", "magic"]) == 2
+
+
+def test_anchor_patches_find_the_target_only_object(tmp_path, domains, capsys):
+    """Fit with ``videomask fit``; the anchors must land on the object the source never shows."""
+    from videomask.data import ClipTransform, VideoDataset, collate_clips
+
+    out = tmp_path / "stats.safetensors"
+    assert _fit_cli(domains, out) == 0
+    stats = DifferenceStats.load(out)
+    assert stats.settings["source_clips"] == 24 and stats.settings["target_clips"] == 24
+
+    def batch(which):
+        ds = VideoDataset.from_folder(domains["root"] / which, num_frames=4, sampling_rate=2, sampling="center",
+                                      transform=ClipTransform.for_eval(SIZE), seed=1)
+        return collate_clips([ds[i] for i in range(len(ds))])
+
+    masker = DifferenceMasker.load(out, ratio=0.5)
+    tgt, src = batch("target"), batch("source")
+    res = masker.generate(tgt, torch.Generator().manual_seed(0))
+    t_slots = res.anchors.shape[1] // (SIZE // 16) ** 2
+    cover = torch.stack([_object_cover(domains["objects"][v]) for v in tgt["video_id"]]).repeat(1, t_slots)  # [B, L]
+    anchors = res.anchors
+    touches, mostly = cover > 0, cover >= 0.5
+    chance = touches.float().mean().item()  # share of tokens that touch the object
+    precision = touches[anchors].float().mean().item()  # share of anchor tokens that touch it
+    recall = anchors[mostly].float().mean().item()  # share of mostly-object tokens flagged
+    src_rate = masker.generate(src).anchors.float().mean().item()
+    masked_obj = res.mask[mostly].float().mean().item()  # ratio 0.5, alpha 1: object tubes masked first
+    with capsys.disabled():
+        print(
+            f"\n[anchor coverage] anchor precision {precision:.3f} vs chance {chance:.3f} "
+            f"({precision / chance:.1f}x); recall on >=50%-object tokens {recall:.3f}; "
+            f"anchor rate target {anchors.float().mean().item():.3f} vs source {src_rate:.3f}; "
+            f"object tokens masked {masked_obj:.3f} at ratio 0.5"
+        )
+    assert precision >= 3 * chance
+    assert recall >= 0.7
+    assert src_rate <= 0.5 * anchors.float().mean().item()
+    assert masked_obj >= 0.95

@@ -1,0 +1,139 @@
+"""Mask pictures: ``draw_frames`` pixels, and ``videomask show-masks`` for every registered masker."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from videomask.cli import main
+from videomask.detect import Detection, build_cache
+from videomask.masking import available_maskers
+from videomask.patches import grid_for
+from videomask.viz import ANCHOR_COLOUR, MASK_GREY, draw_frames
+
+NUM_FRAMES, SIZE, SCALE = 8, 64, 2
+
+
+def write_square_clip(path: Path, num_frames: int = 20, height: int = 72, width: int = 96) -> Path:
+    """A dark clip with a bright 16x16 square moving right 2 px per frame."""
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream("libx264", rate=10)
+        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        for k in range(num_frames):
+            frame = np.full((height, width, 3), 30, dtype=np.uint8)
+            frame[20:36, 20 + 2 * k : 36 + 2 * k] = 230
+            for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
+                out.mux(packet)
+        for packet in stream.encode():
+            out.mux(packet)
+    return path
+
+
+class SquareDetector:
+    identity = {"name": "square"}
+
+    def __call__(self, frames: np.ndarray) -> list[list[Detection]]:
+        out = []
+        for frame in frames:
+            ys, xs = np.nonzero(frame.mean(axis=2) > 128)
+            out.append([Detection((float(xs.min()), float(ys.min()), float(xs.max() + 1), float(ys.max() + 1)), "square", 1.0)] if len(xs) else [])
+        return out
+
+
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("viz")
+    video = write_square_clip(root / "square.mp4")
+    boxes = root / "boxes.jsonl"
+    build_cache([("square.mp4", str(video))], boxes, SquareDetector(), stride=2, progress=False)
+    from videomask.stats import PixelEmbedder, fit_statistics
+
+    g = torch.Generator().manual_seed(0)
+    source = [torch.randn(4, 3, NUM_FRAMES, SIZE, SIZE, generator=g) * 0.3 for _ in range(2)]
+    target = [s.clone() for s in source]
+    for t in target:
+        t[:, :, :, :32, :32] = 2.0
+    stats = fit_statistics(source, target, PixelEmbedder(dim=16, tubelet=(2, 16, 16)), num_words=4, num_anchors=1, init_tokens=64, progress=False)
+    stats_path = root / "stats.safetensors"
+    stats.save(stats_path)
+    return {"video": video, "boxes": boxes, "stats": stats_path, "root": root}
+
+
+def test_draw_frames_shades_masked_patches_and_outlines_anchors():
+    T, H, W, tubelet = 2, 32, 32, (2, 16, 16)
+    frames = np.zeros((T, H, W, 3), dtype=np.uint8)
+    frames[..., 0] = 200  # red
+    grid = grid_for((T, H, W), tubelet)
+    mask = torch.zeros(grid.num_tokens, dtype=torch.bool)
+    mask[0] = True  # the top-left patch
+    anchors = torch.zeros(grid.num_tokens, dtype=torch.bool)
+    anchors[3] = True  # the bottom-right patch
+    plain, masked = draw_frames(frames, mask, tubelet, anchors=anchors, scale=1)
+    assert plain.shape == masked.shape == (T, H, W, 3) and np.array_equal(plain, frames)
+    shaded = np.round(0.25 * np.array([200, 0, 0]) + 0.75 * MASK_GREY)
+    assert np.array_equal(masked[0, 5, 5], shaded) and np.array_equal(masked[1, 15, 15], shaded)
+    assert np.array_equal(masked[0, 5, 20], [200, 0, 0])  # visible patch untouched
+    assert tuple(masked[0, 16, 20]) == ANCHOR_COLOUR and tuple(masked[0, 31, 31]) == ANCHOR_COLOUR  # anchor border
+    assert np.array_equal(masked[0, 24, 24], [200, 0, 0])  # anchor interior stays visible
+
+
+def _options(name: str, inputs: dict[str, Path]) -> list[str]:
+    if name == "difference":
+        return ["--stats", str(inputs["stats"])]
+    if name == "objects":
+        return ["--boxes", str(inputs["boxes"]), "--alpha", "1"]
+    return []
+
+
+@pytest.mark.parametrize("name", available_maskers())
+def test_show_masks_writes_gif_and_png_for_every_masker(name, inputs, tmp_path, capsys):
+    out = tmp_path / f"{name}.gif"
+    argv = ["show-masks", str(inputs["video"]), "--masker", name, "-o", str(out), "--num-frames", str(NUM_FRAMES),
+            "--sampling-rate", "2", "--size", str(SIZE), "--scale", str(SCALE), *_options(name, inputs)]
+    assert main(argv) == 0
+    text = capsys.readouterr().out
+    masked = float(re.search(r"masked ([\d.]+)% of tokens", text).group(1))
+    assert masked == pytest.approx(90.0, abs=3.0)  # int(0.9 * 16) / 16 tubes or int(0.9 * 64) / 64 tokens
+    with Image.open(out) as gif:
+        assert gif.n_frames == NUM_FRAMES
+    with Image.open(out.with_suffix(".png")) as png:
+        columns = NUM_FRAMES // 2  # one per tubelet slot
+        assert png.size[0] == columns * SIZE * SCALE + (columns - 1) * 2 * SCALE
+    if name == "objects":
+        anchors = float(re.search(r"anchors ([\d.]+)% of tokens", text).group(1))
+        assert anchors > 0 and "detections drawn" in text and not text.rstrip().endswith(" 0 detections drawn")
+
+
+def test_show_masks_with_a_detector(inputs, tmp_path, capsys):
+    out = tmp_path / "detector.gif"
+    argv = ["show-masks", str(inputs["video"]), "--masker", "objects", "--detector", "haar-face", "-o", str(out),
+            "--num-frames", "4", "--size", str(SIZE), "--png", str(tmp_path / "grid.png")]
+    assert main(argv) == 0
+    assert "anchors 0.0% of tokens" in capsys.readouterr().out  # no face on a square: the tube fallback
+    assert (tmp_path / "grid.png").exists() and out.exists()
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["show-masks", "missing.mp4", "--masker", "tube", "-o", "x.gif"], "no such video file"),
+        (["show-masks", "{video}", "--masker", "nope", "-o", "x.gif"], "unknown masker"),
+        (["show-masks", "{video}", "--masker", "objects", "-o", "x.gif"], "needs --boxes"),
+        (["show-masks", "{video}", "--masker", "difference", "-o", "x.gif"], "needs --stats"),
+        (["show-masks", "{video}", "--masker", "random", "--alpha", "0.5", "-o", "x.gif"], "does not take --alpha"),
+        (["show-masks", "{video}", "--masker", "objects", "--boxes", "{root}/none.jsonl", "-o", "x.gif"], "does not exist"),
+    ],
+)
+def test_show_masks_bad_input_is_one_line_and_exit_2(argv, message, inputs, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    argv = [a.format(video=inputs["video"], root=inputs["root"]) for a in argv]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and message in err[0], err
+    assert not (tmp_path / "x.gif").exists()

@@ -1,0 +1,81 @@
+"""``videomask bench``: tube vs random vs difference masking, head to head (see :mod:`videomask.bench`)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+HELP = "compare tube, random and difference masking head to head"
+
+REPO_CONFIGS = Path(__file__).resolve().parents[2] / "configs"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", default=None,
+                        help="bench YAML (default: configs/bench_full.yaml, or configs/bench_quick.yaml with --quick)")
+    parser.add_argument("--quick", action="store_true", help="tiny smoke-test settings: one seed, minimal steps")
+    parser.add_argument("--seeds", type=int, default=None, help="number of seeds (0..N-1) for every variant")
+    parser.add_argument("--steps", type=int, default=None, help="continued-pretraining steps per run")
+    parser.add_argument("--base-steps", type=int, default=None, help="steps of the base model's source pretraining")
+    parser.add_argument("--base-checkpoint", default=None, help="start from this checkpoint instead of pretraining a base model")
+    parser.add_argument("--variants", default=None, help="comma-separated subset of the config's variants")
+    parser.add_argument("--source", default=None, help="source videos folder (overrides the config)")
+    parser.add_argument("--target", default=None, help="target videos folder (overrides the config)")
+    parser.add_argument("--out", default=None, help="folder for <name>.md/.json/.png (overrides the config)")
+    parser.add_argument("--name", default=None, help="result file name stem (overrides the config)")
+    parser.add_argument("--work-dir", default=None, help="folder for runs, caches and statistics (overrides the config)")
+
+
+def _config_path(args: argparse.Namespace) -> Path:
+    if args.config:
+        return Path(args.config)
+    name = "bench_quick.yaml" if args.quick else "bench_full.yaml"
+    local = Path("configs") / name
+    return local if local.is_file() else REPO_CONFIGS / name
+
+
+def _command_line(args: argparse.Namespace) -> str:
+    """The command as typed, rebuilt from the parsed arguments (the flags that were given)."""
+    import shlex
+
+    parts = ["videomask", "bench"]
+    for key, value in vars(args).items():
+        if value is None or value is False:
+            continue
+        flag = "--" + key.replace("_", "-")
+        parts += [flag] if value is True else [flag, shlex.quote(str(value))]
+    return " ".join(parts)
+
+
+def run(args: argparse.Namespace) -> int:
+    import sys
+
+    from videomask.bench import load_bench_config, run_bench, validate_bench_config, write_report
+    from videomask.errors import VideomaskError
+
+    path = _config_path(args)
+    cfg = load_bench_config(path)
+    if args.seeds is not None:
+        if args.seeds < 1:
+            raise VideomaskError("--seeds must be >= 1")
+        cfg.seeds = list(range(args.seeds))
+    for key in ("steps", "base_steps", "base_checkpoint", "name"):
+        if getattr(args, key) is not None:
+            setattr(cfg, key, getattr(args, key))
+    for key in ("source", "target", "out", "work_dir"):
+        if getattr(args, key) is not None:
+            setattr(cfg, key, str(Path(getattr(args, key)).resolve()))
+    if args.variants:
+        wanted = [v.strip() for v in args.variants.split(",") if v.strip()]
+        unknown = [v for v in wanted if v not in cfg.variants]
+        if unknown:
+            raise VideomaskError(f"unknown variant(s) {', '.join(unknown)} (config has: {', '.join(cfg.variants)})")
+        cfg.variants = {v: cfg.variants[v] for v in wanted}
+    validate_bench_config(cfg)
+    command = _command_line(args)
+    result = run_bench(cfg, command=command, base_dir=path.resolve().parent,
+                       log=lambda m: print(m, file=sys.stderr, flush=True))
+    paths = write_report(result, cfg.out, cfg.name)
+    print(Path(paths["md"]).read_text().split("## Results (mean ± std over seeds)")[1].split("## Differences")[0].strip())
+    print(f"wrote {paths['md']}, {paths['json']}, {paths['png']} ({result['total_s']:.0f} s)")
+    return 0

@@ -1,0 +1,106 @@
+"""``videomask fit``: fit difference statistics (visual vocabulary + TF-ICF anchors) from two video sets.
+
+    videomask fit --source SRC --target TGT -o stats.safetensors [--embedder pixel|checkpoint:PATH]
+                  [--num-words 64 --num-anchors 8 --clips-per-video 1 ...]
+
+SRC / TGT: a folder of videos or a list file (CSV / text, see ``videomask.data``).
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+HELP = "fit difference statistics (visual vocabulary + TF-ICF anchors) from source and target videos"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--source", required=True, help="source-domain videos: a folder or a list file")
+    parser.add_argument("--target", required=True, help="target-domain videos: a folder or a list file")
+    parser.add_argument("-o", "--output", required=True, help="statistics file to write (.safetensors)")
+    parser.add_argument("--embedder", default="pixel", help="'pixel' (model-free) or 'checkpoint:PATH' (default: pixel)")
+    parser.add_argument("--num-words", type=int, default=64, help="visual vocabulary size V (default: 64)")
+    parser.add_argument("--num-anchors", type=int, default=8, help="anchor words K kept by TF-ICF (default: 8)")
+    parser.add_argument("--clips-per-video", type=int, default=1, help="clips sampled from each video (default: 1)")
+    parser.add_argument("--num-frames", type=int, default=16, help="frames per clip (default: 16)")
+    parser.add_argument("--sampling-rate", type=int, default=4, help="frame stride inside a clip (default: 4)")
+    parser.add_argument("--size", type=int, default=224, help="clip side in pixels after resize + centre crop (default: 224)")
+    parser.add_argument("--tubelet", type=int, nargs=2, default=(2, 16), metavar=("T", "P"), help="tubelet frames and patch size (default: 2 16)")
+    parser.add_argument("--dim", type=int, default=64, help="pixel embedder dimension (default: 64)")
+    parser.add_argument("--tokens-per-clip", type=int, default=256, help="tokens per clip fed to k-means (default: 256)")
+    parser.add_argument("--epochs", type=int, default=1, help="k-means passes over the data (default: 1)")
+    parser.add_argument("--max-clips", type=int, default=None, help="at most this many clips from each set")
+    parser.add_argument("--batch-size", type=int, default=8, help="clips per batch (default: 8)")
+    parser.add_argument("--workers", type=int, default=0, help="data loader workers (default: 0)")
+    parser.add_argument("--device", default="cpu", help="torch device for embedding and k-means (default: cpu)")
+    parser.add_argument("--seed", type=int, default=0, help="seed for clip sampling, k-means and the pixel embedder")
+    parser.add_argument("--backend", default="pyav", help="video decoding backend (default: pyav)")
+
+
+def _dataset(path: str, args: argparse.Namespace, which: str, tubelet: tuple[int, int, int]):
+    """A ``VideoDataset`` over a folder or a list file; a one-line error when it is missing or empty."""
+    from videomask.data import ClipTransform, VideoDataset
+    from videomask.errors import VideomaskError
+
+    p = Path(path)
+    if not p.exists():
+        raise VideomaskError(f"{which} {path} does not exist (give a folder of videos or a list file)")
+    try:
+        return VideoDataset.from_path(
+            p,
+            num_frames=args.num_frames,
+            sampling_rate=args.sampling_rate,
+            sampling="random",  # seeded per (seed, epoch, video, clip): both passes see the same clips
+            num_sample=args.clips_per_video,
+            transform=ClipTransform.for_eval(args.size, patch=tubelet[1:]),
+            tubelet=tubelet,
+            backend=args.backend,
+            seed=args.seed,
+        )
+    except VideomaskError as err:
+        raise VideomaskError(f"{which} {path}: {err}") from None
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+
+    from videomask.errors import VideomaskError
+    from videomask.stats import build_embedder, fit_statistics
+
+    for name in ("num_words", "num_anchors", "clips_per_video", "batch_size", "tokens_per_clip", "epochs", "dim"):
+        if getattr(args, name) < 1:
+            raise VideomaskError(f"--{name.replace('_', '-')} must be >= 1")
+    torch.manual_seed(args.seed)
+    tubelet = (args.tubelet[0], args.tubelet[1], args.tubelet[1])
+    embedder = build_embedder(args.embedder, tubelet=tubelet, dim=args.dim, seed=args.seed)
+    tubelet = tuple(getattr(embedder, "tubelet", None) or tubelet)  # a model embedder brings its own
+    source = _dataset(args.source, args, "source", tubelet)
+    target = _dataset(args.target, args, "target", tubelet)
+    stats = fit_statistics(
+        source,
+        target,
+        embedder,
+        num_words=args.num_words,
+        num_anchors=args.num_anchors,
+        tokens_per_clip=args.tokens_per_clip,
+        max_clips=args.max_clips,
+        epochs=args.epochs,
+        seed=args.seed,
+        batch_size=args.batch_size,
+        num_workers=args.workers,
+        device=args.device,
+    )
+    stats.settings.update({
+        "source": str(args.source),
+        "target": str(args.target),
+        "tubelet": list(tubelet),
+        "clip": {"num_frames": args.num_frames, "sampling_rate": args.sampling_rate, "size": args.size,
+                 "clips_per_video": args.clips_per_video},
+    })
+    out = stats.save(args.output)
+    print(stats.summary())
+    for which, data in (("source", source), ("target", target)):
+        if data.skipped:
+            print(f"{which}: skipped {data.skipped} unreadable video(s); see {data.skip_log}")
+    print(f"wrote {out}")
+    return 0

@@ -1,0 +1,119 @@
+"""``videomask show-masks``: draw a masker's masks on a clip (animated GIF and a PNG grid).
+
+    videomask show-masks VIDEO --masker NAME [--stats stats.safetensors] [--boxes boxes.jsonl | --detector people]
+                         [--labels person ...] [--ratio 0.9] [--mode tube] [--alpha 1] [--direction mask]
+                         [--num-frames 16 --sampling-rate 4 --size 224] [--seed 0] -o masks.gif [--png masks.png]
+
+Masked patches are shaded grey, anchor patches outlined yellow, detections boxed green. ``--boxes``
+reads a boxes cache (the video is found by ``--video-id`` or by its path), ``--detector`` runs a
+detector on the clip's frames; either feeds the ``objects`` masker and the drawn boxes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import inspect
+
+HELP = "draw a masker's masks on a clip (GIF and PNG grid)"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("video", help="a video file")
+    parser.add_argument("--masker", required=True, help="a registered masker: random, tube, difference, objects")
+    parser.add_argument("-o", "--output", required=True, help="GIF to write")
+    parser.add_argument("--png", default=None, help="PNG grid to write (default: the GIF's name with .png)")
+    parser.add_argument("--stats", default=None, help="difference statistics file (masker difference)")
+    parser.add_argument("--boxes", default=None, help="boxes cache from `videomask detect` (masker objects, drawing)")
+    parser.add_argument("--detector", default=None, help="run this detector on the clip's frames (masker objects, drawing)")
+    parser.add_argument("--video-id", default=None, help="the video's id in the boxes cache (default: found from the path)")
+    parser.add_argument("--labels", nargs="+", default=None, help="anchor labels (default: every detected label)")
+    parser.add_argument("--ratio", type=float, default=None, help="share of tokens masked (masker default: 0.9)")
+    parser.add_argument("--mode", default=None, choices=("tube", "token"), help="tube or token masking (masker default)")
+    parser.add_argument("--alpha", type=float, default=None, help="anchor share of the budget (anchor maskers)")
+    parser.add_argument("--direction", default=None, choices=("mask", "keep"), help="mask the anchors or keep them visible")
+    parser.add_argument("--selection", default=None, choices=("share", "topk", "sample"), help="selection rule (scored maskers)")
+    parser.add_argument("--tubelet", type=int, nargs=2, default=None, metavar=("T", "P"), help="tubelet frames and patch (default 2 16)")
+    parser.add_argument("--num-frames", type=int, default=16, help="frames in the clip (default: 16)")
+    parser.add_argument("--sampling-rate", type=int, default=4, help="stride between sampled frames (default: 4)")
+    parser.add_argument("--size", type=int, default=224, help="clip side after resize + centre crop (default: 224)")
+    parser.add_argument("--scale", type=int, default=2, help="picture upscaling factor (default: 2)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the mask (default: 0)")
+
+
+def _accepted(name: str) -> set[str]:
+    from videomask.masking import MASKERS
+
+    cls = MASKERS[name]
+    factory = getattr(cls, "from_options", cls)
+    params = inspect.signature(factory).parameters
+    return {p for p, v in params.items() if v.kind in (v.KEYWORD_ONLY, v.POSITIONAL_OR_KEYWORD)}
+
+
+def run(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from videomask.detect import BoxCache, build_detector, detect_frames
+    from videomask.errors import VideomaskError
+    from videomask.masking import available_maskers, build_masker
+    from videomask.patches import as_tubelet
+    from videomask.viz import load_clip, show_masks
+
+    if args.masker not in available_maskers():
+        raise VideomaskError(f"unknown masker {args.masker!r} (choose from {', '.join(available_maskers())})")
+    if not Path(args.video).is_file():
+        raise VideomaskError(f"no such video file: {args.video}")
+    if args.boxes and args.detector:
+        raise VideomaskError("give --boxes or --detector, not both")
+    if args.scale < 1:
+        raise VideomaskError("--scale must be >= 1")
+    accepted = _accepted(args.masker)
+    options: dict = {}
+    flags = {"ratio": args.ratio, "mode": args.mode, "alpha": args.alpha, "direction": args.direction,
+             "selection": args.selection, "tubelet": as_tubelet(tuple(args.tubelet)) if args.tubelet else None,
+             "stats": args.stats}
+    for key, value in flags.items():
+        if value is None:
+            continue
+        if key not in accepted:
+            raise VideomaskError(f"masker {args.masker!r} does not take --{key}")
+        options[key] = value
+    if "stats" in accepted and "stats" not in options:
+        raise VideomaskError(f"masker {args.masker!r} needs --stats (a file from `videomask fit`)")
+
+    # a provisional masker fixes the tubelet (difference: from its statistics) before the clip is cut
+    cache = None
+    if args.boxes:
+        cache = BoxCache.load(args.boxes)
+    needs_boxes = "boxes" in accepted
+    if needs_boxes and cache is None and args.detector is None:
+        raise VideomaskError(f"masker {args.masker!r} needs --boxes (a cache from `videomask detect`) or --detector")
+    tubelet = options.get("tubelet")
+    if tubelet is None and not needs_boxes:
+        tubelet = build_masker(args.masker, **options).tubelet
+    tubelet = tubelet or (2, 16, 16)
+    clip = load_clip(args.video, num_frames=args.num_frames, sampling_rate=args.sampling_rate, size=args.size,
+                     patch=(tubelet[1], tubelet[2]))
+
+    detections = None
+    if cache is not None:
+        vid = args.video_id or cache.resolve_video_id(args.video)
+        if vid is None or vid not in cache:
+            raise VideomaskError(f"video {args.video!r} is not in boxes cache {args.boxes} (give --video-id)")
+        clip.video_id = vid
+        detections = cache.detections(vid, clip.frame_indices, args.labels)
+    elif args.detector:
+        detector = build_detector(args.detector)
+        detections = detect_frames(detector, clip.original, video_id=args.video_id or clip.video_id, frame_indices=clip.frame_indices)
+        if args.labels:
+            detections = [[d for d in found if d.label in args.labels] for found in detections]
+        cache = BoxCache.from_detections(clip.video_id, clip.frame_indices, detections)
+    if needs_boxes:
+        options["boxes"] = cache
+        if args.labels:
+            options["labels"] = args.labels
+    masker = build_masker(args.masker, **options)
+    picture = show_masks(clip, masker, args.output, detections=detections, png=args.png, seed=args.seed, scale=args.scale)
+    anchors = f", anchors {picture.anchor_share:.1%} of tokens" if picture.anchor_share is not None else ""
+    print(f"{picture.gif} and {picture.png}: {masker.name} masked {picture.masked_share:.1%} of tokens{anchors}, "
+          f"{picture.detections} detections drawn")
+    return 0

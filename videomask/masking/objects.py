@@ -1,0 +1,218 @@
+"""The ``objects`` masker: Difference-Masking from detected anchor objects (the boxes cache).
+
+For a batch dict (``video``, ``video_id``, ``frame_indices [B, T]``, ``geometry [B, 9]``) it looks up
+each clip's boxes in a :class:`~videomask.detect.BoxCache` (nearest scanned frame), lays them on the
+clip's patch grid through the clip's :class:`~videomask.patches.ClipGeometry` (crop, resize, flip),
+and marks the covered tokens as anchors. In tube mode a tube is an anchor when any of its tokens is
+(covered at any time). Selection is the shared step, rule (b) by default: a share ``alpha`` of the
+budget from the anchors, the rest uniform; ``direction="keep"`` keeps anchors visible instead.
+
+A clip without any anchor falls back to plain ``random`` (uniform over tokens) or ``tube`` (uniform
+over tubes, the same spatial mask at every time step) masking, both at the masker's exact count.
+Library users may skip the cache and put precomputed anchors in the batch (``batch["anchors"]``,
+bool ``[B, L]``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from videomask.detect import BoxCache, choose_anchor_labels
+from videomask.errors import VideomaskError
+from videomask.masking.base import MaskResult, ScoredMasker, register_masker, select_anchor_share
+from videomask.patches import Grid, Tubelet, tubes_to_tokens
+
+FALLBACKS = ("random", "tube")
+ON_MISSING = ("error", "fallback")
+
+
+def rasterise_batch(
+    boxes: Tensor | np.ndarray,
+    clip: Tensor | np.ndarray,
+    frame_pos: Tensor | np.ndarray,
+    geometry: Tensor | np.ndarray,
+    size: Sequence[int],
+    tubelet: Tubelet,
+    min_overlap: float = 0.0,
+) -> Tensor:
+    """Vectorised :func:`videomask.patches.rasterise_boxes` for a whole batch -> bool ``[B, L]`` (CPU).
+
+    ``boxes [N, 4]`` (x0, y0, x1, y1, original pixels) belong to clip ``clip[N]`` and to its
+    ``frame_pos[N]``-th sampled frame; ``geometry [B, 9]`` holds ``ClipGeometry.to_tensor()`` rows;
+    ``size = (T, H, W)`` of the clips. The same float64 arithmetic as the per-clip version, in NumPy
+    (single-threaded: tiny arrays, and no thread-pool wake-ups on a busy data-loading CPU).
+    """
+    T, H, W = (int(s) for s in size)
+    t, ph, pw = tubelet
+    gt, gh, gw = T // t, H // ph, W // pw
+    geometry = np.asarray(geometry, dtype=np.float64)
+    B = geometry.shape[0]
+    boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)  # [N, 4]
+    if boxes.shape[0] == 0:
+        return torch.zeros(B, gt * gh * gw, dtype=torch.bool)
+    clip = np.asarray(clip, dtype=np.int64)
+    g = geometry[clip]  # [N, 9]: src_h src_w y0 x0 crop_h crop_w out_h out_w flip
+    out_h, out_w = g[:, 6], g[:, 7]
+    sx, sy = out_w / g[:, 5], out_h / g[:, 4]  # [N]
+    x0, x1 = (boxes[:, 0] - g[:, 3]) * sx, (boxes[:, 2] - g[:, 3]) * sx
+    y0, y1 = (boxes[:, 1] - g[:, 2]) * sy, (boxes[:, 3] - g[:, 2]) * sy
+    flip = g[:, 8] > 0.5
+    x0, x1 = np.where(flip, out_w - x1, x0), np.where(flip, out_w - x0, x1)
+    x0, x1 = np.minimum(np.maximum(x0, 0), out_w), np.minimum(np.maximum(x1, 0), out_w)
+    y0, y1 = np.minimum(np.maximum(y0, 0), out_h), np.minimum(np.maximum(y1, 0), out_h)
+    ys = np.arange(gh, dtype=np.float64) * ph  # [h] top edge of each patch row
+    xs = np.arange(gw, dtype=np.float64) * pw  # [w]
+    ov_y = np.maximum(np.minimum(y1[:, None], ys + ph) - np.maximum(y0[:, None], ys), 0)  # [N, h]
+    ov_x = np.maximum(np.minimum(x1[:, None], xs + pw) - np.maximum(x0[:, None], xs), 0)  # [N, w]
+    hit = (ov_y[:, :, None] * ov_x[:, None, :] / (ph * pw)) > min_overlap  # [N, h, w]
+    slot = clip * gt + np.asarray(frame_pos, dtype=np.int64) // t  # [N] temporal slot in the batch
+    n_idx, cell = np.nonzero(hit.reshape(-1, gh * gw))  # covered (box, patch) pairs
+    covered = np.zeros(B * gt * gh * gw, dtype=bool)
+    covered[slot[n_idx] * (gh * gw) + cell] = True  # [B*t'*h*w]
+    return torch.from_numpy(covered.reshape(B, gt * gh * gw))  # [B, L] token order i_t*(h*w) + i_h*w + i_w
+
+
+@register_masker("objects")
+class ObjectsMasker(ScoredMasker):
+    """Difference-Masking from detected anchor objects.
+
+    ``boxes``: a :class:`~videomask.detect.BoxCache` or a cache path (``videomask detect``); may be
+    None when every batch carries ``batch["anchors"]``. ``labels``: anchor classes (a name or a list;
+    None = every detected label; ``"tficf"`` = the ``top_k`` labels chosen by
+    :func:`~videomask.detect.choose_anchor_labels` against ``source_boxes``). ``fallback``: masking of
+    clips with no anchor (``"random"`` or ``"tube"``; default: the masker's own mode, ``"tube"`` in
+    tube mode). ``min_overlap``: share of a patch a box must cover. ``on_missing``: a clip whose video
+    is not in the cache is an ``"error"`` (default) or gets the ``"fallback"``.
+    Scores (for ``selection="topk"`` / ``"sample"``) are the anchor flags as 0/1.
+    """
+
+    def __init__(
+        self,
+        *,
+        boxes: BoxCache | str | Path | None = None,
+        labels: Sequence[str] | str | None = None,
+        source_boxes: BoxCache | str | Path | None = None,
+        top_k: int = 1,
+        fallback: str | None = None,
+        min_overlap: float = 0.0,
+        on_missing: str = "error",
+        tubelet: int | Sequence[int] = (2, 16, 16),
+        ratio: float = 0.9,
+        mode: str = "tube",
+        selection: str = "share",
+        alpha: float = 1.0,
+        direction: str = "mask",
+        reduce: str = "max",
+        temperature: float = 0.25,
+        uniform_mix: float = 0.0,
+    ) -> None:
+        super().__init__(
+            tubelet=tubelet, ratio=ratio, mode=mode, selection=selection, alpha=alpha, direction=direction,
+            reduce=reduce, temperature=temperature, uniform_mix=uniform_mix,
+        )
+        self.cache = boxes if isinstance(boxes, BoxCache) or boxes is None else BoxCache.load(boxes)
+        if labels == "tficf":
+            if self.cache is None or source_boxes is None:
+                raise VideomaskError("labels='tficf' needs both boxes (the target cache) and source_boxes")
+            labels = choose_anchor_labels(self.cache, source_boxes, top_k)
+        self.labels: list[str] | None = [labels] if isinstance(labels, str) else (list(labels) if labels is not None else None)
+        if self.cache is not None and self.labels is not None:
+            unknown = [name for name in self.labels if name not in self.cache.label_ids]
+            if unknown and len(unknown) == len(self.labels):
+                raise VideomaskError(
+                    f"none of the anchor labels {self.labels} occurs in boxes cache {self.cache.path or ''} "
+                    f"(its labels: {', '.join(self.cache.labels) or 'none'})"
+                )
+        fallback = fallback or ("tube" if mode == "tube" else "random")
+        if fallback not in FALLBACKS:
+            raise VideomaskError(f"fallback must be one of {FALLBACKS}, got {fallback!r}")
+        if on_missing not in ON_MISSING:
+            raise VideomaskError(f"on_missing must be one of {ON_MISSING}, got {on_missing!r}")
+        self.fallback = fallback
+        self.min_overlap = float(min_overlap)
+        self.on_missing = on_missing
+        self._keep = self.cache.label_mask(self.labels) if self.cache is not None else None
+        self.missing = 0  # clips whose video was not in the cache (on_missing="fallback")
+
+    # -- anchors -------------------------------------------------------------------------------
+    def anchors_from_cache(self, batch: Mapping[str, Any], grid: Grid, size: Sequence[int]) -> Tensor:
+        """Anchor tokens ``[B, L]`` (CPU) of a batch dict from the boxes cache."""
+        if self.cache is None:
+            raise VideomaskError("the objects masker has no boxes cache and the batch has no 'anchors'")
+        for key in ("video_id", "frame_indices", "geometry"):
+            if key not in batch:
+                raise VideomaskError(f"the objects masker needs batch[{key!r}] (a loader batch dict) or batch['anchors']")
+        video_ids = list(batch["video_id"])
+        frames = torch.as_tensor(batch["frame_indices"]).cpu().numpy()  # [B, T]
+        geometry = torch.as_tensor(batch["geometry"]).cpu()  # [B, 9]
+        B, T = frames.shape
+        if len(video_ids) != B or geometry.shape != (B, 9) or T != size[0]:
+            raise VideomaskError(
+                f"batch mismatch: {len(video_ids)} video ids, frame_indices {tuple(frames.shape)}, geometry "
+                f"{tuple(geometry.shape)} for a video with B={B}, T={size[0]}"
+            )
+        present: list[str | None] = []
+        for vid in video_ids:
+            if vid in self.cache:
+                present.append(vid)
+            elif self.on_missing == "error":
+                raise VideomaskError(
+                    f"video {vid!r} is not in boxes cache {self.cache.path or '(in memory)'} "
+                    "(run `videomask detect` on this data, or set on_missing='fallback')"
+                )
+            else:
+                self.missing += 1
+                present.append(None)
+        boxes, clip, pos = self.cache.gather_batch(present, frames, self._keep)  # [N, 4], [N], [N]
+        return rasterise_batch(boxes, clip, pos, geometry.numpy(), size, self.tubelet, self.min_overlap)  # [B, L]
+
+    def token_scores(self, video: Tensor, batch: Tensor | Mapping[str, Any], grid: Grid) -> tuple[Tensor | None, Tensor | None]:
+        """``(scores [B, L] = anchors as 0/1, anchors [B, L] bool)`` on the video's device."""
+        B = video.shape[0]
+        if isinstance(batch, Mapping) and batch.get("anchors") is not None:
+            anchors = torch.as_tensor(batch["anchors"]).bool()
+            if anchors.shape != (B, grid.num_tokens):
+                raise VideomaskError(f"batch['anchors'] must be bool [B, L] = [{B}, {grid.num_tokens}], got {tuple(anchors.shape)}")
+        elif isinstance(batch, Mapping):
+            anchors = self.anchors_from_cache(batch, grid, video.shape[2:])
+        else:
+            raise VideomaskError("the objects masker needs a batch dict (video, video_id, frame_indices, geometry) or batch['anchors']")
+        anchors = anchors.to(video.device)
+        return anchors.float(), anchors
+
+    # -- selection with the fallback -----------------------------------------------------------
+    def _fallback_mask(self, n: int, grid: Grid, generator: torch.Generator | None, device: torch.device) -> Tensor:
+        """Bool ``[n, L]`` masks for clips without anchors, with the masker's exact token count."""
+        count = self.num_masked(grid)
+        if self.fallback == "random":
+            none = torch.zeros(n, grid.num_tokens, dtype=torch.bool, device=device)
+            return select_anchor_share(none, count, 0.0, generator)  # uniform over tokens
+        tubes = count // grid.t  # whole tubes; in token mode the remainder is filled with single tokens
+        none = torch.zeros(n, grid.num_tubes, dtype=torch.bool, device=device)
+        mask = tubes_to_tokens(select_anchor_share(none, tubes, 0.0, generator), grid)  # [n, L]
+        rest = count - tubes * grid.t
+        if rest:  # `rest` more single tokens, uniformly from the ones not yet masked
+            mask = mask | select_anchor_share(~mask, rest, 1.0, generator)
+        return mask
+
+    def _generate(self, video: Tensor, batch: Tensor | Mapping[str, Any], grid: Grid, generator: torch.Generator | None) -> MaskResult:
+        result = super()._generate(video, batch, grid, generator)
+        assert result.anchors is not None
+        empty = ~result.anchors.any(dim=1)  # [B] clips without any anchor
+        if bool(empty.any()):
+            natural = "tube" if self.mode == "tube" else "random"
+            if self.fallback != natural:  # rows without anchors already got uniform masking over the selection units
+                result.mask[empty] = self._fallback_mask(int(empty.sum()), grid, generator, video.device)
+        return result
+
+    def __repr__(self) -> str:
+        return (
+            f"ObjectsMasker(labels={self.labels}, videos={len(self.cache) if self.cache is not None else 0}, "
+            f"fallback={self.fallback!r}, tubelet={self.tubelet}, ratio={self.ratio}, mode={self.mode!r}, "
+            f"selection={self.selection!r}, alpha={self.alpha}, direction={self.direction!r})"
+        )

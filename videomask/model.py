@@ -1,0 +1,520 @@
+"""VideoMAE masked video autoencoder on timm transformer blocks.
+
+The layout follows facebookresearch/mae ``models_mae.py`` (patchify / forward_encoder /
+forward_decoder / forward_loss) and is numerically the same model as Hugging Face
+``transformers.VideoMAEForPreTraining`` (see :mod:`videomask.hf` for weight import/export):
+
+* a tubelet ``Conv3d`` embedding (computed as the equivalent linear map on the *visible* tubelets only);
+* a fixed 1-D sine-cosine position table over the flattened token index (built in torch, any ``L``);
+* an encoder of timm ``Block``\\ s that runs on the visible tokens only; its attention has q and v biases
+  and a k bias that is a constant zero (not a parameter), as in the original VideoMAE;
+* ``encoder_to_decoder``, a learned mask token and a narrower decoder that predicts the pixels of the
+  masked tubelets; optional VideoMAE V2 decoder masking (the decoder reconstructs only part of the
+  masked tokens);
+* the normalised-pixel loss: unnormalise with mean/std, normalise each token's pixels per channel
+  (unbiased variance, ``+1e-6`` on the std), mean squared error over the reconstructed tokens.
+
+Video inside the library is ``[B, C, T, H, W]``; tokens are ordered ``i_t*(h*w) + i_h*w + i_w``;
+masks are bool ``[B, L]`` with True = masked and the same count in every row.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, fields, replace
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from einops import rearrange
+from timm.layers import Attention
+from timm.models.vision_transformer import Block
+from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
+
+from videomask.errors import VideomaskError
+from videomask.patches import Grid, Tubelet, grid_for, patchify
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+DECODER_MASK_TYPES = ("run_cell", "random")
+
+
+@dataclass
+class VideoMAEConfig:
+    """Hyper-parameters of a :class:`VideoMAE` model.
+
+    Sizes:
+        img_size: default frame height and width (the model accepts any multiple of ``patch_size``).
+        num_frames: default clip length (any multiple of ``tubelet_size`` works).
+        tubelet_size: frames per tubelet ``t``.
+        patch_size: tubelet side ``p`` in pixels.
+        in_chans: input channels ``C``.
+    Encoder:
+        embed_dim, depth, num_heads, mlp_ratio: width, blocks, heads, MLP hidden = ``int(embed_dim*mlp_ratio)``.
+        qkv_bias: learn q and v biases (VideoMAE; the k bias is always exactly zero).
+        layer_norm_eps: epsilon of the block norms and the encoder's final norm.
+        use_mean_pooling: Hugging Face semantics. False (VideoMAE pretraining): the encoder ends with a
+            LayerNorm ``norm``. True: no final norm; :meth:`VideoMAE.features` applies ``fc_norm`` to the mean.
+        drop_path: stochastic depth rate of the last encoder block (linear from 0).
+        grad_checkpointing: recompute block activations in the backward pass (saves memory).
+    Decoder:
+        decoder_embed_dim, decoder_depth, decoder_num_heads, decoder_mlp_ratio: decoder size.
+        decoder_norm_eps: epsilon of the decoder's final norm (Hugging Face: 1e-5, original VideoMAE: 1e-6).
+        decoder_mask_ratio: VideoMAE V2 decoder masking; share of the masked tokens the decoder does NOT
+            reconstruct (0 = reconstruct all masked tokens).
+        decoder_mask_type: ``run_cell`` (a 2x2 running cell pattern shifted one step per time slot) or ``random``.
+    Loss:
+        norm_pix_loss: normalise each target token's pixels (per channel) before the MSE.
+        mean, std: the input normalisation, undone to build the pixel target (only for 3 channels,
+            as in Hugging Face; other channel counts use the input as is).
+    """
+
+    img_size: int = 224
+    num_frames: int = 16
+    tubelet_size: int = 2
+    patch_size: int = 16
+    in_chans: int = 3
+    embed_dim: int = 768
+    depth: int = 12
+    num_heads: int = 12
+    mlp_ratio: float = 4.0
+    qkv_bias: bool = True
+    layer_norm_eps: float = 1e-6
+    use_mean_pooling: bool = False
+    drop_path: float = 0.0
+    grad_checkpointing: bool = False
+    decoder_embed_dim: int = 384
+    decoder_depth: int = 4
+    decoder_num_heads: int = 6
+    decoder_mlp_ratio: float = 4.0
+    decoder_norm_eps: float = 1e-6
+    decoder_mask_ratio: float = 0.0
+    decoder_mask_type: str = "run_cell"
+    norm_pix_loss: bool = True
+    mean: tuple[float, ...] = IMAGENET_MEAN
+    std: tuple[float, ...] = IMAGENET_STD
+
+    def __post_init__(self) -> None:
+        self.mean = tuple(float(v) for v in self.mean)
+        self.std = tuple(float(v) for v in self.std)
+        for name in ("img_size", "num_frames", "tubelet_size", "patch_size", "in_chans", "embed_dim",
+                     "depth", "num_heads", "decoder_embed_dim", "decoder_num_heads"):
+            if int(getattr(self, name)) <= 0:
+                raise VideomaskError(f"model config: {name} must be positive, got {getattr(self, name)!r}")
+        if self.decoder_depth < 0:
+            raise VideomaskError(f"model config: decoder_depth must be >= 0, got {self.decoder_depth}")
+        if self.embed_dim % self.num_heads:
+            raise VideomaskError(f"model config: embed_dim={self.embed_dim} is not divisible by num_heads={self.num_heads}")
+        if self.decoder_embed_dim % self.decoder_num_heads:
+            raise VideomaskError(
+                f"model config: decoder_embed_dim={self.decoder_embed_dim} is not divisible by "
+                f"decoder_num_heads={self.decoder_num_heads}"
+            )
+        if not 0.0 <= self.decoder_mask_ratio < 1.0:
+            raise VideomaskError(f"model config: decoder_mask_ratio must be in [0, 1), got {self.decoder_mask_ratio}")
+        if self.decoder_mask_type not in DECODER_MASK_TYPES:
+            raise VideomaskError(
+                f"model config: decoder_mask_type must be one of {', '.join(DECODER_MASK_TYPES)}, got {self.decoder_mask_type!r}"
+            )
+        if not 0.0 <= self.drop_path < 1.0:
+            raise VideomaskError(f"model config: drop_path must be in [0, 1), got {self.drop_path}")
+        if self.in_chans == 3 and (len(self.mean) != 3 or len(self.std) != 3):
+            raise VideomaskError("model config: mean and std need 3 values for 3 input channels")
+
+    @property
+    def tubelet(self) -> Tubelet:
+        """The tubelet ``(t, p, p)``."""
+        return (self.tubelet_size, self.patch_size, self.patch_size)
+
+    @property
+    def patch_dim(self) -> int:
+        """Pixels per token ``t*p*p*C`` (the decoder's output width)."""
+        return self.tubelet_size * self.patch_size * self.patch_size * self.in_chans
+
+    def grid(self, size: tuple[int, int, int] | None = None) -> Grid:
+        """Token grid of a clip of ``size = (T, H, W)`` (default: the configured size)."""
+        return grid_for(size or (self.num_frames, self.img_size, self.img_size), self.tubelet)
+
+
+MODEL_SIZES: dict[str, VideoMAEConfig] = {
+    # tests and the demo: 16x112x112 clips -> 8*7*7 = 392 tokens
+    "tiny": VideoMAEConfig(img_size=112, num_frames=16, embed_dim=192, depth=4, num_heads=3,
+                           decoder_embed_dim=96, decoder_depth=2, decoder_num_heads=3),
+    # ViT-S/16 (VideoMAE small: decoder 192 x 4)
+    "small": VideoMAEConfig(img_size=224, num_frames=16, embed_dim=384, depth=12, num_heads=6,
+                            decoder_embed_dim=192, decoder_depth=4, decoder_num_heads=3),
+    # VideoMAE ViT-B/16 at 16x224, decoder 384 x 4
+    "base": VideoMAEConfig(img_size=224, num_frames=16, embed_dim=768, depth=12, num_heads=12,
+                           decoder_embed_dim=384, decoder_depth=4, decoder_num_heads=6),
+}
+
+
+def make_config(name: str, **overrides: Any) -> VideoMAEConfig:
+    """The named size from :data:`MODEL_SIZES` with ``overrides`` applied (unknown name/field -> error)."""
+    if name not in MODEL_SIZES:
+        raise VideomaskError(f"unknown model size {name!r} (choose from {', '.join(MODEL_SIZES)})")
+    known = {f.name for f in fields(VideoMAEConfig)}
+    unknown = sorted(set(overrides) - known)
+    if unknown:
+        raise VideomaskError(f"unknown model config field(s) {', '.join(unknown)} (known: {', '.join(sorted(known))})")
+    return replace(MODEL_SIZES[name], **overrides)
+
+
+def build_model(name: str, **overrides: Any) -> "VideoMAE":
+    """Build a freshly initialised :class:`VideoMAE` of a named size, e.g. ``build_model("tiny", depth=2)``."""
+    return VideoMAE(make_config(name, **overrides))
+
+
+def sinusoid_table(num_positions: int, dim: int) -> Tensor:
+    """The fixed 1-D sine-cosine table ``[num_positions, dim]`` of VideoMAE / Hugging Face (float32).
+
+    ``angle[pos, j] = pos / 10000^(2*(j//2)/dim)``; even columns take the sine, odd columns the cosine.
+    Computed in float64 and rounded once, like the reference NumPy code.
+    """
+    pos = torch.arange(num_positions, dtype=torch.float64)[:, None]  # [N, 1]
+    j = torch.arange(dim)
+    inv = torch.pow(torch.tensor(10000.0, dtype=torch.float64), (2 * (j // 2)).to(torch.float64) / dim)  # [dim]
+    angles = pos / inv  # [N, dim]
+    table = torch.empty_like(angles)
+    table[:, 0::2] = torch.sin(angles[:, 0::2])
+    table[:, 1::2] = torch.cos(angles[:, 1::2])
+    return table.to(torch.float32)
+
+
+class QVBiasAttention(Attention):
+    """timm ``Attention`` (fused qkv, SDPA) with VideoMAE's biases: learned q and v biases, k bias = 0.
+
+    The k bias is not a parameter: it is a zero block spliced between ``q_bias`` and ``v_bias``, so it is
+    exactly zero whatever the optimiser does. State-dict keys match the original VideoMAE
+    (``attn.qkv.weight``, ``attn.q_bias``, ``attn.v_bias``, ``attn.proj.*``).
+    """
+
+    def __init__(self, dim: int, num_heads: int = 8, qkv_bias: bool = False, **kwargs: Any) -> None:
+        super().__init__(dim, num_heads=num_heads, qkv_bias=False, **kwargs)
+        if qkv_bias:
+            self.q_bias = nn.Parameter(torch.zeros(self.attn_dim))
+            self.v_bias = nn.Parameter(torch.zeros(self.attn_dim))
+        else:
+            self.q_bias = None
+            self.v_bias = None
+
+    def qkv_bias(self) -> Tensor | None:
+        """The effective fused bias ``[3*attn_dim]`` = ``(q_bias, 0, v_bias)`` (None without biases)."""
+        if self.q_bias is None:
+            return None
+        return torch.cat((self.q_bias, torch.zeros_like(self.v_bias), self.v_bias))
+
+    def forward(self, x: Tensor, attn_mask: Tensor | None = None, is_causal: bool = False) -> Tensor:
+        B, N, _ = x.shape
+        qkv = F.linear(x, self.qkv.weight, self.qkv_bias())  # [B, N, 3*A]
+        qkv = qkv.reshape(B, N, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)  # [3, B, heads, N, hd]
+        q, k, v = qkv.unbind(0)
+        q, k = self.q_norm(q), self.k_norm(k)
+        if self.fused_attn:
+            x = F.scaled_dot_product_attention(
+                q, k, v, attn_mask=attn_mask,
+                dropout_p=self.attn_drop.p if self.training else 0.0, is_causal=is_causal,
+            )  # [B, heads, N, hd]
+        else:
+            attn = (q * self.scale) @ k.transpose(-2, -1)  # [B, heads, N, N]
+            if attn_mask is not None:
+                attn = attn + attn_mask
+            x = self.attn_drop(attn.softmax(dim=-1)) @ v  # [B, heads, N, hd]
+        x = x.transpose(1, 2).reshape(B, N, self.attn_dim)  # [B, N, A]
+        x = self.norm(x)
+        return self.proj_drop(self.proj(x))  # [B, N, dim]
+
+
+def _blocks(dim: int, depth: int, num_heads: int, mlp_ratio: float, qkv_bias: bool, eps: float,
+            drop_path: float) -> nn.ModuleList:
+    norm = lambda d, **kw: nn.LayerNorm(d, eps=eps, **kw)  # noqa: E731
+    rates = [drop_path * i / max(depth - 1, 1) for i in range(depth)]
+    return nn.ModuleList(
+        Block(dim, num_heads, mlp_ratio=mlp_ratio, qkv_bias=qkv_bias, drop_path=rate, norm_layer=norm,
+              attn_layer=QVBiasAttention)
+        for rate in rates
+    )
+
+
+@dataclass
+class VideoMAEOutput:
+    """What :meth:`VideoMAE.forward` returns.
+
+    ``pred``/``target``/``token_loss`` cover the reconstructed tokens (``decoder_mask``) in increasing
+    token index. Without decoder masking ``decoder_mask`` equals the input mask, so
+    ``anchors[mask].view(B, -1)`` lines up with ``token_loss``; with it use ``anchors[out.decoder_mask]``.
+    """
+
+    loss: Tensor  # [] mean of token_loss
+    pred: Tensor  # [B, L_dec, t*p*p*C]
+    target: Tensor  # [B, L_dec, t*p*p*C] (float32, no grad)
+    token_loss: Tensor  # [B, L_dec] per-token MSE (float32)
+    decoder_mask: Tensor = field(repr=False)  # [B, L] bool, the reconstructed tokens
+
+
+class VideoMAE(nn.Module):
+    """VideoMAE encoder-decoder; see the module docstring. Build with :func:`build_model` or ``VideoMAE(config)``."""
+
+    def __init__(self, config: VideoMAEConfig) -> None:
+        super().__init__()
+        self.config = config
+        c = config
+        # tubelet embedding: [B, C, T, H, W] -> [B, D, t', h, w]
+        self.patch_embed = nn.Module()
+        self.patch_embed.proj = nn.Conv3d(c.in_chans, c.embed_dim, kernel_size=c.tubelet, stride=c.tubelet)
+        self.blocks = _blocks(c.embed_dim, c.depth, c.num_heads, c.mlp_ratio, c.qkv_bias, c.layer_norm_eps, c.drop_path)
+        self.norm = nn.Identity() if c.use_mean_pooling else nn.LayerNorm(c.embed_dim, eps=c.layer_norm_eps)
+        self.fc_norm = nn.LayerNorm(c.embed_dim) if c.use_mean_pooling else None
+
+        self.encoder_to_decoder = nn.Linear(c.embed_dim, c.decoder_embed_dim, bias=False)
+        self.mask_token = nn.Parameter(torch.zeros(1, 1, c.decoder_embed_dim))
+        self.decoder_blocks = _blocks(c.decoder_embed_dim, c.decoder_depth, c.decoder_num_heads,
+                                      c.decoder_mlp_ratio, c.qkv_bias, c.layer_norm_eps, 0.0)
+        self.decoder_norm = nn.LayerNorm(c.decoder_embed_dim, eps=c.decoder_norm_eps)
+        self.decoder_head = nn.Linear(c.decoder_embed_dim, c.patch_dim)
+
+        self.register_buffer("pix_mean", torch.tensor(c.mean, dtype=torch.float32), persistent=False)
+        self.register_buffer("pix_std", torch.tensor(c.std, dtype=torch.float32), persistent=False)
+        self._pos_cache: dict[tuple[int, int, str], Tensor] = {}
+        self.init_weights()
+
+    # ------------------------------------------------------------------ setup
+    def init_weights(self) -> None:
+        """MAE/VideoMAE init: xavier-uniform linears (and the flattened tubelet conv), zero biases, unit norms."""
+        for m in self.modules():
+            if isinstance(m, nn.Linear):
+                nn.init.xavier_uniform_(m.weight)
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
+            elif isinstance(m, nn.LayerNorm):
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
+        w = self.patch_embed.proj.weight
+        nn.init.xavier_uniform_(w.view(w.shape[0], -1))
+        nn.init.zeros_(self.patch_embed.proj.bias)
+        nn.init.trunc_normal_(self.mask_token, std=0.02)
+
+    def no_weight_decay(self) -> set[str]:
+        """Parameter names to keep out of weight decay (with every 1-D parameter, see :meth:`param_groups`)."""
+        return {"mask_token"}
+
+    def param_groups(self, weight_decay: float) -> list[dict[str, Any]]:
+        """AdamW parameter groups: weight decay on matrices, none on biases, norms and the mask token."""
+        decay, no_decay = [], []
+        skip = self.no_weight_decay()
+        for name, p in self.named_parameters():
+            if not p.requires_grad:
+                continue
+            (no_decay if p.ndim <= 1 or name in skip else decay).append(p)
+        return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        """Turn gradient checkpointing over the encoder and decoder blocks on or off."""
+        self.config.grad_checkpointing = bool(enable)
+
+    @property
+    def tubelet(self) -> Tubelet:
+        return self.config.tubelet
+
+    # ------------------------------------------------------------------ helpers
+    def grid_of(self, video: Tensor) -> Grid:
+        """The token grid of ``video [B, C, T, H, W]`` (clear error on a bad shape)."""
+        if video.dim() != 5:
+            raise VideomaskError(f"the model expects video [B, C, T, H, W], got shape {tuple(video.shape)}")
+        if video.shape[1] != self.config.in_chans:
+            raise VideomaskError(
+                f"the model expects {self.config.in_chans} channels in video [B, C, T, H, W], got shape "
+                f"{tuple(video.shape)} (Hugging Face [B, T, C, H, W] must be permuted)"
+            )
+        return grid_for(video.shape[2:], self.tubelet)
+
+    def pos_table(self, num_tokens: int, dim: int, device: torch.device) -> Tensor:
+        """The cached sine-cosine table ``[num_tokens, dim]`` on ``device`` (float32)."""
+        key = (num_tokens, dim, str(device))
+        table = self._pos_cache.get(key)
+        if table is None:
+            table = sinusoid_table(num_tokens, dim).to(device)
+            self._pos_cache[key] = table
+        return table
+
+    def _check_mask(self, mask: Tensor, batch: int, num_tokens: int) -> int:
+        """Validate ``mask [B, L]`` and return the masked count per row."""
+        if mask.dtype != torch.bool:
+            raise VideomaskError(f"mask must be a bool tensor (True = masked), got {mask.dtype}")
+        if tuple(mask.shape) != (batch, num_tokens):
+            raise VideomaskError(f"mask shape {tuple(mask.shape)} does not match the video's [B, L] = [{batch}, {num_tokens}]")
+        lo, hi = torch.aminmax(mask.sum(dim=1))
+        lo, hi = int(lo), int(hi)  # one host sync per step
+        if lo != hi:
+            raise VideomaskError(f"every mask row must mask the same number of tokens, got between {lo} and {hi}")
+        if lo == num_tokens:
+            raise VideomaskError("the mask hides every token; at least one must stay visible")
+        return lo
+
+    @staticmethod
+    def split_ids(mask: Tensor, num_masked: int) -> tuple[Tensor, Tensor]:
+        """``mask [B, L]`` -> ``(ids_keep [B, L_vis], ids_masked [B, L_mask])``, each in increasing token index."""
+        order = torch.argsort(mask.to(torch.int8), dim=1, stable=True)  # [B, L] visible first, then masked
+        num_visible = mask.shape[1] - num_masked
+        return order[:, :num_visible], order[:, num_visible:]
+
+    @staticmethod
+    def _gather(x: Tensor, ids: Tensor) -> Tensor:
+        """Rows of ``x [B, L, D]`` at ``ids [B, N]`` -> ``[B, N, D]``."""
+        return torch.gather(x, 1, ids[:, :, None].expand(-1, -1, x.shape[-1]))
+
+    def _run(self, blocks: nn.ModuleList, x: Tensor) -> Tensor:
+        use_ckpt = self.config.grad_checkpointing and self.training and torch.is_grad_enabled()
+        for blk in blocks:
+            x = checkpoint(blk, x, use_reentrant=False) if use_ckpt else blk(x)
+        return x
+
+    # ------------------------------------------------------------------ patchify / embedding
+    def _embed_tokens(self, video: Tensor, ids: Tensor | None) -> Tensor:
+        """Tubelet embedding of the tokens ``ids [B, N]`` (all when None) -> ``[B, N, D]``.
+
+        Equal to the ``Conv3d`` (stride = kernel) followed by flattening, computed as one linear map on
+        the gathered tubelets so hidden tokens cost nothing.
+        """
+        t, p, _ = self.tubelet
+        w = self.patch_embed.proj.weight  # [D, C, t, p, p]
+        tubes = rearrange(video, "b c (gt t) (gh ph) (gw pw) -> b (gt gh gw) (c t ph pw)", t=t, ph=p, pw=p)  # [B, L, C*t*p*p]
+        if ids is not None:
+            tubes = self._gather(tubes, ids)  # [B, N, C*t*p*p]
+        return F.linear(tubes, w.reshape(w.shape[0], -1), self.patch_embed.proj.bias)  # [B, N, D]
+
+    def embed_patches(self, video: Tensor) -> Tensor:
+        """Tubelet embedding of every token, without position: ``[B, C, T, H, W]`` -> ``[B, L, D]``."""
+        self.grid_of(video)
+        return self._embed_tokens(video, None)
+
+    def patchify_target(self, video: Tensor, ids: Tensor | None = None) -> Tensor:
+        """The pixel target of tokens ``ids [B, N]`` (all when None) -> float32 ``[B, N, t*p*p*C]``.
+
+        Unnormalises with ``mean``/``std`` (3 channels), then with ``norm_pix_loss`` normalises each token's
+        ``t*p*p`` pixels per channel (unbiased variance, ``std + 1e-6``), as Hugging Face / VideoMAE do.
+        """
+        c = self.config
+        with torch.no_grad():
+            frames = video.float()
+            if c.in_chans == 3:
+                frames = frames * self.pix_std.view(1, 3, 1, 1, 1) + self.pix_mean.view(1, 3, 1, 1, 1)  # [B, C, T, H, W] in [0, 1]
+            tokens = patchify(frames, self.tubelet)  # [B, L, t*p*p*C]
+            if ids is not None:
+                tokens = self._gather(tokens, ids)  # [B, N, t*p*p*C]
+            if c.norm_pix_loss:
+                px = tokens.unflatten(-1, (-1, c.in_chans))  # [B, N, t*p*p, C]
+                px = (px - px.mean(dim=-2, keepdim=True)) / (px.var(dim=-2, unbiased=True, keepdim=True).sqrt() + 1e-6)
+                tokens = px.flatten(-2)  # [B, N, t*p*p*C]
+        return tokens
+
+    # ------------------------------------------------------------------ encoder
+    def forward_encoder(self, video: Tensor, ids_keep: Tensor | None) -> Tensor:
+        """Embed the visible tokens ``ids_keep [B, L_vis]`` (all when None), add position, run the encoder.
+
+        ``[B, C, T, H, W]`` -> ``[B, L_vis, D]`` (after the final norm, or none with ``use_mean_pooling``).
+        """
+        grid = self.grid_of(video)
+        x = self._embed_tokens(video, ids_keep)  # [B, L_vis, D]
+        pos = self.pos_table(grid.num_tokens, self.config.embed_dim, video.device)  # [L, D]
+        pos = pos[None].expand(video.shape[0], -1, -1) if ids_keep is None else pos[ids_keep]  # [B, L_vis, D]
+        x = x + pos.to(x.dtype)
+        x = self._run(self.blocks, x)  # [B, L_vis, D]
+        return self.norm(x)
+
+    def encode(self, video: Tensor, mask: Tensor | None = None) -> Tensor:
+        """Encoder output of the visible tokens: ``[B, C, T, H, W]``, mask ``[B, L]`` -> ``[B, L_vis, D]``."""
+        grid = self.grid_of(video)
+        if mask is None:
+            return self.forward_encoder(video, None)
+        mask = mask.to(video.device)
+        num_masked = self._check_mask(mask, video.shape[0], grid.num_tokens)
+        ids_keep, _ = self.split_ids(mask, num_masked)
+        return self.forward_encoder(video, ids_keep)
+
+    def features(self, video: Tensor) -> Tensor:
+        """Pooled clip features ``[B, D]``: mean over all tokens (then ``fc_norm`` with ``use_mean_pooling``)."""
+        x = self.encode(video).mean(dim=1)  # [B, D]
+        return self.fc_norm(x) if self.fc_norm is not None else x
+
+    # ------------------------------------------------------------------ decoder
+    def make_decoder_mask(self, mask: Tensor, grid: Grid, ratio: float | None = None,
+                          kind: str | None = None, generator: torch.Generator | None = None) -> Tensor:
+        """VideoMAE V2 decoder masking: choose the masked tokens the decoder reconstructs.
+
+        Keeps ``round(L_mask * (1 - ratio))`` of the ``L_mask`` masked tokens of every row (``[B, L]`` bool,
+        a subset of ``mask``). ``run_cell`` prefers a 2x2 running cell (cell position ``(i_h%2)*2 + i_w%2``,
+        shifted by one per time slot; ties broken at random), ``random`` picks uniformly.
+        """
+        ratio = self.config.decoder_mask_ratio if ratio is None else ratio
+        kind = kind or self.config.decoder_mask_type
+        if kind not in DECODER_MASK_TYPES:
+            raise VideomaskError(f"decoder mask type must be one of {', '.join(DECODER_MASK_TYPES)}, got {kind!r}")
+        B, L = mask.shape
+        num_masked = int(mask[0].sum())
+        keep = max(1, int(round(num_masked * (1.0 - ratio))))
+        score = torch.rand(B, L, device=mask.device, generator=generator)  # [B, L] random tie-break in [0, 1)
+        if kind == "run_cell":
+            it = torch.arange(grid.t, device=mask.device).view(-1, 1, 1)
+            ih = torch.arange(grid.h, device=mask.device).view(1, -1, 1)
+            iw = torch.arange(grid.w, device=mask.device).view(1, 1, -1)
+            rank = ((ih % 2) * 2 + (iw % 2) + it) % 4  # [t', h, w] running cell order
+            score = score + rank.reshape(1, L).to(score.dtype)  # [B, L]
+        score = score.masked_fill(~mask, float("inf"))
+        chosen = score.topk(keep, dim=1, largest=False).indices  # [B, keep]
+        return torch.zeros_like(mask).scatter_(1, chosen, True)  # [B, L]
+
+    def forward_decoder(self, latent: Tensor, ids_keep: Tensor, ids_dec: Tensor, num_tokens: int) -> Tensor:
+        """Decode: visible latents ``[B, L_vis, D]`` + mask tokens at ``ids_dec [B, L_dec]`` -> ``[B, L_dec, t*p*p*C]``."""
+        x_vis = self.encoder_to_decoder(latent)  # [B, L_vis, Dd]
+        B, _, Dd = x_vis.shape
+        pos = self.pos_table(num_tokens, Dd, latent.device).to(x_vis.dtype)  # [L, Dd]
+        x = torch.cat([x_vis + pos[ids_keep], self.mask_token.to(x_vis.dtype) + pos[ids_dec]], dim=1)  # [B, L_vis+L_dec, Dd]
+        x = self._run(self.decoder_blocks, x)  # [B, L_vis+L_dec, Dd]
+        x = self.decoder_norm(x[:, -ids_dec.shape[1]:])  # [B, L_dec, Dd]
+        return self.decoder_head(x)  # [B, L_dec, t*p*p*C]
+
+    @staticmethod
+    def forward_loss(pred: Tensor, target: Tensor) -> tuple[Tensor, Tensor]:
+        """Per-token MSE ``[B, L_dec]`` (float32) and its mean (the MSE over every reconstructed value)."""
+        token_loss = (pred.float() - target).pow(2).mean(dim=-1)  # [B, L_dec]
+        return token_loss.mean(), token_loss
+
+    def forward(self, video: Tensor, mask: Tensor, decoder_mask: Tensor | None = None) -> VideoMAEOutput:
+        """Reconstruct the masked tubelets of ``video [B, C, T, H, W]`` hidden by ``mask [B, L]`` (True = masked).
+
+        ``decoder_mask [B, L]`` (a subset of ``mask``, same count per row) restricts the reconstruction and
+        the loss; when None and ``config.decoder_mask_ratio > 0`` one is drawn with :meth:`make_decoder_mask`.
+        """
+        grid = self.grid_of(video)
+        B, L = video.shape[0], grid.num_tokens
+        if mask is None:
+            raise VideomaskError("VideoMAE.forward needs a mask [B, L] (True = masked)")
+        mask = mask.to(video.device)
+        num_masked = self._check_mask(mask, B, L)
+        if num_masked == 0:
+            raise VideomaskError("the mask hides no token; there is nothing to reconstruct")
+        ids_keep, ids_masked = self.split_ids(mask, num_masked)  # [B, L_vis], [B, L_mask]
+        if decoder_mask is None and self.config.decoder_mask_ratio > 0:
+            decoder_mask = self.make_decoder_mask(mask, grid)
+        if decoder_mask is None:
+            decoder_mask, ids_dec = mask, ids_masked
+        else:
+            decoder_mask = decoder_mask.to(video.device)
+            num_dec = self._check_mask(decoder_mask, B, L)
+            if num_dec == 0 or bool((decoder_mask & ~mask).any()):
+                raise VideomaskError("decoder_mask must select at least one token, and only masked tokens")
+            _, ids_dec = self.split_ids(decoder_mask, num_dec)  # [B, L_dec]
+
+        latent = self.forward_encoder(video, ids_keep)  # [B, L_vis, D]
+        pred = self.forward_decoder(latent, ids_keep, ids_dec, L)  # [B, L_dec, t*p*p*C]
+        target = self.patchify_target(video, ids_dec)  # [B, L_dec, t*p*p*C]
+        loss, token_loss = self.forward_loss(pred, target)
+        return VideoMAEOutput(loss=loss, pred=pred, target=target, token_loss=token_loss, decoder_mask=decoder_mask)
+
+
+__all__ = [
+    "IMAGENET_MEAN", "IMAGENET_STD", "MODEL_SIZES", "QVBiasAttention", "VideoMAE", "VideoMAEConfig",
+    "VideoMAEOutput", "build_model", "make_config", "sinusoid_table",
+]

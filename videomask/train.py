@@ -1,0 +1,630 @@
+"""The continued-pretraining loop: ``train(cfg) -> RunResult``, single process or under ``torchrun``.
+
+One optimizer step = ``train.accum_steps`` micro-batches of ``data.batch_size`` videos per rank. For
+every micro-batch the masker builds the mask on the training device with its own
+``torch.Generator`` seeded from ``(run.seed, step, micro, rank)``, so masks are reproducible and a
+resumed run draws exactly the masks the uninterrupted run would have drawn. Data randomness comes from
+the dataset (per item, from ``(seed, epoch, index)``) and a resumable ``DistributedSampler``.
+
+Under ``torchrun`` (``WORLD_SIZE > 1``) the model is wrapped in DistributedDataParallel (NCCL on CUDA,
+Gloo on CPU); rank 0 logs and writes checkpoints, with barriers around saves.
+
+The run folder (``run.out_dir``) holds ``config.yaml`` (resolved), ``metrics.jsonl`` (one JSON object
+per logged step), ``tb/`` (TensorBoard events), ``checkpoints/step_*`` (see :mod:`videomask.checkpoint`)
+and ``final/`` (``model.safetensors``, plus ``hf/`` as a Hugging Face ``save_pretrained`` folder when
+the model came from one or ``train.export_hf`` is set).
+
+A step whose loss is NaN/inf on any rank is skipped (no update, counted in ``skipped_steps``); after
+``train.max_bad_steps`` consecutive skipped steps the run stops without writing another checkpoint, so
+the last checkpoint on disk is the last good one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import hashlib
+import json
+import math
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+import torch
+import torch.distributed as dist
+from torch.utils.data import DataLoader, DistributedSampler
+
+from videomask import checkpoint as ckpt
+from videomask.config import RunConfig, config_to_dict, save_config
+from videomask.errors import VideomaskError
+
+
+# ----------------------------------------------------------------------------- results
+
+
+@dataclass
+class RunResult:
+    """What :func:`train` returns (on every rank; metrics are global means)."""
+
+    out_dir: Path
+    steps: int  # optimizer steps done (including skipped ones)
+    total_steps: int
+    skipped_steps: int  # steps skipped for a non-finite loss
+    stopped: str | None = None  # None when the run finished; else why it stopped early
+    last_checkpoint: Path | None = None
+    final_dir: Path | None = None
+    history: list[dict[str, Any]] = field(default_factory=list)  # logged records of this process's session
+
+    @property
+    def ok(self) -> bool:
+        return self.stopped is None
+
+
+# ----------------------------------------------------------------------------- distributed
+
+
+@dataclass
+class DistInfo:
+    """This process's place in the job."""
+
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+    owns_group: bool = False  # this module started the process group (and ends it)
+
+    @property
+    def enabled(self) -> bool:
+        return self.world_size > 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def setup_distributed(device_name: str) -> tuple[DistInfo, torch.device]:
+    """Read torchrun's env vars, start the process group (NCCL on CUDA, Gloo on CPU), pick the device."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    info = DistInfo(int(os.environ.get("RANK", "0")), world, int(os.environ.get("LOCAL_RANK", "0")))
+    if device_name == "auto":
+        device = torch.device(f"cuda:{info.local_rank}" if torch.cuda.is_available() else "cpu")
+    else:
+        device = torch.device(device_name)
+        if device.type == "cuda" and device.index is None:
+            device = torch.device(f"cuda:{info.local_rank}")
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise VideomaskError(f"run.device={device_name!r} but CUDA is not available (use cpu or auto)")
+        torch.cuda.set_device(device)
+    if info.enabled and not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+        info.owns_group = True
+    return info, device
+
+
+def _barrier(info: DistInfo) -> None:
+    if info.enabled:
+        dist.barrier()
+
+
+# ----------------------------------------------------------------------------- small rules
+
+
+def resolve_precision(precision: str, device: torch.device) -> torch.dtype | None:
+    """Autocast dtype for ``train.precision`` (None = fp32). auto: bf16 (else fp16) on CUDA, fp32 elsewhere."""
+    if precision == "auto":
+        if device.type != "cuda":
+            return None
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    if precision == "fp16" and device.type != "cuda":
+        raise VideomaskError("train.precision=fp16 needs CUDA; use bf16 or fp32 on the CPU")
+    return {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+
+
+def effective_batch(cfg: RunConfig, world_size: int) -> int:
+    """Clips per optimizer step over all ranks."""
+    return cfg.data.batch_size * cfg.data.num_sample * cfg.train.accum_steps * world_size
+
+
+def peak_lr(cfg: RunConfig, world_size: int) -> float:
+    """``optim.lr`` when given, else VideoMAE's rule ``blr * effective_batch / 256``."""
+    if cfg.optim.lr is not None:
+        return cfg.optim.lr
+    return cfg.optim.blr * effective_batch(cfg, world_size) / 256.0
+
+
+def lr_at(step: int, total: int, peak: float, warmup: int, min_ratio: float, schedule: str) -> float:
+    """Learning rate for optimizer step ``step`` (0-based): linear warm-up from 0, then cosine or constant."""
+    if warmup > 0 and step < warmup:
+        return peak * (step + 1) / warmup
+    if schedule == "constant":
+        return peak
+    span = max(1, total - warmup - 1)
+    progress = min(1.0, (step - warmup) / span)
+    low = peak * min_ratio
+    return low + (peak - low) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+def step_seed(seed: int, step: int, micro: int, rank: int) -> int:
+    """A 63-bit seed for the mask generator of one micro-batch, a pure function of its coordinates."""
+    digest = hashlib.sha256(f"videomask:{seed}:{step}:{micro}:{rank}".encode()).digest()
+    return int.from_bytes(digest[:8], "little") & ((1 << 63) - 1)
+
+
+# ----------------------------------------------------------------------------- data
+
+
+class ResumableSampler(DistributedSampler):
+    """``DistributedSampler`` (deterministic shuffle from ``seed + epoch``) that can start mid-epoch.
+
+    Set ``start`` to the number of this rank's samples already consumed in the current epoch.
+    """
+
+    def __init__(self, dataset: Any, *, num_replicas: int, rank: int, seed: int, shuffle: bool = True) -> None:
+        super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=shuffle, seed=seed, drop_last=False)
+        self.start = 0
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(list(super().__iter__())[self.start:])
+
+    def __len__(self) -> int:
+        return max(0, self.num_samples - self.start)
+
+
+def build_dataset(cfg: RunConfig, model_config: Any = None) -> Any:
+    """The training :class:`~videomask.data.VideoDataset` from ``cfg.data`` (a folder, a list file or one video).
+
+    ``data.options`` keys that are :class:`~videomask.data.ClipTransform` fields (``crop``, ``scales``,
+    ``flip_prob``, ``area``, ``ratio``, ``short_side``, ``mean``, ``std``) configure the transform; the
+    others (``min_frames``, ``timeout``, ``skip_log``, ...) go to the dataset. The normalisation defaults
+    to the model's ``mean``/``std`` and the clip must fit the model's tubelet.
+    """
+    from videomask.data import ClipTransform, VideoDataset
+
+    d = cfg.data
+    if not d.path:
+        raise VideomaskError("set data.path to a folder of videos, a list file (csv/tsv/txt) or a video")
+    transform_fields = {f.name for f in dataclasses.fields(ClipTransform)} - {"size", "train"}
+    t_opts = {k: v for k, v in d.options.items() if k in transform_fields}
+    ds_opts = {k: v for k, v in d.options.items() if k not in transform_fields}
+    for key in ("scales", "area", "ratio", "mean", "std", "patch"):
+        if isinstance(t_opts.get(key), list):
+            t_opts[key] = tuple(t_opts[key])
+    tubelet = None
+    if model_config is not None:
+        tubelet = model_config.tubelet
+        t_opts.setdefault("mean", tuple(model_config.mean))
+        t_opts.setdefault("std", tuple(model_config.std))
+        t_opts.setdefault("patch", (model_config.patch_size, model_config.patch_size))
+    try:
+        transform = ClipTransform(size=(d.size, d.size), train=d.sampling == "random", **t_opts)
+    except TypeError as err:
+        raise VideomaskError(f"data.options: {err}") from None
+    options: dict[str, Any] = dict(
+        num_frames=d.num_frames, sampling_rate=d.sampling_rate, sampling=d.sampling, short=d.short,
+        num_sample=d.num_sample, backend=d.backend, seed=cfg.run.seed, transform=transform, tubelet=tubelet,
+    )
+    options.update(ds_opts)
+    try:
+        return VideoDataset.from_path(d.path, **options)
+    except TypeError as err:
+        raise VideomaskError(f"data.options: {err}") from None
+
+
+class BatchStream:
+    """Endless micro-batches over epochs that knows its position (epoch, batches consumed in the epoch)."""
+
+    def __init__(self, dataset: Any, sampler: ResumableSampler, loader_kwargs: dict[str, Any], batch_size: int,
+                 epoch: int = 0, consumed: int = 0) -> None:
+        self.dataset, self.sampler, self.loader_kwargs, self.batch_size = dataset, sampler, loader_kwargs, batch_size
+        self.epoch, self.consumed = epoch, consumed
+        self._it: Iterator[Any] | None = None
+        self._loader: DataLoader | None = None
+
+    @property
+    def batches_per_epoch(self) -> int:
+        return self.sampler.num_samples // self.batch_size
+
+    def _start_epoch(self) -> None:
+        self.sampler.set_epoch(self.epoch)
+        self.sampler.start = self.consumed * self.batch_size
+        if hasattr(self.dataset, "set_epoch"):
+            self.dataset.set_epoch(self.epoch)  # shared with the (persistent) workers
+        if self._loader is None:  # one loader; persistent workers survive epochs, the sampler restarts
+            workers = self.loader_kwargs.get("num_workers", 0)
+            self._loader = DataLoader(self.dataset, batch_size=self.batch_size, sampler=self.sampler, drop_last=True,
+                                      persistent_workers=workers > 0, **self.loader_kwargs)
+        self._it = iter(self._loader)
+
+    def next(self) -> dict[str, Any]:
+        """The next micro-batch; rolls over to the next epoch when one ends."""
+        empty_epochs = 0
+        while True:
+            if self._it is None:
+                self._start_epoch()
+            try:
+                batch = next(self._it)
+            except StopIteration:
+                if self.consumed == 0:
+                    empty_epochs += 1
+                    if empty_epochs > 1:
+                        raise VideomaskError("the training data gave no batch in a whole epoch (all videos bad?)")
+                self.epoch, self.consumed, self._it = self.epoch + 1, 0, None
+                continue
+            self.consumed += 1
+            return batch
+
+    def close(self) -> None:
+        """Drop the iterator and the loader (ends the worker processes)."""
+        self._it = None
+        self._loader = None
+
+
+# ----------------------------------------------------------------------------- model and masker
+
+
+def _unwrap(model: torch.nn.Module) -> torch.nn.Module:
+    return model.module if isinstance(model, torch.nn.parallel.DistributedDataParallel) else model
+
+
+def build_model_from_config(cfg: RunConfig) -> tuple[torch.nn.Module, str]:
+    """The model named by ``cfg.model``; returns ``(model, source)`` with source ``init|hf|pth|videomask``.
+
+    ``model.checkpoint``: empty = random init of ``model.name`` + ``model.overrides``; a folder with
+    ``config.json`` = Hugging Face ``save_pretrained``; a ``.pth``/``.pt`` = original VideoMAE weights
+    (architecture inferred from the weights; ``model.overrides`` for what shapes cannot tell);
+    a ``.safetensors`` file or a folder holding ``model.safetensors`` = a videomask checkpoint (its
+    stored model config is used, ``model.overrides`` applied on top).
+    """
+    from videomask.model import VideoMAE, VideoMAEConfig, build_model
+
+    m = cfg.model
+    torch.manual_seed(cfg.run.seed)
+    if not m.checkpoint:
+        return build_model(m.name, **m.overrides), "init"
+    path = Path(m.checkpoint)
+    if path.is_dir() and (path / "config.json").is_file():
+        from videomask.hf import load_hf_checkpoint
+
+        return load_hf_checkpoint(path, **m.overrides), "hf"  # overrides: fields that keep the weights' shapes
+    if path.is_dir() and (path / ckpt.MODEL_FILE).is_file():
+        path = path / ckpt.MODEL_FILE
+    if path.is_file() and path.suffix == ".safetensors":
+        meta = ckpt.read_weights_metadata(path)
+        if "model_config" in meta:
+            known = {f.name for f in dataclasses.fields(VideoMAEConfig)}
+            stored = {k: v for k, v in json.loads(meta["model_config"]).items() if k in known}
+            for key in ("mean", "std"):
+                if key in stored:
+                    stored[key] = tuple(stored[key])
+            unknown = sorted(set(m.overrides) - known)
+            if unknown:
+                raise VideomaskError(f"unknown model.overrides {', '.join(unknown)} (known: {', '.join(sorted(known))})")
+            config = dataclasses.replace(VideoMAEConfig(**stored), **m.overrides)
+            model = VideoMAE(config)
+        else:
+            model = build_model(m.name, **m.overrides)
+        ckpt.load_model_weights(model, path)
+        return model, "videomask"
+    if path.is_file() and path.suffix in (".pth", ".pt", ".bin"):
+        from videomask.hf import load_videomae_pth
+
+        return load_videomae_pth(path, **m.overrides), "pth"  # architecture inferred from the weight shapes
+    raise VideomaskError(
+        f"model.checkpoint {path} is not a Hugging Face folder (config.json), a videomask .safetensors "
+        f"checkpoint (or folder with {ckpt.MODEL_FILE}) or a VideoMAE .pth"
+    )
+
+
+def model_meta(model: torch.nn.Module) -> dict[str, Any]:
+    """Header metadata stored with the weights so a checkpoint rebuilds its own architecture."""
+    config = getattr(model, "config", None)
+    if dataclasses.is_dataclass(config):
+        return {"model_config": {k: (list(v) if isinstance(v, tuple) else v) for k, v in dataclasses.asdict(config).items()}}
+    return {}
+
+
+def build_masker_from_config(cfg: RunConfig, model: torch.nn.Module, device: torch.device) -> Any:
+    """The masker from ``cfg.mask``, with the model's tubelet, moved to the training device."""
+    from videomask.masking import build_masker
+
+    options = dict(cfg.mask.options)
+    options.setdefault("tubelet", tuple(model.tubelet))
+    options["ratio"] = cfg.mask.ratio
+    if cfg.mask.mode is not None:
+        options["mode"] = cfg.mask.mode
+    return build_masker(cfg.mask.name, **options).to(device)
+
+
+def loss_split(token_loss: torch.Tensor, dec_mask: torch.Tensor, anchors: torch.Tensor | None) -> torch.Tensor:
+    """``[anchor_loss_sum, anchor_count, other_loss_sum, other_count]`` over the reconstructed tokens.
+
+    ``token_loss [B, L_dec]`` lists the tokens of ``dec_mask [B, L]`` in increasing index, so
+    ``anchors[dec_mask].view(B, -1)`` lines up with it.
+    """
+    tl = token_loss.detach().float()
+    if anchors is None:
+        return torch.stack([tl.new_zeros(()), tl.new_zeros(()), tl.sum(), tl.new_tensor(float(tl.numel()))])
+    a = anchors.to(dec_mask.device)[dec_mask].view(tl.shape).float()  # [B, L_dec] 1 = anchor patch
+    return torch.stack([(tl * a).sum(), a.sum(), (tl * (1 - a)).sum(), (1 - a).sum()])
+
+
+def forward_model(model: torch.nn.Module, video: torch.Tensor, mask: torch.Tensor,
+                  decoder_mask: torch.Tensor | None) -> Any:
+    """One forward pass (a seam for tests that inject failures)."""
+    return model(video, mask, decoder_mask)
+
+
+# ----------------------------------------------------------------------------- logging
+
+
+class MetricsLog:
+    """Rank 0: ``metrics.jsonl`` (appended; lines past the resume step dropped) and TensorBoard events."""
+
+    def __init__(self, out_dir: Path, start_step: int, tensorboard: bool) -> None:
+        self.path = out_dir / "metrics.jsonl"
+        if self.path.exists():  # after a crash, lines beyond the checkpoint we resume from are replayed
+            kept = [ln for ln in self.path.read_text().splitlines() if ln.strip() and json.loads(ln).get("step", 0) <= start_step]
+            ckpt.write_bytes_atomic(self.path, "".join(ln + "\n" for ln in kept).encode())
+        self.fh = open(self.path, "a")
+        self.writer = None
+        if tensorboard:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.writer = SummaryWriter(log_dir=str(out_dir / "tb"), purge_step=start_step + 1 if start_step else None)
+
+    def write(self, record: dict[str, Any]) -> None:
+        self.fh.write(json.dumps(record) + "\n")
+        self.fh.flush()
+        if self.writer is not None:
+            for key, value in record.items():
+                if key != "step" and isinstance(value, (int, float)) and value is not None:
+                    self.writer.add_scalar(f"train/{key}", value, record["step"])
+
+    def close(self) -> None:
+        self.fh.close()
+        if self.writer is not None:
+            self.writer.close()
+
+
+def _say(info: DistInfo, message: str) -> None:
+    if info.is_main:
+        print(message, file=sys.stderr, flush=True)
+
+
+# ----------------------------------------------------------------------------- the loop
+
+
+def train(cfg: RunConfig) -> RunResult:
+    """Run (or resume) continued pretraining as configured; see the module docstring."""
+    info, device = setup_distributed(cfg.run.device)
+    try:
+        return _train(cfg, info, device)
+    finally:
+        if info.owns_group and dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def _train(cfg: RunConfig, info: DistInfo, device: torch.device) -> RunResult:
+    out_dir = Path(cfg.run.out_dir)
+    amp_dtype = resolve_precision(cfg.train.precision, device)
+    on_cuda = device.type == "cuda"
+
+    # --- resume point (every rank reads the same folder) -----------------------------------
+    latest = ckpt.find_latest_checkpoint(out_dir)
+    if info.enabled:  # every rank must see the same run folder (one shared filesystem across nodes)
+        seen: list[Any] = [None] * info.world_size
+        dist.all_gather_object(seen, latest.name if latest is not None else None)
+        if len(set(seen)) > 1:
+            raise VideomaskError(f"ranks see different checkpoints in {out_dir} ({seen}); run.out_dir must be "
+                                 "on a filesystem shared by all nodes")
+    if latest is not None and not cfg.train.resume:
+        raise VideomaskError(
+            f"run folder {out_dir} already has checkpoints (latest {latest.name}); pass --resume "
+            f"(train.resume=true) to continue it, or choose another run.out_dir"
+        )
+    if info.is_main:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        save_config(cfg, out_dir / "config.yaml")
+    _barrier(info)
+
+    # --- model, data ---------------------------------------------------------------------------
+    model, source = build_model_from_config(cfg)
+    dataset = build_dataset(cfg, getattr(model, "config", None))
+    from videomask.data import collate_clips
+
+    sampler = ResumableSampler(dataset, num_replicas=info.world_size, rank=info.rank, seed=cfg.run.seed)
+    loader_kwargs = dict(num_workers=cfg.data.num_workers, pin_memory=on_cuda, collate_fn=collate_clips)
+    stream = BatchStream(dataset, sampler, loader_kwargs, cfg.data.batch_size)
+    if stream.batches_per_epoch == 0:
+        raise VideomaskError(
+            f"data has {len(dataset)} videos, fewer than data.batch_size x ranks = "
+            f"{cfg.data.batch_size} x {info.world_size}; lower data.batch_size or add videos"
+        )
+    accum = cfg.train.accum_steps
+    total_steps = cfg.train.steps or max(1, cfg.train.epochs * stream.batches_per_epoch // accum)
+
+    # --- optimizer, masker ----------------------------------------------------------------------
+    if cfg.train.grad_checkpointing:
+        model.set_grad_checkpointing(True)
+    model.to(device).train()
+    raw_model = model
+    groups = model.param_groups(cfg.optim.weight_decay) if hasattr(model, "param_groups") else model.parameters()
+    lr_peak = peak_lr(cfg, info.world_size)
+    optimizer = torch.optim.AdamW(groups, lr=lr_peak, betas=tuple(cfg.optim.betas), eps=cfg.optim.eps,
+                                  weight_decay=cfg.optim.weight_decay)
+    scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16)
+    masker = build_masker_from_config(cfg, raw_model, device)
+
+    start_step, skipped, bad_streak = 0, 0, 0
+    if latest is not None:
+        state = ckpt.load_checkpoint(latest, raw_model, optimizer=optimizer, scaler=scaler)
+        t = state["train"]
+        start_step, skipped = int(state["step"]), int(t.get("skipped_steps", 0))
+        if t.get("world_size", info.world_size) != info.world_size or t.get("batch_size", cfg.data.batch_size) != cfg.data.batch_size:
+            _say(info, f"warning: resuming with a different world size / batch size than {latest.name}; "
+                       "the data position is approximate")
+        stream.epoch, stream.consumed = int(t.get("epoch", 0)), int(t.get("batches_in_epoch", 0))
+        rng = state["rng"]
+        if rng:
+            ckpt.restore_rng_state(*rng[info.rank if len(rng) == info.world_size else 0])
+        _say(info, f"resuming from {latest} (step {start_step}, epoch {stream.epoch}, batch {stream.consumed})")
+    elif cfg.train.resume:
+        _say(info, f"no checkpoint in {out_dir}; starting from scratch")
+
+    if info.enabled:
+        model = torch.nn.parallel.DistributedDataParallel(raw_model, device_ids=[device.index] if on_cuda else None)
+
+    n_params = sum(p.numel() for p in raw_model.parameters())
+    _say(info, f"videomask pretrain: {n_params / 1e6:.2f}M params ({source}), device {device}"
+               f"{f' x {info.world_size} ranks' if info.enabled else ''}, precision "
+               f"{'fp32' if amp_dtype is None else str(amp_dtype).split('.')[-1]}, masker {masker!r}, "
+               f"{len(dataset)} videos, {total_steps} steps of {effective_batch(cfg, info.world_size)} clips, "
+               f"peak lr {lr_peak:.3g}, run folder {out_dir}")
+
+    log = MetricsLog(out_dir, start_step, cfg.train.tensorboard) if info.is_main else None
+    result = RunResult(out_dir=out_dir, steps=start_step, total_steps=total_steps, skipped_steps=skipped,
+                       last_checkpoint=latest)
+    bar = None
+    if info.is_main and cfg.train.progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=total_steps, initial=start_step, desc=cfg.run.name, dynamic_ncols=True, file=sys.stderr)
+
+    def save(step: int) -> Path:
+        """Checkpoint ``step`` on rank 0 with every rank's RNG state; barriers on both sides."""
+        _barrier(info)
+        rng = ckpt.capture_rng_state()
+        states = [rng]
+        if info.enabled:
+            gathered: list[Any] = [None] * info.world_size if info.is_main else None  # type: ignore[assignment]
+            dist.gather_object(rng, gathered, dst=0)
+            states = gathered
+        path = ckpt.checkpoint_dir(out_dir, step)
+        if info.is_main:
+            train_state = {
+                "epoch": stream.epoch, "batches_in_epoch": stream.consumed, "world_size": info.world_size,
+                "batch_size": cfg.data.batch_size, "skipped_steps": skipped, "total_steps": total_steps,
+                "scheduler": {"kind": f"warmup+{cfg.optim.schedule}", "peak_lr": lr_peak,
+                              "warmup_steps": cfg.optim.warmup_steps, "min_lr_ratio": cfg.optim.min_lr_ratio},
+            }
+            path = ckpt.save_checkpoint(out_dir, step, raw_model, optimizer=optimizer, scaler=scaler,
+                                        train_state=train_state, rng_states=states, model_meta=model_meta(raw_model))
+            ckpt.prune_checkpoints(out_dir, cfg.train.keep_last)
+        _barrier(info)
+        return path
+
+    # per-log-interval sums: loss, finite steps, anchor sum/count, other sum/count, clips, steps with anchors
+    window = torch.zeros(8, dtype=torch.float64, device=device)
+    t_window = time.perf_counter()
+    step = start_step
+    try:
+        while step < total_steps:
+            lr = lr_at(step, total_steps, lr_peak, cfg.optim.warmup_steps, cfg.optim.min_lr_ratio, cfg.optim.schedule)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            step_stats = torch.zeros(6, dtype=torch.float64, device=device)  # loss, bad, a_sum, a_n, o_sum, o_n
+            clips, has_anchors = 0, False
+            for micro in range(accum):
+                batch = stream.next()
+                video = batch["video"].to(device, non_blocking=True)  # [B, C, T, H, W]
+                gen = torch.Generator(device=device).manual_seed(step_seed(cfg.run.seed, step, micro, info.rank))
+                with torch.no_grad():
+                    mres = masker.generate({**batch, "video": video}, generator=gen)  # mask [B, L]
+                    decoder_mask = None
+                    if raw_model.config.decoder_mask_ratio > 0:
+                        decoder_mask = raw_model.make_decoder_mask(mres.mask, raw_model.grid_of(video), generator=gen)
+                sync = contextlib.nullcontext() if not info.enabled or micro == accum - 1 else model.no_sync()
+                with sync:
+                    with torch.autocast(device_type=device.type, dtype=amp_dtype or torch.float32,
+                                        enabled=amp_dtype is not None):
+                        out = forward_model(model, video, mres.mask, decoder_mask)
+                    loss = out.loss.float()
+                    scaler.scale(loss / accum).backward()
+                finite = torch.isfinite(loss.detach())
+                step_stats[0] += torch.where(finite, loss.detach(), torch.zeros_like(loss)).double() / accum
+                step_stats[1] += (~finite).double()
+                step_stats[2:] += loss_split(out.token_loss, out.decoder_mask, mres.anchors).double()
+                clips += video.shape[0]
+                has_anchors = has_anchors or mres.anchors is not None
+            if info.enabled:
+                dist.all_reduce(step_stats[1:2])  # any rank non-finite -> every rank skips
+            bad = bool(step_stats[1].item() > 0)
+            grad_norm = None
+            if bad:
+                optimizer.zero_grad(set_to_none=True)
+                skipped += 1
+                bad_streak += 1
+                _say(info, f"step {step + 1}: non-finite loss, step skipped ({bad_streak} in a row, {skipped} in all)")
+            else:
+                bad_streak = 0
+                if cfg.train.clip_grad > 0:
+                    scaler.unscale_(optimizer)
+                    grad_norm = float(torch.nn.utils.clip_grad_norm_(raw_model.parameters(), cfg.train.clip_grad))
+                scaler.step(optimizer)
+                scaler.update()
+                optimizer.zero_grad(set_to_none=True)
+                window[0] += step_stats[0]
+                window[1] += 1
+                window[2:6] += step_stats[2:]
+                window[7] += float(has_anchors)
+            window[6] += clips
+            step += 1
+            result.steps, result.skipped_steps = step, skipped
+            if bar is not None:
+                bar.update(1)
+
+            stopping = bad_streak >= cfg.train.max_bad_steps
+            if step % cfg.train.log_every == 0 or step == total_steps or stopping:
+                if info.enabled:
+                    dist.all_reduce(window)
+                w = window.tolist()
+                elapsed = time.perf_counter() - t_window
+                record = {
+                    "step": step, "epoch": stream.epoch,
+                    "loss": w[0] / w[1] if w[1] else None,  # mean over ranks and finite steps of the interval
+                    "loss_anchor": w[2] / w[3] if w[3] else None,
+                    "loss_other": w[4] / w[5] if w[5] else None,
+                    # share of the reconstructed (masked) tokens that are anchor patches
+                    "anchor_share": w[3] / (w[3] + w[5]) if w[7] and w[3] + w[5] else None,
+                    "lr": lr, "grad_norm": grad_norm, "clips_per_s": w[6] / elapsed if elapsed > 0 else None,
+                    "skipped_steps": skipped,
+                }
+                result.history.append(record)
+                if log is not None:
+                    log.write(record)
+                if bar is not None and record["loss"] is not None:
+                    bar.set_postfix(loss=f"{record['loss']:.4f}", lr=f"{lr:.2e}")
+                window.zero_()
+                t_window = time.perf_counter()
+
+            if stopping:
+                result.stopped = (f"{bad_streak} consecutive non-finite losses at step {step}; "
+                                  f"last good checkpoint: {result.last_checkpoint or 'none'}")
+                _say(info, f"stopping: {result.stopped}")
+                break
+            if cfg.train.save_every and step % cfg.train.save_every == 0 and step < total_steps and bad_streak == 0:
+                result.last_checkpoint = save(step)
+    finally:
+        stream.close()
+        if bar is not None:
+            bar.close()
+        if log is not None:
+            log.close()
+
+    if result.stopped is None:
+        if result.last_checkpoint is None or result.last_checkpoint.name != ckpt.checkpoint_dir(out_dir, step).name:
+            result.last_checkpoint = save(step)
+        result.final_dir = out_dir / "final"
+        if info.is_main:
+            ckpt.save_model_weights(raw_model, result.final_dir / ckpt.MODEL_FILE,
+                                    {**model_meta(raw_model), "step": str(step)})
+            if source == "hf" or cfg.train.export_hf:
+                from videomask.hf import save_hf_checkpoint
+
+                save_hf_checkpoint(raw_model, result.final_dir / "hf")
+        _barrier(info)
+        _say(info, f"done: {step} steps ({skipped} skipped); final weights in {result.final_dir}")
+    return result
