@@ -1,0 +1,197 @@
+"""``videomask demo``: the end-to-end job on the shipped footage (``assets/``, ``configs/demo.yaml``).
+
+1. pretrain a tiny VideoMAE on the source clips (no people) with tube masking;
+2. fit difference statistics (source vs target) with stage 1's tubelet embedding as the embedder;
+3. continue pretraining on the target clips (people) with the difference masker;
+4. draw the difference masks on a target clip and print a short summary.
+
+``configs/demo.yaml`` is a ``videomask pretrain`` config for stage 3 plus a ``demo`` section.
+``key=value`` overrides apply to both training stages (``mask.*`` to stage 3 only); ``demo.key=value``
+sets the demo section (``demo.source_steps=20``, ``demo.fit.num_words=16``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from videomask.errors import VideomaskError
+
+HELP = "run the shipped end-to-end demo on assets/ with configs/demo.yaml"
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", default=None, help="demo config (default: configs/demo.yaml here, else in the source tree)")
+    parser.add_argument("--out", default=None, help="run folder (default: run.out_dir of the config)")
+    parser.add_argument("--quick", action="store_true", help="a few steps of each stage (a smoke test)")
+    parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides, e.g. train.steps=50")
+
+
+def _find_config(path: str | None) -> Path:
+    if path is not None:
+        if not Path(path).is_file():
+            raise VideomaskError(f"demo config not found: {path}")
+        return Path(path)
+    for candidate in (Path("configs/demo.yaml"), REPO_ROOT / "configs" / "demo.yaml"):
+        if candidate.is_file():
+            return candidate
+    raise VideomaskError("configs/demo.yaml not found: run from the videomask source tree or pass --config")
+
+
+def _set_dotted(tree: dict[str, Any], dotted: str, text: str) -> None:
+    node = tree
+    *parents, leaf = dotted.split(".")
+    for key in parents:
+        node = node.setdefault(key, {})
+        if not isinstance(node, dict):
+            raise VideomaskError(f"override {dotted}={text}: {key!r} is not a section")
+    node[leaf] = yaml.safe_load(text) if text.strip() else ""
+
+
+def _absolute(value: str, base: Path) -> str:
+    p = Path(value).expanduser()
+    return str(p if p.is_absolute() else (base / p).resolve())
+
+
+def _write_stage(raw: dict[str, Any], path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    return path
+
+
+def _loss_summary(history: list[dict[str, Any]]) -> str:
+    losses = [r["loss"] for r in history if r.get("loss") is not None]
+    if not losses:
+        return "no finite loss logged"
+    text = f"loss {losses[0]:.4f} -> {losses[-1]:.4f}"
+    last = history[-1]
+    if last.get("loss_anchor") is not None and last.get("loss_other") is not None:
+        text += f" (last interval: anchor patches {last['loss_anchor']:.4f}, other masked {last['loss_other']:.4f})"
+    return text
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+
+    from videomask.config import load_config
+    from videomask.data import ClipTransform, VideoDataset
+    from videomask.masking import build_masker
+    from videomask.stats import ModelEmbedder, fit_statistics
+    from videomask.train import build_model_from_config, train
+    from videomask.viz import load_clip, show_masks
+
+    config_path = _find_config(args.config)
+    base = config_path.resolve().parent
+    try:
+        raw = yaml.safe_load(config_path.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise VideomaskError(f"cannot parse {config_path}: {str(err).splitlines()[0]}") from None
+    demo = raw.pop("demo", None)
+    if not isinstance(demo, dict) or "source" not in demo or "target" not in demo:
+        raise VideomaskError(f"{config_path} needs a 'demo' section with 'source' and 'target' folders")
+    stage_overrides: list[str] = []
+    for item in args.overrides:
+        if "=" not in item:
+            raise VideomaskError(f"override {item!r} is not of the form section.key=value")
+        key, value = item.split("=", 1)
+        if key.startswith("demo."):
+            _set_dotted(demo, key[len("demo."):], value)
+        else:
+            stage_overrides.append(item)
+    if args.quick:
+        demo["source_steps"] = 4
+        demo.setdefault("fit", {}).update(clips_per_video=1, epochs=1)
+        stage_overrides += ["train.steps=4", "train.log_every=1", "train.save_every=2", "data.num_workers=0"]
+
+    source = Path(_absolute(str(demo["source"]), base))
+    target = Path(_absolute(str(demo["target"]), base))
+    for name, folder in (("source", source), ("target", target)):
+        if not folder.exists():
+            raise VideomaskError(f"demo {name} videos not found: {folder}")
+    out_dir = Path(args.out).resolve() if args.out else Path(_absolute(str(raw.get("run", {}).get("out_dir", "runs/demo")), base))
+    # Paths inside the stage configs are made absolute so the written files load from the run folder.
+    for section, key in (("run", "out_dir"), ("data", "path"), ("model", "checkpoint")):
+        value = raw.get(section, {}).get(key)
+        if value:
+            raw[section][key] = _absolute(str(value), base)
+    started = time.perf_counter()
+
+    # -- stage 1: source pretraining with tube masking -------------------------------------------------
+    stage1 = copy.deepcopy(raw)
+    stage1.setdefault("run", {}).update(name="demo-source", out_dir=str(out_dir / "source"))
+    stage1.setdefault("data", {})["path"] = str(source)
+    stage1["mask"] = {"name": str(demo.get("source_mask", "tube")), "ratio": raw.get("mask", {}).get("ratio", 0.9)}
+    stage1.setdefault("train", {})["steps"] = int(demo.get("source_steps", 100))
+    # stage 1 takes the overrides but its own masker and length (demo.source_steps)
+    stage1_overrides = [o for o in stage_overrides if not o.startswith(("mask.", "train.steps="))]
+    cfg1 = load_config(_write_stage(stage1, out_dir / "stage1_source.yaml"), stage1_overrides)
+    print(f"[1/4] pretraining a {cfg1.model.name} model on {source} ({cfg1.train.steps} steps, {cfg1.mask.name} masking)")
+    result1 = train(cfg1)
+    if not result1.ok or result1.final_dir is None:
+        raise VideomaskError(f"stage 1 stopped early: {result1.stopped}")
+
+    # -- stage 2: difference statistics with stage 1's tubelet embedding ------------------------------
+    trained = copy.deepcopy(cfg1)
+    trained.model.checkpoint = str(result1.final_dir)
+    model, _ = build_model_from_config(trained)
+    tubelet = tuple(model.tubelet)
+    fit = dict(demo.get("fit", {}))
+    transform = ClipTransform.for_eval(cfg1.data.size, patch=tubelet[1:])
+    datasets = [
+        VideoDataset.from_path(folder, num_frames=cfg1.data.num_frames, sampling_rate=cfg1.data.sampling_rate,
+                               sampling="random", num_sample=int(fit.get("clips_per_video", 2)),
+                               transform=transform, tubelet=tubelet, backend=cfg1.data.backend, seed=cfg1.run.seed)
+        for folder in (source, target)
+    ]
+    embedder = ModelEmbedder(model, layer="patch", source=str(result1.final_dir))
+    print(f"[2/4] fitting difference statistics (V={fit.get('num_words', 32)}, K={fit.get('num_anchors', 4)}) on source vs target")
+    stats = fit_statistics(
+        datasets[0], datasets[1], embedder,
+        num_words=int(fit.get("num_words", 32)), num_anchors=int(fit.get("num_anchors", 4)),
+        tokens_per_clip=int(fit.get("tokens_per_clip", 256)), epochs=int(fit.get("epochs", 1)),
+        seed=cfg1.run.seed, batch_size=cfg1.data.batch_size * cfg1.data.num_sample,
+    )
+    stats_path = out_dir / "stats.safetensors"
+    stats.save(stats_path)
+
+    # -- stage 3: continued pretraining on the target with the difference masker ----------------------
+    stage3 = copy.deepcopy(raw)
+    stage3.setdefault("run", {}).update(out_dir=str(out_dir / "target"))
+    stage3.setdefault("data", {})["path"] = str(target)
+    stage3.setdefault("model", {})["checkpoint"] = str(result1.final_dir)
+    stage3.setdefault("mask", {}).setdefault("options", {})["stats"] = str(stats_path)
+    cfg3 = load_config(_write_stage(stage3, out_dir / "stage3_target.yaml"), stage_overrides)
+    print(f"[3/4] continuing pretraining on {target} ({cfg3.train.steps} steps, {cfg3.mask.name} masking)")
+    result3 = train(cfg3)
+    if not result3.ok or result3.final_dir is None:
+        raise VideomaskError(f"stage 3 stopped early: {result3.stopped}")
+
+    # -- stage 4: a picture of the difference masks on a target clip ----------------------------------
+    clips = sorted(p for p in target.rglob("*") if p.suffix.lower() in (".mp4", ".avi", ".mkv", ".webm", ".mov"))
+    options = dict(cfg3.mask.options, ratio=cfg3.mask.ratio, tubelet=tubelet)
+    if cfg3.mask.mode is not None:
+        options["mode"] = cfg3.mask.mode
+    masker = build_masker(cfg3.mask.name, **options)
+    clip = load_clip(clips[0], num_frames=cfg3.data.num_frames, sampling_rate=cfg3.data.sampling_rate,
+                     size=cfg3.data.size, patch=tubelet[1:], backend=cfg3.data.backend)
+    with torch.no_grad():
+        picture = show_masks(clip, masker, out_dir / "masks.gif", seed=cfg3.run.seed)
+    print(f"[4/4] mask picture of {clips[0].name}: {picture.gif} and {picture.png}")
+
+    anchors = ", ".join(str(int(a)) for a in stats.anchors.tolist())
+    print()
+    print(f"videomask demo done in {time.perf_counter() - started:.0f} s; run folder {out_dir}")
+    print(f"  stage 1 (source, {cfg1.mask.name}):       {_loss_summary(result1.history)}")
+    print(f"  statistics:                   {stats_path} (anchor words {anchors})")
+    print(f"  stage 3 (target, {cfg3.mask.name}): {_loss_summary(result3.history)}")
+    print(f"  checkpoint:                   {result3.final_dir}")
+    print(f"  metrics:                      {result3.out_dir / 'metrics.jsonl'}")
+    print(f"  masks:                        {picture.gif} (masked {picture.masked_share:.0%}, anchors {picture.anchor_share or 0:.0%})")
+    return 0
