@@ -134,13 +134,13 @@ def test_eval_transform_shape_and_normalisation():
     video, geometry = ClipTransform.for_eval(32, patch=16)(frames)
     assert video.shape == (3, 4, 32, 32) and video.dtype == torch.float32
     expected = (torch.tensor([255, 128, 0]) / 255 - torch.tensor(IMAGENET_MEAN)) / torch.tensor(IMAGENET_STD)
-    torch.testing.assert_close(video.mean(dim=(1, 2, 3)), expected.float(), rtol=0, atol=1e-5)
+    assert torch.allclose(video.mean(dim=(1, 2, 3)), expected.float(), rtol=0, atol=1e-5)
     # shorter side 48 -> 32 (scale 2/3) then the centre 32x32 = the centre 48x48 of the original, resized
     assert geometry == ClipGeometry(48, 80, 0, 16, 48, 48, 32, 32, False)
     wide = ClipTransform.for_eval((32, 48), patch=16, short_side=64)(frames)[1]  # scale 4/3: region 24x36
     assert wide == ClipGeometry(48, 80, 12, 22, 24, 36, 32, 48, False)
     custom = ClipTransform.for_eval(32, patch=16, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5))(frames)[0]
-    torch.testing.assert_close(custom[0], torch.ones(4, 32, 32))
+    assert torch.allclose(custom[0], torch.ones(4, 32, 32))
 
 
 @pytest.mark.parametrize("size, patch", [(30, 16), ((32, 40), 16), (64, (16, 24))])

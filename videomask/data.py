@@ -24,7 +24,8 @@ and DDP rank can write it), and the item is replaced by the next valid video (in
 wrapping; the random draws stay those of the requested index, so this is deterministic too).
 ``dataset.skipped`` / ``dataset.skipped_videos()`` read the log, so the count is correct across
 workers. Pass ``skip_log=`` to keep the log in a run folder; otherwise a temporary file is used and
-removed when the dataset is garbage collected in the process that made it.
+removed when the dataset is garbage collected in the process that made it (the file only appears
+once a video is skipped).
 
 **Hanging decodes.** Opening and decoding run in a daemon thread that the caller joins with
 ``timeout`` seconds; past it the video is skipped as timed out. This needs no signals, so it works
@@ -42,6 +43,7 @@ import math
 import multiprocessing
 import os
 import tempfile
+import uuid
 import weakref
 from dataclasses import dataclass, replace
 from multiprocessing.context import get_spawning_popen
@@ -620,15 +622,13 @@ class VideoDataset(Dataset):
         self.timeout = float(timeout) if timeout is not None and timeout > 0 else None
         self.classes = list(classes) if classes is not None else None
         self._epoch = multiprocessing.RawValue("q", 0)  # shared with worker processes (also persistent ones)
-        if skip_log is None:
-            fd, path = tempfile.mkstemp(prefix="videomask-skipped-", suffix=".tsv")
-            os.close(fd)
+        if skip_log is None:  # named now (so every worker shares it), created at the first skip
+            path = os.path.join(tempfile.gettempdir(), f"videomask-skipped-{os.getpid()}-{uuid.uuid4().hex[:12]}.tsv")
             weakref.finalize(self, _remove_file, path, os.getpid())
             self.skip_log = path
         else:
             self.skip_log = str(skip_log)
             Path(self.skip_log).parent.mkdir(parents=True, exist_ok=True)
-            Path(self.skip_log).touch()
         self._bad_cache: tuple[int, dict[str, str]] = (-1, {})
 
     # -- construction ------------------------------------------------------------------------------

@@ -77,6 +77,7 @@ class _FrameIndex:
     pts: list[int] | None  # sorted pts of every frame, or None
     keyframes: list[int]  # presentation indices of keyframes (sorted), [] when unknown
     time_base: Fraction
+    open_gop: bool = False  # a keyframe is followed (in decode order) by frames shown before it
 
 
 def _err(path: str | os.PathLike, what: str, err: BaseException | None = None) -> VideoDecodeError:
@@ -131,7 +132,15 @@ def _demux_index(container: av.container.InputContainer, stream: av.video.stream
     order = sorted(range(n), key=lambda i: pts[i])
     sorted_pts = [int(pts[i]) for i in order]  # type: ignore[arg-type]
     keyframes = [rank for rank, i in enumerate(order) if key[i]]
-    return _FrameIndex(n, sorted_pts, keyframes, time_base)
+    # open GOP: "leading" frames after a keyframe in decode order but before it in display order
+    open_gop, last_key = False, None
+    for p, k in zip(pts, key):
+        if k:
+            last_key = p
+        elif last_key is not None and p < last_key:  # type: ignore[operator]
+            open_gop = True
+            break
+    return _FrameIndex(n, sorted_pts, keyframes, time_base, open_gop)
 
 
 def _open_container(path: str) -> av.container.InputContainer:
@@ -513,7 +522,8 @@ class PyAVReader(VideoReader):
 
 class DecordReader(VideoReader):
     """decord backend: ``get_batch`` (decord seeks itself), trusted only when decord's frame timestamps agree
-    with the demuxed pts index; otherwise decord's own sequential path (``seek(0)`` + ``next``).
+    with the demuxed pts index and the video has no open GOPs (decord returns wrong frames near open-GOP
+    keyframes); otherwise decord's own sequential path (``seek(0)`` + ``next``).
     Rotation: recent decord builds apply it themselves (detected on frame 0); otherwise videomask does.
     """
 
@@ -532,7 +542,8 @@ class DecordReader(VideoReader):
         self._decord_error = decord.DECORDError
         self._rotate = 0 if self._rotates_itself() else self._meta.rotation
         self._first_frame = None
-        self.seek_ok = self.seek_ok and self._timestamps_agree()
+        # decord's get_batch returns frames of the previous GOP around open-GOP keyframes: sequential there
+        self.seek_ok = self.seek_ok and not self._index.open_gop and self._timestamps_agree()
         self._pos = -1  # sequential path: index of the last frame decoded
 
     def _rotates_itself(self) -> bool:
