@@ -24,7 +24,7 @@ import re
 import warnings
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 from safetensors.torch import load_file, save_file
@@ -148,7 +148,7 @@ def _hf_names(key: str, prefix: str) -> list[str] | None:
     if key.startswith("patch_embed.proj."):
         return [f"{prefix}embeddings.patch_embeddings.projection.{key.rsplit('.', 1)[1]}"]
     if key.startswith("norm."):
-        return [f"{prefix}{'layernorm'}.{key.split('.', 1)[1]}"]
+        return [f"{prefix}layernorm.{key.split('.', 1)[1]}"]
     if key.startswith("fc_norm.") or key in ("encoder_to_decoder.weight", "mask_token"):
         return [key]
     if key.startswith("decoder_norm."):

@@ -20,7 +20,6 @@ masks are bool ``[B, L]`` with True = masked and the same count in every row.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
@@ -258,8 +257,7 @@ class VideoMAE(nn.Module):
 
     def __init__(self, config: VideoMAEConfig) -> None:
         super().__init__()
-        self.config = config
-        c = config
+        self.config = c = replace(config)  # a private copy: set_grad_checkpointing must not touch MODEL_SIZES
         # tubelet embedding: [B, C, T, H, W] -> [B, D, t', h, w]
         self.patch_embed = nn.Module()
         self.patch_embed.proj = nn.Conv3d(c.in_chans, c.embed_dim, kernel_size=c.tubelet, stride=c.tubelet)
