@@ -140,3 +140,18 @@ def test_cli_print_config_applies_overrides(tmp_path, capsys):
                      "--print-config"]) == 0
     printed = yaml.safe_load(capsys.readouterr().out)
     assert printed["train"]["steps"] == 42 and printed["mask"]["name"] == "random" and printed["train"]["resume"] is True
+
+
+def test_extra_sections_only_when_named(tmp_path):
+    path = write(tmp_path / "d.yaml", {"demo": {"source_steps": 3}, "train": {"steps": 2}})
+    with pytest.raises(VideomaskError, match="unknown config section 'demo'"):
+        load_config(path)
+    assert load_config(path, extra_sections=("demo",)).train.steps == 2
+
+
+def test_demo_config_loads_with_its_extra_section():
+    path = CONFIGS / "demo.yaml"
+    if not path.is_file():
+        pytest.skip("configs/demo.yaml not written yet")
+    cfg = load_config(path, extra_sections=("demo",))
+    assert cfg.train.steps > 0

@@ -324,8 +324,11 @@ def validate_config(cfg: RunConfig) -> RunConfig:
     return cfg
 
 
-def config_from_dict(raw: dict[str, Any], base_dir: str | Path = ".") -> RunConfig:
-    """Build a :class:`RunConfig` from a nested dict (as read from YAML), strictly; no range checks."""
+def config_from_dict(raw: dict[str, Any], base_dir: str | Path = ".", extra_sections: Sequence[str] = ()) -> RunConfig:
+    """Build a :class:`RunConfig` from a nested dict (as read from YAML), strictly; no range checks.
+
+    Top-level keys named in ``extra_sections`` (e.g. ``demo``) are ignored; any other unknown key is an error.
+    """
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):
@@ -333,16 +336,17 @@ def config_from_dict(raw: dict[str, Any], base_dir: str | Path = ".") -> RunConf
     sections = _fields(RunConfig)
     hints = typing.get_type_hints(RunConfig)
     for key in raw:
-        if key not in sections:
+        if key not in sections and key not in extra_sections:
             raise VideomaskError(f"unknown config section {key!r} (allowed: {', '.join(sections)})")
     base = Path(base_dir).resolve()
     return RunConfig(**{name: _section_from_dict(name, hints[name], raw.get(name), base) for name in sections})
 
 
-def load_config(path: str | Path | None, overrides: Sequence[str] = ()) -> RunConfig:
+def load_config(path: str | Path | None, overrides: Sequence[str] = (), extra_sections: Sequence[str] = ()) -> RunConfig:
     """Load a YAML config (or the defaults when ``path`` is None), apply ``section.key=value`` overrides.
 
     Unknown keys, wrong types and out-of-range values raise a one-line :class:`VideomaskError`.
+    ``extra_sections``: top-level sections another command reads itself (e.g. ``demo``), skipped here.
     """
     raw: dict[str, Any] = {}
     base = Path.cwd()
@@ -356,7 +360,7 @@ def load_config(path: str | Path | None, overrides: Sequence[str] = ()) -> RunCo
             first = str(err).strip().splitlines()[0] if str(err).strip() else "invalid YAML"
             raise VideomaskError(f"cannot parse config {p}: {first}") from None
         base = p.resolve().parent
-    cfg = config_from_dict(raw, base)
+    cfg = config_from_dict(raw, base, extra_sections)
     for item in overrides:
         _apply_override(cfg, item)
     # defaults that are paths resolve against the current directory, so config.yaml holds absolute paths

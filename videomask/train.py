@@ -38,7 +38,7 @@ import torch.distributed as dist
 from torch.utils.data import DataLoader, DistributedSampler
 
 from videomask import checkpoint as ckpt
-from videomask.config import RunConfig, config_to_dict, save_config
+from videomask.config import RunConfig, save_config
 from videomask.errors import VideomaskError
 
 
