@@ -42,7 +42,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from videomask.errors import VideomaskError
-from videomask.patches import Tubelet, as_tubelet, grid_for, patchify
+from videomask.patches import Tubelet, as_tubelet, grid_for
 
 STATS_FORMAT = "videomask.difference_stats"
 STATS_VERSION = 1
@@ -80,24 +80,35 @@ class Embedder(Protocol):
 class PixelEmbedder:
     """Model-free embedder: per-token normalised tubelet pixels through a fixed Gaussian projection.
 
-    A token's ``t*p*p*C`` pixels are standardised (zero mean, unit variance over the token, so
+    The clip is first average-pooled by ``pool`` x ``pool`` pixels in space (default 2: a 16 x 16
+    patch becomes 8 x 8 values per frame and channel; ``pool=1`` keeps every pixel), which keeps
+    colour and texture down to 2-px detail and makes the embedder about ``pool**2`` times cheaper. A token's
+    ``t * (p/pool)**2 * C`` values are standardised (zero mean, unit variance over the token, so
     brightness and contrast drop out while texture and relative colour stay), then projected to
     ``dim`` with a matrix of ``N(0, 1/P)`` entries drawn from ``torch.Generator().manual_seed(seed)``.
-    Deterministic from ``(seed, dim, tubelet)``, which is its identity.
+    Deterministic from ``(seed, dim, tubelet, pool)``, which is its identity.
     """
 
-    def __init__(self, *, dim: int = 64, seed: int = 0, tubelet: int | Sequence[int] = (2, 16, 16)) -> None:
+    def __init__(self, *, dim: int = 64, seed: int = 0, tubelet: int | Sequence[int] = (2, 16, 16), pool: int = 2) -> None:
         if dim <= 0:
             raise VideomaskError(f"pixel embedder dim must be > 0, got {dim}")
         self.dim = int(dim)
         self.seed = int(seed)
         self.tubelet: Tubelet = as_tubelet(tubelet)
+        self.pool = int(pool)
+        if self.pool < 1 or self.tubelet[1] % self.pool or self.tubelet[2] % self.pool:
+            raise VideomaskError(f"pixel embedder pool={pool} must divide the patch size {self.tubelet[1:]}")
         self.device = torch.device("cpu")
         self._projections: dict[tuple, tuple[Tensor, Tensor, Tensor]] = {}  # (C, device) -> conv kernels
 
     @property
     def identity(self) -> dict:
-        return {"kind": "pixel", "seed": self.seed, "dim": self.dim, "tubelet": list(self.tubelet)}
+        return {"kind": "pixel", "seed": self.seed, "dim": self.dim, "tubelet": list(self.tubelet), "pool": self.pool}
+
+    @property
+    def _pooled_tubelet(self) -> Tubelet:
+        t, ph, pw = self.tubelet
+        return (t, ph // self.pool, pw // self.pool)
 
     def projection(self, in_features: int) -> Tensor:
         """The fixed ``[P, D]`` projection for ``P = in_features`` (drawn on CPU from the seed)."""
@@ -108,7 +119,7 @@ class PixelEmbedder:
         """Cached conv kernels: projection + mean ``[D+1, C, t, p, p]``, mean ``[1, C, t, p, p]``, ``1ᵀP [D]``."""
         key = (channels, device)
         if key not in self._projections:
-            t, ph, pw = self.tubelet
+            t, ph, pw = self._pooled_tubelet
             n = t * ph * pw * channels
             proj = self.projection(n)  # [P, D], rows in patchify order (t, p, p, C)
             weight = proj.T.reshape(self.dim, t, ph, pw, channels).permute(0, 4, 1, 2, 3)  # [D, C, t, p, p]
@@ -122,7 +133,7 @@ class PixelEmbedder:
 
     @torch.no_grad()
     def __call__(self, video: Tensor) -> Tensor:
-        """``[B, C, T, H, W]`` -> ``[B, L, D]``, equal to ``standardise(patchify(video)) @ projection``.
+        """``[B, C, T, H, W]`` -> ``[B, L, D]``: ``standardise(patchify(pooled video)) @ projection``.
 
         Computed without materialising the patches: strided ``conv3d`` kernels give each token's
         projection and mean (one conv) and its mean square (a second), using
@@ -130,12 +141,15 @@ class PixelEmbedder:
         """
         video = video.float()
         grid_for(video.shape[2:], self.tubelet)
+        if self.pool > 1:
+            video = F.avg_pool3d(video, (1, self.pool, self.pool))  # [B, C, T, H/pool, W/pool]
         B, C = video.shape[:2]
-        n = self.tubelet[0] * self.tubelet[1] * self.tubelet[2] * C  # values per token
+        tubelet = self._pooled_tubelet
+        n = tubelet[0] * tubelet[1] * tubelet[2] * C  # values per token
         weight, mean_kernel, proj_sum = self._kernels(C, video.device)
-        out = F.conv3d(video, weight, stride=self.tubelet).flatten(2).transpose(1, 2)  # [B, L, D+1]
+        out = F.conv3d(video, weight, stride=tubelet).flatten(2).transpose(1, 2)  # [B, L, D+1]
         xp, mean = out[..., :-1], out[..., -1:]  # [B, L, D], [B, L, 1]
-        sq = F.conv3d(video.square(), mean_kernel, stride=self.tubelet).reshape(B, -1, 1)  # [B, L, 1]
+        sq = F.conv3d(video.square(), mean_kernel, stride=tubelet).reshape(B, -1, 1)  # [B, L, 1]
         std = ((sq - mean * mean).clamp_min(0) * (n / (n - 1))).sqrt()
         return (xp - mean * proj_sum) / (std + 1e-6)  # [B, L, D]
 
@@ -272,12 +286,14 @@ def _load_checkpoint_model(path: str) -> torch.nn.Module:
     )
 
 
-def build_embedder(spec: str | Mapping[str, Any], *, tubelet: int | Sequence[int] = (2, 16, 16), dim: int = 64, seed: int = 0):
+def build_embedder(
+    spec: str | Mapping[str, Any], *, tubelet: int | Sequence[int] = (2, 16, 16), dim: int = 64, seed: int = 0, pool: int = 2
+) -> Any:
     """An embedder from a CLI spec (``"pixel"``, ``"checkpoint:PATH"``) or from a stored identity dict."""
     if isinstance(spec, Mapping):
         kind = spec.get("kind")
         if kind == "pixel":
-            return PixelEmbedder(dim=int(spec["dim"]), seed=int(spec["seed"]), tubelet=spec["tubelet"])
+            return PixelEmbedder(dim=int(spec["dim"]), seed=int(spec["seed"]), tubelet=spec["tubelet"], pool=int(spec.get("pool", 1)))
         if kind == "model" and spec.get("source"):
             embedder = ModelEmbedder(_load_checkpoint_model(str(spec["source"])), layer=str(spec.get("layer", "patch")), source=str(spec["source"]))
             check_identity(spec, embedder.identity)
@@ -287,7 +303,7 @@ def build_embedder(spec: str | Mapping[str, Any], *, tubelet: int | Sequence[int
             "pass the same embedder (embedder=...)"
         )
     if spec == "pixel":
-        return PixelEmbedder(dim=dim, seed=seed, tubelet=tubelet)
+        return PixelEmbedder(dim=dim, seed=seed, tubelet=tubelet, pool=pool)
     if spec.startswith("checkpoint:"):
         source = spec.split(":", 1)[1]
         return ModelEmbedder(_load_checkpoint_model(source), source=source)

@@ -27,6 +27,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--size", type=int, default=224, help="clip side in pixels after resize + centre crop (default: 224)")
     parser.add_argument("--tubelet", type=int, nargs=2, default=(2, 16), metavar=("T", "P"), help="tubelet frames and patch size (default: 2 16)")
     parser.add_argument("--dim", type=int, default=64, help="pixel embedder dimension (default: 64)")
+    parser.add_argument("--pool", type=int, default=2, help="pixel embedder spatial pooling before projection (default: 2)")
     parser.add_argument("--tokens-per-clip", type=int, default=256, help="tokens per clip fed to k-means (default: 256)")
     parser.add_argument("--epochs", type=int, default=1, help="k-means passes over the data (default: 1)")
     parser.add_argument("--max-clips", type=int, default=None, help="at most this many clips from each set")
@@ -67,12 +68,12 @@ def run(args: argparse.Namespace) -> int:
     from videomask.errors import VideomaskError
     from videomask.stats import build_embedder, fit_statistics
 
-    for name in ("num_words", "num_anchors", "clips_per_video", "batch_size", "tokens_per_clip", "epochs", "dim"):
+    for name in ("num_words", "num_anchors", "clips_per_video", "batch_size", "tokens_per_clip", "epochs", "dim", "pool"):
         if getattr(args, name) < 1:
             raise VideomaskError(f"--{name.replace('_', '-')} must be >= 1")
     torch.manual_seed(args.seed)
     tubelet = (args.tubelet[0], args.tubelet[1], args.tubelet[1])
-    embedder = build_embedder(args.embedder, tubelet=tubelet, dim=args.dim, seed=args.seed)
+    embedder = build_embedder(args.embedder, tubelet=tubelet, dim=args.dim, seed=args.seed, pool=args.pool)
     tubelet = tuple(getattr(embedder, "tubelet", None) or tubelet)  # a model embedder brings its own
     source = _dataset(args.source, args, "source", tubelet)
     target = _dataset(args.target, args, "target", tubelet)
