@@ -6,10 +6,10 @@ import json
 import math
 from pathlib import Path
 
-import av
 import numpy as np
 import pytest
 
+from helpers_squares import SquareDetector, write_square_clip
 from videomask.cli import main
 from videomask.detect import (
     DETECTORS,
@@ -31,39 +31,6 @@ ASSETS = Path(__file__).resolve().parents[1] / "assets"
 PEDESTRIANS = ASSETS / "target" / "pedestrians_a.mp4"
 FACE = ASSETS / "target" / "webcam_face.mp4"
 NO_PEOPLE = ASSETS / "source" / "tree.mp4"
-
-
-def write_square_clip(path: Path, num_frames: int = 12, height: int = 48, width: int = 64, size: int = 12) -> Path:
-    """A dark clip with a bright square moving right 2 px per frame (frame k: x0 = 4 + 2k, y0 = 8)."""
-    with av.open(str(path), "w") as out:
-        stream = out.add_stream("libx264", rate=10)
-        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
-        stream.options = {"crf": "10"}
-        for k in range(num_frames):
-            frame = np.full((height, width, 3), 20, dtype=np.uint8)
-            frame[8 : 8 + size, 4 + 2 * k : 4 + 2 * k + size] = 235
-            for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
-                out.mux(packet)
-        for packet in stream.encode():
-            out.mux(packet)
-    return path
-
-
-class SquareDetector:
-    """Finds the bright square (label ``square``); counts the frames it has seen."""
-
-    identity = {"name": "square"}
-
-    def __init__(self) -> None:
-        self.frames_seen = 0
-
-    def __call__(self, frames: np.ndarray) -> list[list[Detection]]:
-        out = []
-        for frame in frames:
-            self.frames_seen += 1
-            ys, xs = np.nonzero(frame.mean(axis=2) > 128)
-            out.append([Detection((float(xs.min()), float(ys.min()), float(xs.max() + 1), float(ys.max() + 1)), "square", 1.0)] if len(xs) else [])
-        return out
 
 
 @pytest.fixture(scope="module")

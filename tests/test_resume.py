@@ -11,33 +11,17 @@ import sys
 import time
 from pathlib import Path
 
-import av
 import numpy as np
 import pytest
 import torch
 import yaml
 from safetensors.torch import load_file
 
+from helpers_train import TINY_MODEL, write_videos
 from videomask import checkpoint as ckpt
 from videomask.config import load_config
 from videomask.errors import VideomaskError
 from videomask.train import train
-
-
-def write_clip(path: Path, num_frames: int = 12, height: int = 40, width: int = 56, seed: int = 0) -> Path:
-    """A small H.264 clip (PyAV) with a moving gradient and a seeded colour."""
-    tint = np.random.default_rng(seed).integers(0, 120, size=3)
-    yy, xx = np.mgrid[0:height, 0:width]
-    with av.open(str(path), "w") as container:
-        stream = container.add_stream("libx264", rate=25)
-        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
-        for k in range(num_frames):
-            frame = np.clip(((xx * 3 + yy * 2 + 5 * k) % 128)[..., None] + tint, 0, 255).astype(np.uint8)
-            for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
-                container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
-    return path
 
 
 @pytest.fixture(autouse=True)
@@ -121,16 +105,12 @@ def test_mismatched_weights_name_the_keys(tmp_path):
 
 
 def _write_run(tmp_path: Path) -> Path:
-    videos = tmp_path / "videos"
-    videos.mkdir()
-    for i in range(4):
-        write_clip(videos / f"v{i}.mp4", seed=i)
+    videos = write_videos(tmp_path / "videos")
     raw = {
         "run": {"out_dir": "killed", "seed": 3, "device": "cpu"},
         "data": {"path": str(videos), "num_frames": 4, "sampling_rate": 2, "size": 32, "batch_size": 1,
                  "num_workers": 0},
-        "model": {"name": "tiny", "overrides": {"embed_dim": 32, "depth": 1, "num_heads": 2, "decoder_embed_dim": 16,
-                                                "decoder_depth": 1, "decoder_num_heads": 2}},
+        "model": TINY_MODEL,
         "mask": {"name": "random", "ratio": 0.75},
         "optim": {"lr": 2e-3, "warmup_steps": 4},
         # 4 videos, batch 1, accumulation 2: 2 steps per epoch; a checkpoint every 5 steps is mid-epoch

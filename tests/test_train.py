@@ -6,40 +6,19 @@ import json
 import math
 from pathlib import Path
 
-import av
 import numpy as np
 import pytest
 import torch
 import yaml
 from safetensors.torch import load_file
 
+from helpers_train import TINY_MODEL, write_clip, write_videos
 from videomask import checkpoint as ckpt
 from videomask import cli
 from videomask import train as train_mod
 from videomask.config import load_config
 from videomask.errors import VideomaskError
 from videomask.train import loss_split, lr_at, peak_lr, step_seed, train
-
-TINY_MODEL = {"name": "tiny", "overrides": {"embed_dim": 32, "depth": 1, "num_heads": 2, "decoder_embed_dim": 16,
-                                            "decoder_depth": 1, "decoder_num_heads": 2}}
-
-
-def write_clip(path: Path, num_frames: int = 12, height: int = 40, width: int = 56, seed: int = 0) -> Path:
-    """A small H.264 clip (PyAV) with a moving gradient and a seeded colour, so videos differ."""
-    rng = np.random.default_rng(seed)
-    tint = rng.integers(0, 120, size=3)
-    yy, xx = np.mgrid[0:height, 0:width]
-    with av.open(str(path), "w") as container:
-        stream = container.add_stream("libx264", rate=25)
-        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
-        for k in range(num_frames):
-            base = (xx * 3 + yy * 2 + 5 * k) % 128  # [H, W]
-            frame = np.clip(base[..., None] + tint, 0, 255).astype(np.uint8)  # [H, W, 3]
-            for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
-                container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
-    return path
 
 
 @pytest.fixture(autouse=True)
@@ -53,10 +32,7 @@ def one_thread():
 
 @pytest.fixture(scope="module")
 def videos(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("videos")
-    for i in range(4):
-        write_clip(root / f"v{i}.mp4", seed=i)
-    return root
+    return write_videos(tmp_path_factory.mktemp("videos"))
 
 
 def tiny_raw(videos: Path, out_dir: Path, **sections) -> dict:

@@ -5,14 +5,14 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-import av
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
+from helpers_squares import SquareDetector, write_square_clip
 from videomask.cli import main
-from videomask.detect import Detection, build_cache
+from videomask.detect import build_cache
 from videomask.masking import available_maskers
 from videomask.patches import grid_for
 from videomask.viz import ANCHOR_COLOUR, MASK_GREY, draw_frames
@@ -20,36 +20,11 @@ from videomask.viz import ANCHOR_COLOUR, MASK_GREY, draw_frames
 NUM_FRAMES, SIZE, SCALE = 8, 64, 2
 
 
-def write_square_clip(path: Path, num_frames: int = 20, height: int = 72, width: int = 96) -> Path:
-    """A dark clip with a bright 16x16 square moving right 2 px per frame."""
-    with av.open(str(path), "w") as out:
-        stream = out.add_stream("libx264", rate=10)
-        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
-        for k in range(num_frames):
-            frame = np.full((height, width, 3), 30, dtype=np.uint8)
-            frame[20:36, 20 + 2 * k : 36 + 2 * k] = 230
-            for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
-                out.mux(packet)
-        for packet in stream.encode():
-            out.mux(packet)
-    return path
-
-
-class SquareDetector:
-    identity = {"name": "square"}
-
-    def __call__(self, frames: np.ndarray) -> list[list[Detection]]:
-        out = []
-        for frame in frames:
-            ys, xs = np.nonzero(frame.mean(axis=2) > 128)
-            out.append([Detection((float(xs.min()), float(ys.min()), float(xs.max() + 1), float(ys.max() + 1)), "square", 1.0)] if len(xs) else [])
-        return out
-
-
 @pytest.fixture(scope="module")
 def inputs(tmp_path_factory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("viz")
-    video = write_square_clip(root / "square.mp4")
+    video = write_square_clip(root / "square.mp4", num_frames=20, height=72, width=96, size=16, top=20, left=20,
+                              dark=30, bright=230, crf=None)
     boxes = root / "boxes.jsonl"
     build_cache([("square.mp4", str(video))], boxes, SquareDetector(), stride=2, progress=False)
     from videomask.stats import PixelEmbedder, fit_statistics

@@ -119,6 +119,56 @@ def load_model_weights(model: torch.nn.Module, path: str | Path, strict: bool = 
         )
 
 
+def load_model(
+    path: str | Path, *, name: str | None = None, what: str = "checkpoint", **overrides: Any
+) -> tuple[torch.nn.Module, str]:
+    """Rebuild a :class:`~videomask.model.VideoMAE` from a checkpoint; returns ``(model, source)``.
+
+    ``path`` (source in brackets) is a Hugging Face ``save_pretrained`` folder with ``config.json``
+    (``hf``; ``overrides``: fields that keep the weights' shapes), a videomask ``.safetensors`` file or a
+    folder holding ``model.safetensors`` (``videomask``; its stored ``model_config`` with ``overrides`` on
+    top, or, when it stores none, the size ``name`` + ``overrides``; with no ``name`` that is an error) or an
+    original VideoMAE ``.pth``/``.pt``/``.bin`` (``pth``; architecture inferred from the weight shapes,
+    ``overrides`` for what shapes cannot tell). ``what`` names the path in error messages.
+    """
+    import dataclasses
+
+    from videomask.model import VideoMAE, VideoMAEConfig, build_model
+
+    p = Path(path)
+    if not p.exists():
+        raise VideomaskError(f"{what} {path} does not exist")
+    if p.is_dir() and (p / "config.json").is_file():
+        from videomask.hf import load_hf_checkpoint
+
+        return load_hf_checkpoint(p, **overrides), "hf"
+    if p.is_dir() and (p / MODEL_FILE).is_file():
+        p = p / MODEL_FILE
+    if p.is_file() and p.suffix == ".safetensors":
+        meta = read_weights_metadata(p)
+        if "model_config" in meta:
+            known = {f.name for f in dataclasses.fields(VideoMAEConfig)}
+            unknown = sorted(set(overrides) - known)
+            if unknown:
+                raise VideomaskError(f"unknown model.overrides {', '.join(unknown)} (known: {', '.join(sorted(known))})")
+            stored = {k: v for k, v in json.loads(meta["model_config"]).items() if k in known}
+            model = VideoMAE(dataclasses.replace(VideoMAEConfig(**stored), **overrides))  # lists -> tuples in __post_init__
+        elif name is not None:
+            model = build_model(name, **overrides)
+        else:
+            raise VideomaskError(f"{p} holds no model_config; cannot rebuild the model it was saved from")
+        load_model_weights(model, p)
+        return model, "videomask"
+    if p.is_file() and p.suffix in (".pth", ".pt", ".bin"):
+        from videomask.hf import load_videomae_pth
+
+        return load_videomae_pth(p, **overrides), "pth"
+    raise VideomaskError(
+        f"{what} {path} is not a Hugging Face folder (config.json), a videomask .safetensors checkpoint "
+        f"(or a folder with {MODEL_FILE}) or a VideoMAE .pth"
+    )
+
+
 # ----------------------------------------------------------------------------- RNG states
 
 
@@ -308,7 +358,12 @@ def load_checkpoint(
     if optimizer is not None:
         if "optimizer" not in info:
             raise VideomaskError(f"checkpoint {path} has no optimizer state")
-        optimizer.load_state_dict(_optimizer_from_parts(tensors, info["optimizer"]))
+        saved = _optimizer_from_parts(tensors, info["optimizer"])
+        for group, current in zip(saved["param_groups"], optimizer.param_groups):
+            for key in ("fused", "foreach"):  # the kernel is the loading process's choice (device, torch version)
+                if key in current:
+                    group[key] = current[key]
+        optimizer.load_state_dict(saved)
     if scaler is not None and "scaler" in info:
         scaler.load_state_dict(info["scaler"])
     rng = []

@@ -136,6 +136,7 @@ class RunConfig:
 
 
 _OPTION_PATH_KEY = re.compile(r"^(stats|boxes|skip_log|.*_path|.*_file|.*_dir)$")
+_PATH_OPTION_SECTIONS = ("mask", "data")  # sections whose ``options`` entries named like paths are resolved
 _TRUE = {"true", "yes", "on", "1"}
 _FALSE = {"false", "no", "off", "0"}
 
@@ -241,6 +242,16 @@ def _resolve_options(options: dict[str, Any], base: Path) -> dict[str, Any]:
     return {k: (_resolve(v, base) if isinstance(v, str) and _OPTION_PATH_KEY.match(k) else v) for k, v in options.items()}
 
 
+def _resolve_field(section: str, key: str, field_: dataclasses.Field, value: Any, base: Path) -> Any:
+    """``section.key = value`` with relative paths made absolute against ``base``: path fields, and the
+    path-like entries of ``mask.options`` / ``data.options``."""
+    if field_.metadata.get("path") and isinstance(value, str):
+        value = _resolve(value, base)
+    if key == "options" and section in _PATH_OPTION_SECTIONS:
+        value = _resolve_options(value, base)
+    return value
+
+
 def _section_from_dict(section: str, cls: type, raw: Any, base: Path) -> Any:
     if raw is None:
         raw = {}
@@ -253,11 +264,7 @@ def _section_from_dict(section: str, cls: type, raw: Any, base: Path) -> Any:
         if key not in fields:
             raise VideomaskError(f"unknown config key '{section}.{key}' (allowed in {section}: {', '.join(fields)})")
         value = _coerce(f"{section}.{key}", value, hints[key], from_text=False)
-        if fields[key].metadata.get("path") and isinstance(value, str):
-            value = _resolve(value, base)
-        if key == "options" and section in ("mask", "data"):
-            value = _resolve_options(value, base)
-        kwargs[key] = value
+        kwargs[key] = _resolve_field(section, key, fields[key], value, base)
     return cls(**kwargs)
 
 
@@ -281,16 +288,12 @@ def _apply_override(cfg: RunConfig, item: str) -> None:
         if typing.get_origin(tp) is not dict or len(parts) != 3:
             raise VideomaskError(f"config key '{parts[0]}.{key}' has no sub-key {'.'.join(parts[2:])!r}")
         value = yaml.safe_load(text) if text.strip() else ""
-        if isinstance(value, str) and _OPTION_PATH_KEY.match(parts[2]) and parts[0] in ("mask", "data"):
+        if isinstance(value, str) and _OPTION_PATH_KEY.match(parts[2]) and parts[0] in _PATH_OPTION_SECTIONS:
             value = _resolve(value, cwd)
         getattr(section, key)[parts[2]] = value
         return
     value = _coerce(dotted, text, tp, from_text=True)
-    if fields[key].metadata.get("path") and isinstance(value, str):
-        value = _resolve(value, cwd)
-    if key == "options" and parts[0] in ("mask", "data"):
-        value = _resolve_options(value, cwd)
-    setattr(section, key, value)
+    setattr(section, key, _resolve_field(parts[0], key, fields[key], value, cwd))
 
 
 def validate_config(cfg: RunConfig) -> RunConfig:

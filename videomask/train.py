@@ -31,7 +31,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterable, Iterator
 
 import torch
 import torch.distributed as dist
@@ -265,6 +265,18 @@ class BatchStream:
 # ----------------------------------------------------------------------------- model and masker
 
 
+def fused_adamw_supported(params: Iterable[torch.Tensor]) -> bool:
+    """Whether this torch has a fused AdamW kernel for every parameter's device (CUDA; CPU from torch 2.4)."""
+    try:
+        from torch.utils._foreach_utils import _get_fused_kernels_supported_devices
+
+        devices = set(_get_fused_kernels_supported_devices())
+    except ImportError:  # pragma: no cover - private helper moved
+        devices = {"cuda"}
+    params = list(params)
+    return bool(params) and all(p.device.type in devices and torch.is_floating_point(p) for p in params)
+
+
 def _unwrap(model: torch.nn.Module) -> torch.nn.Module:
     return model.module if isinstance(model, torch.nn.parallel.DistributedDataParallel) else model
 
@@ -278,44 +290,13 @@ def build_model_from_config(cfg: RunConfig) -> tuple[torch.nn.Module, str]:
     a ``.safetensors`` file or a folder holding ``model.safetensors`` = a videomask checkpoint (its
     stored model config is used, ``model.overrides`` applied on top).
     """
-    from videomask.model import VideoMAE, VideoMAEConfig, build_model
+    from videomask.model import build_model
 
     m = cfg.model
     torch.manual_seed(cfg.run.seed)
     if not m.checkpoint:
         return build_model(m.name, **m.overrides), "init"
-    path = Path(m.checkpoint)
-    if path.is_dir() and (path / "config.json").is_file():
-        from videomask.hf import load_hf_checkpoint
-
-        return load_hf_checkpoint(path, **m.overrides), "hf"  # overrides: fields that keep the weights' shapes
-    if path.is_dir() and (path / ckpt.MODEL_FILE).is_file():
-        path = path / ckpt.MODEL_FILE
-    if path.is_file() and path.suffix == ".safetensors":
-        meta = ckpt.read_weights_metadata(path)
-        if "model_config" in meta:
-            known = {f.name for f in dataclasses.fields(VideoMAEConfig)}
-            stored = {k: v for k, v in json.loads(meta["model_config"]).items() if k in known}
-            for key in ("mean", "std"):
-                if key in stored:
-                    stored[key] = tuple(stored[key])
-            unknown = sorted(set(m.overrides) - known)
-            if unknown:
-                raise VideomaskError(f"unknown model.overrides {', '.join(unknown)} (known: {', '.join(sorted(known))})")
-            config = dataclasses.replace(VideoMAEConfig(**stored), **m.overrides)
-            model = VideoMAE(config)
-        else:
-            model = build_model(m.name, **m.overrides)
-        ckpt.load_model_weights(model, path)
-        return model, "videomask"
-    if path.is_file() and path.suffix in (".pth", ".pt", ".bin"):
-        from videomask.hf import load_videomae_pth
-
-        return load_videomae_pth(path, **m.overrides), "pth"  # architecture inferred from the weight shapes
-    raise VideomaskError(
-        f"model.checkpoint {path} is not a Hugging Face folder (config.json), a videomask .safetensors "
-        f"checkpoint (or folder with {ckpt.MODEL_FILE}) or a VideoMAE .pth"
-    )
+    return ckpt.load_model(m.checkpoint, name=m.name, what="model.checkpoint", **m.overrides)
 
 
 def model_meta(model: torch.nn.Module) -> dict[str, Any]:
@@ -453,8 +434,9 @@ def _train(cfg: RunConfig, info: DistInfo, device: torch.device) -> RunResult:
     raw_model = model
     groups = model.param_groups(cfg.optim.weight_decay) if hasattr(model, "param_groups") else model.parameters()
     lr_peak = peak_lr(cfg, info.world_size)
+    fused = fused_adamw_supported(model.parameters()) or None  # None: torch's default kernel (foreach)
     optimizer = torch.optim.AdamW(groups, lr=lr_peak, betas=tuple(cfg.optim.betas), eps=cfg.optim.eps,
-                                  weight_decay=cfg.optim.weight_decay)
+                                  weight_decay=cfg.optim.weight_decay, fused=fused)
     scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16)
     masker = build_masker_from_config(cfg, raw_model, device)
 
