@@ -226,7 +226,9 @@ def write_outputs(results: dict, out: Path) -> None:
         "",
         "Targets: a difference masker < 5% of a training step, reading the boxes cache < 1%. The tiny model's",
         "encoder sees only the 10% visible tokens, so its step is cheap, while the difference masker's embedder",
-        "reads every pixel of the clip (all L tokens). Larger models were not timed here.",
+        "reads every pixel of the clip (all L tokens). With the model embedder that is the tubelet projection of",
+        "every token, one fp32 `[B*L, t*p*p*C] x [t*p*p*C, D]` matmul (10x the tokens the step itself embeds),",
+        "which on a CPU dominates that masker's time. Larger models were not timed here.",
     ]
     lines += ["", "## Masks per second", "", "| clip | B | L | B*L | masker | ms per call | masks/s |", "|---|---|---|---|---|---|---|"]
     for r in rows:

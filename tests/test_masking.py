@@ -302,3 +302,24 @@ def test_mask_to_ids_rejects_ragged_masks():
     mask = torch.tensor([[True, False, False], [True, True, False]])
     with pytest.raises(VideomaskError, match="same number"):
         mask_to_ids(mask)
+
+
+# ------------------------------------------------------------------ difference masker scoring
+
+
+@pytest.mark.parametrize("score", ["max", "mean"])
+def test_difference_scores_and_anchors_equal_their_formula(score, stats):
+    """Scores = max / mean cosine to the anchor centroids; a token is an anchor when its nearest word is one
+    (the batched one-matmul scoring equals the per-token formula)."""
+    video = _clips(B, True, 9)
+    masker = make_masker("difference", stats, score=score)
+    res = masker.generate(video, torch.Generator().manual_seed(0))
+    emb = torch.nn.functional.normalize(PixelEmbedder(dim=32, tubelet=TUBELET)(video), dim=-1)  # [B, L, D]
+    cents = torch.nn.functional.normalize(stats.centroids.float(), dim=1)  # [V, D]
+    sims = torch.einsum("bld,vd->blv", emb, cents)  # [B, L, V]
+    anchor_sims = sims[..., stats.anchors]  # [B, L, K]
+    expected = anchor_sims.amax(-1) if score == "max" else anchor_sims.mean(-1)
+    assert res.scores.shape == (B, GRID.num_tokens) and res.anchors.shape == (B, GRID.num_tokens)
+    assert torch.allclose(res.scores, expected, atol=1e-5)
+    nearest = sims.argmax(-1)  # [B, L]
+    assert torch.equal(res.anchors, torch.isin(nearest, stats.anchors))

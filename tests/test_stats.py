@@ -117,6 +117,22 @@ def test_pixel_embedder_equals_its_formula(pool):
     assert torch.allclose(emb(video), tokens @ emb.projection(tokens.shape[-1]), atol=1e-4)
 
 
+def test_pixel_embedder_input_layout_and_dtype():
+    """Strided / permuted input (e.g. from a Hugging Face ``[B, T, C, H, W]`` tensor) and half precision
+    embed like the contiguous float clip; the output is a contiguous ``[B, L, D]`` tensor."""
+    video = torch.randn(2, 3, 4, 32, 48)
+    emb = PixelEmbedder(dim=8, seed=2)
+    ref = emb(video)
+    assert ref.is_contiguous() and ref.dtype == torch.float32
+    permuted = video.permute(0, 2, 1, 3, 4).contiguous().permute(0, 2, 1, 3, 4)  # same values, HF strides
+    assert not permuted.is_contiguous()
+    assert torch.allclose(emb(permuted), ref, atol=1e-5)
+    wide = torch.randn(2, 3, 4, 32, 64)
+    wide[..., :48] = video
+    assert torch.allclose(emb(wide[..., :48]), ref, atol=1e-5)  # a strided slice
+    assert torch.allclose(emb(video.half()), emb(video.half().float()), atol=1e-5)
+
+
 class _StandIn(torch.nn.Module):
     """A tiny model with the ``embed_patches`` contract (a tubelet linear map)."""
 

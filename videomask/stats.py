@@ -116,20 +116,45 @@ class PixelEmbedder:
         return torch.randn(in_features, self.dim, generator=g) / math.sqrt(in_features)  # [P, D]
 
     def _kernels(self, channels: int, device: torch.device) -> tuple[Tensor, Tensor, Tensor]:
-        """Cached conv kernels: projection + mean ``[D+1, C, t, p, p]``, mean ``[1, C, t, p, p]``, ``1ᵀP [D]``."""
+        """Cached conv kernels for the *summed* (not averaged) pooled clip: projection + mean
+        ``[D+1, C, t, p, p]`` and mean ``[1, C, t, p, p]``, both scaled by ``1 / pool**2`` (the mean of a
+        pooling window is its sum over ``pool**2``; the mean-square kernel by ``1 / pool**4``), and ``1ᵀP [D]``.
+
+        Scaling a kernel by a power of two is exact in floating point, so for ``pool`` = 1, 2, 4 the
+        convolutions give the same numbers as on the average-pooled clip (only the order of the
+        pooling window's additions differs).
+        """
         key = (channels, device)
         if key not in self._projections:
             t, ph, pw = self._pooled_tubelet
             n = t * ph * pw * channels
+            scale = 1.0 / (self.pool * self.pool)
             proj = self.projection(n)  # [P, D], rows in patchify order (t, p, p, C)
             weight = proj.T.reshape(self.dim, t, ph, pw, channels).permute(0, 4, 1, 2, 3)  # [D, C, t, p, p]
             mean = torch.full((1, channels, t, ph, pw), 1.0 / n)
             self._projections[key] = (
-                torch.cat([weight, mean]).contiguous().to(device),
-                mean.to(device),
+                (torch.cat([weight, mean]) * scale).contiguous().to(device),
+                (mean * (scale * scale)).to(device),
                 proj.sum(dim=0).to(device),
             )
         return self._projections[key]
+
+    def _pool_sum(self, video: Tensor) -> Tensor:
+        """``[B, C, T, H, W]`` -> ``[B, C, T, H/pool, W/pool]``: the *sum* over each ``pool x pool`` window.
+
+        Two passes of plain additions of strided views (rows, then column pairs); much cheaper on CPU
+        than ``avg_pool3d`` (about 3 ms instead of 12 ms for a 8x3x16x112x112 clip on one thread).
+        """
+        p = self.pool
+        rows = video.unflatten(3, (video.shape[3] // p, p))  # [B, C, T, H/p, p, W]
+        acc = rows[:, :, :, :, 0] + rows[:, :, :, :, 1]  # (only called with pool >= 2)
+        for i in range(2, p):
+            acc += rows[:, :, :, :, i]
+        cols = acc.unflatten(4, (acc.shape[4] // p, p))  # [B, C, T, H/p, W/p, p]
+        out = cols[..., 0] + cols[..., 1]
+        for i in range(2, p):
+            out += cols[..., i]
+        return out  # [B, C, T, H/p, W/p]
 
     @torch.no_grad()
     def __call__(self, video: Tensor) -> Tensor:
@@ -138,20 +163,23 @@ class PixelEmbedder:
         Computed without materialising the patches: strided ``conv3d`` kernels give each token's
         projection and mean (one conv) and its mean square (a second), using
         ``((x - m) / s) @ P = (x @ P - m * 1ᵀP) / s`` (``s``: unbiased standard deviation, as ``torch.std``).
+        The pooling's ``1 / pool**2`` is folded into the kernels (see :meth:`_kernels`).
         """
         video = video.float()
         grid_for(video.shape[2:], self.tubelet)
         if self.pool > 1:
-            video = F.avg_pool3d(video, (1, self.pool, self.pool))  # [B, C, T, H/pool, W/pool]
+            video = self._pool_sum(video)  # [B, C, T, H/pool, W/pool], window sums
         B, C = video.shape[:2]
         tubelet = self._pooled_tubelet
         n = tubelet[0] * tubelet[1] * tubelet[2] * C  # values per token
         weight, mean_kernel, proj_sum = self._kernels(C, video.device)
-        out = F.conv3d(video, weight, stride=tubelet).flatten(2).transpose(1, 2)  # [B, L, D+1]
-        xp, mean = out[..., :-1], out[..., -1:]  # [B, L, D], [B, L, 1]
-        sq = F.conv3d(video.square(), mean_kernel, stride=tubelet).reshape(B, -1, 1)  # [B, L, 1]
+        out = F.conv3d(video, weight, stride=tubelet).flatten(2)  # [B, D+1, L]
+        xp, mean = out[:, :-1], out[:, -1:]  # [B, D, L], [B, 1, L]
+        sq = F.conv3d(video.square(), mean_kernel, stride=tubelet).flatten(2)  # [B, 1, L]
         std = ((sq - mean * mean).clamp_min(0) * (n / (n - 1))).sqrt()
-        return (xp - mean * proj_sum) / (std + 1e-6)  # [B, L, D]
+        # the [B, D, L] layout keeps these element-wise ops contiguous; one transposing copy at the end
+        emb = (xp - mean * proj_sum[:, None]) / (std + 1e-6)  # [B, D, L]
+        return emb.transpose(1, 2).contiguous()  # [B, L, D]
 
     def to(self, device: torch.device | str) -> "PixelEmbedder":
         self.device = torch.device(device)  # kernels are built per (channels, device) on first use
@@ -252,38 +280,10 @@ class CallableEmbedder:
 def _load_checkpoint_model(path: str) -> torch.nn.Module:
     """A videomask ``VideoMAE`` from a Hugging Face folder (``config.json``), a videomask checkpoint
     (``.safetensors`` file with its stored ``model_config``, or a folder holding ``model.safetensors``)
-    or an original VideoMAE ``.pth``."""
-    import dataclasses
+    or an original VideoMAE ``.pth`` (see :func:`videomask.checkpoint.load_model`)."""
+    from videomask.checkpoint import load_model
 
-    p = Path(path)
-    if not p.exists():
-        raise VideomaskError(f"checkpoint {path} does not exist")
-    if p.is_dir() and (p / "config.json").is_file():
-        from videomask.hf import load_hf_checkpoint
-
-        return load_hf_checkpoint(p)
-    if p.is_dir() and (p / "model.safetensors").is_file():
-        p = p / "model.safetensors"
-    if p.is_file() and p.suffix == ".safetensors":
-        from videomask import checkpoint as ckpt
-        from videomask.model import VideoMAE, VideoMAEConfig
-
-        meta = ckpt.read_weights_metadata(p)
-        if "model_config" not in meta:
-            raise VideomaskError(f"{p} holds no model_config; cannot rebuild the model it was saved from")
-        known = {f.name for f in dataclasses.fields(VideoMAEConfig)}
-        stored = {k: (tuple(v) if isinstance(v, list) else v) for k, v in json.loads(meta["model_config"]).items() if k in known}
-        model = VideoMAE(VideoMAEConfig(**stored))
-        ckpt.load_model_weights(model, p)
-        return model
-    if p.is_file() and p.suffix in (".pth", ".pt", ".bin"):
-        from videomask.hf import load_videomae_pth
-
-        return load_videomae_pth(p)
-    raise VideomaskError(
-        f"checkpoint {path} is not a Hugging Face folder (config.json), a videomask .safetensors checkpoint "
-        "(or a folder with model.safetensors) or a VideoMAE .pth"
-    )
+    return load_model(path)[0]
 
 
 def build_embedder(

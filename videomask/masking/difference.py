@@ -90,6 +90,7 @@ class DifferenceMasker(ScoredMasker):
         self.centroids = F.normalize(stats.centroids.float(), dim=1)  # [V, D]
         self.is_anchor_word = torch.zeros(stats.num_words, dtype=torch.bool)  # [V]
         self.is_anchor_word[stats.anchors] = True
+        self.anchor_ids = self.is_anchor_word.nonzero().squeeze(1)  # [K] anchor word ids, ascending
         self._device = torch.device("cpu")
 
     @classmethod
@@ -102,6 +103,7 @@ class DifferenceMasker(ScoredMasker):
         device = torch.device(device)
         self.centroids = self.centroids.to(device)
         self.is_anchor_word = self.is_anchor_word.to(device)
+        self.anchor_ids = self.anchor_ids.to(device)
         self.embedder.to(device)
         self._device = device
         return self
@@ -116,14 +118,17 @@ class DifferenceMasker(ScoredMasker):
                 f"embedder gave {tuple(emb.shape)}, expected [B, {grid.num_tokens}, {self.centroids.shape[1]}] "
                 f"(clip grid {grid}, vocabulary dim {self.centroids.shape[1]})"
             )
-        emb = F.normalize(emb.float(), dim=-1)
-        sims = emb @ self.centroids.T  # [B, L, V] cosine to every word
-        anchor_sims = sims[..., self.is_anchor_word]  # [B, L, K]
-        scores = anchor_sims.amax(dim=-1) if self.score == "max" else anchor_sims.mean(dim=-1)  # [B, L]
+        B, L, D = emb.shape
+        # one [B*L, D] x [D, V] matmul; the anchor columns by index (ascending, as a bool mask would give)
+        emb = F.normalize(emb.float().reshape(B * L, D), dim=-1)  # [B*L, D]
+        sims = emb @ self.centroids.T  # [B*L, V] cosine to every word
+        anchor_sims = sims.index_select(1, self.anchor_ids)  # [B*L, K]
+        scores = anchor_sims.amax(dim=1) if self.score == "max" else anchor_sims.mean(dim=1)  # [B*L]
         if self.anchor_rule == "word":
-            anchors = self.is_anchor_word[sims.argmax(dim=-1)]  # [B, L] nearest word is an anchor word
+            anchors = self.is_anchor_word[sims.argmax(dim=1)]  # [B*L] nearest word is an anchor word
         else:
-            anchors = scores > self.threshold  # [B, L]
+            anchors = scores > self.threshold  # [B*L]
+        scores, anchors = scores.view(B, L), anchors.view(B, L)
         return scores, anchors
 
     def __repr__(self) -> str:
