@@ -39,10 +39,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--work", default=str(REPO / "runs" / "agreement"), help="folder for the boxes cache and statistics")
     p.add_argument("--out", default=str(REPO / "benchmarks" / "results"))
     p.add_argument("--name", default="agreement")
-    p.add_argument("--embedder", default="pixel", help="fit embedder: pixel or checkpoint:PATH")
+    p.add_argument("--embedder", default="pixel",
+                   help="comma-separated fit embedders: pixel and/or checkpoint:PATH (each gets its own rows)")
     p.add_argument("--num-words", type=int, default=64)
     p.add_argument("--anchors", default="1,2,4,8,16", help="comma-separated numbers of anchor words K")
     p.add_argument("--clips-per-video", type=int, default=4, help="clips per video for fitting and for the comparison")
+    p.add_argument("--boxes", default=None, help="an existing boxes cache of the target videos (skips detection)")
     p.add_argument("--detector", default="people")
     p.add_argument("--stride", type=int, default=2, help="detect on every stride-th frame")
     p.add_argument("--labels", default="person", help="detected labels that count as people")
@@ -51,6 +53,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--size", type=int, default=112)
     p.add_argument("--tubelet", type=int, nargs=2, default=(2, 16), metavar=("T", "P"))
     p.add_argument("--draws", type=int, default=200, help="random draws for the chance level")
+    p.add_argument("--detail-k", type=int, default=8, help="K of the per-video table")
     p.add_argument("--seed", type=int, default=0)
     return p.parse_args(argv)
 
@@ -113,17 +116,23 @@ def main(argv: list[str] | None = None) -> int:
     ks = sorted({int(k) for k in args.anchors.split(",") if k.strip()})
     targets = list_videos(args.target)
 
-    boxes = work / f"boxes_{args.detector}_s{args.stride}.jsonl"
-    build_cache([(it.video_id, it.path) for it in targets], boxes, args.detector, stride=args.stride)
-    stats_path = work / f"stats_{args.embedder.replace(':', '_').replace('/', '_')}_{args.num_words}.safetensors"
-    fit_args = ["fit", "--source", args.source, "--target", args.target, "-o", str(stats_path),
-                "--embedder", args.embedder, "--num-words", str(args.num_words), "--num-anchors", str(max(ks)),
-                "--clips-per-video", str(args.clips_per_video), "--num-frames", str(args.num_frames),
-                "--sampling-rate", str(args.sampling_rate), "--size", str(args.size),
-                "--tubelet", str(tubelet[0]), str(tubelet[1]), "--seed", str(args.seed)]
-    if cli_main(fit_args) != 0:
-        return 1
-    stats = DifferenceStats.load(stats_path)
+    if args.boxes:
+        boxes = Path(args.boxes)
+    else:
+        boxes = work / f"boxes_{Path(args.detector).stem}_s{args.stride}.jsonl"
+        build_cache([(it.video_id, it.path) for it in targets], boxes, args.detector, stride=args.stride)
+    embedders = [e.strip() for e in args.embedder.split(",") if e.strip()]
+    stats = {}
+    for emb_spec in embedders:
+        stats_path = work / f"stats_{emb_spec.replace(':', '_').replace('/', '_')}_{args.num_words}.safetensors"
+        fit_args = ["fit", "--source", args.source, "--target", args.target, "-o", str(stats_path),
+                    "--embedder", emb_spec, "--num-words", str(args.num_words), "--num-anchors", str(max(ks)),
+                    "--clips-per-video", str(args.clips_per_video), "--num-frames", str(args.num_frames),
+                    "--sampling-rate", str(args.sampling_rate), "--size", str(args.size),
+                    "--tubelet", str(tubelet[0]), str(tubelet[1]), "--seed", str(args.seed)]
+        if cli_main(fit_args) != 0:
+            return 1
+        stats[emb_spec] = DifferenceStats.load(stats_path)
 
     # the comparison clips: a different seed from the fit, so these clips are not the fitted ones
     dataset = VideoDataset.from_folder(
@@ -137,17 +146,21 @@ def main(argv: list[str] | None = None) -> int:
     people = build_masker("objects", boxes=BoxCache.load(boxes), labels=labels, tubelet=tubelet, ratio=0.5,
                           mode="token", on_missing="fallback").generate(batch).anchors  # [N, L]
     rows = []
-    for k in ks:
-        order = stats.tficf.argsort(descending=True, stable=True)
-        stats_k = dataclasses.replace(stats, anchors=order[:k])
+    for (emb_spec, st), k in ((item, k) for item in stats.items() for k in ks):
+        order = st.tficf.argsort(descending=True, stable=True)
+        stats_k = dataclasses.replace(st, anchors=order[:k])
         res = build_masker("difference", stats=stats_k, tubelet=tubelet, ratio=0.5, mode="token").generate(batch)
         emb = res.anchors  # [N, L]
-        row = {"k": k, "anchor_share": float(emb.float().mean()), "auc": auc(res.scores, people)}
+        row = {"embedder": emb_spec, "k": k, "anchor_share": float(emb.float().mean()), "auc": auc(res.scores, people)}
+        vids = batch["video_id"]
+        row["per_video"] = {v: {**pooled(emb[idx], people[idx]), "person_share": float(people[idx].float().mean()),
+                                "anchor_share": float(emb[idx].float().mean())}
+                            for v in dict.fromkeys(vids) for idx in [torch.tensor([i for i, x in enumerate(vids) if x == v])]}
         for level, (e, d) in {"token": (emb, people),
                               "tube": (tokens_to_tubes(emb, grid, "any"), tokens_to_tubes(people, grid, "any"))}.items():
             row[level] = {"observed": pooled(e, d), "chance": chance(e, d, args.draws, args.seed)}
         rows.append(row)
-        print(f"K={k}: token precision {row['token']['observed']['precision']:.3f} (chance {row['token']['chance']['precision']['mean']:.3f}), "
+        print(f"{emb_spec} K={k}: token precision {row['token']['observed']['precision']:.3f} (chance {row['token']['chance']['precision']['mean']:.3f}), "
               f"recall {row['token']['observed']['recall']:.3f}, IoU {row['token']['observed']['iou']:.3f} "
               f"(chance {row['token']['chance']['iou']['mean']:.3f}), AUC {row['auc']:.3f}", file=sys.stderr)
 
@@ -157,7 +170,7 @@ def main(argv: list[str] | None = None) -> int:
         "clips": int(batch["video"].shape[0]), "videos": len(targets), "grid": dataclasses.asdict(grid),
         "person_share": float(people.float().mean()), "person_tube_share": float(tokens_to_tubes(people, grid, "any").float().mean()),
         "clips_with_people": int(people.any(dim=1).sum()), "settings": vars(args), "rows": rows,
-        "stats": {"num_words": stats.num_words, "embedder": stats.embedder},
+        "stats": {spec: {"num_words": st.num_words, "embedder": st.embedder} for spec, st in stats.items()},
     }
     write_report(result, Path(args.out), args.name)
     return 0
@@ -186,26 +199,36 @@ def write_report(result: dict, out: Path, name: str) -> None:
         f"grid {result['grid']}.",
         "",
         f"- E (embedding difference): anchor tokens of the `difference` masker (a token's nearest visual word is one of the "
-        f"top-K TF-ICF words), statistics from `videomask fit` with embedder `{s['embedder']}`, {result['stats']['num_words']} words, "
+        f"top-K TF-ICF words), statistics from `videomask fit` with each embedder below, {s['num_words']} words, "
         f"source `{s['source']}` vs target `{s['target']}`.",
-        f"- D (detected people): tokens covered by `{s['detector']}` boxes with labels {s['labels']} (detected on one frame "
-        f"in every {s['stride']}, nearest scanned frame). People cover {100 * result['person_share']:.1f}% of the tokens "
+        f"- D (detected people): tokens covered by boxes with labels {s['labels']} from "
+        f"{('the cache `' + s['boxes'] + '`') if s['boxes'] else ('detector `' + s['detector'] + '` on one frame in every ' + str(s['stride']))} "
+        f"(nearest scanned frame). People cover {100 * result['person_share']:.1f}% of the tokens "
         f"({100 * result['person_tube_share']:.1f}% of the tubes); {result['clips_with_people']} of {result['clips']} clips have any.",
         "- Cells: observed (chance mean [2.5%, 97.5%] over "
         f"{s['draws']} draws of a random token set of the same size as E in every clip). Pooled over all clips.",
         "- AUC: ROC AUC of the difference score (max cosine to an anchor word) for person tokens; chance 0.5.",
         "",
-        "| K | E share % | token precision | token recall | token IoU | tube precision | tube recall | tube IoU | score AUC |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| embedder | K | E share % | token precision | token recall | token IoU | tube precision | tube recall | tube IoU | score AUC |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in result["rows"]:
         t, u = r["token"], r["tube"]
         md.append("| " + " | ".join([
-            str(r["k"]), f"{100 * r['anchor_share']:.1f}",
+            f"`{r['embedder']}`", str(r["k"]), f"{100 * r['anchor_share']:.1f}",
             *(_cell(t["observed"][m], t["chance"][m]) for m in ("precision", "recall", "iou")),
             *(_cell(u["observed"][m], u["chance"][m]) for m in ("precision", "recall", "iou")),
             f"{r['auc']:.3f}",
         ]) + " |")
+    detail_k = int(s.get("detail_k", 8))
+    for r in result["rows"]:
+        if r["k"] != detail_k:
+            continue
+        md += ["", f"Per video, `{r['embedder']}`, K = {detail_k} (token level; chance precision = person share):", "",
+               "| video | person share % | E share % | precision | recall | IoU |", "|---|---|---|---|---|---|"]
+        for v, m in r["per_video"].items():
+            md.append(f"| {v} | {100 * m['person_share']:.1f} | {100 * m['anchor_share']:.1f} | {m['precision']:.3f} | "
+                      f"{m['recall']:.3f} | {m['iou']:.3f} |")
     md += ["", "## Reading", ""]
     for r in result["rows"]:
         o, c = r["token"]["observed"], r["token"]["chance"]
@@ -213,7 +236,7 @@ def write_report(result: dict, out: Path, name: str) -> None:
         below = o["precision"] < c["precision"]["lo"]
         verdict = "above chance" if above else ("below chance" if below else "within the chance interval")
         lift = o["precision"] / c["precision"]["mean"] if c["precision"]["mean"] > 0 else float("nan")
-        md.append(f"- K = {r['k']}: token precision {o['precision']:.3f} is {verdict} "
+        md.append(f"- `{r['embedder']}`, K = {r['k']}: token precision {o['precision']:.3f} is {verdict} "
                   f"({lift:.2f}x the chance mean {c['precision']['mean']:.3f}); IoU {o['iou']:.3f} vs chance {c['iou']['mean']:.3f}; AUC {r['auc']:.3f}.")
     md.append("")
     (out / f"{name}.md").write_text("\n".join(md))

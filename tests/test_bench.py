@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import yaml
 
-from videomask.bench import METRICS, compare, load_bench_config, markdown_table, split_target, summarise, write_lossless
+from videomask.bench import METRICS, MOTION_BASELINE, compare, load_bench_config, markdown_table, split_target, summarise, write_lossless
 from videomask.errors import VideomaskError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -56,8 +56,11 @@ def test_quick_bench_end_to_end(tmp_path):
     assert (root / "results" / "quick.png").stat().st_size > 1000
     cfg = load_bench_config(cfg_path)
     variants = list(cfg.variants)
-    assert [r["variant"] for r in data["runs"]] == ["random init", "base"] + variants
-    for run in data["runs"]:
+    assert [r["variant"] for r in data["runs"]] == ["random init", "base", MOTION_BASELINE] + variants
+    for run in data["runs"][3:]:
+        assert {"wall_s", "train_loss"} <= set(run["metrics"])
+    assert set(data["runs"][2]["metrics"]) == {"arrow_linear", "arrow_knn", "speed_linear", "speed_knn"}
+    for run in data["runs"][:2] + data["runs"][3:]:
         for key in METRICS:
             assert key in run["metrics"]
             value = run["metrics"][key]
@@ -65,11 +68,11 @@ def test_quick_bench_end_to_end(tmp_path):
                 assert 0.0 <= value <= 1.0
             else:
                 assert math.isfinite(value) and value > 0  # the moving box gives person tokens
-    for run in data["runs"][2:]:
+    for run in data["runs"][3:]:
         assert run["metrics"]["wall_s"] > 0
-    # the table: header + rule + one row per variant (random init, base, every trained variant)
+    # the table: header + rule + one row per variant (random init, base, motion energy, every trained variant)
     table = [ln for ln in md.splitlines() if ln.startswith("|")]
-    assert len(table) == 2 + 2 + len(variants)
+    assert len(table) == 2 + 3 + len(variants)
     assert all(ln.count("|") == table[0].count("|") for ln in table)
     assert "videomask bench --config" in md
     assert data["setup"]["recon_tokens"]["anchor"] > 0
@@ -118,4 +121,9 @@ def test_bad_bench_config_is_a_one_line_error(tmp_path):
     raw["variants"] = {"x": {"options": {}}}
     path.write_text(yaml.safe_dump(raw))
     with pytest.raises(VideomaskError, match="variant 'x'"):
+        load_bench_config(path)
+    raw["variants"] = {"x": {"name": "tube"}}
+    raw["train"]["optim"]["lrr"] = 1.0
+    path.write_text(yaml.safe_dump(raw))
+    with pytest.raises(VideomaskError, match="optim.lrr"):
         load_bench_config(path)

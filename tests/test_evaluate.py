@@ -70,6 +70,12 @@ def test_time_split_windows_never_overlap(n, span, gap):
     for i, a in enumerate(frames):
         for b in frames[i + 1:]:
             assert not a & b, "two windows share a frame"
+    # with a smaller step, windows overlap inside a split but never across the split
+    tr_step, te_step = time_split_windows(n, span, train_share=0.7, gap=gap, step=3)
+    assert len(tr_step) >= len(train) and len(te_step) >= len(test)
+    tr_frames = {f for s in tr_step for f in range(s, s + span)}
+    te_frames = {f for s in te_step for f in range(s, s + span)}
+    assert not tr_frames & te_frames
     assert all(s + span <= cut for s in train)
     assert all(s >= cut + gap and s + span <= n for s in test)
     if train and test:
@@ -153,3 +159,47 @@ def test_fixed_random_mask_is_fixed():
     assert not torch.equal(a, fixed_random_mask(64, 0.75, seed=4))
     with pytest.raises(VideomaskError):
         fixed_random_mask(4, 0.1)
+
+
+def test_probe_command_on_a_labelled_list(tmp_path, capsys):
+    """`videomask probe` end to end: dark vs bright clips are separable even for a random-init encoder."""
+    pytest.importorskip("videomask.video")
+    import json
+
+    from videomask.bench import write_lossless
+    from videomask.cli import main
+
+    rng = np.random.default_rng(0)
+    rows = ["path,label,split"]
+    for i in range(12):
+        label = i % 2
+        frames = rng.integers(0, 60, (12, SIZE, SIZE, 3)) + (150 if label else 0)
+        write_lossless(frames.astype(np.uint8), tmp_path / f"v{i}.mkv")
+        rows.append(f"v{i}.mkv,{'bright' if label else 'dark'},{'train' if i < 8 else 'test'}")
+    (tmp_path / "list.csv").write_text("\n".join(rows) + "\n")
+    out = tmp_path / "probe.json"
+    rc = main(["probe", "--checkpoint", "tiny", "--data", str(tmp_path / "list.csv"), "--split-column", "split",
+               "--num-frames", "4", "--sampling-rate", "2", "--size", str(SIZE), "--k", "3", "--json", str(out)])
+    assert rc == 0
+    result = json.loads(out.read_text())
+    assert result["classes"] == ["bright", "dark"]
+    assert (result["num_train"], result["num_test"]) == (8, 4)
+    assert result["linear"] == 1.0 and result["knn"] == 1.0
+    assert "linear probe accuracy: 100.0%" in capsys.readouterr().out
+    assert main(["probe", "--checkpoint", "tiny", "--data", str(tmp_path / "list.csv"), "--split-column", "nope"]) == 2
+
+
+def test_motion_energy_grows_with_playback_speed():
+    from videomask.evaluate import motion_energy_features
+
+    x = torch.arange(64, dtype=torch.float32)
+    base = (127 + 120 * torch.sin(2 * torch.pi * x / 64)).to(torch.uint8).expand(3, 64, 64)  # a smooth horizontal wave
+    clips = torch.stack([
+        torch.stack([torch.roll(base, shifts=s * k, dims=2) for k in range(4)], dim=1)  # [3, T, 64, 64], s px per frame
+        for s in (1, 2, 4)
+    ])  # [3, 3, 4, 64, 64]
+    feats = motion_energy_features(clips, patch=16)
+    assert feats.shape == (3, 3 * 4 * 4)
+    energy = feats.mean(dim=1)
+    assert energy[0] < energy[1] < energy[2]
+    assert float(motion_energy_features(clips[:, :, :1].repeat(1, 1, 4, 1, 1)).abs().max()) == 0.0  # still clip: no motion

@@ -25,6 +25,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import os
 import platform
 import shutil
 import statistics
@@ -67,6 +68,7 @@ class EvalSettings:
     train_share: float = 0.7  # first share of each video's frames -> train windows and pretraining
     gap: int = 8  # frames between the train region's end and the first test window
     max_windows: int = 8  # per video and split (evenly spread)
+    window_step: int = 0  # frames between window starts inside a split (0 = the window span: no overlap)
     knn_k: int = 5
     mask_ratio: float = 0.75  # of the one fixed random token mask for the reconstruction error
     mask_seed: int = 1234
@@ -91,6 +93,7 @@ class BenchConfig:
     fit: dict[str, Any] = field(default_factory=dict)  # difference-statistics settings
     detect: dict[str, Any] = field(default_factory=dict)  # detector settings
     eval: EvalSettings = field(default_factory=EvalSettings)
+    threads: int = 0  # torch intra-op threads for the whole bench (0 = torch's default)
 
 
 def _check_fields(cls: type, raw: dict[str, Any], where: str) -> dict[str, Any]:
@@ -130,6 +133,9 @@ def load_bench_config(path: str | Path) -> BenchConfig:
         value = getattr(cfg, key)
         if value and not Path(value).expanduser().is_absolute():
             setattr(cfg, key, str((base / Path(value).expanduser()).resolve()))
+    from videomask.config import config_from_dict
+
+    config_from_dict(cfg.train, base)  # unknown keys / bad values in the shared train sections fail now, not mid-run
     validate_bench_config(cfg)
     return cfg
 
@@ -289,8 +295,30 @@ def compare(summary: dict[str, dict[str, dict[str, float]]], reference: str, var
     return lines
 
 
-def write_plot(summary: dict[str, dict[str, dict[str, float]]], path: Path, title: str) -> None:
-    """One bar panel per metric, mean with std error bars, one bar per variant."""
+def headline(summary: dict[str, dict[str, dict[str, float]]], trained: list[str]) -> list[str]:
+    """Summary sentences computed from the table: the ranking on person-patch reconstruction and how far
+    the probe accuracies of the encoders are from chance (against the model-free motion reference)."""
+    lines = []
+    ranked = sorted((v for v in trained if "recon_person" in summary.get(v, {})), key=lambda v: summary[v]["recon_person"]["mean"])
+    if ranked:
+        lines.append("- Reconstruction error on held-out person patches, lowest first: " + ", ".join(
+            f"{v} {_fmt(summary[v]['recon_person'], 'recon_person')}" for v in ranked) + ".")
+    encoders = [v for v in summary if v != MOTION_BASELINE]
+    for task, chance in (("arrow", 50.0), ("speed", 100.0 / len(ev.SPEED_STRIDES))):
+        vals = [summary[v][f"{task}_{kind}"]["mean"] * 100 for v in encoders for kind in ("linear", "knn") if f"{task}_{kind}" in summary[v]]
+        if not vals:
+            continue
+        text = f"- {task} probe: every encoder row (linear and kNN, means) lies in {min(vals):.1f}-{max(vals):.1f}% (chance {chance:.1f}%)"
+        motion = summary.get(MOTION_BASELINE, {})
+        if f"{task}_linear" in motion:
+            text += f"; the model-free motion reference reaches {motion[f'{task}_linear']['mean'] * 100:.1f}% (linear)"
+        lines.append(text + ".")
+    return lines
+
+
+def write_plot(summary: dict[str, dict[str, dict[str, float]]], path: Path, title: str,
+               runs: list[dict[str, Any]] | None = None) -> None:
+    """One bar panel per metric, mean with std error bars, one bar per variant; each seed as a dot."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -307,6 +335,10 @@ def write_plot(summary: dict[str, dict[str, dict[str, float]]], path: Path, titl
         means = [summary[v].get(key, {}).get("mean", float("nan")) * scale for v in variants]
         stds = [summary[v].get(key, {}).get("std", 0.0) * scale for v in variants]
         ax.bar(range(len(variants)), means, yerr=stds, color=colours, capsize=3)
+        for i, v in enumerate(variants):
+            seeds = [r["metrics"][key] * scale for r in runs or [] if r["variant"] == v and r["metrics"].get(key) is not None]
+            if len(seeds) > 1:
+                ax.plot([i] * len(seeds), seeds, "k.", ms=3)
         ax.set_xticks(range(len(variants)))
         ax.set_xticklabels(variants, rotation=40, ha="right", fontsize=7)
         ax.set_title(METRICS[key][0], fontsize=9)
@@ -333,7 +365,8 @@ def write_report(result: dict[str, Any], out_dir: str | Path, name: str) -> dict
     summary = result["summary"]
     paths = {"json": out / f"{name}.json", "md": out / f"{name}.md", "png": out / f"{name}.png"}
     paths["json"].write_text(json.dumps(result, indent=1, default=str) + "\n")
-    write_plot(summary, paths["png"], f"videomask bench: {result['setup']['steps']} steps, {len(result['setup']['seeds'])} seed(s)")
+    write_plot(summary, paths["png"], f"videomask bench: {result['setup']['steps']} steps, {len(result['setup']['seeds'])} seed(s); "
+               "bars: mean ± std over seeds, dots: seeds", result["runs"])
     setup = result["setup"]
     trained = [v for v in summary if v in setup["variants"]]
     md = [
@@ -356,8 +389,10 @@ def write_report(result: dict[str, Any], out_dir: str | Path, name: str) -> dict
         f"- Model / clips: {setup['clip']}.",
         f"- Anchors: {setup['anchors']}.",
         f"- Probe tasks: arrow of time (2 classes) and playback speed (stride 1/2/4, 3 classes) on target windows split by time "
-        f"(train windows in the first {setup['eval']['train_share']:.0%} of each video, test windows from {setup['eval']['gap']} frames after it; "
-        f"{setup['probe_counts']}). Linear probe: logistic regression (L-BFGS, standardised features, weight decay chosen by 3-fold grouped CV on train); "
+        f"(train windows in the first {setup['eval']['train_share']:.0%} of each video, test windows from {setup['eval']['gap']} frames after it, "
+        f"so no train and test clip share a frame; a window starts every {setup['eval'].get('window_step') or 'span'} frames within a split, "
+        f"at most {setup['eval']['max_windows']} per video and split; {setup['probe_counts']}). "
+        f"Linear probe: logistic regression (L-BFGS, standardised features, weight decay from {{1e-3, 1e-2, 0.1, 1}} chosen by 3-fold CV on train, folds grouped by video); "
         f"kNN: cosine, k = {setup['eval']['knn_k']}. Chance: arrow 50%, speed 33.3%.",
         f"- Reconstruction error: mean per-token normalised-pixel loss of the held-out test windows under one fixed random token mask "
         f"(ratio {setup['eval']['mask_ratio']}, seed {setup['eval']['mask_seed']}) shared by all models, on detected-person tokens "
@@ -367,7 +402,13 @@ def write_report(result: dict[str, Any], out_dir: str | Path, name: str) -> dict
         "",
         markdown_table(summary),
         "",
-        "Reference rows (`random init`, `base`) are not trained on the target and have one value each.",
+        f"Reference rows are not trained on the target and have one value each: `random init`, `base` and `{MOTION_BASELINE}` "
+        "(mean absolute frame difference per patch and time step, probed the same way: it shows the speed labels are learnable "
+        "from these clips; it cannot see the direction of time).",
+        "",
+        "## Summary (computed from the table)",
+        "",
+        *headline(summary, trained),
         "",
         "## Differences to random masking (|Δ| within the combined seed std = within noise)",
         "",
@@ -465,8 +506,8 @@ def build_eval_data(cfg: BenchConfig, targets: list[TargetVideo], boxes_path: Pa
     videos = [(t.path, t.video_id, t.num_frames) for t in targets]
     probes = {}
     for task in e.tasks:
-        samples = ev.build_task_samples(videos, task, num_frames=num_frames, stride=e.stride,
-                                        train_share=e.train_share, gap=e.gap, max_windows=e.max_windows)
+        samples = ev.build_task_samples(videos, task, num_frames=num_frames, stride=e.stride, train_share=e.train_share,
+                                        gap=e.gap, max_windows=e.max_windows, step=e.window_step or None)
         clips = ev.decode_samples(samples, size, backend=backend, progress=progress)
         if int(clips.is_train.sum()) == 0 or int((~clips.is_train).sum()) == 0:
             raise VideomaskError(f"task {task}: the target videos are too short for train and test windows "
@@ -476,7 +517,8 @@ def build_eval_data(cfg: BenchConfig, targets: list[TargetVideo], boxes_path: Pa
     span = (num_frames - 1) * sampling_rate + 1
     recon_samples = []
     for path, vid, n in videos:
-        _, test = ev.time_split_windows(n, span, train_share=e.train_share, gap=e.gap, max_windows=e.max_windows)
+        _, test = ev.time_split_windows(n, span, train_share=e.train_share, gap=e.gap, max_windows=e.max_windows,
+                                        step=e.window_step or None)
         for start in test:
             idx = tuple(start + k * sampling_rate for k in range(num_frames))
             recon_samples.append(ev.ProbeSample(path, vid, idx, -1, "test", len(recon_samples)))
@@ -503,12 +545,40 @@ def evaluate_model(model: torch.nn.Module, data: EvalData, settings: EvalSetting
     return out
 
 
+def protocol_notes(ratio: float, grid: Any) -> list[str]:
+    """Fixed remarks every report carries (budgets, what the wall-clock covers, where the footage comes from)."""
+    from videomask.masking.base import budget
+
+    tubes = budget(ratio, grid.num_tubes)
+    return [
+        f"`random` masks single tokens, as VideoMAE's random masking: {budget(ratio, grid.num_tokens)} of {grid.num_tokens} tokens "
+        f"per clip; the other maskers choose tubes: {tubes} of {grid.num_tubes} tubes = {tubes * grid.t} tokens per clip.",
+        "Wall-clock per run is the continued-pretraining call only (evaluation, detection and fitting excluded); the CPU is "
+        "shared with other processes, so it is indicative. Detection runs once and is cached; fitting runs once.",
+        "The long-clip footage of the full run is built by `python benchmarks/quality.py` (fetch + encode, then this command); "
+        "`--quick` runs on the shipped `assets/` clips, whose numbers say nothing about quality.",
+    ]
+
+
+MOTION_BASELINE = "motion energy (no model)"
+
+
+def evaluate_motion_baseline(data: EvalData, settings: EvalSettings, patch: int) -> dict[str, float]:
+    """The probe metrics of :func:`~videomask.evaluate.motion_energy_features` (a task-solvability check)."""
+    out: dict[str, float] = {}
+    for task, clips in data.probes.items():
+        res = ev.probe_clipset(ev.motion_energy_features(clips.clips, patch), clips, k=settings.knn_k, num_classes=ev.TASKS[task])
+        out[f"{task}_linear"], out[f"{task}_knn"] = res["linear"], res["knn"]
+    return out
+
+
 def run_bench(cfg: BenchConfig, *, command: str, base_dir: str | Path = ".", progress: bool = True,
               log: Callable[[str], None] = print) -> dict[str, Any]:
     """Run the whole protocol (module docstring) and return the result dict (also written by the caller)."""
     from videomask.data import list_videos
     from videomask.detect import build_cache
     from videomask.model import make_config
+    from videomask.patches import grid_for
 
     t_start = time.perf_counter()
     say = log
@@ -520,6 +590,8 @@ def run_bench(cfg: BenchConfig, *, command: str, base_dir: str | Path = ".", pro
     if runs_dir.exists():
         shutil.rmtree(runs_dir)
     torch.manual_seed(0)
+    if cfg.threads > 0:
+        torch.set_num_threads(cfg.threads)
 
     # shared clip and model settings (from the bench's train sections)
     probe_cfg = _train_config(cfg, base_dir, out_dir=runs_dir / "probe", data_path=cfg.source, checkpoint="",
@@ -580,6 +652,7 @@ def run_bench(cfg: BenchConfig, *, command: str, base_dir: str | Path = ".", pro
     runs.append({"variant": "random init", "seed": 0, "metrics": evaluate_model(rand, data, cfg.eval)})
     runs.append({"variant": "base", "seed": 0,
                  "metrics": {**evaluate_model(ev.load_encoder(base), data, cfg.eval), "wall_s": base_wall}})
+    runs.append({"variant": MOTION_BASELINE, "seed": 0, "metrics": evaluate_motion_baseline(data, cfg.eval, tubelet[1])})
 
     for variant, spec in cfg.variants.items():
         # VideoMAE's random masker works on single tokens, the others on tubes unless the variant says otherwise
@@ -607,7 +680,8 @@ def run_bench(cfg: BenchConfig, *, command: str, base_dir: str | Path = ".", pro
     result = {
         "command": command,
         "date": time.strftime("%Y-%m-%d %H:%M", time.gmtime()),
-        "machine": f"{platform.machine()}, {torch.get_num_threads()} torch threads, torch {torch.__version__}",
+        "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, {torch.get_num_threads()} torch threads, torch {torch.__version__}, "
+                   f"load average at the end {os.getloadavg()[0]:.1f}",
         "total_s": time.perf_counter() - t_start,
         "setup": {
             "source": str(cfg.source), "target": str(cfg.target), "num_source": num_source, "num_target": len(targets),
@@ -627,4 +701,5 @@ def run_bench(cfg: BenchConfig, *, command: str, base_dir: str | Path = ".", pro
         "runs": runs,
     }
     result["summary"] = summarise(runs)
+    result["notes"] = protocol_notes(probe_cfg.mask.ratio, grid_for((d.num_frames, d.size, d.size), tubelet))
     return result

@@ -9,25 +9,25 @@ Three things live here, all on *frozen* encoders (``VideoMAE.features(video) -> 
 * **Labels that come from the footage itself**, not from a detector: *arrow of time* (a clip played
   forward = 0 or reversed = 1) and *playback speed* (frame stride 1 / 2 / 4 -> class 0 / 1 / 2).
   Windows are split **by time within each video** (:func:`time_split_windows`): train windows lie in
-  the first ``train_share`` of the video's frames, test windows start ``gap`` frames after that, and
-  windows of one split never overlap each other, so no frame is shared between any two windows.
+  the first ``train_share`` of the video's frames, test windows start ``gap`` frames after that, so
+  no train and test window share a frame (windows of one split overlap only with a ``step`` below
+  the window span).
 * **Reconstruction error** of a masked autoencoder on anchor (e.g. detected person) patches versus
   the other patches, under one fixed random token mask shared by every clip and every model
   (:func:`fixed_random_mask`, :func:`reconstruction_error`).
 
 :func:`load_encoder` turns a checkpoint spec into a model: a videomask run checkpoint (safetensors),
-a Hugging Face ``save_pretrained`` directory, or a model size name (random init, the baseline).
+a Hugging Face ``save_pretrained`` directory, a VideoMAE ``.pth``, or a model size name (random init,
+the baseline). User-labelled data: :func:`read_labelled_list` + :func:`list_samples` (``videomask probe``).
 """
 
 from __future__ import annotations
 
 import csv
-import json
 import math
-import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable, Sequence
+from typing import Sequence
 
 import numpy as np
 import torch
@@ -94,23 +94,28 @@ def time_split_windows(
     train_share: float = 0.7,
     gap: int = 8,
     max_windows: int | None = None,
+    step: int | None = None,
 ) -> tuple[list[int], list[int]]:
-    """Start frames of non-overlapping windows of ``span`` frames, split by time within one video.
+    """Start frames of windows of ``span`` frames, split by time within one video.
 
     Rule: ``cut = floor(train_share * N)``. Train windows lie inside ``[0, cut)``, test windows inside
-    ``[cut + gap, N)``. Inside each region windows are packed back to back (step = ``span``), so no
-    two windows share a frame, and the nearest train and test frames are at least ``gap + 1`` apart.
-    ``max_windows`` keeps at most that many per split, evenly spread. A region too short for one
-    window gives none.
+    ``[cut + gap, N)``, so no train window shares a frame with a test window and the nearest train and
+    test frames are at least ``gap + 1`` apart. Inside each region a window starts every ``step``
+    frames (default ``span``: back to back, no two windows share a frame; a smaller step gives more,
+    overlapping windows *within* a split). ``max_windows`` keeps at most that many per split, evenly
+    spread. A region too short for one window gives none.
     """
     if span < 1 or num_video_frames < 0:
         raise VideomaskError(f"bad window span {span} or frame count {num_video_frames}")
     if not 0.0 < train_share < 1.0:
         raise VideomaskError(f"train_share must be in (0, 1), got {train_share}")
+    step = span if step is None else int(step)
+    if step < 1:
+        raise VideomaskError(f"window step must be >= 1, got {step}")
     cut = int(math.floor(train_share * num_video_frames))
 
     def pack(lo: int, hi: int) -> list[int]:
-        starts = list(range(lo, hi - span + 1, span))
+        starts = list(range(lo, hi - span + 1, step))
         if max_windows is not None and len(starts) > max_windows:
             pick = np.linspace(0, len(starts) - 1, max_windows).round().astype(int)
             starts = [starts[i] for i in pick]
@@ -140,13 +145,15 @@ def build_task_samples(
     train_share: float = 0.7,
     gap: int = 8,
     max_windows: int | None = None,
+    step: int | None = None,
 ) -> list[ProbeSample]:
-    """Labelled samples of ``task`` for ``videos = [(path, video_id, num_frames_in_video), ...]``."""
+    """Labelled samples of ``task`` for ``videos = [(path, video_id, num_frames_in_video), ...]``
+    (windows from :func:`time_split_windows`; every window gives one sample per class)."""
     span = task_span(task, num_frames, stride)
     samples: list[ProbeSample] = []
     window = 0
     for path, video_id, n in videos:
-        train, test = time_split_windows(n, span, train_share=train_share, gap=gap, max_windows=max_windows)
+        train, test = time_split_windows(n, span, train_share=train_share, gap=gap, max_windows=max_windows, step=step)
         for split, starts in (("train", train), ("test", test)):
             for start in starts:
                 for indices, label in task_samples(task, start, num_frames, stride):
@@ -249,6 +256,18 @@ def extract_features(model: torch.nn.Module, clips: Tensor, *, batch_size: int =
         out.append(model.features(video.to(device)).float().cpu())  # [b, D]
     model.train(was_training)
     return torch.cat(out)  # [N, D]
+
+
+def motion_energy_features(clips: Tensor, patch: int = 16) -> Tensor:
+    """A model-free reference: mean absolute frame difference per patch and time step.
+
+    uint8 ``[N, 3, T, H, W]`` -> float ``[N, (T-1) * (H/patch) * (W/patch)]``. It sees how much moves,
+    not which way, so it can tell playback speeds apart but not the arrow of time.
+    """
+    v = clips.float() / 255.0  # [N, 3, T, H, W]
+    diff = (v[:, :, 1:] - v[:, :, :-1]).abs().mean(dim=1)  # [N, T-1, H, W]
+    pooled = F.avg_pool2d(diff, kernel_size=patch)  # [N, T-1, H/p, W/p]
+    return pooled.flatten(1)
 
 
 @dataclass(frozen=True)
@@ -371,10 +390,17 @@ def knn_accuracy(train_x: Tensor, train_y: Tensor, test_x: Tensor, test_y: Tenso
 
 def probe_clipset(features: Tensor, clips: ClipSet, *, k: int = 5, num_classes: int | None = None,
                   weight_decays: Sequence[float] = DEFAULT_WEIGHT_DECAYS) -> dict[str, float]:
-    """Linear-probe and kNN accuracy of ``features [N, D]`` on a :class:`ClipSet`'s train/test split."""
+    """Linear-probe and kNN accuracy of ``features [N, D]`` on a :class:`ClipSet`'s train/test split.
+
+    The weight decay's cross-validation folds group train clips by video (windows of one video may
+    overlap), or by window when there are fewer than 3 videos.
+    """
     tr, te = clips.is_train, ~clips.is_train
+    video_index = {v: i for i, v in enumerate(dict.fromkeys(clips.video_ids))}
+    by_video = torch.tensor([video_index[v] for v in clips.video_ids], dtype=torch.long)
+    groups = by_video[tr] if torch.unique(by_video[tr]).numel() >= 3 else clips.windows[tr]
     lin = linear_probe(features[tr], clips.labels[tr], features[te], clips.labels[te], num_classes=num_classes,
-                       weight_decays=weight_decays, groups=clips.windows[tr])
+                       weight_decays=weight_decays, groups=groups)
     knn = knn_accuracy(features[tr], clips.labels[tr], features[te], clips.labels[te], k=k, num_classes=num_classes)
     return {"linear": lin.accuracy, "knn": knn, "linear_train": lin.train_accuracy,
             "weight_decay": lin.weight_decay, "num_train": lin.num_train, "num_test": lin.num_test}
