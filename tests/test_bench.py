@@ -127,3 +127,15 @@ def test_bad_bench_config_is_a_one_line_error(tmp_path):
     path.write_text(yaml.safe_dump(raw))
     with pytest.raises(VideomaskError, match="optim.lrr"):
         load_bench_config(path)
+
+
+def test_bench_missing_footage_is_one_line(tmp_path):
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-m", "videomask", "bench", "--source", str(tmp_path / "none"),
+                           "--work-dir", str(tmp_path / "work")], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "does not exist" in lines[0], proc.stderr
+    assert not (tmp_path / "work").exists()  # nothing created or deleted before the check

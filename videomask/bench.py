@@ -580,6 +580,10 @@ def run_bench(cfg: BenchConfig, *, command: str, base_dir: str | Path = ".", pro
     from videomask.model import make_config
     from videomask.patches import grid_for
 
+    for name, folder in (("source", cfg.source), ("target", cfg.target)):
+        if not Path(folder).is_dir():
+            raise VideomaskError(f"bench {name} folder {folder} does not exist: build the footage with "
+                                 "`python benchmarks/quality.py`, pass --source/--target, or run `videomask bench --quick`")
     t_start = time.perf_counter()
     say = log
     log = lambda message: say(f"[{time.perf_counter() - t_start:6.0f} s] {message}")  # noqa: E731
