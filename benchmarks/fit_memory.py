@@ -10,6 +10,7 @@ in-process) on list files holding N source and N target rows (the given videos r
 * the fit's wall-clock time.
 
     python benchmarks/fit_memory.py [--clips 8,32,128] [--source assets/source --target assets/target]
+        [--baseline OLD.json --baseline-label "before the fix"] [--note "a line for the report"]
 
 Writes ``benchmarks/results/fit_memory.md`` / ``.json`` / ``.png`` with the command that made them.
 """
@@ -65,6 +66,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--work", default=str(REPO / "runs" / "fit_memory"))
     p.add_argument("--out", default=str(REPO / "benchmarks" / "results"))
     p.add_argument("--name", default="fit_memory")
+    p.add_argument("--baseline", default=None,
+                   help="an earlier fit_memory.json (e.g. `git show REV:benchmarks/results/fit_memory.json`) to compare with")
+    p.add_argument("--note", action="append", default=[], help="a line added to the report (repeatable)")
+    p.add_argument("--baseline-label", default="baseline", help="what the baseline is, for the report (e.g. 'before the fix, commit abc123')")
     return p.parse_args(argv)
 
 
@@ -106,6 +111,12 @@ def main(argv: list[str] | None = None) -> int:
     command = "python benchmarks/fit_memory.py " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
     result = {"command": command.strip(), "date": time.strftime("%Y-%m-%d %H:%M", time.gmtime()), "settings": vars(args),
               "source_videos": len(sources), "target_videos": len(targets), "rows": rows}
+    if args.note:
+        result["notes"] = list(args.note)
+    if args.baseline:
+        base = json.loads(Path(args.baseline).read_text())
+        result["baseline"] = {"label": args.baseline_label, "command": base.get("command"), "date": base.get("date"),
+                              "rows": base["rows"]}
     write_report(result, Path(args.out), args.name)
     return 0
 
@@ -156,11 +167,37 @@ def write_report(result: dict, out: Path, name: str) -> None:
         flat = last["peak_rss_mb"] / first["peak_rss_mb"] <= 1.10
         clip_mb = s["num_frames"] * s["size"] ** 2 * 3 * 4 / 2**20  # one float32 clip
         per_clip = (last["peak_rss_mb"] - first["peak_rss_mb"]) / (2 * (last["clips"] - first["clips"]))
-        summary.append(
-            f"  Reading: the peak RSS is {'flat (within 10%)' if flat else 'not flat: it grows, far slower than the data'}: "
-            f"{per_clip:.2f} MB per added clip, against {clip_mb:.1f} MB to hold one float32 clip, so the clips themselves are not kept (whether the growth levels off beyond the largest N is not measured here). "
-            "Python-object memory (tracemalloc) stays at a few MB; the growth is native (decoder / tensor buffers, allocator "
-            "arenas; compare the MALLOC_ARENA_MAX series).")
+        if flat:
+            summary.append(
+                f"  Reading: the peak RSS is flat (within 10%): {per_clip:+.3f} MB per added clip, against {clip_mb:.1f} MB to "
+                "hold one float32 clip; Python-object memory (tracemalloc) stays at a few MB.")
+        else:
+            summary.append(
+                f"  Reading: the peak RSS is not flat: it grows, far slower than the data: "
+                f"{per_clip:.2f} MB per added clip, against {clip_mb:.1f} MB to hold one float32 clip, so the clips themselves are not kept (whether the growth levels off beyond the largest N is not measured here). "
+                "Python-object memory (tracemalloc) stays at a few MB; the growth is native (decoder / tensor buffers, allocator "
+                "arenas; compare the MALLOC_ARENA_MAX series).")
+    compare = []
+    if result.get("baseline"):
+        b = result["baseline"]
+        old = {(r["arena_max"], r["clips"]): r for r in b["rows"]}
+        compare = [
+            "",
+            f"Compared with the baseline ({b['label']}; `{b['command']}`, {b['date']} UTC):",
+            "",
+            "| MALLOC_ARENA_MAX | clips per set | peak RSS MB, baseline | peak RSS MB, now | fit s, baseline | fit s, now |",
+            "|---|---|---|---|---|---|",
+            *[f"| {r['arena_max']} | {r['clips']} | {old[(r['arena_max'], r['clips'])]['peak_rss_mb']:.0f} | {r['peak_rss_mb']:.0f} | "
+              f"{old[(r['arena_max'], r['clips'])]['seconds']:.1f} | {r['seconds']:.1f} |"
+              for r in rows if (r["arena_max"], r["clips"]) in old],
+        ]
+        compare.append("")
+        for arena in series:
+            sub = sorted((r for r in b["rows"] if r["arena_max"] == arena), key=lambda r: r["clips"])
+            if len(sub) >= 2:
+                growth = (sub[-1]["peak_rss_mb"] - sub[0]["peak_rss_mb"]) / (2 * (sub[-1]["clips"] - sub[0]["clips"]))
+                compare.append(f"- baseline, MALLOC_ARENA_MAX={arena}: {sub[0]['peak_rss_mb']:.0f} -> {sub[-1]['peak_rss_mb']:.0f} MB "
+                               f"from {sub[0]['clips']} to {sub[-1]['clips']} clips per set ({growth:.2f} MB per added clip).")
     md = [
         "# Peak memory of `videomask fit` against the number of clips",
         "",
@@ -182,6 +219,8 @@ def write_report(result: dict, out: Path, name: str) -> None:
           for r in rows],
         "",
         *summary,
+        *compare,
+        *[line for note in result.get("notes", []) for line in ("", note)],
         "",
         f"Plot: `{name}.png`.",
         "",

@@ -27,8 +27,9 @@ workers. Pass ``skip_log=`` to keep the log in a run folder; otherwise a tempora
 removed when the dataset is garbage collected in the process that made it (the file only appears
 once a video is skipped).
 
-**Hanging decodes.** Opening and decoding run in a daemon thread that the caller joins with
-``timeout`` seconds; past it the video is skipped as timed out. This needs no signals, so it works
+**Hanging decodes.** Opening and decoding run in a daemon worker thread (reused from video to video,
+see :func:`videomask.video.call_with_timeout`) that the caller waits for ``timeout`` seconds; past it
+the video is skipped as timed out and that worker is abandoned. This needs no signals, so it works
 in the main process, in DataLoader worker processes and in any thread. Python cannot kill a thread,
 so a decode that truly never returns is abandoned (it keeps its file open until it ends).
 """
@@ -62,10 +63,12 @@ from videomask.video import BACKENDS, available_backends, call_with_timeout, ope
 
 log = logging.getLogger("videomask.data")
 
-# PyAV objects that end up in reference cycles (container <-> stream, live demux/decode generators) are
-# freed only by the cyclic GC. If that happens in a forked DataLoader worker, FFmpeg's codec context tries
-# to join frame threads that exist only in the parent and the worker hangs (or crashes). Collecting
-# before every fork frees them in the parent, where their threads live.
+# PyAV objects that end up in reference cycles (container <-> stream while the container is open) are
+# freed only by the cyclic GC. Readers closed (or dropped) normally leave none (PyAVReader.close() frees
+# its decoder at once), but one left in a cycle by the caller would be freed by the GC; if that happens in
+# a forked DataLoader worker, FFmpeg's codec context tries to join frame threads that exist only in the
+# parent and the worker hangs (or crashes). Collecting before every fork frees them in the parent, where
+# their threads live.
 os.register_at_fork(before=gc.collect)
 
 VIDEO_EXTENSIONS: tuple[str, ...] = (

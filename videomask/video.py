@@ -31,6 +31,7 @@ import bisect
 import itertools
 import math
 import os
+import queue
 import re
 import threading
 import time
@@ -254,31 +255,96 @@ class _TimedOut(VideoDecodeError):
     """The worker thread is still running (abandoned)."""
 
 
+class _Task:
+    """One call handed to a worker thread; ``done`` is set once ``result`` or ``error`` is filled in."""
+
+    __slots__ = ("fn", "result", "error", "done")
+
+    def __init__(self, fn: Callable[[], object]) -> None:
+        self.fn: Callable[[], object] | None = fn
+        self.result: object = None
+        self.error: BaseException | None = None
+        self.done = threading.Event()
+
+    def run(self) -> None:
+        try:
+            self.result = self.fn()  # type: ignore[misc]
+        except BaseException as err:  # noqa: BLE001 - re-raised in the caller
+            self.error = err
+        finally:
+            self.fn = None
+            self.done.set()
+
+
+class _Worker:
+    """A reusable daemon thread running one :class:`_Task` at a time (see :func:`call_with_timeout`)."""
+
+    def __init__(self) -> None:
+        self.tasks: queue.SimpleQueue[_Task | None] = queue.SimpleQueue()
+        self.thread = threading.Thread(target=self._loop, daemon=True, name="videomask-decode")
+        self.thread.start()
+
+    def _loop(self) -> None:
+        while True:
+            task = self.tasks.get()
+            if task is None:  # abandoned after a time-out: the thread ends once its call returned
+                return
+            task.run()
+            del task  # hold nothing of the finished call while idle
+
+
+# Idle workers of this process. Reusing threads (instead of one new thread per call) keeps decode
+# allocations in the same few glibc malloc arenas: with a new thread per call, each video's buffers
+# landed in whichever arena the new thread was given, and the peak RSS crept up with the number of videos.
+_idle_workers: list[_Worker] = []
+_idle_lock = threading.Lock()
+
+
+def _reset_workers_after_fork() -> None:
+    """A forked child (e.g. a DataLoader worker) has none of the parent's threads: start afresh."""
+    global _idle_workers, _idle_lock
+    _idle_workers = []
+    _idle_lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_reset_workers_after_fork)
+
+
 def call_with_timeout(fn: Callable[[], T], timeout: float | None, what: str = "decode") -> T:
     """Run ``fn()`` and return its result, or raise ``VideoDecodeError`` after ``timeout`` seconds.
 
-    The call runs in a daemon thread; on timeout it is abandoned (it cannot be killed), so callers should
-    drop the object it was using. Exceptions from ``fn`` are re-raised.
+    With ``timeout=None`` the call runs inline. Otherwise it runs in a daemon worker thread, reused from
+    call to call (each caller thread gets a worker of its own, so concurrent callers do not wait for each
+    other); on timeout that worker is abandoned (a thread cannot be killed) and ends once ``fn`` returns,
+    so callers should drop the object it was using. Exceptions from ``fn`` are re-raised.
     """
     if timeout is None:
         return fn()
-    result: list = []
-    error: list[BaseException] = []
-
-    def target() -> None:
-        try:
-            result.append(fn())
-        except BaseException as err:  # noqa: BLE001 - re-raised in the caller
-            error.append(err)
-
-    thread = threading.Thread(target=target, daemon=True, name="videomask-decode")
-    thread.start()
-    thread.join(timeout)
-    if thread.is_alive():
+    with _idle_lock:
+        worker = _idle_workers.pop() if _idle_workers else None
+    if worker is None:
+        worker = _Worker()
+    task = _Task(fn)
+    worker.tasks.put(task)
+    finished = False
+    try:
+        finished = task.done.wait(timeout)
+    finally:
+        if finished:
+            with _idle_lock:
+                _idle_workers.append(worker)
+        else:  # timed out (or interrupted): the worker's thread ends after this call
+            worker.tasks.put(None)
+    if not finished:
         raise _TimedOut(f"{what} timed out after {timeout:g} s")
-    if error:
-        raise error[0]
-    return result[0]
+    result, error = task.result, task.error
+    task.result = task.error = None  # the error's traceback holds task.run's frame: no cycle through task
+    if error is not None:
+        try:
+            raise error
+        finally:
+            del error
+    return result  # type: ignore[return-value]
 
 
 class VideoReader:
@@ -392,6 +458,18 @@ class _Unreliable(Exception):
     """Seeking gave a frame we cannot trust; the caller switches to the sequential path."""
 
 
+def _guarded(path: str, frames: Iterator[av.VideoFrame]) -> Iterator[av.VideoFrame]:
+    """``frames``, with FFmpeg decode errors turned into ``_DecodeFailed``.
+
+    A plain function, not a method: a generator holding the reader while the reader holds it would be a
+    reference cycle, leaving the whole decoder (FFmpeg memory and threads) to the cyclic GC.
+    """
+    try:
+        yield from frames
+    except av.FFmpegError as err:
+        raise _DecodeFailed(str(_err(path, "decode failed", err))) from None
+
+
 class PyAVReader(VideoReader):
     """PyAV (FFmpeg) backend: seek to the keyframe before a target, decode forward, match frames by pts."""
 
@@ -410,28 +488,52 @@ class PyAVReader(VideoReader):
         self._use(itertools.chain([found.first], found.frames), after_seek=False)
 
     def close(self) -> None:
+        """Release the decoder now, without waiting for the cyclic GC.
+
+        The decoder (codec context, its frame threads and buffers) belongs to the stream object, which
+        the frame generators, ``_stream`` and the last frame keep alive; ``container.close()`` alone
+        frees only the demuxer. Close the generators (this ends PyAV's demux generator too) and drop every
+        PyAV reference, so FFmpeg's memory and threads go as soon as the reader is closed.
+        """
         super().close()
+        self._drop_decoder()
         if self._container is not None:
             self._container.close()
             self._container = None
 
+    def __del__(self) -> None:
+        # a reader dropped without close(): PyAV's container and stream refer to each other until the
+        # container is closed, so close it here rather than leave the decoder to the cyclic GC
+        try:
+            if not self._closed or self._container is not None:
+                self.close()
+        except Exception:  # noqa: BLE001 - never raise from a finalizer (e.g. at interpreter exit)
+            pass
+
+    def _drop_decoder(self) -> None:
+        """Close the frame generator and drop the stream and the last frame (not the container)."""
+        gen, self._gen = self._gen, None
+        if gen is not None:
+            try:
+                gen.close()
+            except Exception:  # noqa: BLE001 - a decoder error while closing is no reason to fail close()
+                pass
+        self._stream = None
+        self._last = None
+
     # -- decoder state: a frame generator from the last seek (or the start) and the last frame it gave --
     def _use(self, frames: Iterator[av.VideoFrame], *, after_seek: bool) -> None:
-        self._gen = self._guarded(frames)
+        self._gen: Iterator[av.VideoFrame] | None = _guarded(self.path, frames)  # holds no reference to self
         self._pos = -1  # index of the last frame taken from the generator (-1: none yet)
         self._last: av.VideoFrame | None = None
         self._after_seek = after_seek
 
-    def _guarded(self, frames: Iterator[av.VideoFrame]) -> Iterator[av.VideoFrame]:
-        try:
-            yield from frames
-        except av.FFmpegError as err:
-            raise _DecodeFailed(str(_err(self.path, "decode failed", err))) from None
-
     def _restart(self) -> None:
         """Decode from the very start: frames are counted (and checked against the pts index)."""
+        self._drop_decoder()
         if self._container is not None:
             self._container.close()
+            self._container = None
         self._container = _open_container(self.path)
         self._stream, frames = _start_decoding(self._container, self._threads)
         self._use(frames, after_seek=False)
