@@ -181,18 +181,13 @@ def _cell(obs: float, ch: dict[str, float]) -> str:
 
 
 def write_report(result: dict, out: Path, name: str) -> None:
+    from videomask.bench import report_header
+
     out.mkdir(parents=True, exist_ok=True)
     (out / f"{name}.json").write_text(json.dumps(result, indent=1) + "\n")
     s = result["settings"]
     md = [
-        "# Agreement: embedding-difference anchors vs detected people",
-        "",
-        "Made by:",
-        "",
-        "```",
-        result["command"],
-        "```",
-        "",
+        *report_header("Agreement: embedding-difference anchors vs detected people", result["command"]),
         f"Date (UTC): {result['date']}, {result['seconds']:.0f} s. {result['clips']} clips ({s['clips_per_video']} per video) "
         f"of {result['videos']} target videos from `{s['target']}`, {s['num_frames']} frames at stride {s['sampling_rate']}, "
         f"{s['size']}x{s['size']} px (centre crop), tubelet {s['tubelet'][0]}x{s['tubelet'][1]}x{s['tubelet'][1]}, "

@@ -122,6 +122,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def write_report(result: dict, out: Path, name: str) -> None:
+    from videomask.bench import report_header
+
     import matplotlib
 
     matplotlib.use("Agg")
@@ -199,14 +201,7 @@ def write_report(result: dict, out: Path, name: str) -> None:
                 compare.append(f"- baseline, MALLOC_ARENA_MAX={arena}: {sub[0]['peak_rss_mb']:.0f} -> {sub[-1]['peak_rss_mb']:.0f} MB "
                                f"from {sub[0]['clips']} to {sub[-1]['clips']} clips per set ({growth:.2f} MB per added clip).")
     md = [
-        "# Peak memory of `videomask fit` against the number of clips",
-        "",
-        "Made by:",
-        "",
-        "```",
-        result["command"],
-        "```",
-        "",
+        *report_header("Peak memory of `videomask fit` against the number of clips", result["command"]),
         f"Date (UTC): {result['date']}. Each row is a fresh process running `videomask fit` (in-process CLI) with tracemalloc on, "
         f"on list files of N source and N target paths cycling through {result['source_videos']} source / {result['target_videos']} "
         f"target videos; {s['num_frames']} frames at stride {s['sampling_rate']}, {s['size']} px, {s['num_words']} words, "

@@ -140,6 +140,11 @@ def load_bench_config(path: str | Path) -> BenchConfig:
     return cfg
 
 
+
+def report_header(title: str, command: str) -> list[str]:
+    """The first lines of every benchmark report: its title and the command that made it."""
+    return [f"# {title}", "", "Made by:", "", "```", command, "```", ""]
+
 def validate_bench_config(cfg: BenchConfig) -> BenchConfig:
     """Range checks with one-line errors."""
     if not cfg.seeds:
@@ -370,14 +375,7 @@ def write_report(result: dict[str, Any], out_dir: str | Path, name: str) -> dict
     setup = result["setup"]
     trained = [v for v in summary if v in setup["variants"]]
     md = [
-        f"# Quality benchmark: {name}",
-        "",
-        "Made by:",
-        "",
-        "```",
-        result["command"],
-        "```",
-        "",
+        *report_header(f"Quality benchmark: {name}", result["command"]),
         f"Date (UTC): {result['date']}; machine: {result['machine']}; total wall-clock {result['total_s']:.0f} s.",
         "",
         "## Setup",
