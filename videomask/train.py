@@ -498,7 +498,10 @@ def _train(cfg: RunConfig, info: DistInfo, device: torch.device) -> RunResult:
     from videomask.data import collate_clips
 
     sampler = ResumableSampler(dataset, num_replicas=info.world_size, rank=info.rank, seed=cfg.run.seed)
-    loader_kwargs = dict(num_workers=cfg.data.num_workers, pin_memory=on_cuda, collate_fn=collate_clips)
+    # the loader's own generator: starting an epoch's iterator must not draw from the global torch RNG,
+    # which drop-path uses (a resumed run starts one more iterator than the uninterrupted run)
+    loader_kwargs = dict(num_workers=cfg.data.num_workers, pin_memory=on_cuda, collate_fn=collate_clips,
+                         generator=torch.Generator().manual_seed(cfg.run.seed))
     stream = BatchStream(dataset, sampler, loader_kwargs, cfg.data.batch_size)
     if stream.batches_per_epoch == 0:
         raise VideomaskError(
