@@ -311,8 +311,7 @@ def _write_boxes(videos: Path, out: Path) -> Path:
 @pytest.mark.parametrize("name", ["difference", "objects"])
 def test_two_rank_difference_and_objects_maskers(tmp_path, name):
     """The anchor maskers under 2 ranks: masks built per rank, identical weights, anchor losses logged."""
-    cfg = _write_run(tmp_path, train={"steps": 2, "save_every": 0, "log_every": 1})
-    videos = tmp_path / "videos"
+    videos = write_videos(tmp_path / "videos")
     if name == "difference":
         options = {"stats": str(_fit_difference_stats(videos, tmp_path / "stats.safetensors")), "alpha": 0.5}
     else:
@@ -325,10 +324,10 @@ def test_two_rank_difference_and_objects_maskers(tmp_path, name):
     assert all(torch.equal(w0[k], w1[k]) for k in w0)
     r0, r1 = _ranks(tmp_path)
     assert r0["ok"] and r1["ok"] and r0["steps"] == r1["steps"] == 2
-    assert r0["history"] == r1["history"] or all(a["loss"] == b["loss"] for a, b in zip(r0["history"], r1["history"]))
+    assert [r["loss"] for r in r0["history"]] == [r["loss"] for r in r1["history"]]  # global means on every rank
     for record in r0["history"]:
         assert record["anchor_share"] is not None and record["anchor_share"] > 0
-    if name == "objects":  # the person covers patch (0, 0) of 2x2 per frame (32x32 crops of 40x56): masked first
+    if name == "objects":  # alpha 1: the anchor tubes (under the person box) are masked first, so their loss is logged
         assert all(r["loss_anchor"] is not None for r in r0["history"])
 
 
@@ -346,7 +345,8 @@ def test_two_rank_kill_and_resume_gives_the_uninterrupted_weights(tmp_path):
     codes = _launch(tmp_path, cfg, (f"run.out_dir={killed}", "train.resume=true"))
     assert codes == [0, 0], f"resumed rank exit codes {codes}"
     straight = tmp_path / "straight"
-    codes = _launch(tmp_path / "s", cfg, (f"run.out_dir={straight}",)) if (tmp_path / "s").mkdir() is None else None
+    (tmp_path / "s").mkdir()
+    codes = _launch(tmp_path / "s", cfg, (f"run.out_dir={straight}",))
     assert codes == [0, 0], f"uninterrupted rank exit codes {codes}"
     a, b = _weights(killed / "final" / "model.safetensors"), _weights(straight / "final" / "model.safetensors")
     different = [k for k in a if not torch.equal(a[k], b[k])]

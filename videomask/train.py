@@ -610,8 +610,8 @@ def _train(cfg: RunConfig, info: DistInfo, device: torch.device) -> RunResult:
                 gen = torch.Generator().manual_seed(step_seed(cfg.run.seed, step, micro, info.rank))
                 grid = raw_model.grid_of(video)
                 counts: dict[str, int] = {}
-                if not check:
-                    counts["num_masked"] = masker.num_masked(grid)
+                if not check and hasattr(masker, "num_masked"):  # a duck-typed masker without it: always checked
+                    counts["num_masked"] = masker.num_masked(masker.grid(video))
                 with torch.no_grad():
                     mres = masker.generate({**batch, "video": video}, generator=gen)  # mask [B, L]
                     decoder_mask = None
@@ -683,7 +683,8 @@ def _train(cfg: RunConfig, info: DistInfo, device: torch.device) -> RunResult:
                     "loss_other": w[4] / w[5] if w[5] else None,
                     # share of the reconstructed (masked) tokens that are anchor patches
                     "anchor_share": w[3] / (w[3] + w[5]) if w[7] and w[3] + w[5] else None,
-                    "lr": lr, "grad_norm": None if grad_norm is None else float(grad_norm), "clips_per_s": w[6] / elapsed if elapsed > 0 else None,
+                    "lr": lr, "grad_norm": None if grad_norm is None else float(grad_norm),
+                    "clips_per_s": w[6] / elapsed if elapsed > 0 else None,
                     "skipped_steps": skipped,
                 }
                 result.history.append(record)
