@@ -2,10 +2,12 @@
 
 The repository keeps the files in ``configs/`` and ``assets/`` at its root. ``pyproject.toml`` maps these
 folders onto two data packages, ``videomask._configs`` and ``videomask._assets`` (setuptools
-``package-dir``), so a wheel carries them inside ``videomask/`` and an editable install points the two
-names at the folders of the clone. :func:`data_dir` finds them with :mod:`importlib.resources`; when the
-data packages cannot be imported (running from a clone through ``PYTHONPATH`` without installing), it
-falls back to the folders beside the ``videomask`` package.
+``package-dir``), so a wheel carries them inside ``videomask/`` (``videomask/_assets/target/*.mp4``).
+:func:`data_dir` finds them with :mod:`importlib.resources`. When the data packages cannot be imported,
+it uses the folders beside the ``videomask`` package: that is the case of an editable install
+(setuptools' editable finder does not serve a namespace package nested in a regular one, although it
+records the mapping) and of a clone used through ``PYTHONPATH``; both have ``configs/`` and
+``assets/`` next to ``videomask/``.
 """
 
 from __future__ import annotations

@@ -323,14 +323,15 @@ def _to_uint8(pixels: Tensor) -> np.ndarray:
     return np.ascontiguousarray(frames[..., :3])
 
 
-def error_heatmap(token_error: Tensor, tubelet: Tubelet, frames_shape: tuple[int, int, int], vmax: float, scale: int = 1) -> np.ndarray:
-    """Per-token error ``[L]`` -> uint8 ``[T, H*s, W*s, 3]`` (inferno colours from 0 to ``vmax``; NaN = light grey)."""
+def error_heatmap(token_error: Tensor, tubelet: Tubelet, frames_shape: tuple[int, int, int], vmax: float, scale: int = 1,
+                  vmin: float = 0.0) -> np.ndarray:
+    """Per-token error ``[L]`` -> uint8 ``[T, H*s, W*s, 3]`` (inferno colours from ``vmin`` to ``vmax``; NaN = light grey)."""
     import cv2
 
     T, H, W = frames_shape
     t, ph, pw = tubelet
     grid = token_error.detach().cpu().float().reshape(T // t, H // ph, W // pw).numpy()  # [t', h, w]
-    level = np.nan_to_num(np.clip(grid / max(vmax, 1e-12), 0, 1), nan=0.0)
+    level = np.nan_to_num(np.clip((grid - vmin) / max(vmax - vmin, 1e-12), 0, 1), nan=0.0)
     levels = (level * 255).round().astype(np.uint8)  # [t', h, w]
     colours = cv2.applyColorMap(levels.reshape(-1, levels.shape[-1]), cv2.COLORMAP_INFERNO)[..., ::-1]  # [t'*h, w, 3] RGB
     colours = np.ascontiguousarray(colours).reshape(*levels.shape, 3)  # [t', h, w, 3]
@@ -369,7 +370,7 @@ def draw_recon(
 
     The masked input shows masked patches fully grey (what the encoder does not see) with the anchor
     patches outlined, as ``show-masks`` draws them; the heat map colours each reconstructed patch by
-    its loss (0 to the clip's largest), visible patches light grey, anchor outlines repeated.
+    its loss (from the clip's smallest to its largest), visible patches light grey, anchor outlines repeated.
     """
     import cv2
 
@@ -378,8 +379,8 @@ def draw_recon(
     rec = np.stack([cv2.resize(f, (W * scale, H * scale), interpolation=cv2.INTER_NEAREST) for f in _to_uint8(recon.pixels)])
     err = recon.token_error
     finite = err[torch.isfinite(err)]
-    vmax = float(finite.max()) if finite.numel() else 1.0
-    heat = error_heatmap(err, tubelet, (T, H, W), vmax, scale)
+    vmin, vmax = (float(finite.min()), float(finite.max())) if finite.numel() else (0.0, 1.0)
+    heat = error_heatmap(err, tubelet, (T, H, W), vmax, scale, vmin=vmin)
     if anchors is not None:
         anchor_grid = anchors.detach().cpu().bool().reshape(T // tubelet[0], H // tubelet[1], W // tubelet[2]).numpy()
         for k in range(T):
@@ -395,7 +396,8 @@ def draw_recon(
         lo = float(err[o].mean()) if bool(o.any()) else None
     head = f"{title}  masked {masked_share:.0%}" + (f"  anchors {anchor_share:.0%}" if anchor_share is not None else "")
     head += f"  loss {recon.loss:.3f}" + (f" (anchor {la:.3f}, other {lo:.3f})" if la is not None and lo is not None else "")
-    labels = ["original", "masked input", "reconstruction", f"error 0-{vmax:.2f}"]
+    labels = ["original", "masked input", "reconstruction", f"error {vmin:.2f}-{vmax:.2f}"]
+    row_names = [["original"], ["masked", "input"], ["recon-", "struction"], ["error", f"{vmin:.2f}-", f"{vmax:.2f}"]]
     note = NORM_PIX_NOTE if recon.norm_pix_loss else PIXEL_NOTE
     panels = [plain, masked, rec, heat]
 
@@ -430,19 +432,19 @@ def draw_recon(
 
     rows = [row(p) for p in panels]
     row_w = rows[0].shape[1]
-    label_w = 36 * scale  # row names on the left
+    label_w = 42 * scale  # row names on the left
 
-    def named(image: np.ndarray, name: str) -> np.ndarray:
+    def named(image: np.ndarray, lines: Sequence[str]) -> np.ndarray:
         side = np.full((image.shape[0], label_w, 3), 255, dtype=np.uint8)
-        for i, word in enumerate(name.split(" ")[:3]):
+        for i, word in enumerate(lines):
             cv2.putText(side, word, (2, 12 * scale + i * 10 * scale), cv2.FONT_HERSHEY_SIMPLEX, 0.28 * scale,
                         (0, 0, 0), 1, cv2.LINE_AA)
         return np.concatenate([side, image], axis=1)
 
     spacer = np.full((2 * scale, row_w + label_w, 3), 255, dtype=np.uint8)
     body: list[np.ndarray] = []
-    for n, (image, name) in enumerate(zip(rows, labels)):
-        body += ([spacer] if n else []) + [named(image, name)]
+    for n, (image, lines) in enumerate(zip(rows, row_names)):
+        body += ([spacer] if n else []) + [named(image, lines)]
     grid = np.concatenate([_caption(row_w + label_w, head, scale), *body, _caption(row_w + label_w, note, scale)], axis=0)
     return ReconPicture(frames, grid, recon.loss, la, lo, masked_share, anchor_share)
 
