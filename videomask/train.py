@@ -558,6 +558,9 @@ def _train(cfg: RunConfig, info: DistInfo, device: torch.device) -> RunResult:
                f"peak lr {lr_peak:.3g}, run folder {out_dir}")
 
     log = MetricsLog(out_dir, start_step, cfg.train.tensorboard) if info.is_main else None
+    from videomask.viz import ReconLogger
+
+    recon = ReconLogger.for_run(cfg, dataset, masker, log.writer) if log is not None else None  # TensorBoard pictures
     result = RunResult(out_dir=out_dir, steps=start_step, total_steps=total_steps, skipped_steps=skipped,
                        last_checkpoint=latest)
     bar = None
@@ -695,6 +698,8 @@ def _train(cfg: RunConfig, info: DistInfo, device: torch.device) -> RunResult:
                 window.zero_()
                 t_window = time.perf_counter()
 
+            if recon is not None and not bad:
+                recon.maybe_log(raw_model, step)
             if stopping:
                 result.stopped = (f"{bad_streak} consecutive non-finite losses or gradients at step {step}; "
                                   f"last good checkpoint: {result.last_checkpoint or 'none'}")
