@@ -43,6 +43,7 @@ def test_wheel_holds_every_module_config_and_clip(wheel: Path) -> None:
     assets = {f"videomask/_assets/{n}" for n in _tree_files(ROOT / "assets", "**/*")}
     configs = {f"videomask/_configs/{n}" for n in _tree_files(ROOT / "configs", "*.yaml")}
     assert "videomask/_assets/target/pedestrians_a.mp4" in assets and "videomask/_configs/demo.yaml" in configs
+    assert "videomask/weights/mobilenetv2_s16.safetensors" in names  # the cnn embedder's shipped weights
     assert assets <= names, sorted(assets - names)
     assert configs <= names, sorted(configs - names)
     entry = next(n for n in names if n.endswith(".dist-info/entry_points.txt"))
