@@ -69,7 +69,7 @@ WORKER = textwrap.dedent('''
         return batch
     T.BatchStream.next = next_and_record
     if globals().get("MASKER") is not None:  # a masker class handed in by the forking test
-        T.build_masker_from_config = lambda cfg, model, device: MASKER(tubelet=tuple(model.tubelet), ratio=cfg.mask.ratio)
+        T.build_masker_from_config = lambda cfg, model, device, *rest: MASKER(tubelet=tuple(model.tubelet), ratio=cfg.mask.ratio)
 
     out = sys.argv[1]
     result = T.train(load_config(sys.argv[2], sys.argv[3:]))
@@ -261,7 +261,7 @@ def test_two_rank_accumulation_equals_one_big_batch(tmp_path):
     from videomask.config import load_config
 
     real = T.build_masker_from_config
-    T.build_masker_from_config = lambda cfg, model, device: IndexMasker(tubelet=tuple(model.tubelet), ratio=cfg.mask.ratio)
+    T.build_masker_from_config = lambda cfg, model, device, *rest: IndexMasker(tubelet=tuple(model.tubelet), ratio=cfg.mask.ratio)
     threads = torch.get_num_threads()
     try:
         torch.set_num_threads(1)

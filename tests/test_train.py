@@ -207,6 +207,37 @@ def test_anchor_and_other_loss_logged_with_difference_masker(tmp_path, videos):
     assert any(r["loss_anchor"] is not None for r in result.history)
 
 
+def test_cnn_difference_masker_reads_a_score_cache_built_once(tmp_path, videos):
+    """With an expensive embedder (cnn) the run scores its videos once into scores.safetensors and the masker
+    looks them up; cache=none computes them in the step instead. Both train."""
+    from videomask.data import ClipTransform, VideoDataset
+    from videomask.stats import CNNEmbedder, fit_statistics
+    from videomask.train import build_masker_from_config, prepare_score_cache
+
+    ds = VideoDataset.from_folder(videos, num_frames=4, sampling_rate=2, sampling="center",
+                                  transform=ClipTransform(size=(32, 32)))
+    stats = fit_statistics(ds, ds, CNNEmbedder(tubelet=(2, 16, 16)), num_words=4, num_anchors=2, num_prototypes=16,
+                           batch_size=2, progress=False)
+    stats.save(tmp_path / "stats.safetensors")
+    opts = ["mask.name=difference", f"mask.options.stats={tmp_path / 'stats.safetensors'}", "train.steps=2"]
+    cfg, _ = tiny_config(tmp_path, videos, opts)
+    result = train(cfg)
+    assert result.ok and (result.out_dir / "scores.safetensors").is_file()
+    from videomask.train import DistInfo
+
+    info = DistInfo(rank=0, world_size=1, local_rank=0)
+    path = prepare_score_cache(cfg, ds, info, torch.device("cpu"))
+    assert path == str(result.out_dir / "scores.safetensors")
+    from videomask.train import build_model_from_config
+
+    model, _ = build_model_from_config(cfg)
+    assert build_masker_from_config(cfg, model, torch.device("cpu"), path).cache is not None
+    cfg2, _ = tiny_config(tmp_path / "b", videos, opts + ["mask.options.cache=none"])
+    assert prepare_score_cache(cfg2, ds, info, torch.device("cpu")) is None
+    result2 = train(cfg2)
+    assert result2.ok and not (result2.out_dir / "scores.safetensors").exists()
+
+
 @pytest.mark.parametrize("name", ["random", "tube"])
 def test_model_free_maskers_train(tmp_path, videos, name):
     cfg, _ = tiny_config(tmp_path, videos, [f"mask.name={name}", "train.steps=2", "train.accum_steps=2",

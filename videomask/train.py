@@ -385,11 +385,62 @@ def model_meta(model: torch.nn.Module) -> dict[str, Any]:
     return {}
 
 
-def build_masker_from_config(cfg: RunConfig, model: torch.nn.Module, device: torch.device) -> Any:
-    """The masker from ``cfg.mask``, with the model's tubelet, moved to the training device."""
+CACHED_EMBEDDERS = ("cnn", "model-block")  # embedders the difference masker reads from a score cache by default
+
+
+def _embedder_kind(stats_path: Any) -> str:
+    """``pixel``, ``cnn``, ``model-patch``, ``model-block`` or ``callable`` for a statistics file."""
+    from videomask.stats import DifferenceStats
+
+    ident = DifferenceStats.load(stats_path).embedder
+    kind = str(ident.get("kind"))
+    return f"model-{'patch' if ident.get('layer', 'patch') == 'patch' else 'block'}" if kind == "model" else kind
+
+
+def prepare_score_cache(cfg: RunConfig, dataset: Any, info: DistInfo, device: torch.device) -> str | None:
+    """The score cache the ``difference`` masker should read, building it once when needed.
+
+    ``mask.options.cache``: a path (used as is), ``"none"`` (scores computed in the step), or ``"auto"`` /
+    unset: a cache for the expensive embedders (:data:`CACHED_EMBEDDERS`; the in-loop cost of the cheap
+    ones is a few percent of a step, see benchmarks/results/maskers.md), built by rank 0 into
+    ``run.out_dir/scores.safetensors`` from the training videos at ``data.size`` and reused on resume.
+    """
+    if cfg.mask.name != "difference":
+        return None
+    cache = cfg.mask.options.get("cache", "auto")
+    if cache in (None, "none"):
+        return None
+    if cache != "auto":
+        return str(cache)
+    stats_path = cfg.mask.options.get("stats")
+    if stats_path is None or _embedder_kind(stats_path) not in CACHED_EMBEDDERS:
+        return None
+    path = Path(cfg.run.out_dir) / "scores.safetensors"
+    if info.is_main and not path.is_file():
+        from videomask.masking import DifferenceMasker
+        from videomask.scorecache import build_score_cache
+
+        options = {k: v for k, v in cfg.mask.options.items() if k in ("scorer", "threshold", "anchor_share")}
+        masker = DifferenceMasker.load(stats_path, anchor_rule="share", **options)
+        _say(info, f"scoring {len(dataset.items)} videos once into {path} (embedder {_embedder_kind(stats_path)})")
+        built, skipped = build_score_cache(masker, [(it.video_id, it.path) for it in dataset.items], size=cfg.data.size,
+                                           num_frames=cfg.data.num_frames, sampling_rate=cfg.data.sampling_rate,
+                                           backend=cfg.data.backend, device=device, progress=cfg.train.progress)
+        built.save(path)
+        if skipped:
+            _say(info, f"score cache: {len(skipped)} unreadable video(s) skipped")
+    _barrier(info)
+    return str(path)
+
+
+def build_masker_from_config(cfg: RunConfig, model: torch.nn.Module, device: torch.device, cache: str | None = None) -> Any:
+    """The masker from ``cfg.mask``, with the model's tubelet, moved to the training device
+    (``cache``: the difference masker's score cache from :func:`prepare_score_cache`)."""
     from videomask.masking import build_masker
 
     options = dict(cfg.mask.options)
+    if cfg.mask.name == "difference":
+        options["cache"] = cache
     options.setdefault("tubelet", tuple(model.tubelet))
     options["ratio"] = cfg.mask.ratio
     if cfg.mask.mode is not None:
@@ -522,7 +573,7 @@ def _train(cfg: RunConfig, info: DistInfo, device: torch.device) -> RunResult:
     optimizer = torch.optim.AdamW(groups, lr=lr_peak, betas=tuple(cfg.optim.betas), eps=cfg.optim.eps,
                                   weight_decay=cfg.optim.weight_decay, fused=fused)
     scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16)
-    masker = build_masker_from_config(cfg, raw_model, device)
+    masker = build_masker_from_config(cfg, raw_model, device, prepare_score_cache(cfg, dataset, info, device))
     # every rank draws its own drop-path / dropout noise (the model init above used run.seed on all ranks)
     torch.manual_seed(rank_seed(cfg.run.seed, info.rank))
 
