@@ -29,6 +29,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--size", type=int, default=224, help="clip side after resize + centre crop (default: 224)")
     parser.add_argument("--scale", type=int, default=2, help="picture upscaling factor (default: 2)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the mask (default: 0)")
+    parser.add_argument("--heatmap", action="store_true", help="add the masker's token scores as a heat map (scored maskers)")
 
 
 def add_masker_arguments(parser: argparse.ArgumentParser) -> None:
@@ -43,6 +44,9 @@ def add_masker_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--alpha", type=float, default=None, help="anchor share of the budget (anchor maskers)")
     parser.add_argument("--direction", default=None, choices=("mask", "keep"), help="mask the anchors or keep them visible")
     parser.add_argument("--selection", default=None, choices=("share", "topk", "sample"), help="selection rule (scored maskers)")
+    parser.add_argument("--scorer", default=None, choices=("distance", "enrichment", "tficf"), help="difference scorer (default: distance)")
+    parser.add_argument("--anchor-rule", default=None, choices=("auto", "calibrated", "threshold", "share", "word"),
+                        help="difference anchor rule (default: auto)")
     parser.add_argument("--tubelet", type=int, nargs=2, default=None, metavar=("T", "P"), help="tubelet frames and patch (default 2 16)")
 
 
@@ -81,12 +85,12 @@ def prepare(args: argparse.Namespace, *, tubelet: tuple[int, int, int] | None = 
     options: dict = {}
     flags = {"ratio": args.ratio, "mode": args.mode, "alpha": args.alpha, "direction": args.direction,
              "selection": args.selection, "tubelet": as_tubelet(tuple(args.tubelet)) if args.tubelet else None,
-             "stats": args.stats}
+             "stats": args.stats, "scorer": getattr(args, "scorer", None), "anchor_rule": getattr(args, "anchor_rule", None)}
     for key, value in flags.items():
         if value is None:
             continue
         if key not in accepted:
-            raise VideomaskError(f"masker {args.masker!r} does not take --{key}")
+            raise VideomaskError(f"masker {args.masker!r} does not take --{key.replace('_', '-')}")
         options[key] = value
     if "stats" in accepted and "stats" not in options:
         raise VideomaskError(f"masker {args.masker!r} needs --stats (a file from `videomask fit`)")
@@ -135,7 +139,8 @@ def run(args: argparse.Namespace) -> int:
     from videomask.viz import show_masks
 
     clip, masker, detections = prepare(args)
-    picture = show_masks(clip, masker, args.output, detections=detections, png=args.png, seed=args.seed, scale=args.scale)
+    picture = show_masks(clip, masker, args.output, detections=detections, png=args.png, seed=args.seed, scale=args.scale,
+                         heatmap=args.heatmap)
     anchors = f", anchors {picture.anchor_share:.1%} of tokens" if picture.anchor_share is not None else ""
     print(f"{picture.gif} and {picture.png}: {masker.name} masked {picture.masked_share:.1%} of tokens{anchors}, "
           f"{picture.detections} detections drawn")
