@@ -109,6 +109,28 @@ def tokens_to_tubes(token_values: Tensor, grid: Grid, reduce: str = "any") -> Te
     raise VideomaskError(f"unknown time reduction {reduce!r} (any, all, mean, max)")
 
 
+def mask_to_ids(mask: Tensor, num_masked: int | None = None) -> tuple[Tensor, Tensor, Tensor]:
+    """MAE-style indices from a bool mask ``[B, L]`` (True = masked, equal count per row).
+
+    Returns ``ids_keep [B, L_vis]`` (visible tokens, increasing index), ``ids_masked [B, L_mask]``
+    (masked tokens, increasing index) and ``ids_restore [B, L]`` with
+    ``cat([x_vis, x_masked], 1).gather(1, ids_restore)`` back in token order. ``num_masked`` (the
+    per-row count, when the caller knows it) skips the count check, which reads the mask back to the
+    host; it must then be right.
+    """
+    if mask.dim() != 2 or mask.dtype != torch.bool:
+        raise VideomaskError(f"mask must be bool [B, L], got {mask.dtype} {tuple(mask.shape)}")
+    B, L = mask.shape
+    if num_masked is None:
+        counts = mask.sum(dim=1)
+        if B and bool((counts != counts[0]).any()):
+            raise VideomaskError(f"mask rows must mask the same number of tokens, got counts {counts.tolist()}")
+        num_masked = int(counts[0]) if B else 0
+    ids_shuffle = mask.to(torch.uint8).argsort(dim=1, stable=True)  # [B, L]: visible first, then masked
+    ids_restore = ids_shuffle.argsort(dim=1)  # [B, L]
+    return ids_shuffle[:, : L - num_masked], ids_shuffle[:, L - num_masked :], ids_restore
+
+
 @dataclass(frozen=True)
 class ClipGeometry:
     """Where a transformed clip came from, in original (displayed, rotation-applied) pixels.

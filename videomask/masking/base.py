@@ -1,5 +1,5 @@
-"""The masker core: :class:`MaskResult`, the :class:`Masker` base classes, the registry, the shared
-selection step and MAE-style index bookkeeping.
+"""The masker core: :class:`MaskResult`, the :class:`Masker` base classes, the registry and the shared
+selection step (MAE-style index bookkeeping, :func:`mask_to_ids`, lives in :mod:`videomask.patches`).
 
 Every masker is "scores -> one shared selection step":
 
@@ -37,7 +37,7 @@ import torch
 from torch import Tensor
 
 from videomask.errors import VideomaskError
-from videomask.patches import Grid, Tubelet, as_tubelet, grid_for, tokens_to_tubes, tubes_to_tokens
+from videomask.patches import Grid, Tubelet, as_tubelet, grid_for, mask_to_ids, tokens_to_tubes, tubes_to_tokens
 
 __all__ = [
     "MaskResult",
@@ -229,25 +229,6 @@ def select_rank_sampling(
     n_pick = k if direction == "mask" else N - k
     picked = select_topk(keys, n_pick, generator)  # keys are continuous: ties have probability 0
     return picked if direction == "mask" else ~picked
-
-
-def mask_to_ids(mask: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-    """MAE-style indices from a bool mask ``[B, L]`` (True = masked, equal count per row).
-
-    Returns ``ids_keep [B, L_vis]`` (visible tokens, increasing index), ``ids_masked [B, L_mask]``
-    (masked tokens, increasing index) and ``ids_restore [B, L]`` with
-    ``cat([x_vis, x_masked], 1).gather(1, ids_restore)`` back in token order.
-    """
-    if mask.dim() != 2 or mask.dtype != torch.bool:
-        raise VideomaskError(f"mask must be bool [B, L], got {mask.dtype} {tuple(mask.shape)}")
-    counts = mask.sum(dim=1)
-    if mask.shape[0] and bool((counts != counts[0]).any()):
-        raise VideomaskError(f"mask rows must mask the same number of tokens, got counts {counts.tolist()}")
-    B, L = mask.shape
-    n_mask = int(counts[0]) if B else 0
-    ids_shuffle = mask.to(torch.uint8).argsort(dim=1, stable=True)  # [B, L]: visible first, then masked
-    ids_restore = ids_shuffle.argsort(dim=1)  # [B, L]
-    return ids_shuffle[:, : L - n_mask], ids_shuffle[:, L - n_mask :], ids_restore
 
 
 # --------------------------------------------------------------------------------------------- #
