@@ -18,63 +18,16 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-import numpy as np
 import torch
 from torch import Tensor
 
 from videomask.detect import BoxCache, choose_anchor_labels
 from videomask.errors import VideomaskError
 from videomask.masking.base import MaskResult, ScoredMasker, register_masker, select_anchor_share
-from videomask.patches import Grid, Tubelet, tubes_to_tokens
+from videomask.patches import Grid, rasterise_batch, tubes_to_tokens
 
 FALLBACKS = ("random", "tube")
 ON_MISSING = ("error", "fallback")
-
-
-def rasterise_batch(
-    boxes: Tensor | np.ndarray,
-    clip: Tensor | np.ndarray,
-    frame_pos: Tensor | np.ndarray,
-    geometry: Tensor | np.ndarray,
-    size: Sequence[int],
-    tubelet: Tubelet,
-    min_overlap: float = 0.0,
-) -> Tensor:
-    """Vectorised :func:`videomask.patches.rasterise_boxes` for a whole batch -> bool ``[B, L]`` (CPU).
-
-    ``boxes [N, 4]`` (x0, y0, x1, y1, original pixels) belong to clip ``clip[N]`` and to its
-    ``frame_pos[N]``-th sampled frame; ``geometry [B, 9]`` holds ``ClipGeometry.to_tensor()`` rows;
-    ``size = (T, H, W)`` of the clips. The same float64 arithmetic as the per-clip version, in NumPy
-    (single-threaded: tiny arrays, and no thread-pool wake-ups on a busy data-loading CPU).
-    """
-    T, H, W = (int(s) for s in size)
-    t, ph, pw = tubelet
-    gt, gh, gw = T // t, H // ph, W // pw
-    geometry = np.asarray(geometry, dtype=np.float64)
-    B = geometry.shape[0]
-    boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)  # [N, 4]
-    if boxes.shape[0] == 0:
-        return torch.zeros(B, gt * gh * gw, dtype=torch.bool)
-    clip = np.asarray(clip, dtype=np.int64)
-    g = geometry[clip]  # [N, 9]: src_h src_w y0 x0 crop_h crop_w out_h out_w flip
-    out_h, out_w = g[:, 6], g[:, 7]
-    sx, sy = out_w / g[:, 5], out_h / g[:, 4]  # [N]
-    x0, x1 = (boxes[:, 0] - g[:, 3]) * sx, (boxes[:, 2] - g[:, 3]) * sx
-    y0, y1 = (boxes[:, 1] - g[:, 2]) * sy, (boxes[:, 3] - g[:, 2]) * sy
-    flip = g[:, 8] > 0.5
-    x0, x1 = np.where(flip, out_w - x1, x0), np.where(flip, out_w - x0, x1)
-    x0, x1 = np.minimum(np.maximum(x0, 0), out_w), np.minimum(np.maximum(x1, 0), out_w)
-    y0, y1 = np.minimum(np.maximum(y0, 0), out_h), np.minimum(np.maximum(y1, 0), out_h)
-    ys = np.arange(gh, dtype=np.float64) * ph  # [h] top edge of each patch row
-    xs = np.arange(gw, dtype=np.float64) * pw  # [w]
-    ov_y = np.maximum(np.minimum(y1[:, None], ys + ph) - np.maximum(y0[:, None], ys), 0)  # [N, h]
-    ov_x = np.maximum(np.minimum(x1[:, None], xs + pw) - np.maximum(x0[:, None], xs), 0)  # [N, w]
-    hit = (ov_y[:, :, None] * ov_x[:, None, :] / (ph * pw)) > min_overlap  # [N, h, w]
-    slot = clip * gt + np.asarray(frame_pos, dtype=np.int64) // t  # [N] temporal slot in the batch
-    n_idx, cell = np.nonzero(hit.reshape(-1, gh * gw))  # covered (box, patch) pairs
-    covered = np.zeros(B * gt * gh * gw, dtype=bool)
-    covered[slot[n_idx] * (gh * gw) + cell] = True  # [B*t'*h*w]
-    return torch.from_numpy(covered.reshape(B, gt * gh * gw))  # [B, L] token order i_t*(h*w) + i_h*w + i_w
 
 
 @register_masker("objects")
