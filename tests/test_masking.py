@@ -370,3 +370,20 @@ def test_difference_scorers_find_the_square(stats):
         assert res.anchors.any() and square[res.anchors].float().mean() >= 0.9, scorer
     plain = make_masker("difference", stats).generate(_clips(16, False, 22)).anchors
     assert plain.float().mean() <= 0.03
+
+
+def test_masker_options_are_declared_once():
+    """The shared options live in Masker / ScoredMasker: every masker takes them, and build_masker checks
+    names against masker_options (unknown and missing required options are one-line errors)."""
+    from videomask.masking import MASKERS, masker_options
+
+    shared = {"tubelet", "ratio", "mode"}
+    scored = shared | {"selection", "alpha", "direction", "reduce", "temperature", "uniform_mix"}
+    for name, cls in MASKERS.items():
+        assert (scored if issubclass(cls, ScoredMasker) else shared) <= set(masker_options(cls)), name
+    assert set(masker_options(MASKERS["random"])) == shared
+    assert build_masker("random").mode == "token" and build_masker("tube").mode == "tube"
+    with pytest.raises(VideomaskError, match="unknown option.*colour"):
+        build_masker("tube", colour="red")
+    with pytest.raises(VideomaskError, match="missing required option.*stats"):
+        build_masker("difference")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+import warnings
 
 import pytest
 import torch
@@ -186,8 +187,14 @@ def test_missing_video_and_bad_inputs(cache):
     with pytest.raises(VideomaskError, match="not in boxes cache"):
         masker(_batch(["unknown"]))
     lenient = _masker(cache, on_missing="fallback")
-    mask = lenient(_batch(["unknown", "a"]), torch.Generator().manual_seed(0))
+    with pytest.warns(UserWarning, match="'unknown' is not in boxes cache"):
+        mask = lenient(_batch(["unknown", "a"]), torch.Generator().manual_seed(0))
     assert mask.sum(1).tolist() == [8 * GRID.t] * 2 and lenient.missing == 1
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the same video again: counted, not warned about twice
+        lenient(_batch(["unknown"]), torch.Generator().manual_seed(0))
+    assert lenient.missing == 2 and lenient.missing_videos == {"unknown"}
+    assert "missing=2 clips of 1 videos" in repr(lenient) and "missing" not in repr(masker)
     with pytest.raises(VideomaskError, match="batch dict"):
         masker(torch.zeros(1, 3, T, H, W))
     no_geometry = _batch(["a"])

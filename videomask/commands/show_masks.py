@@ -12,7 +12,6 @@ detector on the clip's frames; either feeds the ``objects`` masker and the drawn
 from __future__ import annotations
 
 import argparse
-import inspect
 from typing import Any
 
 HELP = "draw a masker's masks on a clip (GIF and PNG grid)"
@@ -51,12 +50,9 @@ def add_masker_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _accepted(name: str) -> set[str]:
-    from videomask.masking import MASKERS
+    from videomask.masking import MASKERS, masker_options
 
-    cls = MASKERS[name]
-    factory = getattr(cls, "from_options", cls)
-    params = inspect.signature(factory).parameters
-    return {p for p, v in params.items() if v.kind in (v.KEYWORD_ONLY, v.POSITIONAL_OR_KEYWORD)}
+    return set(masker_options(MASKERS[name]))
 
 
 def prepare(args: argparse.Namespace, *, tubelet: tuple[int, int, int] | None = None,

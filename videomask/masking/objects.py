@@ -15,6 +15,7 @@ bool ``[B, L]``).
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -41,8 +42,14 @@ class ObjectsMasker(ScoredMasker):
     clips with no anchor (``"random"`` or ``"tube"``; default: the masker's own mode, ``"tube"`` in
     tube mode). ``min_overlap``: share of a patch a box must cover. ``on_missing``: a clip whose video
     is not in the cache is an ``"error"`` (default) or gets the ``"fallback"``.
-    Scores (for ``selection="topk"`` / ``"sample"``) are the anchor flags as 0/1.
+    Scores (for ``selection="topk"`` / ``"sample"``) are the anchor flags as 0/1. The shared options
+    (``tubelet``, ``ratio``, ``mode``, ``selection``, ``alpha``, ``direction``, ``reduce`` (default
+    ``"max"`` here), ``temperature``, ``uniform_mix``): see :class:`~videomask.masking.base.ScoredMasker`.
+    Videos missing from the cache (``on_missing="fallback"``) are counted in ``missing`` (clips) and
+    ``missing_videos``, warned about once per video and shown in the masker's repr.
     """
+
+    default_reduce = "max"
 
     def __init__(
         self,
@@ -54,20 +61,9 @@ class ObjectsMasker(ScoredMasker):
         fallback: str | None = None,
         min_overlap: float = 0.0,
         on_missing: str = "error",
-        tubelet: int | Sequence[int] = (2, 16, 16),
-        ratio: float = 0.9,
-        mode: str = "tube",
-        selection: str = "share",
-        alpha: float = 1.0,
-        direction: str = "mask",
-        reduce: str = "max",
-        temperature: float = 0.25,
-        uniform_mix: float = 0.0,
+        **options: Any,
     ) -> None:
-        super().__init__(
-            tubelet=tubelet, ratio=ratio, mode=mode, selection=selection, alpha=alpha, direction=direction,
-            reduce=reduce, temperature=temperature, uniform_mix=uniform_mix,
-        )
+        super().__init__(**options)  # tubelet, ratio, mode, selection, alpha, direction, reduce, ...
         self.cache = boxes if isinstance(boxes, BoxCache) or boxes is None else BoxCache.load(boxes)
         if labels == "tficf":
             if self.cache is None or source_boxes is None:
@@ -81,7 +77,7 @@ class ObjectsMasker(ScoredMasker):
                     f"none of the anchor labels {self.labels} occurs in boxes cache {self.cache.path or ''} "
                     f"(its labels: {', '.join(self.cache.labels) or 'none'})"
                 )
-        fallback = fallback or ("tube" if mode == "tube" else "random")
+        fallback = fallback or ("tube" if self.mode == "tube" else "random")
         if fallback not in FALLBACKS:
             raise VideomaskError(f"fallback must be one of {FALLBACKS}, got {fallback!r}")
         if on_missing not in ON_MISSING:
@@ -91,6 +87,7 @@ class ObjectsMasker(ScoredMasker):
         self.on_missing = on_missing
         self._keep = self.cache.label_mask(self.labels) if self.cache is not None else None
         self.missing = 0  # clips whose video was not in the cache (on_missing="fallback")
+        self.missing_videos: set[str] = set()  # their video ids
 
     # -- anchors -------------------------------------------------------------------------------
     def anchors_from_cache(self, batch: Mapping[str, Any], grid: Grid, size: Sequence[int]) -> Tensor:
@@ -120,6 +117,12 @@ class ObjectsMasker(ScoredMasker):
                 )
             else:
                 self.missing += 1
+                if vid not in self.missing_videos:
+                    self.missing_videos.add(vid)
+                    warnings.warn(
+                        f"video {vid!r} is not in boxes cache {self.cache.path or '(in memory)'}: its clips get "
+                        f"{self.fallback!r} masking (on_missing='fallback')", stacklevel=2,
+                    )
                 present.append(None)
         boxes, clip, pos = self.cache.gather_batch(present, frames, self._keep)  # [N, 4], [N], [N]
         return rasterise_batch(boxes, clip, pos, geometry.numpy(), size, self.tubelet, self.min_overlap)  # [B, L]
@@ -167,5 +170,6 @@ class ObjectsMasker(ScoredMasker):
         return (
             f"ObjectsMasker(labels={self.labels}, videos={len(self.cache) if self.cache is not None else 0}, "
             f"fallback={self.fallback!r}, tubelet={self.tubelet}, ratio={self.ratio}, mode={self.mode!r}, "
-            f"selection={self.selection!r}, alpha={self.alpha}, direction={self.direction!r})"
+            f"selection={self.selection!r}, alpha={self.alpha}, direction={self.direction!r}"
+            + (f", missing={self.missing} clips of {len(self.missing_videos)} videos)" if self.on_missing == "fallback" else ")")
         )
