@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+HELP = "fit difference statistics (source prototypes, visual words) from source and target videos"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import argparse
 
+HELP = "score every video once with a difference masker (a cache for continued pretraining)"
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("videos", help="a folder of videos or a list file (the training data)")
