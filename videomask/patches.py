@@ -12,8 +12,8 @@ in original pixel coordinates can be laid onto the transformed clip's patch grid
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import astuple, dataclass
-from typing import Sequence
 
 import numpy as np
 import torch

@@ -10,8 +10,8 @@ import importlib.util
 
 from videomask.masking.base import (
     MASKERS,
-    MaskResult,
     Masker,
+    MaskResult,
     ScoredMasker,
     available_maskers,
     batch_video,
@@ -23,8 +23,8 @@ from videomask.masking.base import (
     select_rank_sampling,
     select_topk,
 )
-from videomask.masking.simple import RandomMasker, TubeMasker
 from videomask.masking.difference import DifferenceMasker  # noqa: E402
+from videomask.masking.simple import RandomMasker, TubeMasker
 
 if importlib.util.find_spec("videomask.masking.objects") is not None:
     importlib.import_module("videomask.masking.objects")

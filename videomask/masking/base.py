@@ -30,8 +30,9 @@ moved to the video's device, so a CPU generator seeds masks for a GPU batch repr
 from __future__ import annotations
 
 import inspect
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any
 
 import torch
 from torch import Tensor

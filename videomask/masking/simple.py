@@ -9,12 +9,13 @@ Both draw a uniformly random subset of exactly ``k`` units per row (the distribu
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import torch
 from torch import Tensor
 
-from videomask.masking.base import MaskResult, Masker, _first_per_row, _uniform, register_masker
+from videomask.masking.base import Masker, MaskResult, _first_per_row, _uniform, register_masker
 from videomask.patches import Grid
 
 
