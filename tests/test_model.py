@@ -47,7 +47,8 @@ def test_registry_sizes_build(name: str) -> None:
 
 def test_base_is_videomae_vit_b() -> None:
     cfg = MODEL_SIZES["base"]
-    assert (cfg.embed_dim, cfg.depth, cfg.num_heads, cfg.patch_size, cfg.img_size, cfg.num_frames) == (768, 12, 12, 16, 224, 16)
+    sizes = (cfg.embed_dim, cfg.depth, cfg.num_heads, cfg.patch_size, cfg.img_size, cfg.num_frames)
+    assert sizes == (768, 12, 12, 16, 224, 16)
     assert (cfg.decoder_embed_dim, cfg.decoder_depth) == (384, 4)
 
 

@@ -22,9 +22,12 @@ DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 HALF = ClipGeometry(64, 64, 0, 0, 64, 64, 32, 32, False)  # a 64x64 original resized to the 32x32 clip
 
 
-def _records(video: str, boxes: dict[int, list[tuple[list[float], str]]], num_frames: int = 40, stride: int = 2) -> list[dict]:
-    out = [{"video": video, "frame": f, "box": box, "label": label, "score": 1.0} for f, items in boxes.items() for box, label in items]
-    return out + [{"video": video, "done": True, "num_frames": num_frames, "stride": stride, "detector": {"name": "test"}}]
+def _records(video: str, boxes: dict[int, list[tuple[list[float], str]]], num_frames: int = 40,
+             stride: int = 2) -> list[dict]:
+    out = [{"video": video, "frame": f, "box": box, "label": label, "score": 1.0}
+           for f, items in boxes.items() for box, label in items]
+    return out + [{"video": video, "done": True, "num_frames": num_frames, "stride": stride,
+                   "detector": {"name": "test"}}]
 
 
 @pytest.fixture(scope="module")
@@ -36,7 +39,8 @@ def cache() -> BoxCache:
     return BoxCache.from_records(_records("a", person) + _records("b", dog) + _records("empty", {}))
 
 
-def _batch(video_ids: list[str], geometry: ClipGeometry = HALF, frames: list[int] | None = None, device: str = "cpu") -> dict:
+def _batch(video_ids: list[str], geometry: ClipGeometry = HALF, frames: list[int] | None = None,
+           device: str = "cpu") -> dict:
     B = len(video_ids)
     g = torch.Generator().manual_seed(0)
     return {
@@ -175,7 +179,8 @@ def test_fallback_without_anchor(cache):
     rnd_slots = rnd.mask.view(64, GRID.t, -1)
     assert not torch.equal(rnd_slots[:, 0], rnd_slots[:, 1])  # token masking: slots differ
     # token mode with tube fallback: whole tubes plus single tokens up to int(ratio * L)
-    tok = _masker(cache, mode="token", ratio=0.6, fallback="tube").generate(_batch(["empty", "a"]), torch.Generator().manual_seed(0))
+    tok_masker = _masker(cache, mode="token", ratio=0.6, fallback="tube")
+    tok = tok_masker.generate(_batch(["empty", "a"]), torch.Generator().manual_seed(0))
     assert tok.mask.sum(1).tolist() == [int(0.6 * GRID.num_tokens)] * 2
     assert tok.mask[0].view(GRID.t, -1).all(0).sum() == int(0.6 * GRID.num_tokens) // GRID.t
     with pytest.raises(VideomaskError, match="fallback"):
@@ -241,7 +246,8 @@ def test_cache_lookup_is_cheap():
     records = []
     for v in range(1000):
         for f in range(0, 300, 4):
-            records.append({"video": f"v{v}", "frame": f, "box": [10.0 + f % 50, 20.0, 80.0 + f % 50, 200.0], "label": "person", "score": 1.0})
+            records.append({"video": f"v{v}", "frame": f, "box": [10.0 + f % 50, 20.0, 80.0 + f % 50, 200.0],
+                            "label": "person", "score": 1.0})
         records.append({"video": f"v{v}", "done": True, "num_frames": 300, "stride": 4, "detector": {"name": "t"}})
     cache = BoxCache.from_records(records)
     masker = build_masker("objects", boxes=cache, tubelet=(2, 16, 16))

@@ -103,7 +103,8 @@ class VideoMAEConfig:
         if self.decoder_depth < 0:
             raise VideomaskError(f"model config: decoder_depth must be >= 0, got {self.decoder_depth}")
         if self.embed_dim % self.num_heads:
-            raise VideomaskError(f"model config: embed_dim={self.embed_dim} is not divisible by num_heads={self.num_heads}")
+            raise VideomaskError(f"model config: embed_dim={self.embed_dim} is not divisible by "
+                                 f"num_heads={self.num_heads}")
         if self.decoder_embed_dim % self.decoder_num_heads:
             raise VideomaskError(
                 f"model config: decoder_embed_dim={self.decoder_embed_dim} is not divisible by "
@@ -113,7 +114,8 @@ class VideoMAEConfig:
             raise VideomaskError(f"model config: decoder_mask_ratio must be in [0, 1), got {self.decoder_mask_ratio}")
         if self.decoder_mask_type not in DECODER_MASK_TYPES:
             raise VideomaskError(
-                f"model config: decoder_mask_type must be one of {', '.join(DECODER_MASK_TYPES)}, got {self.decoder_mask_type!r}"
+                f"model config: decoder_mask_type must be one of {', '.join(DECODER_MASK_TYPES)}, "
+                f"got {self.decoder_mask_type!r}"
             )
         if not 0.0 <= self.drop_path < 1.0:
             raise VideomaskError(f"model config: drop_path must be in [0, 1), got {self.drop_path}")
@@ -361,7 +363,8 @@ class VideoMAE(nn.Module):
         if mask.dtype != torch.bool:
             raise VideomaskError(f"mask must be a bool tensor (True = masked), got {mask.dtype}")
         if tuple(mask.shape) != (batch, num_tokens):
-            raise VideomaskError(f"mask shape {tuple(mask.shape)} does not match the video's [B, L] = [{batch}, {num_tokens}]")
+            raise VideomaskError(f"mask shape {tuple(mask.shape)} does not match the video's [B, L] = [{batch}, "
+                                 f"{num_tokens}]")
         lo, hi = torch.aminmax(mask.sum(dim=1))
         lo, hi = int(lo), int(hi)  # one host sync per step
         if lo != hi:
@@ -390,7 +393,8 @@ class VideoMAE(nn.Module):
         """
         t, p, _ = self.tubelet
         w = self.patch_embed.proj.weight  # [D, C, t, p, p]
-        tubes = rearrange(video, "b c (gt t) (gh ph) (gw pw) -> b (gt gh gw) (c t ph pw)", t=t, ph=p, pw=p)  # [B, L, C*t*p*p]
+        # [B, L, C*t*p*p]
+        tubes = rearrange(video, "b c (gt t) (gh ph) (gw pw) -> b (gt gh gw) (c t ph pw)", t=t, ph=p, pw=p)
         if ids is not None:
             tubes = self._gather(tubes, ids)  # [B, N, C*t*p*p]
         return F.linear(tubes, w.reshape(w.shape[0], -1), self.patch_embed.proj.bias)  # [B, N, D]
@@ -410,7 +414,8 @@ class VideoMAE(nn.Module):
         with torch.no_grad():
             frames = video.float()
             if c.in_chans == 3:
-                frames = frames * self.pix_std.view(1, 3, 1, 1, 1) + self.pix_mean.view(1, 3, 1, 1, 1)  # [B, C, T, H, W] in [0, 1]
+                # [B, C, T, H, W] in [0, 1]
+                frames = frames * self.pix_std.view(1, 3, 1, 1, 1) + self.pix_mean.view(1, 3, 1, 1, 1)
             tokens = patchify(frames, self.tubelet)  # [B, L, t*p*p*C]
             if ids is not None:
                 tokens = self._gather(tokens, ids)  # [B, N, t*p*p*C]
@@ -451,7 +456,8 @@ class VideoMAE(nn.Module):
 
     # ------------------------------------------------------------------ decoder
     def decoder_count(self, num_masked: int, ratio: float | None = None) -> int:
-        """Tokens per row the decoder reconstructs out of ``num_masked``: ``max(1, round(num_masked * (1 - ratio)))``."""
+        """Tokens per row the decoder reconstructs out of ``num_masked``: ``max(1, round(num_masked * (1 - ratio)))``.
+        """
         ratio = self.config.decoder_mask_ratio if ratio is None else ratio
         return max(1, int(round(num_masked * (1.0 - ratio))))
 
@@ -488,11 +494,13 @@ class VideoMAE(nn.Module):
         return torch.zeros_like(mask).scatter_(1, chosen, True)  # [B, L]
 
     def forward_decoder(self, latent: Tensor, ids_keep: Tensor, ids_dec: Tensor, num_tokens: int) -> Tensor:
-        """Decode: visible latents ``[B, L_vis, D]`` + mask tokens at ``ids_dec [B, L_dec]`` -> ``[B, L_dec, t*p*p*C]``."""
+        """Decode: visible latents ``[B, L_vis, D]`` + mask tokens at ``ids_dec [B, L_dec]`` -> ``[B, L_dec, t*p*p*C]``.
+        """
         x_vis = self.encoder_to_decoder(latent)  # [B, L_vis, Dd]
         B, _, Dd = x_vis.shape
         pos = self.pos_table(num_tokens, Dd, latent.device).to(x_vis.dtype)  # [L, Dd]
-        x = torch.cat([x_vis + pos[ids_keep], self.mask_token.to(x_vis.dtype) + pos[ids_dec]], dim=1)  # [B, L_vis+L_dec, Dd]
+        # [B, L_vis+L_dec, Dd]
+        x = torch.cat([x_vis + pos[ids_keep], self.mask_token.to(x_vis.dtype) + pos[ids_dec]], dim=1)
         x = self._run(self.decoder_blocks, x)  # [B, L_vis+L_dec, Dd]
         x = self.decoder_norm(x[:, -ids_dec.shape[1]:])  # [B, L_dec, Dd]
         return self.decoder_head(x)  # [B, L_dec, t*p*p*C]

@@ -232,7 +232,8 @@ def rasterise_batch(
     return torch.from_numpy(covered.reshape(B, gt * gh * gw))  # [B, L] token order i_t*(h*w) + i_h*w + i_w
 
 
-def boxes_to_patch_grid(boxes: Tensor, height: int, width: int, patch: tuple[int, int], min_overlap: float = 0.0) -> Tensor:
+def boxes_to_patch_grid(boxes: Tensor, height: int, width: int, patch: tuple[int, int],
+                        min_overlap: float = 0.0) -> Tensor:
     """Boxes ``[N, 4]`` in output pixels -> bool ``[h, w]``: patches whose covered share is > ``min_overlap``.
 
     With ``min_overlap = 0`` a patch is covered as soon as a box overlaps it with positive area.

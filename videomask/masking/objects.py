@@ -70,7 +70,9 @@ class ObjectsMasker(ScoredMasker):
             if self.cache is None or source_boxes is None:
                 raise VideomaskError("labels='tficf' needs both boxes (the target cache) and source_boxes")
             labels = choose_anchor_labels(self.cache, source_boxes, top_k)
-        self.labels: list[str] | None = [labels] if isinstance(labels, str) else (list(labels) if labels is not None else None)
+        if isinstance(labels, str):
+            labels = [labels]
+        self.labels: list[str] | None = list(labels) if labels is not None else None
         if self.cache is not None and self.labels is not None:
             unknown = [name for name in self.labels if name not in self.cache.label_ids]
             if unknown and len(unknown) == len(self.labels):
@@ -97,7 +99,8 @@ class ObjectsMasker(ScoredMasker):
             raise VideomaskError("the objects masker has no boxes cache and the batch has no 'anchors'")
         for key in ("video_id", "frame_indices", "geometry"):
             if key not in batch:
-                raise VideomaskError(f"the objects masker needs batch[{key!r}] (a loader batch dict) or batch['anchors']")
+                raise VideomaskError(f"the objects masker needs batch[{key!r}] (a loader batch dict) or "
+                                     f"batch['anchors']")
         video_ids = list(batch["video_id"])
         frames = torch.as_tensor(batch["frame_indices"]).cpu().numpy()  # [B, T]
         geometry = torch.as_tensor(batch["geometry"]).cpu()  # [B, 9]
@@ -128,17 +131,21 @@ class ObjectsMasker(ScoredMasker):
         boxes, clip, pos = self.cache.gather_batch(present, frames, self._keep)  # [N, 4], [N], [N]
         return rasterise_batch(boxes, clip, pos, geometry.numpy(), size, self.tubelet, self.min_overlap)  # [B, L]
 
-    def token_scores(self, video: Tensor, batch: Tensor | Mapping[str, Any], grid: Grid) -> tuple[Tensor | None, Tensor | None]:
+    def token_scores(
+        self, video: Tensor, batch: Tensor | Mapping[str, Any], grid: Grid
+    ) -> tuple[Tensor | None, Tensor | None]:
         """``(scores [B, L] = anchors as 0/1, anchors [B, L] bool)`` on the video's device."""
         B = video.shape[0]
         if isinstance(batch, Mapping) and batch.get("anchors") is not None:
             anchors = torch.as_tensor(batch["anchors"]).bool()
             if anchors.shape != (B, grid.num_tokens):
-                raise VideomaskError(f"batch['anchors'] must be bool [B, L] = [{B}, {grid.num_tokens}], got {tuple(anchors.shape)}")
+                raise VideomaskError(f"batch['anchors'] must be bool [B, L] = [{B}, {grid.num_tokens}], got "
+                                     f"{tuple(anchors.shape)}")
         elif isinstance(batch, Mapping):
             anchors = self.anchors_from_cache(batch, grid, video.shape[2:])
         else:
-            raise VideomaskError("the objects masker needs a batch dict (video, video_id, frame_indices, geometry) or batch['anchors']")
+            raise VideomaskError("the objects masker needs a batch dict (video, video_id, frame_indices, geometry) or "
+                                 "batch['anchors']")
         anchors = anchors.to(video.device)
         return anchors.float(), anchors
 
@@ -157,7 +164,8 @@ class ObjectsMasker(ScoredMasker):
             mask = mask | select_anchor_share(~mask, rest, 1.0, generator)
         return mask
 
-    def _generate(self, video: Tensor, batch: Tensor | Mapping[str, Any], grid: Grid, generator: torch.Generator | None) -> MaskResult:
+    def _generate(self, video: Tensor, batch: Tensor | Mapping[str, Any], grid: Grid,
+                  generator: torch.Generator | None) -> MaskResult:
         result = super()._generate(video, batch, grid, generator)
         assert result.anchors is not None
         empty = ~result.anchors.any(dim=1)  # [B] clips without any anchor
@@ -168,9 +176,11 @@ class ObjectsMasker(ScoredMasker):
         return result
 
     def __repr__(self) -> str:
+        missing = f", missing={self.missing} clips of {len(self.missing_videos)} videos"
         return (
             f"ObjectsMasker(labels={self.labels}, videos={len(self.cache) if self.cache is not None else 0}, "
             f"fallback={self.fallback!r}, tubelet={self.tubelet}, ratio={self.ratio}, mode={self.mode!r}, "
             f"selection={self.selection!r}, alpha={self.alpha}, direction={self.direction!r}"
-            + (f", missing={self.missing} clips of {len(self.missing_videos)} videos)" if self.on_missing == "fallback" else ")")
+            + (missing if self.on_missing == "fallback" else "")
+            + ")"
         )
