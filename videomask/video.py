@@ -700,10 +700,12 @@ class VideoReader:
         self._release_pyav()
         return None
 
-    def _verify_frame0(self, got: np.ndarray) -> None:
-        """At open: the backend's frame 0 (upright RGB) against PyAV's; raises ``_Refused`` when they differ."""
-        assert self._first_frame is not None
-        reference = _rotate(self._first_frame.to_ndarray(format="rgb24"), self._meta.rotation)  # [H, W, 3]
+    def _verify_frame0(self, got: np.ndarray, reference: np.ndarray | None = None) -> None:
+        """At open: the backend's frame 0 (upright RGB) against PyAV's (``reference``, converted here when not
+        given); raises ``_Refused`` when they differ."""
+        if reference is None:
+            assert self._first_frame is not None
+            reference = _rotate(self._first_frame.to_ndarray(format="rgb24"), self._meta.rotation)  # [H, W, 3]
         if got.shape != reference.shape:
             raise _Refused(f"{self.backend}'s frames are {got.shape[1]}x{got.shape[0]}, PyAV's "
                            f"{reference.shape[1]}x{reference.shape[0]}")
@@ -970,10 +972,10 @@ class DecordReader(VideoReader):
             self._decord_error = decord.DECORDError
             if len(self._vr) != self._meta.num_frames:
                 raise _Refused(f"decord counts {len(self._vr)} frames, PyAV {self._meta.num_frames}")
-            rotates, frame0 = self._rotates_itself()
+            rotates, frame0, pyav0 = self._rotates_itself()
             self._rotate = 0 if rotates else self._meta.rotation
             if self._pyav is not None:
-                self._verify_frame0(frame0)
+                self._verify_frame0(frame0, pyav0)
         except VideoDecodeError as err:
             self._hand_over(str(err).removeprefix(self.path + ": "))
         finally:
@@ -989,7 +991,7 @@ class DecordReader(VideoReader):
     def _rotates_itself(self) -> tuple[bool, np.ndarray]:
         """Decode frame 0 (decord fails on some sizes, e.g. widths under 32) and tell whether this decord
         build applies the display rotation itself (builds on recent FFmpeg do, older ones do not); returns
-        ``(rotates, decord's frame 0 upright [H, W, 3])``."""
+        ``(rotates, decord's frame 0 upright [H, W, 3], PyAV's frame 0 upright [H, W, 3])``."""
         try:
             got = self._vr[0].asnumpy()  # [h, w, 3]
             self._vr.seek(0)
@@ -1002,15 +1004,15 @@ class DecordReader(VideoReader):
             # seen with some widths (e.g. 16, 48): decord returns [h, w, 6] and get_batch fails
             raise _Refused(f"decord cannot decode frames correctly (frame 0 has shape {got.shape})")
         if self._meta.rotation == 0:
-            return True, got
+            return True, got, upright
         if got.shape != upright.shape:
-            return False, _rotate(got, self._meta.rotation)
+            return False, _rotate(got, self._meta.rotation), upright
         if got.shape != coded.shape:
-            return True, got
+            return True, got, upright
         g, u, c = (x.astype(np.int16) for x in (got, upright, coded))
         if np.abs(g - u).mean() <= np.abs(g - c).mean():
-            return True, got
-        return False, _rotate(got, self._meta.rotation)
+            return True, got, upright
+        return False, _rotate(got, self._meta.rotation), upright
 
     def _timestamps_agree(self) -> bool:
         """decord's frame count and per-frame start times equal the pts index (so its seeks find them)."""
