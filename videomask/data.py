@@ -77,6 +77,37 @@ log = logging.getLogger("videomask.data")
 # their threads live.
 os.register_at_fork(before=gc.collect)
 
+# glibc raises its mmap threshold (from 128 KiB up to 32 MiB) each time a large mmapped block is freed, so
+# after the first few decoded videos, frames and clip tensors of a few MiB are carved from the heap instead
+# of mmapped, and the heap keeps the freed space (fragmented by the mix of frame sizes): the peak RSS of a
+# long decode loop (``videomask fit``, training) kept rising over its first ~50 batches. Fixing the
+# threshold at glibc's own starting value stops that raise; large buffers go back to the system when freed.
+_M_MMAP_THRESHOLD = -3  # mallopt parameter (malloc.h)
+MMAP_THRESHOLD = 128 * 1024
+_malloc_tuned = False
+
+
+def keep_mmap_threshold(threshold: int = MMAP_THRESHOLD) -> bool:
+    """Pin glibc's mmap threshold at ``threshold`` bytes (no dynamic raise); once per process.
+
+    Does nothing off glibc, or when ``MALLOC_MMAP_THRESHOLD_`` is set (the user's choice wins).
+    Returns whether the threshold was set now. Called when a :class:`VideoDataset` is made or unpickled.
+    """
+    global _malloc_tuned
+    if _malloc_tuned or os.environ.get("MALLOC_MMAP_THRESHOLD_") is not None:
+        return False
+    _malloc_tuned = True
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None)
+        mallopt = libc.mallopt  # glibc (and musl, which ignores it)
+    except (OSError, AttributeError):
+        return False
+    mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
+    return bool(mallopt(_M_MMAP_THRESHOLD, int(threshold)))
+
+
 VIDEO_EXTENSIONS: tuple[str, ...] = (
     ".mp4", ".m4v", ".mov", ".avi", ".mkv", ".webm", ".mpg", ".mpeg", ".wmv", ".flv", ".ts", ".3gp", ".ogv",
 )
@@ -609,6 +640,7 @@ class VideoDataset(Dataset):
         self.items = list(items)
         if not self.items:
             raise VideomaskError("the dataset has no videos")
+        keep_mmap_threshold()  # flat peak RSS over many videos (see MMAP_THRESHOLD)
         if num_frames <= 0 or sampling_rate <= 0 or num_sample <= 0 or min_frames <= 0:
             raise VideomaskError(
                 f"num_frames, sampling_rate, num_sample and min_frames must be positive, "
@@ -689,6 +721,7 @@ class VideoDataset(Dataset):
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
+        keep_mmap_threshold()  # a spawned worker process
         if isinstance(state["_epoch"], int):
             value = multiprocessing.RawValue("q", state["_epoch"])
             state["_epoch"] = value
