@@ -19,6 +19,17 @@ the OpenCV backend checks ``CAP_PROP_POS_MSEC`` after each seek and while grabbi
 Limit: inside a *damaged* stretch of a corrupt file, decoder error concealment depends on what was
 decoded before, so a seek-based read there may differ from the sequential decode.
 
+**Per-file verification.** decord and OpenCV are checked against PyAV on every new file: frame 0 at open
+(PyAV's probe has decoded it already) and, on the first read, the requested frame nearest after a keyframe
+(cheapest for PyAV to reach). A frame outside the colour-conversion tolerance (:func:`frames_differ`), a
+size or frame-count disagreement, or a backend that cannot open or decode the file hands the file over to
+PyAV: one log line (logger ``videomask.video``), ``reader.backend == "pyav"``, ``reader.fallback`` says
+why. Verdicts are remembered per file (path, size, mtime) in the process; ``open_video(..., verify=False)``
+skips the checks. On the conformance corpus (tests/corpus.py) decord hands over MPEG transport streams
+(it drops the first GOP there) and rotated files of some sizes; it agrees elsewhere.
+decord's own FFmpeg copy prints its decoder complaints to stderr; they are counted instead and reported in
+one log line per file. OpenCV's copy is silenced (its failures still raise). PyAV keeps FFmpeg quiet.
+
 ``VideoMeta.rotation`` is the clockwise rotation (0, 90, 180, 270) from the file's display matrix or
 ``rotate`` tag; frames come out upright, and ``height``/``width`` are the displayed size.
 Corrupt, empty, unreadable or zero-frame files raise :class:`~videomask.errors.VideoDecodeError`.
