@@ -166,3 +166,29 @@ def test_opencv_ffmpeg_messages_do_not_reach_stderr(corpus, tmp_path, capfd):
         except vv.VideoDecodeError:
             pass
     assert "[h264 @" not in capfd.readouterr().err
+
+
+def test_decode_benchmark_reports_exact_wrong_refused(corpus):
+    """benchmarks/decode.py's agreement table classifies loaders instead of asserting."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    import decode
+
+    files, _ = corpus
+    clips = [files["h264_bframes.mp4"], files["vp9.webm"]]
+
+    def shifted(path):  # the next frames: wrong pixels
+        with open_video(path) as video:
+            return video.read([min(i + 1, FRAMES - 1) for i in decode.indices_for(FRAMES)])
+
+    def refuses(path):
+        raise vv.VideoDecodeError(f"{path}: no")
+
+    loaders = {"videomask[pyav]": lambda p: decode.load_videomask(p, "pyav", 1), "shifted": shifted, "refuses": refuses}
+    lines, readable = decode.agreement(clips, loaders, files["vp9.webm"].parent)
+    table = "\n".join(lines)
+    assert "| h264_bframes.mp4 | exact | wrong (" in table and "refused (VideoDecodeError)" in table
+    assert lines[-1].endswith("| 2/0/0/0 | 0/0/2/0 | 0/0/0/2 |")
+    assert readable["videomask[pyav]"] == clips and readable["shifted"] == readable["refuses"] == []
