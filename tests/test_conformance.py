@@ -11,7 +11,7 @@ import av
 import numpy as np
 import pytest
 
-from clips import decode_index, make_garbled_file, make_index_clip
+from clips import decode_index, make_garbled_file
 from corpus import CORPUS, FRAMES, make_corpus, missing_encoders
 from videomask import video as vv
 from videomask.video import BACKENDS, available_backends, forget_verdicts, frames_differ, open_video

@@ -82,8 +82,9 @@ os.register_at_fork(before=gc.collect)
 # of mmapped, and the heap keeps the freed space (fragmented by the mix of frame sizes): the peak RSS of a
 # long decode loop (``videomask fit``, training) kept rising over its first ~50 batches. A fixed threshold
 # stops that raise; buffers above it (batch tensors, large frames) go back to the system when freed.
-# 4 MiB, not glibc's 128 KiB start: at 128 KiB every clip-sized buffer is mmapped and zeroed afresh, which
-# tripled the fit's system time (2.7 -> 9.2 s on 256 clips); at 4 MiB it is 3.4 s, and the peak as flat.
+# 4 MiB, not glibc's 128 KiB start: at 128 KiB (or 2 MiB) every clip-sized buffer is mmapped and zeroed
+# afresh, which made a 512-clip fit's system time 5x (7 -> 39 s); at 4 MiB it is 9 s. The price: the peak
+# still rises a little while the heap settles (+8% from 8 to 512 clips per set, was +10-12%; 128 KiB: +3%).
 _M_MMAP_THRESHOLD = -3  # mallopt parameter (malloc.h)
 MMAP_THRESHOLD = 4 * 1024 * 1024
 _malloc_tuned = False
