@@ -671,15 +671,16 @@ class VideoReader:
             return self._delegate._read(wanted, deadline)
         if self.backend == "pyav":
             return self._read(wanted, deadline)
+        backend = self.backend
         try:
             frames = self._read(wanted, deadline)
         except _Deadline:
             raise
         except VideoDecodeError as err:
-            self._hand_over(f"{self.backend} failed: {str(err).removeprefix(self.path + ': ')}")
+            _report_libav_messages(self.path, backend)
+            self._hand_over(f"{backend} failed: {str(err).removeprefix(self.path + ': ')}")
             return self._delegate._read(wanted, deadline)  # type: ignore[union-attr]
-        finally:
-            _report_libav_messages(self.path, self.backend)
+        _report_libav_messages(self.path, backend)
         if self.verified is None and self._pyav is not None:
             reason = self._verify_read(wanted, frames, deadline)
             if reason is not None:
