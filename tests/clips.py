@@ -112,7 +112,7 @@ def make_index_clip(
             opts.update({"crf": "12", "preset": "fast" if bframes else "ultrafast"})
         elif codec in ("libvpx-vp9", "libvpx"):
             opts.update({"crf": "10", "b": "0", "deadline": "realtime", "cpu-used": "8"})
-        elif codec in ("mpeg4", "mpeg2video", "mjpeg"):
+        elif codec in ("mpeg4", "mpeg1video", "mpeg2video", "mjpeg"):
             # constant quantiser 2 (as ``ffmpeg -q:v 2``): global_quality = q * FF_QP2LAMBDA (118)
             stream.codec_context.qscale = True
             stream.codec_context.global_quality = 2 * 118

@@ -15,7 +15,7 @@ import torch
 from torch.utils.data import DataLoader
 
 import videomask.data as data
-from clips import decode_index, make_corrupt_files, make_index_clip
+from clips import decode_index, make_corrupt_files, make_garbled_file, make_index_clip
 from videomask.cli import main as cli_main
 from videomask.data import (
     IMAGENET_MEAN,
@@ -522,3 +522,43 @@ def test_info_errors_are_one_line_exit_2(tmp_path, mixed_dir, capsys):
     assert "none of the 5 video(s)" in capsys.readouterr().err
     assert cli_main(["info", str(mixed_dir), "--size", "40"]) == 2
     assert "not divisible by the patch" in capsys.readouterr().err
+
+
+@pytest.fixture(scope="module")
+def partly_bad_dir(tmp_path_factory) -> Path:
+    """Good clips, files that never open, and one that opens but whose frames 18-35 cannot be decoded."""
+    root = tmp_path_factory.mktemp("partly_bad")
+    for k in range(3):
+        make_index_clip(root / f"good{k}.mp4", 30, 64, 64)
+    make_corrupt_files(root / "bad")
+    make_garbled_file(root / "garbled.mp4")  # 60 frames; a clip there fails or not depending on its start
+    return root
+
+
+def _clip_keys(ds: VideoDataset, order: list[tuple[int, int]]) -> list[tuple]:
+    out = []
+    for epoch, index in order:
+        ds.set_epoch(epoch)
+        item = ds[index]
+        out.append((epoch, index, item["video_id"], tuple(item["frame_indices"].tolist())))
+    return out
+
+
+def test_replacement_clip_does_not_depend_on_what_was_read_before(partly_bad_dir, tmp_path):
+    """Resuming mid-run (a fresh dataset, or the same skip log as the killed run) gives the same clips."""
+    options = dict(num_frames=4, sampling_rate=2, size=32, train=True, seed=5)
+    ds = VideoDataset.from_folder(partly_bad_dir, skip_log=tmp_path / "straight.tsv", **options)
+    n = len(ds)
+    order = [(epoch, int(i)) for epoch in range(6) for i in np.random.default_rng(epoch).permutation(n)]
+    straight = _clip_keys(ds, order)
+    used = any(key[2] == "garbled.mp4" for key in straight)  # the partly decodable file is used ...
+    reasons = dict(ds.skipped_videos())
+    assert "garbled.mp4" in reasons  # ... and also skipped for some draws
+    for cut in (7, len(order) // 2, len(order) - 5):
+        fresh = VideoDataset.from_folder(partly_bad_dir, skip_log=tmp_path / f"fresh{cut}.tsv", **options)
+        assert _clip_keys(fresh, order[cut:]) == straight[cut:], f"fresh dataset from item {cut}"
+        # the killed run's skip log already names videos found bad after the resume point
+        shutil.copy(tmp_path / "straight.tsv", tmp_path / f"seen{cut}.tsv")
+        seen = VideoDataset.from_folder(partly_bad_dir, skip_log=tmp_path / f"seen{cut}.tsv", **options)
+        assert _clip_keys(seen, order[cut:]) == straight[cut:], f"dataset with the full skip log from item {cut}"
+    assert used  # the partly decodable file was used (after the fix: for the draws that decode)

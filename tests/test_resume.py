@@ -17,6 +17,7 @@ import torch
 import yaml
 from safetensors.torch import load_file
 
+from clips import make_corrupt_files, make_garbled_file
 from helpers_train import TINY_MODEL, write_videos
 from videomask import checkpoint as ckpt
 from videomask.config import load_config
@@ -104,8 +105,11 @@ def test_mismatched_weights_name_the_keys(tmp_path):
         ckpt.load_model_weights(torch.nn.Linear(6, 5), tmp_path / "w.safetensors")
 
 
-def _write_run(tmp_path: Path) -> Path:
+def _write_run(tmp_path: Path, corrupt: bool = False) -> Path:
     videos = write_videos(tmp_path / "videos")
+    if corrupt:  # files that never open, and one whose frames 18-35 cannot be decoded (some clips fail)
+        make_corrupt_files(videos / "bad")
+        make_garbled_file(videos / "garbled.mp4")
     raw = {
         "run": {"out_dir": "killed", "seed": 3, "device": "cpu"},
         "data": {"path": str(videos), "num_frames": 4, "sampling_rate": 2, "size": 32, "batch_size": 1,
@@ -220,3 +224,35 @@ def test_resume_at_an_epoch_end_keeps_the_drop_path_noise(tmp_path):
     a = load_file(str(tmp_path / "straight" / "final" / ckpt.MODEL_FILE))
     b = load_file(str(stopped / "final" / ckpt.MODEL_FILE))
     assert [k for k in a if not torch.equal(a[k], b[k])] == []
+
+
+def test_resume_with_corrupt_files_at_random_kill_points_is_bit_identical(tmp_path, monkeypatch):
+    """A folder with corrupt and partly decodable files; the run is SIGKILLed twice at random points (after
+    a random checkpoint, after a random delay) and resumed each time: the weights end bit-identical."""
+    import multiprocessing
+
+    from videomask import cli
+
+    import videomask.data, videomask.masking, videomask.model  # noqa: F401  (imported once, before forking)
+
+    cfg_path = _write_run(tmp_path, corrupt=True)
+    monkeypatch.chdir(tmp_path)
+    argv = ["pretrain", "--config", str(cfg_path)]
+    rng = random.Random(10)
+    killed_at: list[str] = []
+    first = rng.choice([5, 10])
+    for k, after in enumerate([first, first + rng.choice([5, 10])]):
+        proc = multiprocessing.get_context("fork").Process(target=_run_cli, args=(argv + (["--resume"] if k else []),))
+        proc.start()
+        checkpoint = tmp_path / "killed" / "checkpoints" / f"step_{after:08d}"
+        deadline = time.monotonic() + 240
+        while not checkpoint.exists() and proc.is_alive() and time.monotonic() < deadline:
+            time.sleep(0.002)
+        time.sleep(rng.uniform(0.0, 0.3))  # somewhere in the steps after that checkpoint
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.join(60)
+        assert proc.exitcode == -signal.SIGKILL, f"the run was not killed mid-run (exit code {proc.exitcode})"
+        killed_at.append(max(p.name for p in ckpt.list_checkpoints(tmp_path / "killed")))
+    assert not (tmp_path / "killed" / "final").exists()
+    assert cli.main(argv + ["--resume"]) == 0
+    _check_identical(tmp_path, cfg_path, killed_at)

@@ -22,6 +22,12 @@ one warning line (logger ``videomask.data``), one line appended to a small *skip
 (``video_id<TAB>reason``; appends of one short line are atomic, so every DataLoader worker process
 and DDP rank can write it), and the item is replaced by the next valid video (index + 1, + 2, ...,
 wrapping; the random draws stay those of the requested index, so this is deterministic too).
+A video that opens but whose *drawn frames* cannot be decoded (a damaged stretch: other clips of it
+decode) raises :class:`ClipDecodeError`; it is logged the same way (skip-log line marked ``clips``) but
+not skipped for good: later items still try it. So which clip an item gets depends only on
+``(seed, epoch, index)`` and the files, never on which items were read before (or before a resumed
+run's kill, or in another worker). The exception is a time-out, which depends on the machine's speed
+(a timed-out video is skipped for good).
 ``dataset.skipped`` / ``dataset.skipped_videos()`` read the log, so the count is correct across
 workers. Pass ``skip_log=`` to keep the log in a run folder; otherwise a temporary file is used and
 removed when the dataset is garbage collected in the process that made it (the file only appears
@@ -71,6 +77,40 @@ log = logging.getLogger("videomask.data")
 # their threads live.
 os.register_at_fork(before=gc.collect)
 
+# glibc raises its mmap threshold (from 128 KiB up to 32 MiB) each time a large mmapped block is freed, so
+# after the first few decoded videos, frames and clip tensors of a few MiB are carved from the heap instead
+# of mmapped, and the heap keeps the freed space (fragmented by the mix of frame sizes): the peak RSS of a
+# long decode loop (``videomask fit``, training) kept rising over its first ~50 batches. A fixed threshold
+# stops that raise; buffers above it (batch tensors, large frames) go back to the system when freed.
+# 4 MiB, not glibc's 128 KiB start: at 128 KiB (or 2 MiB) every clip-sized buffer is mmapped and zeroed
+# afresh, which made a 512-clip fit's system time 5x (7 -> 39 s); at 4 MiB it is 9 s. The price: the peak
+# still rises a little while the heap settles (+8% from 8 to 512 clips per set, was +10-12%; 128 KiB: +3%).
+_M_MMAP_THRESHOLD = -3  # mallopt parameter (malloc.h)
+MMAP_THRESHOLD = 4 * 1024 * 1024
+_malloc_tuned = False
+
+
+def keep_mmap_threshold(threshold: int = MMAP_THRESHOLD) -> bool:
+    """Pin glibc's mmap threshold at ``threshold`` bytes (no dynamic raise); once per process.
+
+    Does nothing off glibc, or when ``MALLOC_MMAP_THRESHOLD_`` is set (the user's choice wins).
+    Returns whether the threshold was set now. Called when a :class:`VideoDataset` is made or unpickled.
+    """
+    global _malloc_tuned
+    if _malloc_tuned or os.environ.get("MALLOC_MMAP_THRESHOLD_") is not None:
+        return False
+    _malloc_tuned = True
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None)
+        mallopt = libc.mallopt  # glibc (and musl, which ignores it)
+    except (OSError, AttributeError):
+        return False
+    mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
+    return bool(mallopt(_M_MMAP_THRESHOLD, int(threshold)))
+
+
 VIDEO_EXTENSIONS: tuple[str, ...] = (
     ".mp4", ".m4v", ".mov", ".avi", ".mkv", ".webm", ".mpg", ".mpeg", ".wmv", ".flv", ".ts", ".3gp", ".ogv",
 )
@@ -83,6 +123,11 @@ SHORT_POLICIES = ("loop", "pad", "skip")
 
 class VideoTooShortError(VideomaskError):
     """A video has fewer frames than a clip needs and the short-video policy is ``skip``."""
+
+
+class ClipDecodeError(VideoDecodeError):
+    """A video opened, but the frames of this clip (these random draws) could not be decoded; other clips
+    of the same video may decode (a damaged stretch), so the video is not skipped for good."""
 
 
 # --------------------------------------------------------------------------------------------------
@@ -598,6 +643,7 @@ class VideoDataset(Dataset):
         self.items = list(items)
         if not self.items:
             raise VideomaskError("the dataset has no videos")
+        keep_mmap_threshold()  # flat peak RSS over many videos (see MMAP_THRESHOLD)
         if num_frames <= 0 or sampling_rate <= 0 or num_sample <= 0 or min_frames <= 0:
             raise VideomaskError(
                 f"num_frames, sampling_rate, num_sample and min_frames must be positive, "
@@ -632,7 +678,7 @@ class VideoDataset(Dataset):
         else:
             self.skip_log = str(skip_log)
             Path(self.skip_log).parent.mkdir(parents=True, exist_ok=True)
-        self._bad_cache: tuple[int, dict[str, str]] = (-1, {})
+        self._bad_cache: tuple[int, tuple[dict[str, str], set[str]]] = (-1, ({}, set()))
 
     # -- construction ------------------------------------------------------------------------------
 
@@ -678,6 +724,7 @@ class VideoDataset(Dataset):
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
+        keep_mmap_threshold()  # a spawned worker process
         if isinstance(state["_epoch"], int):
             value = multiprocessing.RawValue("q", state["_epoch"])
             state["_epoch"] = value
@@ -685,31 +732,46 @@ class VideoDataset(Dataset):
 
     # -- skipped videos ----------------------------------------------------------------------------
 
-    def _bad(self) -> dict[str, str]:
-        """``{video_id: reason}`` from the skip log (re-read only when it grew)."""
+    def _read_log(self) -> tuple[dict[str, str], set[str]]:
+        """``({video_id: reason}, ids bad for good)`` from the skip log (re-read only when it grew).
+
+        A third column ``clips`` marks a video skipped only for some clips (:class:`ClipDecodeError`).
+        """
         try:
             size = os.path.getsize(self.skip_log)
         except OSError:
-            return {}
+            return {}, set()
         if size != self._bad_cache[0]:
             bad: dict[str, str] = {}
+            for_good: set[str] = set()
             with open(self.skip_log, encoding="utf-8") as f:
                 for line in f:
-                    video_id, _, reason = line.rstrip("\n").partition("\t")
+                    video_id, reason, *kind = line.rstrip("\n").split("\t")
                     bad.setdefault(video_id, reason)
-            self._bad_cache = (size, bad)
-        return self._bad_cache[1]
+                    if not kind:
+                        for_good.add(video_id)
+            self._bad_cache = (size, (bad, for_good))  # type: ignore[assignment]
+        return self._bad_cache[1]  # type: ignore[return-value]
 
-    def mark_skipped(self, index: int, reason: str) -> None:
-        """Record video ``index`` as bad: one warning line and one skip-log line (once per video)."""
+    def _bad(self) -> dict[str, str]:
+        """``{video_id: reason}`` of every video skipped so far (for good or for some clips)."""
+        return self._read_log()[0]
+
+    def mark_skipped(self, index: int, reason: str, *, for_good: bool = True) -> None:
+        """Record video ``index`` as bad: one warning line and one skip-log line (once per video).
+
+        ``for_good=False``: only some clips of it failed (later items still try it, see ``__getitem__``).
+        """
         video_id = self.items[index].video_id
-        if video_id in self._bad():
+        bad, known_for_good = self._read_log()
+        if video_id in known_for_good or (video_id in bad and not for_good):
             return
         reason = " ".join(str(reason).split()) or "unknown error"
         reason = reason.removeprefix(f"{self.items[index].path}: ")  # the id already names the video
-        log.warning("videomask: skipping video %s: %s", video_id, reason)
+        if video_id not in bad:
+            log.warning("videomask: skipping %s %s: %s", "video" if for_good else "a clip of video", video_id, reason)
         with open(self.skip_log, "a", encoding="utf-8") as f:
-            f.write(f"{' '.join(video_id.split(chr(9)))}\t{reason}\n")
+            f.write(f"{' '.join(video_id.split(chr(9)))}\t{reason}{'' if for_good else chr(9) + 'clips'}\n")
 
     def skipped_videos(self) -> list[tuple[str, str]]:
         """``(video_id, reason)`` of every video skipped so far, by any process using this skip log."""
@@ -738,9 +800,12 @@ class VideoDataset(Dataset):
                 sample_indices(n, self.num_frames, self.sampling_rate, self.sampling, self.short, g) for g in generators
             ]
             unique, positions = plan_reads(clips)
-            frames = np.asarray(reader.read(unique))
+            try:
+                frames = np.asarray(reader.read(unique))
+            except VideoDecodeError as err:  # depends on which frames were drawn
+                raise ClipDecodeError(str(err)) from None
         if frames.ndim != 4 or frames.shape[0] != len(unique) or frames.shape[-1] != 3 or frames.dtype != np.uint8:
-            raise VideoDecodeError(f"decoded {tuple(frames.shape)} {frames.dtype} frames, expected {len(unique)} uint8 RGB frames")
+            raise ClipDecodeError(f"decoded {tuple(frames.shape)} {frames.dtype} frames, expected {len(unique)} uint8 RGB frames")
         return meta, clips, frames, positions, generators
 
     def load_clips(self, index: int, draw_index: int | None = None) -> tuple[Any, list[dict[str, Any]]]:
@@ -773,10 +838,13 @@ class VideoDataset(Dataset):
         index %= n
         for step in range(n):
             j = (index + step) % n
-            if self.items[j].video_id in self._bad():
+            if self.items[j].video_id in self._read_log()[1]:
                 continue
             try:
                 _, clips = self.load_clips(j, draw_index=index)
+            except ClipDecodeError as err:
+                self.mark_skipped(j, str(err), for_good=False)
+                continue
             except VideomaskError as err:
                 self.mark_skipped(j, str(err))
                 continue

@@ -19,6 +19,17 @@ the OpenCV backend checks ``CAP_PROP_POS_MSEC`` after each seek and while grabbi
 Limit: inside a *damaged* stretch of a corrupt file, decoder error concealment depends on what was
 decoded before, so a seek-based read there may differ from the sequential decode.
 
+**Per-file verification.** decord and OpenCV are checked against PyAV on every new file: frame 0 at open
+(PyAV's probe has decoded it already) and, on the first read, the requested frame nearest after a keyframe
+(cheapest for PyAV to reach). A frame outside the colour-conversion tolerance (:func:`frames_differ`), a
+size or frame-count disagreement, or a backend that cannot open or decode the file hands the file over to
+PyAV: one log line (logger ``videomask.video``), ``reader.backend == "pyav"``, ``reader.fallback`` says
+why. Verdicts are remembered per file (path, size, mtime) in the process; ``open_video(..., verify=False)``
+skips the checks. On the conformance corpus (tests/corpus.py) decord hands over MPEG transport streams
+(it drops the first GOP there) and rotated files of some sizes; it agrees elsewhere.
+decord's own FFmpeg copy prints its decoder complaints to stderr; they are counted instead and reported in
+one log line per file. OpenCV's copy is silenced (its failures still raise). PyAV keeps FFmpeg quiet.
+
 ``VideoMeta.rotation`` is the clockwise rotation (0, 90, 180, 270) from the file's display matrix or
 ``rotate`` tag; frames come out upright, and ``height``/``width`` are the displayed size.
 Corrupt, empty, unreadable or zero-frame files raise :class:`~videomask.errors.VideoDecodeError`.
@@ -28,13 +39,19 @@ Corrupt, empty, unreadable or zero-frame files raise :class:`~videomask.errors.V
 from __future__ import annotations
 
 import bisect
+import atexit
+import ctypes
+import ctypes.util
+import glob
 import itertools
+import logging
 import math
 import os
 import queue
 import re
 import threading
 import time
+from collections import OrderedDict
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -51,6 +68,8 @@ __all__ = [
 ]
 
 T = TypeVar("T")
+
+log = logging.getLogger("videomask.video")
 
 @dataclass(frozen=True)
 class VideoMeta:
@@ -108,6 +127,23 @@ def _rotation_from(frame: av.VideoFrame | None, stream: av.video.stream.VideoStr
             except ValueError:
                 return 0
     return int(round(-ccw / 90.0)) * 90 % 360
+
+
+_reformatters = threading.local()
+
+
+def _to_rgb(frame: av.VideoFrame) -> np.ndarray:
+    """``frame.to_ndarray(format="rgb24")`` (same pixels) through one reusable converter per thread.
+
+    ``VideoFrame.to_ndarray`` makes a new swscale context for every frame, with automatic slice threads
+    (two threads started per frame here): 0.3-1.6 ms per frame against ~0.05 ms reused. One thread
+    (``threads=1``): no swscale threads at all, so a forked DataLoader worker never inherits any (with
+    threads, the child hung freeing the parent's converter).
+    """
+    reformatter = getattr(_reformatters, "rgb", None)
+    if reformatter is None:
+        reformatter = _reformatters.rgb = av.video.reformatter.VideoReformatter()
+    return reformatter.reformat(frame, format="rgb24", threads=1).to_ndarray()  # [h, w, 3]
 
 
 def _rotate(image: np.ndarray, rotation: int) -> np.ndarray:
@@ -255,6 +291,10 @@ class _TimedOut(VideoDecodeError):
     """The worker thread is still running (abandoned)."""
 
 
+class _Deadline(VideoDecodeError):
+    """A decode loop passed its deadline (``read(..., timeout=)``): never a reason to hand over to PyAV."""
+
+
 class _Task:
     """One call handed to a worker thread; ``done`` is set once ``result`` or ``error`` is filled in."""
 
@@ -347,6 +387,207 @@ def call_with_timeout(fn: Callable[[], T], timeout: float | None, what: str = "d
     return result  # type: ignore[return-value]
 
 
+# -- agreement with PyAV ------------------------------------------------------------------------------
+
+# Colour-conversion tolerance between backends: the same decoded picture converted to RGB by another
+# libswscale build (or another dithering of 10-bit input) differs by a mean of at most ~1.2 levels (of 255)
+# on the conformance corpus, while a neighbouring (wrong) frame differs by ~10 or more. Frames agree when
+# the mean absolute difference is at most ``MEAN_TOLERANCE`` and at most ``OUTLIER_FRACTION`` of the values
+# differ by more than ``OUTLIER_LEVEL``.
+MEAN_TOLERANCE = 2.0
+OUTLIER_LEVEL = 32
+OUTLIER_FRACTION = 0.005
+
+
+def frames_differ(got: np.ndarray, reference: np.ndarray) -> str | None:
+    """Why two uint8 RGB frames (``[H, W, 3]`` or ``[N, H, W, 3]``) are not the same picture within the
+    colour-conversion tolerance, or None when they agree."""
+    if got.shape != reference.shape:
+        return f"shape {tuple(got.shape)} instead of {tuple(reference.shape)}"
+    if got.size == 0:
+        return None
+    rows_a, rows_b = got.reshape(-1, got.shape[-1]), reference.reshape(-1, reference.shape[-1])
+    total, far, step = 0, 0, 1 << 16  # in blocks: a few small temporaries even for 4K frames
+    for start in range(0, len(rows_a), step):
+        a, b = rows_a[start:start + step], rows_b[start:start + step]
+        diff = np.maximum(a, b)
+        np.subtract(diff, np.minimum(a, b), out=diff)  # |a - b| without leaving uint8
+        total += int(diff.sum(dtype=np.int64))
+        far += int(np.count_nonzero(diff > OUTLIER_LEVEL))
+    mean, outliers = total / got.size, far / got.size
+    if mean > MEAN_TOLERANCE or outliers > OUTLIER_FRACTION:
+        return f"mean |difference| {mean:.1f}/255, {100 * outliers:.1f}% of values off by more than {OUTLIER_LEVEL}"
+    return None
+
+
+class _Refused(VideoDecodeError):
+    """A non-default backend cannot (or does not) decode this file like PyAV: hand it over to PyAV."""
+
+
+# Verdicts per file and backend: None = the backend's frames matched PyAV's, else the reason it handed over.
+_VERDICTS: OrderedDict[tuple, str | None] = OrderedDict()
+_VERDICTS_MAX = 65536
+_verdict_lock = threading.Lock()
+
+
+def _file_key(path: str, backend: str) -> tuple | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (os.path.realpath(path), st.st_size, st.st_mtime_ns, backend)
+
+
+def _remember_verdict(path: str, backend: str, reason: str | None) -> None:
+    key = _file_key(path, backend)
+    if key is None:
+        return
+    with _verdict_lock:
+        _VERDICTS[key] = reason
+        _VERDICTS.move_to_end(key)
+        while len(_VERDICTS) > _VERDICTS_MAX:
+            _VERDICTS.popitem(last=False)
+
+
+def _known_verdict(path: str, backend: str) -> tuple[bool, str | None]:
+    """``(known, reason)``: whether this file (same size and mtime) was verified for ``backend`` before."""
+    key = _file_key(path, backend)
+    with _verdict_lock:
+        if key is None or key not in _VERDICTS:
+            return False, None
+        return True, _VERDICTS[key]
+
+
+def forget_verdicts() -> None:
+    """Forget every remembered per-file verdict (the next open of each file verifies again)."""
+    with _verdict_lock:
+        _VERDICTS.clear()
+
+
+# -- FFmpeg log messages of the backends' own FFmpeg copies -------------------------------------------------
+#
+# PyAV keeps FFmpeg's log off (its errors still carry FFmpeg's message). decord ships its own FFmpeg, which
+# prints every decoder complaint to stderr (hundreds of lines on a damaged file). Its libavutil's log
+# callback is replaced with one that only counts messages (and keeps the first); the count and the first
+# message go to Python logging (logger ``videomask.video``) in one line per file.
+
+_AV_LOG_ERROR = 16
+_LIBAV_CALLBACK = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_void_p)
+
+
+class _LibavMessages:
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.count = 0
+        self.first = ""
+        self.hooked: set[str] = set()
+        self.callback = _LIBAV_CALLBACK(self._on_message)
+        self.reported: OrderedDict[str, None] = OrderedDict()
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or None)
+        self.vsnprintf = libc.vsnprintf
+        self.vsnprintf.argtypes = [ctypes.c_char_p, ctypes.c_size_t, ctypes.c_char_p, ctypes.c_void_p]
+
+    def _on_message(self, avcl: int, level: int, fmt: bytes, args: int) -> None:
+        if level > _AV_LOG_ERROR or fmt is None:
+            return
+        with self.lock:
+            self.count += 1
+            if self.count > 1:
+                return
+        try:
+            buf = ctypes.create_string_buffer(256)
+            self.vsnprintf(buf, 256, fmt, args)
+            text = buf.value.decode("utf-8", "replace").strip()
+        except Exception:  # noqa: BLE001 - never raise into C
+            text = fmt.decode("utf-8", "replace").strip()
+        with self.lock:
+            self.first = text
+
+    def hook(self, libavutil: str) -> None:
+        """Route the log of the libavutil at this path (already loaded by its library) to this collector."""
+        if libavutil in self.hooked:
+            return
+        self.hooked.add(libavutil)
+        try:
+            lib = ctypes.CDLL(libavutil)
+            lib.av_log_set_callback.argtypes = [_LIBAV_CALLBACK]
+            lib.av_log_set_callback(self.callback)
+        except (OSError, AttributeError):
+            return
+
+        def quiet() -> None:  # no calls into a finalizing interpreter from decoder threads
+            try:
+                lib.av_log_set_level(-8)  # AV_LOG_QUIET
+                lib.av_log_set_callback.argtypes = [ctypes.c_void_p]
+                lib.av_log_set_callback(ctypes.cast(lib.av_log_default_callback, ctypes.c_void_p))
+            except (OSError, AttributeError):
+                pass
+
+        atexit.register(quiet)
+
+    def take(self) -> tuple[int, str]:
+        with self.lock:
+            count, first, self.count, self.first = self.count, self.first, 0, ""
+        return count, first
+
+
+_libav_messages: _LibavMessages | None = None
+
+
+def _hook_bundled_libav(package_dir: str) -> None:
+    """Count (instead of print) the FFmpeg log messages of the libavutil bundled next to a package."""
+    global _libav_messages
+    if not hasattr(ctypes, "CFUNCTYPE") or os.name != "posix":
+        return
+    # only the package's own copy (``<site-packages>/decord.libs``): a Python callback installed on PyAV's
+    # libavutil would deadlock, since PyAV holds the GIL in calls whose frame threads log
+    own = os.path.normpath(package_dir) + ".libs"
+    libs = sorted(glob.glob(os.path.join(own, "libavutil*.so*")))
+    if not libs:
+        return
+    if _libav_messages is None:
+        _libav_messages = _LibavMessages()
+    for lib in libs:
+        _libav_messages.hook(lib)
+
+
+_quieted: set[str] = set()
+
+
+def _quiet_bundled_libav(package_dir: str) -> None:
+    """Silence the FFmpeg log of the libavutil bundled with a package (``<package>.libs``).
+
+    Used for OpenCV, whose Python objects free their decoder while holding the GIL (so a Python log
+    callback could deadlock with a decoder thread); its decode failures still surface as
+    ``VideoDecodeError``. Call after the package's first use of FFmpeg (OpenCV sets the level then).
+    """
+    for lib_path in sorted(glob.glob(os.path.join(os.path.normpath(package_dir) + ".libs", "libavutil*.so*"))):
+        if lib_path in _quieted:
+            continue
+        _quieted.add(lib_path)
+        try:
+            ctypes.CDLL(lib_path).av_log_set_level(-8)  # AV_LOG_QUIET
+        except (OSError, AttributeError):
+            pass
+
+
+def _report_libav_messages(path: str, backend: str) -> None:
+    """One log line for the FFmpeg messages counted since the last call (at most one line per file)."""
+    if _libav_messages is None:
+        return
+    count, first = _libav_messages.take()
+    if count == 0:
+        return
+    reported = _libav_messages.reported
+    if path in reported:
+        return
+    reported[path] = None
+    while len(reported) > 4096:
+        reported.popitem(last=False)
+    log.warning("videomask: %s: %s's FFmpeg reported %d problem(s) while decoding; first: %s",
+                path, backend, count, first or "?")
+
+
 class VideoReader:
     """An open video; use :func:`open_video`. Subclasses implement ``_frame(index, deadline)``.
 
@@ -359,9 +600,11 @@ class VideoReader:
     # seek skips at least this many frames: seek only when the keyframe before the target lies further ahead.
     seek_min_gap: int = 16
 
-    def __init__(self, path: str | os.PathLike, *, threads: int = 0, keep_open: bool = False) -> None:
+    def __init__(
+        self, path: str | os.PathLike, *, threads: int = 0, keep_open: bool = False, found: _Probe | None = None
+    ) -> None:
         self.path = os.fspath(path)
-        found = _probe(self.path, threads)
+        found = found if found is not None else _probe(self.path, threads)
         self._meta, self._index = found.meta, found.index
         if keep_open:  # the PyAV backend goes on decoding with the probe's container
             self._probe: _Probe | None = found
@@ -372,6 +615,11 @@ class VideoReader:
         self._closed = False
         self.seek_ok = self._index.pts is not None  # False once seeking is found unreliable
         self.num_seeks = 0  # seeks done (for tests and benchmarks)
+        self.requested_backend = self.backend  # what open_video was asked for (differs after a hand-over)
+        self.fallback: str | None = None  # why this file is decoded by PyAV instead of the requested backend
+        self.verified: bool | None = None  # non-default backends: frames checked against PyAV (None: not yet)
+        self._delegate: PyAVReader | None = None  # the PyAV reader this one handed over to
+        self._pyav: PyAVReader | None = None  # non-default backends: PyAV on the probe's decoder, for checks
 
     @property
     def meta(self) -> VideoMeta:
@@ -392,6 +640,10 @@ class VideoReader:
     def close(self) -> None:
         """Release the file; further reads raise ``VideoDecodeError``."""
         self._closed = True
+        delegate, self._delegate = self._delegate, None
+        self._release_pyav()
+        if delegate is not None:
+            delegate.close()
 
     def read(self, indices: Sequence[int], *, timeout: float | None = None) -> np.ndarray:
         """Frames at ``indices`` as uint8 ``[N, H, W, 3]`` RGB (displayed orientation).
@@ -406,14 +658,16 @@ class VideoReader:
         if bad:
             raise VideoDecodeError(f"{self.path}: frame index {bad[0]} out of range (video has {n} frames)")
         if timeout is None:
-            return self._read(wanted, None)
+            return self._read_verified(wanted, None)
         deadline = time.monotonic() + timeout  # checked between frames by the decode loops
         try:
-            return call_with_timeout(lambda: self._read(wanted, deadline), timeout + 0.5, what=f"{self.path}: decode")
+            return call_with_timeout(
+                lambda: self._read_verified(wanted, deadline), timeout + 0.5, what=f"{self.path}: decode"
+            )
         except _TimedOut:
             # the decode thread is stuck inside the library: drop the reader without closing files under it
             self._closed = True
-            for name in ("_container", "_gen", "_cap", "_vr"):
+            for name in ("_container", "_gen", "_cap", "_vr", "_delegate", "_pyav"):
                 if hasattr(self, name):
                     setattr(self, name, None)
             raise
@@ -425,6 +679,103 @@ class VideoReader:
         """Every frame, uint8 ``[num_frames, H, W, 3]`` (mind the memory for long videos)."""
         return self.read(range(self._meta.num_frames), timeout=timeout)
 
+    # -- verification against PyAV and hand-over (non-default backends) ----------------------------------
+
+    def _read_verified(self, wanted: list[int], deadline: float | None) -> np.ndarray:
+        """``_read``, or the PyAV reader's after a hand-over; the first read of an unverified file checks one
+        frame against PyAV, and a backend error (other than the deadline) hands the file over to PyAV."""
+        if self._delegate is not None:
+            return self._delegate._read(wanted, deadline)
+        if self.backend == "pyav":
+            return self._read(wanted, deadline)
+        backend = self.backend
+        try:
+            frames = self._read(wanted, deadline)
+        except _Deadline:
+            raise
+        except VideoDecodeError as err:
+            _report_libav_messages(self.path, backend)
+            self._hand_over(f"{backend} failed: {str(err).removeprefix(self.path + ': ')}")
+            return self._delegate._read(wanted, deadline)  # type: ignore[union-attr]
+        _report_libav_messages(self.path, backend)
+        if self.verified is None and self._pyav is not None:
+            reason = self._verify_read(wanted, frames, deadline)
+            if reason is not None:
+                self._hand_over(reason)
+                return self._delegate._read(wanted, deadline)  # type: ignore[union-attr]
+        return frames
+
+    def _verify_read(self, wanted: list[int], frames: np.ndarray, deadline: float | None) -> str | None:
+        """Compare one requested frame (other than 0, cheapest for PyAV to reach) with PyAV's; the verdict
+        is remembered for the file. Returns the reason to hand over, or None."""
+        candidates = sorted({i for i in wanted if i != 0})
+        if not candidates:
+            return None  # frame 0 was checked at open; check a later frame on a later read
+        middle = self._meta.num_frames // 2
+        target = min(candidates, key=lambda i: (i - self._keyframe_before(i), abs(i - middle)))
+        assert self._pyav is not None
+        try:
+            reference = self._pyav._read([target], deadline)[0]  # [H, W, 3]
+        except _Deadline:
+            raise
+        except VideoDecodeError:
+            reference = None  # PyAV cannot decode it either: nothing to compare, the backend's frames stand
+        got = frames[wanted.index(target)]
+        why = None if reference is None else frames_differ(got, reference)
+        if why is not None:
+            return f"{self.backend}'s frame {target} differs from PyAV's ({why})"
+        self.verified = True
+        _remember_verdict(self.path, self.backend, None)
+        self._release_pyav()
+        return None
+
+    def _verify_frame0(self, got: np.ndarray, reference: np.ndarray | None = None) -> None:
+        """At open: the backend's frame 0 (upright RGB) against PyAV's (``reference``, converted here when not
+        given); raises ``_Refused`` when they differ."""
+        if reference is None:
+            assert self._first_frame is not None
+            reference = _rotate(_to_rgb(self._first_frame), self._meta.rotation)  # [H, W, 3]
+        if got.shape != reference.shape:
+            raise _Refused(f"{self.backend}'s frames are {got.shape[1]}x{got.shape[0]}, PyAV's "
+                           f"{reference.shape[1]}x{reference.shape[0]}")
+        why = frames_differ(got, reference)
+        if why is not None:
+            raise _Refused(f"{self.backend}'s frame 0 differs from PyAV's ({why})")
+
+    def _start_checks(self, verify: bool) -> None:
+        """Called by the backend constructors once the probe is done: keep PyAV's decoder (the probe's) for
+        the checks and a possible hand-over, unless this file's verdict is already known (or ``verify`` is
+        False)."""
+        assert self._probe is not None
+        found, self._probe = self._probe, None
+        known, _ = _known_verdict(self.path, self.backend)
+        if known or not verify:
+            self.verified = True if known else None
+            found.container.close()
+        else:
+            self._pyav = PyAVReader(self.path, threads=getattr(self, "_threads", 0), found=found)
+
+    def _release_pyav(self) -> None:
+        pyav, self._pyav = self._pyav, None
+        if pyav is not None and pyav is not self._delegate:
+            pyav.close()
+
+    def _release_backend(self) -> None:
+        """Free the backend's own decoder (after a hand-over to PyAV)."""
+
+    def _hand_over(self, reason: str) -> None:
+        """Decode this file with PyAV from now on: one log line, the verdict remembered for the file."""
+        if self._pyav is None:
+            self._pyav = PyAVReader(self.path, threads=getattr(self, "_threads", 0))
+        self._delegate = self._pyav
+        self._delegate.requested_backend = self.requested_backend
+        self._delegate.fallback = self.fallback = reason
+        self.backend = "pyav"
+        self.verified = False
+        self._release_backend()
+        _remember_verdict(self.path, self.requested_backend, reason)
+        log.warning("videomask: %s: using PyAV instead of %s: %s", self.path, self.requested_backend, reason)
+
     def _read(self, wanted: list[int], deadline: float | None) -> np.ndarray:
         meta = self._meta
         out = np.empty((len(wanted), meta.height, meta.width, 3), dtype=np.uint8)  # [N, H, W, 3]
@@ -433,7 +784,7 @@ class VideoReader:
             slots.setdefault(i, []).append(slot)
         for i in sorted(slots):
             if deadline is not None and time.monotonic() > deadline:
-                raise VideoDecodeError(f"{self.path}: decode timed out")
+                raise _Deadline(f"{self.path}: decode timed out")
             image = self._frame(i, deadline)
             if image.shape != out.shape[1:]:
                 raise _err(self.path, f"frame {i} has size {image.shape[:2]}, expected {out.shape[1:3]}")
@@ -475,8 +826,8 @@ class PyAVReader(VideoReader):
 
     backend = "pyav"
 
-    def __init__(self, path: str | os.PathLike, *, threads: int = 0) -> None:
-        super().__init__(path, threads=threads, keep_open=True)
+    def __init__(self, path: str | os.PathLike, *, threads: int = 0, found: _Probe | None = None) -> None:
+        super().__init__(path, threads=threads, keep_open=True, found=found)
         self._threads = threads  # decoder threads (0: FFmpeg's choice)
         self._first_frame = None
         self._pts_to_index = {p: k for k, p in enumerate(self._index.pts)} if self._index.pts else {}
@@ -595,7 +946,7 @@ class PyAVReader(VideoReader):
                 return frame
         while True:
             if deadline is not None and time.monotonic() > deadline:
-                raise VideoDecodeError(f"{self.path}: decode timed out")
+                raise _Deadline(f"{self.path}: decode timed out")
             frame = self._next()
             if frame is None:
                 raise _Unreliable(f"video ended before frame {index}")
@@ -611,14 +962,14 @@ class PyAVReader(VideoReader):
             self._restart()
         while self._pos < index:
             if deadline is not None and time.monotonic() > deadline:
-                raise VideoDecodeError(f"{self.path}: decode timed out")
+                raise _Deadline(f"{self.path}: decode timed out")
             if self._next() is None:
                 raise _err(self.path, f"video ended at frame {self._pos + 1}, frame {index} is not decodable")
         assert self._last is not None
         return self._last
 
     def _convert(self, frame: av.VideoFrame) -> np.ndarray:
-        image = frame.to_ndarray(format="rgb24")  # [h, w, 3] as coded
+        image = _to_rgb(frame)  # [h, w, 3] as coded
         return _rotate(image, self._meta.rotation)  # [H, W, 3] as displayed
 
 
@@ -631,44 +982,66 @@ class DecordReader(VideoReader):
 
     backend = "decord"
 
-    def __init__(self, path: str | os.PathLike, *, threads: int = 0) -> None:
+    def __init__(self, path: str | os.PathLike, *, threads: int = 0, verify: bool = True) -> None:
         try:
             import decord
         except ImportError as err:
             raise VideoDecodeError("the decord backend needs `pip install decord`") from err
-        super().__init__(path)
-        try:
-            self._vr = decord.VideoReader(self.path, ctx=decord.cpu(0), num_threads=threads)
-        except (decord.DECORDError, RuntimeError) as err:
-            raise _err(self.path, "decord cannot open video", err) from None
-        self._decord_error = decord.DECORDError
-        self._rotate = 0 if self._rotates_itself() else self._meta.rotation
-        self._first_frame = None
-        # decord's get_batch returns frames of the previous GOP around open-GOP keyframes: sequential there
-        self.seek_ok = self.seek_ok and not self._index.open_gop and self._timestamps_agree()
+        _hook_bundled_libav(os.path.dirname(decord.__file__))
+        self._threads = threads
+        self._vr = None
+        super().__init__(path, keep_open=True)
+        self._start_checks(verify)
         self._pos = -1  # sequential path: index of the last frame decoded
-
-    def _rotates_itself(self) -> bool:
-        """Decode frame 0 (decord fails on some sizes, e.g. widths under 32) and tell whether this decord
-        build applies the display rotation itself (builds on recent FFmpeg do, older ones do not)."""
         try:
-            got = self._vr[0].asnumpy().astype(np.int16)  # [h, w, 3]
+            try:
+                self._vr = decord.VideoReader(self.path, ctx=decord.cpu(0), num_threads=threads)
+            except (decord.DECORDError, RuntimeError) as err:
+                raise _Refused(str(_err(self.path, "decord cannot open video", err))) from None
+            self._decord_error = decord.DECORDError
+            if len(self._vr) != self._meta.num_frames:
+                raise _Refused(f"decord counts {len(self._vr)} frames, PyAV {self._meta.num_frames}")
+            rotates, frame0, pyav0 = self._rotates_itself()
+            self._rotate = 0 if rotates else self._meta.rotation
+            if self._pyav is not None:
+                self._verify_frame0(frame0, pyav0)
+        except VideoDecodeError as err:
+            self._hand_over(str(err).removeprefix(self.path + ": "))
+        finally:
+            self._first_frame = None
+            _report_libav_messages(self.path, "decord")
+        if self._delegate is None:
+            # decord's get_batch returns frames of the previous GOP around open-GOP keyframes: sequential there
+            self.seek_ok = self.seek_ok and not self._index.open_gop and self._timestamps_agree()
+
+    def _release_backend(self) -> None:
+        self._vr = None
+
+    def _rotates_itself(self) -> tuple[bool, np.ndarray]:
+        """Decode frame 0 (decord fails on some sizes, e.g. widths under 32) and tell whether this decord
+        build applies the display rotation itself (builds on recent FFmpeg do, older ones do not); returns
+        ``(rotates, decord's frame 0 upright [H, W, 3], PyAV's frame 0 upright [H, W, 3])``."""
+        try:
+            got = self._vr[0].asnumpy()  # [h, w, 3]
             self._vr.seek(0)
         except (self._decord_error, RuntimeError) as err:
-            raise _err(self.path, "decord cannot decode frame 0", err) from None
+            raise _Refused(str(_err(self.path, "decord cannot decode frame 0", err))) from None
         assert self._first_frame is not None
-        coded = self._first_frame.to_ndarray(format="rgb24").astype(np.int16)  # [h, w, 3] PyAV's frame 0
+        coded = _to_rgb(self._first_frame)  # [h, w, 3] PyAV's frame 0
         upright = _rotate(coded, self._meta.rotation)
         if got.shape not in (upright.shape, coded.shape):
             # seen with some widths (e.g. 16, 48): decord returns [h, w, 6] and get_batch fails
-            raise _err(self.path, f"decord cannot decode frames correctly (frame 0 has shape {got.shape})")
+            raise _Refused(f"decord cannot decode frames correctly (frame 0 has shape {got.shape})")
         if self._meta.rotation == 0:
-            return True
+            return True, got, upright
         if got.shape != upright.shape:
-            return False
+            return False, _rotate(got, self._meta.rotation), upright
         if got.shape != coded.shape:
-            return True
-        return bool(np.abs(got - upright).mean() <= np.abs(got - coded).mean())
+            return True, got, upright
+        g, u, c = (x.astype(np.int16) for x in (got, upright, coded))
+        if np.abs(g - u).mean() <= np.abs(g - c).mean():
+            return True, got, upright
+        return False, _rotate(got, self._meta.rotation), upright
 
     def _timestamps_agree(self) -> bool:
         """decord's frame count and per-frame start times equal the pts index (so its seeks find them)."""
@@ -709,7 +1082,7 @@ class DecordReader(VideoReader):
             # next() only: decord's skip_frames() lands on wrong frames in B-frame AVI files
             while self._pos < index - 1:
                 if deadline is not None and time.monotonic() > deadline:
-                    raise VideoDecodeError(f"{self.path}: decode timed out")
+                    raise _Deadline(f"{self.path}: decode timed out")
                 self._vr.next()
                 self._pos += 1
             self._pos = index
@@ -726,14 +1099,30 @@ class OpenCVReader(VideoReader):
 
     backend = "opencv"
 
-    def __init__(self, path: str | os.PathLike, *, threads: int = 0) -> None:
+    def __init__(self, path: str | os.PathLike, *, threads: int = 0, verify: bool = True) -> None:
         import cv2
 
         self._cv2 = cv2
-        super().__init__(path, threads=threads)
-        self._first_frame = None
         self._threads = threads
         self._cap = None
+        super().__init__(path, threads=threads, keep_open=True)
+        self._start_checks(verify)
+        try:
+            self._setup()
+            if self._pyav is not None:
+                self._verify_frame0(self._retrieve(0))
+        except VideoDecodeError as err:
+            self._hand_over(str(err).removeprefix(self.path + ": "))
+        finally:
+            self._first_frame = None
+
+    def _release_backend(self) -> None:
+        if self._cap is not None:
+            self._cap.release()
+            self._cap = None
+
+    def _setup(self) -> None:
+        cv2 = self._cv2
         self._msec: np.ndarray | None = None
         if self._index.pts is not None:
             self._msec = (np.asarray(self._index.pts, dtype=np.float64) - self._index.pts[0]) * float(
@@ -742,9 +1131,11 @@ class OpenCVReader(VideoReader):
             gaps = np.diff(self._msec)
             self._tol = 0.4 * float(gaps.min()) if len(gaps) else 1.0
         self._open()
+        _quiet_bundled_libav(os.path.join(os.path.dirname(os.path.dirname(cv2.__file__)), "opencv_python_headless"))
+        _quiet_bundled_libav(os.path.join(os.path.dirname(os.path.dirname(cv2.__file__)), "opencv_python"))
         # learn the time origin OpenCV reports for frame 0 (POS_MSEC is relative to the stream start)
         if not self._grab():
-            raise _err(self.path, "OpenCV cannot decode frame 0")
+            raise _Refused(str(_err(self.path, "OpenCV cannot decode frame 0")))
         self._msec0 = self._cap.get(cv2.CAP_PROP_POS_MSEC)
 
     def _open(self) -> None:
@@ -754,7 +1145,7 @@ class OpenCVReader(VideoReader):
         params = [cv2.CAP_PROP_N_THREADS, self._threads] if self._threads > 0 else []
         self._cap = cv2.VideoCapture(self.path, cv2.CAP_FFMPEG, params)
         if not self._cap.isOpened():
-            raise _err(self.path, "OpenCV cannot open video")
+            raise _Refused(str(_err(self.path, "OpenCV cannot open video")))
         self._cap.set(cv2.CAP_PROP_ORIENTATION_AUTO, 0)
         self._pos = -1
 
@@ -802,7 +1193,7 @@ class OpenCVReader(VideoReader):
             self._open()
         while self._pos < index:
             if deadline is not None and time.monotonic() > deadline:
-                raise VideoDecodeError(f"{self.path}: decode timed out")
+                raise _Deadline(f"{self.path}: decode timed out")
             if not self._grab():
                 raise _err(self.path, f"video ended at frame {self._pos + 1}, frame {index} is not decodable")
         return self._retrieve(index)
@@ -828,19 +1219,34 @@ def available_backends() -> list[str]:
     return [name for name in BACKENDS if name != "decord" or _decord_available()]
 
 
-def open_video(path: str | os.PathLike, backend: str = "pyav", **options) -> VideoReader:
+def open_video(path: str | os.PathLike, backend: str = "pyav", *, verify: bool = True, **options) -> VideoReader:
     """Open ``path`` for frame-exact reading. ``backend``: ``pyav`` (default), ``decord``, ``opencv`` or
-    ``auto`` (decord when installed and it can open the file, else PyAV).
+    ``auto`` (decord when installed and it verifies on this file, else PyAV).
     ``options`` go to the backend: ``threads=`` (decoder threads, 0 = the library's choice) for all three.
+
+    The non-default backends are checked against PyAV per file (``verify=True``): frame 0 at open (PyAV
+    has decoded it already) and, on the first read, the requested frame cheapest for PyAV to reach; a
+    frame that differs beyond the colour-conversion tolerance (see :func:`frames_differ`), a size or
+    frame-count disagreement, or a backend that cannot open or decode the file hands the file over to
+    PyAV (one log line, ``reader.fallback`` says why). The verdict is remembered per file (path, size,
+    mtime) in this process, so later opens skip the checks. Files PyAV cannot read raise
+    :class:`~videomask.errors.VideoDecodeError` with every backend.
     """
     if backend == "auto":
-        if _decord_available():
-            try:
-                return DecordReader(path, **options)
-            except VideoDecodeError:
-                pass  # decord cannot read some files (raw streams, broken metadata): PyAV decides
-        backend = "pyav"
+        backend = "decord" if _decord_available() else "pyav"
     if backend not in BACKENDS:
         raise VideoDecodeError(f"unknown video backend {backend!r} (choose from {', '.join(BACKENDS)}, auto)")
     path = Path(path)
-    return BACKENDS[backend](path, **options)
+    if backend == "pyav":
+        return PyAVReader(path, **options)
+    known, reason = _known_verdict(os.fspath(path), backend)
+    if known and reason is not None:  # this file was handed over before: PyAV straight away
+        reader: VideoReader = PyAVReader(path, **options)
+        reader.requested_backend, reader.fallback = backend, reason
+        return reader
+    reader = BACKENDS[backend](path, verify=verify, **options)
+    if reader._delegate is not None and reader.verified is False and reader._pyav is reader._delegate:
+        handed, reader._delegate, reader._pyav = reader._delegate, None, None  # handed over at open
+        reader.close()
+        return handed
+    return reader

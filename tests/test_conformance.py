@@ -1,0 +1,194 @@
+"""Conformance: every backend on a corpus of codecs and containers (tests/corpus.py) returns PyAV's
+sequential decode (within the colour-conversion tolerance of videomask.video.frames_differ) or hands the
+file over to PyAV, never different pixels; per-file verification and FFmpeg log handling."""
+
+from __future__ import annotations
+
+import logging
+import zlib
+
+import av
+import numpy as np
+import pytest
+
+from clips import decode_index, make_garbled_file
+from corpus import CORPUS, FRAMES, make_corpus, missing_encoders
+from videomask import video as vv
+from videomask.video import BACKENDS, available_backends, forget_verdicts, frames_differ, open_video
+
+BACKEND_PARAMS = [
+    pytest.param(name, marks=pytest.mark.skipif(name not in available_backends(), reason=f"{name} not installed"))
+    for name in BACKENDS
+] + ["auto"]
+NAMES = [
+    pytest.param(name, marks=pytest.mark.skipif(name in missing_encoders(), reason=f"no {CORPUS[name].get('codec')} encoder"))
+    for name in CORPUS
+]
+
+
+def pyav_sequential(path) -> np.ndarray:
+    """Plain PyAV: decode every frame from the start, RGB, upright (the reference)."""
+    rotation = vv.probe(path).rotation
+    with av.open(str(path)) as container:
+        frames = [vv._rotate(f.to_ndarray(format="rgb24"), rotation) for f in container.decode(video=0)]
+    return np.stack(frames)  # [N, H, W, 3]
+
+
+@pytest.fixture(scope="session")
+def corpus(tmp_path_factory):
+    files = make_corpus(tmp_path_factory.mktemp("corpus"))
+    references = {}
+    for name, path in files.items():
+        ref = pyav_sequential(path)
+        rotation = vv.probe(path).rotation
+        # the reference itself is right: frame k carries k once the display rotation is undone
+        assert [decode_index(np.rot90(f, k=rotation // 90)) for f in ref] == list(range(FRAMES)), name
+        references[name] = ref
+    return files, references
+
+
+def test_corpus_covers_the_formats(corpus):
+    files, _ = corpus
+    made = set(files)
+    assert made == set(CORPUS) - set(missing_encoders())
+    codecs = {vv.probe(p).codec for p in files.values()}
+    assert {"mpeg1video", "mpeg2video", "vp8", "vp9", "mjpeg", "mpeg4", "h264", "ffv1"} <= codecs
+    assert {p.suffix for p in files.values()} >= {".mpg", ".ts", ".webm", ".mov", ".avi", ".mp4", ".mkv"}
+
+
+@pytest.mark.parametrize("backend", BACKEND_PARAMS)
+@pytest.mark.parametrize("name", NAMES)
+def test_backend_equals_pyav_sequential_decode_or_hands_over(corpus, name, backend):
+    files, references = corpus
+    path, ref = files[name], references[name]
+    forget_verdicts()  # verify this file now
+    rng = np.random.default_rng(zlib.crc32(f"{name}/{backend}".encode()))
+    sparse = [int(i) for i in rng.integers(0, FRAMES, 8)]
+    with open_video(path, backend) as video:
+        assert (video.meta.num_frames, video.meta.height, video.meta.width) == (FRAMES, *ref.shape[1:3])
+        first = video.read(sparse)  # the first read is the one that is verified
+        every = video.read_all()
+        clip = video.read(list(range(2, FRAMES, 4)))
+        decoder = video.backend
+    for indices, got in [(sparse, first), (list(range(FRAMES)), every), (list(range(2, FRAMES, 4)), clip)]:
+        assert got.shape == (len(indices), *ref.shape[1:]) and got.dtype == np.uint8
+        for i, frame in zip(indices, got):
+            why = frames_differ(frame, ref[i])
+            assert why is None, f"{name} [{backend} -> {decoder}] frame {i}: {why}"
+        if decoder == "pyav":  # PyAV itself (default or after a hand-over) is exact
+            np.testing.assert_array_equal(got, ref[indices])
+
+
+def test_verification_catches_wrong_frames_and_remembers_the_verdict(corpus, monkeypatch, caplog):
+    files, references = corpus
+    path = files["h264_bframes.mp4"]
+    forget_verdicts()
+    real = vv.OpenCVReader._frame
+
+    def off_by_one(self, index, deadline):  # a backend that returns the next frame
+        return real(self, min(index + 1, FRAMES - 1), deadline)
+
+    monkeypatch.setattr(vv.OpenCVReader, "_frame", off_by_one)
+    with caplog.at_level(logging.WARNING, logger="videomask.video"):
+        with open_video(path, "opencv") as video:
+            assert video.backend == "opencv" and video.verified is None  # frame 0 agreed at open
+            got = video.read([13, 20, 4])
+            assert video.backend == "pyav" and video.verified is False
+            assert "opencv's frame 13 differs" in video.fallback  # 13 follows keyframe 12: cheapest for PyAV
+        np.testing.assert_array_equal(got, references["h264_bframes.mp4"][[13, 20, 4]])
+        lines = [r for r in caplog.records if "using PyAV instead of opencv" in r.getMessage()]
+        assert len(lines) == 1
+        with open_video(path, "opencv") as again:  # the verdict is remembered: PyAV straight away, no new line
+            assert type(again) is vv.PyAVReader and again.requested_backend == "opencv"
+            assert "differs" in again.fallback
+        assert len([r for r in caplog.records if "using PyAV instead" in r.getMessage()]) == 1
+
+
+def test_verified_files_skip_the_checks_next_time(corpus):
+    files, _ = corpus
+    path = files["vp9.webm"]
+    forget_verdicts()
+    with open_video(path, "opencv") as video:
+        assert video._pyav is not None  # PyAV's decoder kept for the check
+        video.read([5, 9])
+        assert video.verified is True and video._pyav is None  # checked, and PyAV's decoder released
+    with open_video(path, "opencv") as video:
+        assert video.verified is True and video._pyav is None  # known good: no PyAV decoder at all
+    with open_video(path, "opencv", verify=False) as video:
+        assert video._pyav is None
+
+
+def test_frame_count_disagreement_hands_over(corpus, monkeypatch):
+    pytest.importorskip("decord")
+    import decord
+
+    files, references = corpus
+    forget_verdicts()
+    monkeypatch.setattr(decord.VideoReader, "__len__", lambda self: FRAMES - 3)
+    with open_video(files["h264_bframes.mp4"], "decord") as video:
+        assert video.backend == "pyav" and "counts 33 frames" in video.fallback
+        np.testing.assert_array_equal(video.read([35, 1]), references["h264_bframes.mp4"][[35, 1]])
+
+
+def test_frames_differ_tolerance():
+    rng = np.random.default_rng(0)
+    a = rng.integers(0, 256, (48, 64, 3), dtype=np.uint8)
+    assert frames_differ(a, a) is None
+    noise = np.clip(a.astype(int) + rng.integers(-2, 3, a.shape), 0, 255).astype(np.uint8)
+    assert frames_differ(noise, a) is None  # conversion-level differences agree
+    assert frames_differ(np.roll(a, 1, axis=1), a) is not None  # a different picture does not
+    assert "shape" in frames_differ(a[:, :32], a)
+
+
+@pytest.mark.skipif("decord" not in available_backends(), reason="decord not installed")
+def test_decord_ffmpeg_messages_are_one_log_line_not_stderr(tmp_path, capfd, caplog):
+    path = make_garbled_file(tmp_path / "garbled.mp4")
+    forget_verdicts()
+    with caplog.at_level(logging.WARNING, logger="videomask.video"):
+        for _ in range(2):
+            try:
+                with open_video(path, "decord", verify=False) as video:
+                    video.read_all()
+            except vv.VideoDecodeError:
+                pass
+    err = capfd.readouterr().err
+    assert "[h264 @" not in err, err[:500]
+    ffmpeg_lines = [r for r in caplog.records if "FFmpeg reported" in r.getMessage()]
+    assert len(ffmpeg_lines) == 1 and str(path) in ffmpeg_lines[0].getMessage()
+
+
+def test_opencv_ffmpeg_messages_do_not_reach_stderr(corpus, tmp_path, capfd):
+    files, _ = corpus
+    for path in [files["h264_ts.ts"], make_garbled_file(tmp_path / "garbled.mp4")]:  # both make FFmpeg complain
+        try:
+            with open_video(path, "opencv", verify=False) as video:
+                video.read_all()
+        except vv.VideoDecodeError:
+            pass
+    assert "[h264 @" not in capfd.readouterr().err
+
+
+def test_decode_benchmark_reports_exact_wrong_refused(corpus):
+    """benchmarks/decode.py's agreement table classifies loaders instead of asserting."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    import decode
+
+    files, _ = corpus
+    clips = [files["h264_bframes.mp4"], files["vp9.webm"]]
+
+    def shifted(path):  # the next frames: wrong pixels
+        with open_video(path) as video:
+            return video.read([min(i + 1, FRAMES - 1) for i in decode.indices_for(FRAMES)])
+
+    def refuses(path):
+        raise vv.VideoDecodeError(f"{path}: no")
+
+    loaders = {"videomask[pyav]": lambda p: decode.load_videomask(p, "pyav", 1), "shifted": shifted, "refuses": refuses}
+    lines, readable = decode.agreement(clips, loaders, files["vp9.webm"].parent)
+    table = "\n".join(lines)
+    assert "| h264_bframes.mp4 | exact | wrong (" in table and "refused (VideoDecodeError)" in table
+    assert lines[-1].endswith("| 2/0/0/0 | 0/0/2/0 | 0/0/0/2 |")
+    assert readable["videomask[pyav]"] == clips and readable["shifted"] == readable["refuses"] == []
