@@ -87,6 +87,7 @@ class MotionEval:
     mask_ratio: float = 0.75
     mask_seed: int = 1234
     batch_size: int = 16
+    device: str = "cpu"  # frozen encoders, token extraction, reconstruction and the attentive probe run here
     attentive: dict[str, Any] = field(default_factory=dict)  # AttentiveSettings fields
 
 
@@ -184,6 +185,7 @@ def attentive_settings(cfg: MotionBenchConfig) -> ev.AttentiveSettings:
     raw = dict(cfg.eval.attentive)
     if "weight_decays" in raw:
         raw["weight_decays"] = tuple(float(w) for w in raw["weight_decays"])
+    raw.setdefault("device", cfg.eval.device)
     return ev.AttentiveSettings(**raw)
 
 
@@ -387,7 +389,7 @@ def evaluate_encoder(model: torch.nn.Module | None, sets: dict[str, ProbeSet], r
             feats = ev.motion_energy_features(ps.clips, patch)  # [N, (T-1)*h*w]
             tokens = feats.view(feats.shape[0], -1, 1)  # [N, (T-1)*h*w, 1]
         else:
-            tokens = ev.extract_tokens(model, ps.clips, batch_size=e.batch_size)  # [N, L, D]
+            tokens = ev.extract_tokens(model.to(e.device), ps.clips, batch_size=e.batch_size, device=e.device)  # [N, L, D]
         for task, labels in ps.labels.items():
             if model is None:
                 probes = [p for p in e.probes if p in ("linear", "knn")]
@@ -403,7 +405,7 @@ def evaluate_encoder(model: torch.nn.Module | None, sets: dict[str, ProbeSet], r
                                   probes=e.probes, k=e.knn_k, attentive=settings)
             out.update({f"{task}_{p}": v for p, v in res.items()})
     if model is not None and recon is not None:
-        rec = ev.reconstruction_error(model, recon.clips, recon.anchors, recon.mask, batch_size=e.batch_size)
+        rec = ev.reconstruction_error(model.to(e.device), recon.clips, recon.anchors, recon.mask, batch_size=e.batch_size, device=e.device)
         out["recon_object"], out["recon_other"] = rec["anchor"], rec["other"]
     return out
 

@@ -645,8 +645,9 @@ class AttentiveProbe(torch.nn.Module):
 
 @dataclass(frozen=True)
 class AttentiveSettings:
-    """Training of the attentive probe: full-batch AdamW; ``weight_decays`` and the number of steps (a
-    multiple of ``eval_every`` up to ``steps``) are chosen on a grouped hold-out part of the train split."""
+    """Training of the attentive probe: AdamW (full batch, or seeded minibatches of ``batch_size``);
+    ``weight_decays`` and the number of steps (a multiple of ``eval_every`` up to ``steps``) are chosen on
+    a grouped hold-out part of the train split."""
 
     steps: int = 200
     eval_every: int = 25
@@ -657,6 +658,8 @@ class AttentiveSettings:
     holdout: float = 0.3  # share of train groups held out for the choice
     pca_dim: int = 48  # tokens -> this many principal components of the train tokens first (0 = keep all)
     seed: int = 0
+    device: str = "cpu"  # where the probe trains (the tokens are moved there)
+    batch_size: int = 0  # samples per step (seeded random minibatches); 0 = the whole train set every step
 
 
 def _train_attentive(x: Tensor, y: Tensor, num_classes: int, weight_decay: float, s: AttentiveSettings, steps: int,
@@ -665,12 +668,20 @@ def _train_attentive(x: Tensor, y: Tensor, num_classes: int, weight_decay: float
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(s.seed)
         probe = AttentiveProbe(x.shape[-1], num_classes, x.shape[1], width=s.width, heads=s.heads)
+    probe = probe.to(s.device)
+    x, y = x.to(s.device), y.to(s.device)
+    val = None if val is None else (val[0].to(s.device), val[1].to(s.device))
     opt = torch.optim.AdamW(probe.parameters(), lr=s.lr, weight_decay=weight_decay)
     curve: list[tuple[int, float]] = []
+    gen = torch.Generator().manual_seed(s.seed + 1)
     for step in range(1, steps + 1):
         probe.train()
         opt.zero_grad()
-        F.cross_entropy(probe(x), y).backward()
+        if 0 < s.batch_size < x.shape[0]:
+            pick = torch.randperm(x.shape[0], generator=gen)[: s.batch_size].to(x.device)
+            F.cross_entropy(probe(x[pick]), y[pick]).backward()
+        else:
+            F.cross_entropy(probe(x), y).backward()
         opt.step()
         if val is not None and step % s.eval_every == 0:
             probe.eval()
@@ -724,9 +735,10 @@ def attentive_probe(
         acc, neg_step, neg_wd = max(scores)
         best = (-neg_wd, -neg_step)
     probe, _ = _train_attentive(tr, train_y, k, best[0], settings, best[1])
+    dev = settings.device
     with torch.no_grad():
-        test_acc = float((probe(te).argmax(1) == test_y).float().mean())
-        train_acc = float((probe(tr).argmax(1) == train_y).float().mean())
+        test_acc = float((probe(te.to(dev)).argmax(1).cpu() == test_y).float().mean())
+        train_acc = float((probe(tr.to(dev)).argmax(1).cpu() == train_y).float().mean())
     return ProbeResult(test_acc, train_acc, float(best[0]), int(tr.shape[0]), int(te.shape[0]), k)
 
 
