@@ -5,9 +5,12 @@ measured side by side in one run.
 Maskers (tubelet 2x16x16, ratio 0.9):
 
 * ``random`` (token mode), ``tube``;
-* ``difference`` with the model-free pixel embedder (V=64 words, K=8 anchors, dim 64, pool 2), selection
-  ``share`` / ``topk`` / ``sample``; and ``difference`` with the tiny model's own tubelet embedding
-  (``ModelEmbedder``, dim 192) — the embedder's forward is part of the masker's cost;
+* ``difference`` (default scorer: distance to 256 source prototypes) with the model-free pixel embedder
+  (dim 64, pool 2), selection ``share`` / ``topk`` / ``sample``, and the TF-ICF scorer; with the shipped
+  ImageNet MobileNetV2 (``cnn``) in the loop and from a score cache (``-cache``: the lookup a training
+  run does when the scores were computed once per video); with the tiny model's tubelet embedding
+  (``model-patch``) and its first two encoder blocks (``model-block2``, in the loop and from a cache) —
+  an embedder's forward is part of the masker's cost;
 * ``objects`` (when registered) reading an in-memory boxes cache (2 boxes per frame, every frame).
 
 Training step references (same clip shape and B): ``transformers.VideoMAEForPreTraining`` with the
@@ -54,13 +57,27 @@ def _stats(embedder, S: int, T: int):
 
     source = [torch.randn(4, 3, T, S, S, generator=torch.Generator().manual_seed(i)) for i in range(4)]
     target = [torch.randn(4, 3, T, S, S, generator=torch.Generator().manual_seed(10 + i)) * 1.5 for i in range(4)]
-    return fit_statistics(source, target, embedder, num_words=64, num_anchors=8, init_tokens=1024, progress=False)
+    return fit_statistics(source, target, embedder, num_words=64, num_anchors=8, num_prototypes=256, init_tokens=1024,
+                          progress=False)
+
+
+def _cache_for(masker, B: int, T: int, S: int):
+    """A score cache holding videos v0..v{B-1} (frames 0, 4, 8, ...) for ``masker``: what the loop looks up."""
+    from videomask.patches import grid_for
+    from videomask.scorecache import ScoreCache, stats_fingerprint
+
+    grid = grid_for((T, S, S), TUBELET)
+    starts = torch.arange(grid.t * 2).numpy() * 8  # more entries than a clip needs
+    g = torch.Generator().manual_seed(0)
+    videos = {f"v{i}": (starts, torch.rand(len(starts), grid.h, grid.w, generator=g), (S, S)) for i in range(max(B, 64))}
+    meta = {"scorer": masker.scorer, "stats": stats_fingerprint(masker.stats, masker.scorer)}
+    return ScoreCache(videos, meta)
 
 
 def build_maskers(T: int, S: int, tiny_model) -> dict[str, Any]:
     """name -> masker for clips of T frames at S x S."""
     from videomask.masking import MASKERS, build_masker
-    from videomask.stats import ModelEmbedder, PixelEmbedder
+    from videomask.stats import CNNEmbedder, ModelEmbedder, PixelEmbedder
 
     maskers: dict[str, Any] = {
         "random": build_masker("random", tubelet=TUBELET),
@@ -69,9 +86,18 @@ def build_maskers(T: int, S: int, tiny_model) -> dict[str, Any]:
     pixel_stats = _stats(PixelEmbedder(dim=64, tubelet=TUBELET), S, T)
     for selection in ("share", "topk", "sample"):
         maskers[f"difference-pixel-{selection}"] = build_masker("difference", stats=pixel_stats, selection=selection)
-    model_embedder = ModelEmbedder(tiny_model)
-    model_stats = _stats(model_embedder, S, T)
-    maskers["difference-model-share"] = build_masker("difference", stats=model_stats, embedder=model_embedder)
+    maskers["difference-pixel-tficf"] = build_masker("difference", stats=pixel_stats, scorer="tficf")
+    cnn = CNNEmbedder(tubelet=TUBELET)
+    cnn_stats = _stats(cnn, S, T)
+    maskers["difference-cnn"] = build_masker("difference", stats=cnn_stats, embedder=cnn)
+    maskers["difference-cnn-cache"] = build_masker("difference", stats=cnn_stats, cache=_cache_for(maskers["difference-cnn"], 8, T, S))
+    for layer in ("patch", "block:2"):
+        embedder = ModelEmbedder(tiny_model, layer=layer)
+        stats = _stats(embedder, S, T)
+        name = f"difference-model-{layer.replace(':', '')}"
+        maskers[name] = build_masker("difference", stats=stats, embedder=embedder)
+        if layer != "patch":
+            maskers[name + "-cache"] = build_masker("difference", stats=stats, cache=_cache_for(maskers[name], 8, T, S))
     if "objects" in MASKERS:
         from videomask.detect import BoxCache
 

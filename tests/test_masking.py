@@ -30,9 +30,15 @@ DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 
 
 def _clips(n: int, with_object: bool, seed: int) -> torch.Tensor:
-    """``[n, C, T, H, W]`` grey noise; with ``with_object`` a saturated square at the top-left quarter."""
+    """``[n, C, T, H, W]`` smooth random grey stripes (scenery) plus a little noise; with ``with_object`` a
+    saturated, textured square at the top-left quarter."""
     g = torch.Generator().manual_seed(seed)
-    video = torch.randn(n, C, T, H, W, generator=g) * 0.3  # [n, C, T, H, W]
+    yy, xx = torch.meshgrid(torch.arange(H, dtype=torch.float32), torch.arange(W, dtype=torch.float32), indexing="ij")
+    angle = torch.rand(n, 1, 1, 1, 1, generator=g) * math.pi
+    freq = 0.05 + 0.1 * torch.rand(n, 1, 1, 1, 1, generator=g)
+    phase = torch.rand(n, 1, 1, 1, 1, generator=g) * 2 * math.pi  # grey: the same in every channel
+    stripes = torch.sin(freq * (xx * torch.cos(angle) + yy * torch.sin(angle)) + phase)  # [n, C, 1, H, W]
+    video = 0.5 * stripes.expand(n, C, T, H, W) + 0.05 * torch.randn(n, C, T, H, W, generator=g)  # [n, C, T, H, W]
     if with_object:
         video[:, 0, :, 0:32, 0:32] = 2.0
         video[:, 1:, :, 0:32, 0:32] = -1.5
@@ -89,7 +95,7 @@ def make_batch(video: torch.Tensor, prefix: str = "v") -> dict:
 
 # options under which a masker finds no anchor in source-like clips (cosine similarity never exceeds 1)
 # (objects: the clips' videos are not in the boxes cache)
-NO_ANCHOR_OPTIONS = {"difference": {"anchor_rule": "threshold", "threshold": 1.0}, "objects": {"on_missing": "fallback"}}
+NO_ANCHOR_OPTIONS = {"difference": {"scorer": "tficf", "anchor_rule": "threshold", "threshold": 1.0}, "objects": {"on_missing": "fallback"}}
 
 
 # every registered masker; `objects` gets an in-memory boxes cache and loader-style batch dicts
@@ -309,10 +315,10 @@ def test_mask_to_ids_rejects_ragged_masks():
 
 @pytest.mark.parametrize("score", ["max", "mean"])
 def test_difference_scores_and_anchors_equal_their_formula(score, stats):
-    """Scores = max / mean cosine to the anchor centroids; a token is an anchor when its nearest word is one
-    (the batched one-matmul scoring equals the per-token formula)."""
+    """TF-ICF: scores = max / mean cosine to the anchor centroids; a token is an anchor when its nearest word
+    is one (the batched one-matmul scoring equals the per-token formula)."""
     video = _clips(B, True, 9)
-    masker = make_masker("difference", stats, score=score)
+    masker = make_masker("difference", stats, scorer="tficf", score=score)
     res = masker.generate(video, torch.Generator().manual_seed(0))
     emb = torch.nn.functional.normalize(PixelEmbedder(dim=32, tubelet=TUBELET)(video), dim=-1)  # [B, L, D]
     cents = torch.nn.functional.normalize(stats.centroids.float(), dim=1)  # [V, D]
@@ -323,3 +329,44 @@ def test_difference_scores_and_anchors_equal_their_formula(score, stats):
     assert torch.allclose(res.scores, expected, atol=1e-5)
     nearest = sims.argmax(-1)  # [B, L]
     assert torch.equal(res.anchors, torch.isin(nearest, stats.anchors))
+
+
+def test_distance_and_enrichment_scores_equal_their_formula(stats):
+    """distance = 1 - max cosine to a source prototype, anchors above the calibrated source quantile and in
+    the clip's top share; enrichment = the z-score of the token's nearest word, anchors = enriched words."""
+    video = _clips(B, True, 9)
+    emb = torch.nn.functional.normalize(PixelEmbedder(dim=32, tubelet=TUBELET)(video), dim=-1)  # [B, L, D]
+    protos = torch.nn.functional.normalize(stats.prototypes.float(), dim=1)  # [M, D]
+    dist = 1 - torch.einsum("bld,md->blm", emb, protos).amax(-1)  # [B, L]
+    masker = make_masker("difference", stats)
+    assert masker.scorer == "distance" and masker.anchor_rule == "calibrated"
+    res = masker.generate(video)
+    assert torch.allclose(res.scores, dist, atol=1e-5)
+    limit = stats.source_quantile(0.99)
+    top = dist >= dist.topk(round(0.1 * GRID.num_tokens), dim=1).values[:, -1:]  # [B, L] the clip's top 10%
+    assert torch.equal(res.anchors, (dist > limit) & top)
+    assert res.anchors.float().mean() <= 0.1 + 1e-6  # selective: never more than the top share
+    thr = make_masker("difference", stats, anchor_rule="threshold", threshold=0.9).generate(video)
+    assert torch.equal(thr.anchors, dist > stats.source_quantile(0.9))
+    cents = torch.nn.functional.normalize(stats.centroids.float(), dim=1)
+    nearest = torch.einsum("bld,vd->blv", emb, cents).argmax(-1)  # [B, L]
+    enr = make_masker("difference", stats, scorer="enrichment").generate(video)
+    assert torch.allclose(enr.scores, stats.enrichment[nearest], atol=1e-5)
+    assert torch.equal(enr.anchors, torch.isin(nearest, stats.enriched))
+
+
+def test_difference_scorers_find_the_square(stats):
+    """The target-only square: the distance and enrichment scores rank its tokens above the scenery (AUC)
+    and their anchors fall on it; the default distance anchors stay rare on source-like clips."""
+    from videomask.metrics import roc_auc
+
+    video = _clips(16, True, 21)
+    square = torch.zeros(GRID.t, GRID.h, GRID.w, dtype=torch.bool)
+    square[:, :2, :2] = True  # the top-left quarter: 2 x 2 patches of 16 px
+    square = square.reshape(1, -1).expand(16, -1)  # [16, L]
+    for scorer in ("distance", "enrichment"):
+        res = make_masker("difference", stats, scorer=scorer).generate(video)
+        assert roc_auc(res.scores, square) >= 0.9, scorer
+        assert res.anchors.any() and square[res.anchors].float().mean() >= 0.9, scorer
+    plain = make_masker("difference", stats).generate(_clips(16, False, 22)).anchors
+    assert plain.float().mean() <= 0.03

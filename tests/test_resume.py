@@ -194,3 +194,29 @@ def test_resume_after_sigkill_fresh_interpreters(tmp_path):
     assert done.returncode == 0, done.stderr[-2000:]
     assert "resuming from" in done.stderr
     _check_identical(tmp_path, cfg_path, killed_at)
+
+
+def test_resume_at_an_epoch_end_keeps_the_drop_path_noise(tmp_path):
+    """Stop at the end of an epoch and resume: with drop-path on, the weights equal an uninterrupted run's.
+
+    The resumed run starts one more loader iterator than the uninterrupted one; that must not draw from
+    the global torch RNG, which drop-path uses."""
+    videos = write_videos(tmp_path / "videos")
+    raw = {
+        "run": {"out_dir": str(tmp_path / "straight"), "seed": 1, "device": "cpu"},
+        "data": {"path": str(videos), "num_frames": 4, "sampling_rate": 2, "size": 32, "batch_size": 2,
+                 "num_workers": 0},
+        "model": {"name": "tiny", "overrides": {**TINY_MODEL["overrides"], "depth": 2, "drop_path": 0.5}},
+        "mask": {"name": "tube", "ratio": 0.75},
+        "optim": {"lr": 2e-3, "warmup_steps": 0, "schedule": "constant"},  # the lr does not depend on train.steps
+        "train": {"steps": 6, "log_every": 1, "save_every": 0, "progress": False, "tensorboard": False},
+    }
+    cfg_path = tmp_path / "cfg.yaml"
+    cfg_path.write_text(yaml.safe_dump(raw))
+    assert train(load_config(cfg_path, [])).ok
+    stopped = tmp_path / "stopped"  # 4 videos in batches of 2: step 3 ends epoch 1
+    assert train(load_config(cfg_path, [f"run.out_dir={stopped}", "train.steps=3"])).ok
+    assert train(load_config(cfg_path, [f"run.out_dir={stopped}", "train.resume=true"])).steps == 6
+    a = load_file(str(tmp_path / "straight" / "final" / ckpt.MODEL_FILE))
+    b = load_file(str(stopped / "final" / ckpt.MODEL_FILE))
+    assert [k for k in a if not torch.equal(a[k], b[k])] == []

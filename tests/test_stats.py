@@ -170,9 +170,39 @@ def test_model_embedder_identity_follows_weights(label, factory):
     assert emb.tubelet == (2, 16, 16)
     same = ModelEmbedder(model)
     assert same.identity == emb.identity
+    first = model.patch_embed.proj.weight if hasattr(model, "patch_embed") else next(model.parameters())
     with torch.no_grad():
-        next(model.parameters()).add_(0.01)
+        first.add_(0.01)
     assert ModelEmbedder(model).identity["fingerprint"] != emb.identity["fingerprint"]
+
+
+def test_model_embedder_copies_only_what_it_runs():
+    """layer 'patch' holds the patch embedding alone; 'block:N' the first N blocks; the copy is frozen."""
+    from videomask.model import build_model
+
+    model = build_model("tiny", img_size=32, num_frames=4, depth=3, decoder_depth=1)
+    patch = ModelEmbedder(model, layer="patch")
+    n_patch = sum(p.numel() for p in model.patch_embed.parameters())
+    assert sum(p.numel() for p in patch.model.parameters()) == n_patch
+    two = ModelEmbedder(model, layer="block:2")
+    n_two = n_patch + sum(p.numel() for blk in model.blocks[:2] for p in blk.parameters())
+    assert sum(p.numel() for p in two.model.parameters()) == n_two
+    assert not any(p.requires_grad for p in two.model.parameters())
+    video = torch.randn(2, 3, 4, 32, 32)
+    model.eval()
+    with torch.no_grad():  # block:2 equals the encoder run by hand over all tokens
+        x = model.embed_patches(video) + model.pos_table(8, model.config.embed_dim, video.device)[None]
+        for blk in model.blocks[:2]:
+            x = blk(x)
+    assert torch.allclose(two(video), x, atol=1e-5)
+    # training the original afterwards leaves the copy's embedding unchanged
+    before = two(video)
+    with torch.no_grad():
+        model.blocks[0].mlp.fc1.weight.add_(1.0)
+    assert torch.equal(two(video), before)
+    assert ModelEmbedder(model, layer="block:2").identity["fingerprint"] != two.identity["fingerprint"]
+    with pytest.raises(VideomaskError, match="block:N"):
+        ModelEmbedder(model, layer="block:4")
 
 
 def test_embedder_mismatch_and_callable_embedder():
@@ -280,11 +310,15 @@ def test_fit_cli_errors(tmp_path, domains, capsys):
 
 
 def test_anchor_patches_find_the_target_only_object(tmp_path, domains, capsys):
-    """Fit with ``videomask fit``; the anchors must land on the object the source never shows."""
+    """Fit with ``videomask fit``; the default (distance) score ranks the object the source never shows above
+    the scenery, its anchors land on it and stay rare on source clips; TF-ICF is measured beside it."""
     from videomask.data import ClipTransform, VideoDataset, collate_clips
+    from videomask.metrics import roc_auc
 
     out = tmp_path / "stats.safetensors"
     assert _fit_cli(domains, out) == 0
+    printed = capsys.readouterr().out
+    assert "distance (default)" in printed and "enrichment" in printed and "tficf" in printed
     stats = DifferenceStats.load(out)
     assert stats.settings["source_clips"] == 24 and stats.settings["target_clips"] == 24
 
@@ -294,29 +328,33 @@ def test_anchor_patches_find_the_target_only_object(tmp_path, domains, capsys):
         return collate_clips([ds[i] for i in range(len(ds))])
 
     masker = DifferenceMasker.load(out, ratio=0.5)
+    assert masker.scorer == "distance"
     tgt, src = batch("target"), batch("source")
     res = masker.generate(tgt, torch.Generator().manual_seed(0))
     t_slots = res.anchors.shape[1] // (SIZE // 16) ** 2
     cover = torch.stack([_object_cover(domains["objects"][v]) for v in tgt["video_id"]]).repeat(1, t_slots)  # [B, L]
     anchors = res.anchors
     touches, mostly = cover > 0, cover >= 0.5
+    auc = roc_auc(res.scores, mostly, mostly | ~touches)  # object tokens vs untouched scenery
     chance = touches.float().mean().item()  # share of tokens that touch the object
     precision = touches[anchors].float().mean().item()  # share of anchor tokens that touch it
-    recall = anchors[mostly].float().mean().item()  # share of mostly-object tokens flagged
+    recall = DifferenceMasker.load(out, ratio=0.5, anchor_rule="threshold").generate(tgt).anchors[mostly].float().mean().item()
     src_rate = masker.generate(src).anchors.float().mean().item()
     masked_obj = res.mask[mostly].float().mean().item()  # ratio 0.5, alpha 1: object tubes masked first
+    tficf = DifferenceMasker.load(out, ratio=0.5, scorer="tficf").generate(tgt)
+    tficf_auc = roc_auc(tficf.scores, mostly, mostly | ~touches)
     with capsys.disabled():
         print(
-            f"\n[anchor coverage] anchor precision {precision:.3f} vs chance {chance:.3f} "
-            f"({precision / chance:.1f}x); recall on >=50%-object tokens {recall:.3f}; "
+            f"\n[anchor coverage] distance AUC {auc:.3f} (tficf {tficf_auc:.3f}); anchor precision {precision:.3f} vs chance "
+            f"{chance:.3f} ({precision / chance:.1f}x); threshold-rule recall on >=50%-object tokens {recall:.3f}; "
             f"anchor rate target {anchors.float().mean().item():.3f} vs source {src_rate:.3f}; "
             f"object tokens masked {masked_obj:.3f} at ratio 0.5"
         )
+    assert auc >= 0.9
     assert precision >= 3 * chance
     assert recall >= 0.7
     assert src_rate <= 0.5 * anchors.float().mean().item()
     assert masked_obj >= 0.9
-
 
 def test_fit_cli_with_checkpoint_embedder(tmp_path, domains):
     """``--embedder checkpoint:PATH``: the statistics record the checkpoint, and the masker rebuilds it."""

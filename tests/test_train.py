@@ -155,9 +155,9 @@ def test_nan_steps_are_skipped_and_last_good_checkpoint_kept(tmp_path, videos, m
     calls = {"n": 0}
     real_forward = train_mod.forward_model
 
-    def flaky_forward(model, video, mask, decoder_mask):
+    def flaky_forward(model, video, mask, decoder_mask, **kwargs):
         calls["n"] += 1
-        out = real_forward(model, video, mask, decoder_mask)
+        out = real_forward(model, video, mask, decoder_mask, **kwargs)
         if calls["n"] in (3, 6, 7, 8):
             out.loss = out.loss * float("nan")
         return out
@@ -167,7 +167,7 @@ def test_nan_steps_are_skipped_and_last_good_checkpoint_kept(tmp_path, videos, m
                                                "train.max_bad_steps=3", "train.keep_last=5"])
     result = train(cfg)
     run = tmp_path / "run"
-    assert not result.ok and "3 consecutive non-finite losses at step 8" in result.stopped
+    assert not result.ok and "3 consecutive non-finite losses or gradients at step 8" in result.stopped
     assert result.steps == 8 and result.skipped_steps == 4
     assert [p.name for p in ckpt.list_checkpoints(run)] == ["step_00000002", "step_00000004"]
     assert result.last_checkpoint.name == "step_00000004"
@@ -205,6 +205,37 @@ def test_anchor_and_other_loss_logged_with_difference_masker(tmp_path, videos):
             mix = r["anchor_share"] * r["loss_anchor"] + (1 - r["anchor_share"]) * r["loss_other"]
             assert mix == pytest.approx(r["loss"], rel=1e-4)
     assert any(r["loss_anchor"] is not None for r in result.history)
+
+
+def test_cnn_difference_masker_reads_a_score_cache_built_once(tmp_path, videos):
+    """With an expensive embedder (cnn) the run scores its videos once into scores.safetensors and the masker
+    looks them up; cache=none computes them in the step instead. Both train."""
+    from videomask.data import ClipTransform, VideoDataset
+    from videomask.stats import CNNEmbedder, fit_statistics
+    from videomask.train import build_masker_from_config, prepare_score_cache
+
+    ds = VideoDataset.from_folder(videos, num_frames=4, sampling_rate=2, sampling="center",
+                                  transform=ClipTransform(size=(32, 32)))
+    stats = fit_statistics(ds, ds, CNNEmbedder(tubelet=(2, 16, 16)), num_words=4, num_anchors=2, num_prototypes=16,
+                           batch_size=2, progress=False)
+    stats.save(tmp_path / "stats.safetensors")
+    opts = ["mask.name=difference", f"mask.options.stats={tmp_path / 'stats.safetensors'}", "train.steps=2"]
+    cfg, _ = tiny_config(tmp_path, videos, opts)
+    result = train(cfg)
+    assert result.ok and (result.out_dir / "scores.safetensors").is_file()
+    from videomask.train import DistInfo
+
+    info = DistInfo(rank=0, world_size=1, local_rank=0)
+    path = prepare_score_cache(cfg, ds, info, torch.device("cpu"))
+    assert path == str(result.out_dir / "scores.safetensors")
+    from videomask.train import build_model_from_config
+
+    model, _ = build_model_from_config(cfg)
+    assert build_masker_from_config(cfg, model, torch.device("cpu"), path).cache is not None
+    cfg2, _ = tiny_config(tmp_path / "b", videos, opts + ["mask.options.cache=none"])
+    assert prepare_score_cache(cfg2, ds, info, torch.device("cpu")) is None
+    result2 = train(cfg2)
+    assert result2.ok and not (result2.out_dir / "scores.safetensors").exists()
 
 
 @pytest.mark.parametrize("name", ["random", "tube"])

@@ -343,8 +343,9 @@ def load_checkpoint(
 ) -> dict[str, Any]:
     """Load a checkpoint folder into the given objects; return its JSON state.
 
-    The returned dict has ``step``, ``train`` (the saved ``train_state``) and ``rng``: a list, one
-    ``(tensors, info)`` pair per saved rank, for :func:`restore_rng_state`.
+    The returned dict has ``step``, ``train`` (the saved ``train_state``), ``rng``: a list, one
+    ``(tensors, info)`` pair per saved rank, for :func:`restore_rng_state`, and ``scaler_restored``: False
+    when an enabled ``scaler`` (fp16) met a checkpoint written without loss scaling and kept its fresh state.
     """
     path = Path(path)
     if not (path / MODEL_FILE).is_file() or not (path / STATE_FILE).is_file():
@@ -364,10 +365,16 @@ def load_checkpoint(
                 if key in current:
                     group[key] = current[key]
         optimizer.load_state_dict(saved)
-    if scaler is not None and "scaler" in info:
-        scaler.load_state_dict(info["scaler"])
+    # a disabled GradScaler (fp32, bf16, CPU) saves {}; an enabled one (fp16) cannot load that and starts
+    # afresh instead (``scaler_restored`` False); a disabled one ignores a saved fp16 state
+    scaler_restored = True
+    if scaler is not None:
+        if info.get("scaler"):
+            scaler.load_state_dict(info["scaler"])
+        else:
+            scaler_restored = not scaler.is_enabled()
     rng = []
     for rank, rng_info in enumerate(info.get("rng", [])):
         prefix = f"rng.{rank}."
         rng.append(({k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}, rng_info))
-    return {"step": info["step"], "train": info.get("train", {}), "rng": rng}
+    return {"step": info["step"], "train": info.get("train", {}), "rng": rng, "scaler_restored": scaler_restored}

@@ -18,9 +18,11 @@ from videomask.errors import VideomaskError
 COMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("demo", "run the shipped end-to-end demo on assets/ with configs/demo.yaml"),
     "info": ("info", "decode videos and print metadata, sampling and patch-grid report"),
-    "fit": ("fit", "fit difference statistics (visual vocabulary + TF-ICF anchors) from source and target videos"),
+    "fit": ("fit", "fit difference statistics (source prototypes, visual words) from source and target videos"),
+    "score-cache": ("score_cache", "score every video once with a difference masker (a cache for continued pretraining)"),
     "detect": ("detect", "detect anchor objects in videos and build a resumable boxes cache (JSON lines)"),
     "show-masks": ("show_masks", "draw a masker's masks on a clip (GIF and PNG grid)"),
+    "show-recon": ("show_recon", "draw what a model reconstructs of a masked clip (GIF and PNG grid)"),
     "pretrain": ("pretrain", "continue pretraining a VideoMAE model with a chosen masker"),
     "probe": ("probe", "linear probe and kNN accuracy on frozen encoder features"),
     "bench": ("bench", "compare tube, random and difference masking head to head"),

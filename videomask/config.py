@@ -120,6 +120,7 @@ class TrainSection:
     resume: bool = False  # continue from the latest complete checkpoint in run.out_dir
     export_hf: bool = False  # also write final/hf (save_pretrained); always done when the model came from one
     tensorboard: bool = True
+    recon_every: int = 500  # optimizer steps between reconstruction pictures of a fixed clip in TensorBoard (0 = off)
     progress: bool = True  # tqdm bar on rank 0
 
 
@@ -320,6 +321,7 @@ def validate_config(cfg: RunConfig) -> RunConfig:
         (cfg.train.save_every >= 0, "train.save_every must be >= 0"),
         (cfg.train.keep_last >= 1, "train.keep_last must be >= 1"),
         (cfg.train.max_bad_steps >= 1, "train.max_bad_steps must be >= 1"),
+        (cfg.train.recon_every >= 0, "train.recon_every must be >= 0 (0 = off)"),
     ]
     for ok, message in checks:
         if not ok:

@@ -437,22 +437,33 @@ class VideoMAE(nn.Module):
         return self.fc_norm(x) if self.fc_norm is not None else x
 
     # ------------------------------------------------------------------ decoder
+    def decoder_count(self, num_masked: int, ratio: float | None = None) -> int:
+        """Tokens per row the decoder reconstructs out of ``num_masked``: ``max(1, round(num_masked * (1 - ratio)))``."""
+        ratio = self.config.decoder_mask_ratio if ratio is None else ratio
+        return max(1, int(round(num_masked * (1.0 - ratio))))
+
     def make_decoder_mask(self, mask: Tensor, grid: Grid, ratio: float | None = None,
-                          kind: str | None = None, generator: torch.Generator | None = None) -> Tensor:
+                          kind: str | None = None, generator: torch.Generator | None = None,
+                          num_masked: int | None = None) -> Tensor:
         """VideoMAE V2 decoder masking: choose the masked tokens the decoder reconstructs.
 
         Keeps ``round(L_mask * (1 - ratio))`` of the ``L_mask`` masked tokens of every row (``[B, L]`` bool,
         a subset of ``mask``). ``run_cell`` prefers a 2x2 running cell (cell position ``(i_h%2)*2 + i_w%2``,
-        shifted by one per time slot; ties broken at random), ``random`` picks uniformly.
+        shifted by one per time slot; ties broken at random), ``random`` picks uniformly. Random numbers are
+        drawn on the generator's device and moved (a CPU generator seeds a CUDA mask, as in the maskers).
+        ``num_masked`` (``L_mask``, when the caller knows it) saves reading it from the mask (a host sync).
         """
-        ratio = self.config.decoder_mask_ratio if ratio is None else ratio
         kind = kind or self.config.decoder_mask_type
         if kind not in DECODER_MASK_TYPES:
             raise VideomaskError(f"decoder mask type must be one of {', '.join(DECODER_MASK_TYPES)}, got {kind!r}")
         B, L = mask.shape
-        num_masked = int(mask[0].sum())
-        keep = max(1, int(round(num_masked * (1.0 - ratio))))
-        score = torch.rand(B, L, device=mask.device, generator=generator)  # [B, L] random tie-break in [0, 1)
+        if num_masked is None:
+            num_masked = int(mask[0].sum())
+        keep = self.decoder_count(num_masked, ratio)
+        if generator is None:
+            score = torch.rand(B, L, device=mask.device)  # [B, L] random tie-break in [0, 1)
+        else:
+            score = torch.rand(B, L, device=generator.device, generator=generator).to(mask.device, non_blocking=True)
         if kind == "run_cell":
             it = torch.arange(grid.t, device=mask.device).view(-1, 1, 1)
             ih = torch.arange(grid.h, device=mask.device).view(1, -1, 1)
@@ -479,30 +490,40 @@ class VideoMAE(nn.Module):
         token_loss = (pred.float() - target).pow(2).mean(dim=-1)  # [B, L_dec]
         return token_loss.mean(), token_loss
 
-    def forward(self, video: Tensor, mask: Tensor, decoder_mask: Tensor | None = None) -> VideoMAEOutput:
+    def forward(self, video: Tensor, mask: Tensor, decoder_mask: Tensor | None = None, *,
+                num_masked: int | None = None, num_decoded: int | None = None) -> VideoMAEOutput:
         """Reconstruct the masked tubelets of ``video [B, C, T, H, W]`` hidden by ``mask [B, L]`` (True = masked).
 
         ``decoder_mask [B, L]`` (a subset of ``mask``, same count per row) restricts the reconstruction and
         the loss; when None and ``config.decoder_mask_ratio > 0`` one is drawn with :meth:`make_decoder_mask`.
+        ``num_masked`` / ``num_decoded``: the per-row counts of ``mask`` / ``decoder_mask`` when the caller
+        knows them (the training loop takes them from the masker); the mask checks, which read the counts
+        back to the host (a GPU sync), are then skipped, so they must be right.
         """
         grid = self.grid_of(video)
         B, L = video.shape[0], grid.num_tokens
         if mask is None:
             raise VideomaskError("VideoMAE.forward needs a mask [B, L] (True = masked)")
         mask = mask.to(video.device)
-        num_masked = self._check_mask(mask, B, L)
+        if num_masked is None:
+            num_masked = self._check_mask(mask, B, L)
+        elif mask.dtype != torch.bool or tuple(mask.shape) != (B, L):
+            self._check_mask(mask, B, L)  # raises the shape / dtype error
         if num_masked == 0:
             raise VideomaskError("the mask hides no token; there is nothing to reconstruct")
         ids_keep, ids_masked = self.split_ids(mask, num_masked)  # [B, L_vis], [B, L_mask]
         if decoder_mask is None and self.config.decoder_mask_ratio > 0:
-            decoder_mask = self.make_decoder_mask(mask, grid)
+            decoder_mask = self.make_decoder_mask(mask, grid, num_masked=num_masked)
+            num_decoded = self.decoder_count(num_masked)
         if decoder_mask is None:
             decoder_mask, ids_dec = mask, ids_masked
         else:
             decoder_mask = decoder_mask.to(video.device)
-            num_dec = self._check_mask(decoder_mask, B, L)
-            if num_dec == 0 or bool((decoder_mask & ~mask).any()):
-                raise VideomaskError("decoder_mask must select at least one token, and only masked tokens")
+            num_dec = num_decoded
+            if num_dec is None:
+                num_dec = self._check_mask(decoder_mask, B, L)
+                if num_dec == 0 or bool((decoder_mask & ~mask).any()):
+                    raise VideomaskError("decoder_mask must select at least one token, and only masked tokens")
             _, ids_dec = self.split_ids(decoder_mask, num_dec)  # [B, L_dec]
 
         latent = self.forward_encoder(video, ids_keep)  # [B, L_vis, D]

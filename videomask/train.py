@@ -1,20 +1,24 @@
 """The continued-pretraining loop: ``train(cfg) -> RunResult``, single process or under ``torchrun``.
 
 One optimizer step = ``train.accum_steps`` micro-batches of ``data.batch_size`` videos per rank. For
-every micro-batch the masker builds the mask on the training device with its own
-``torch.Generator`` seeded from ``(run.seed, step, micro, rank)``, so masks are reproducible and a
-resumed run draws exactly the masks the uninterrupted run would have drawn. Data randomness comes from
-the dataset (per item, from ``(seed, epoch, index)``) and a resumable ``DistributedSampler``.
+every micro-batch the masker builds the mask on the training device with its own CPU
+``torch.Generator`` seeded from ``(run.seed, step, micro, rank)`` (random numbers are drawn on the CPU
+and moved), so masks are reproducible and a resumed run, on the same or another device type, draws
+exactly the masks the uninterrupted run would have drawn. Data randomness comes from the dataset (per
+item, from ``(seed, epoch, index)``) and a resumable ``DistributedSampler``. Drop-path noise comes from
+the global torch RNG, seeded per rank after the (identical) model init and saved in checkpoints.
 
 Under ``torchrun`` (``WORLD_SIZE > 1``) the model is wrapped in DistributedDataParallel (NCCL on CUDA,
-Gloo on CPU); rank 0 logs and writes checkpoints, with barriers around saves.
+Gloo on CPU; unused parameters such as ``fc_norm`` declared); every rank takes its own GPU
+(:func:`pick_device`); rank 0 logs and writes checkpoints, with barriers around saves.
 
 The run folder (``run.out_dir``) holds ``config.yaml`` (resolved), ``metrics.jsonl`` (one JSON object
 per logged step), ``tb/`` (TensorBoard events), ``checkpoints/step_*`` (see :mod:`videomask.checkpoint`)
 and ``final/`` (``model.safetensors``, plus ``hf/`` as a Hugging Face ``save_pretrained`` folder when
 the model came from one or ``train.export_hf`` is set).
 
-A step whose loss is NaN/inf on any rank is skipped (no update, counted in ``skipped_steps``); after
+A step whose loss is NaN/inf on any rank, or (bf16/fp32; fp16's GradScaler handles its own) whose
+gradient norm is, is skipped (no update, counted in ``skipped_steps``); after
 ``train.max_bad_steps`` consecutive skipped steps the run stops without writing another checkpoint, so
 the last checkpoint on disk is the last good one.
 """
@@ -52,7 +56,7 @@ class RunResult:
     out_dir: Path
     steps: int  # optimizer steps done (including skipped ones)
     total_steps: int
-    skipped_steps: int  # steps skipped for a non-finite loss
+    skipped_steps: int  # steps skipped for a non-finite loss or gradient
     stopped: str | None = None  # None when the run finished; else why it stopped early
     last_checkpoint: Path | None = None
     final_dir: Path | None = None
@@ -84,19 +88,52 @@ class DistInfo:
         return self.rank == 0
 
 
+def pick_device(device_name: str, local_rank: int, world_size: int, *, cuda_available: bool | None = None,
+                visible: int | None = None) -> torch.device:
+    """The training device of one process (``run.device``, torchrun's ``LOCAL_RANK``, the visible GPUs).
+
+    Single process: ``auto`` = ``cuda:0`` (else ``cpu``); ``cuda`` = ``cuda:0``; ``cuda:N`` as given. Under
+    torchrun (``world_size > 1``) every rank needs its own GPU, so any ``cuda``/``cuda:N``/``auto`` picks
+    ``cuda:LOCAL_RANK`` when the process sees several GPUs and ``cuda:0`` when it sees exactly one (one GPU
+    per process, e.g. ``CUDA_VISIBLE_DEVICES`` set per rank); an explicit ``N`` is not used there.
+    ``cuda_available``/``visible`` default to torch's view (parameters for tests).
+    """
+    if cuda_available is None:
+        cuda_available = torch.cuda.is_available()
+    if device_name == "auto":
+        device_name = "cuda" if cuda_available else "cpu"
+    try:
+        device = torch.device(device_name)
+    except RuntimeError:
+        raise VideomaskError(f"run.device={device_name!r} is not a device (use auto, cpu, cuda or cuda:N)") from None
+    if device.type != "cuda":
+        return device
+    if not cuda_available:
+        raise VideomaskError(f"run.device={device_name!r} but CUDA is not available (use cpu or auto)")
+    if visible is None:
+        visible = torch.cuda.device_count()
+    if world_size > 1:
+        if visible == 1:
+            return torch.device("cuda:0")
+        if local_rank >= visible:
+            raise VideomaskError(f"local rank {local_rank} has no GPU of its own: this process sees {visible} "
+                                 "GPUs; start at most that many processes per node (torchrun --nproc_per_node)")
+        return torch.device(f"cuda:{local_rank}")
+    index = 0 if device.index is None else device.index
+    if index >= visible:
+        raise VideomaskError(f"run.device={device_name!r} but only {visible} GPU(s) are visible (cuda:0..cuda:{visible - 1})")
+    return torch.device(f"cuda:{index}")
+
+
 def setup_distributed(device_name: str) -> tuple[DistInfo, torch.device]:
-    """Read torchrun's env vars, start the process group (NCCL on CUDA, Gloo on CPU), pick the device."""
+    """Read torchrun's env vars, pick the device (:func:`pick_device`), start the process group (NCCL on
+    CUDA, Gloo on CPU)."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     info = DistInfo(int(os.environ.get("RANK", "0")), world, int(os.environ.get("LOCAL_RANK", "0")))
-    if device_name == "auto":
-        device = torch.device(f"cuda:{info.local_rank}" if torch.cuda.is_available() else "cpu")
-    else:
-        device = torch.device(device_name)
-        if device.type == "cuda" and device.index is None:
-            device = torch.device(f"cuda:{info.local_rank}")
+    device = pick_device(device_name, info.local_rank, world)
+    if info.enabled and device.type == "cuda" and device_name not in ("auto", "cuda") and str(device) != device_name:
+        _say(info, f"note: run.device={device_name} under torchrun; each rank uses its own GPU (rank 0: {device})")
     if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise VideomaskError(f"run.device={device_name!r} but CUDA is not available (use cpu or auto)")
         torch.cuda.set_device(device)
     if info.enabled and not dist.is_initialized():
         dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
@@ -112,12 +149,25 @@ def _barrier(info: DistInfo) -> None:
 # ----------------------------------------------------------------------------- small rules
 
 
+def native_bf16(device: torch.device) -> bool:
+    """Whether the CUDA ``device`` computes in bf16 natively (compute capability 8.0+, Ampere and later; ROCm).
+
+    ``torch.cuda.is_bf16_supported()`` also counts emulation by default (V100, T4, Pascal), where bf16 is
+    slow; those get fp16 with a GradScaler.
+    """
+    if torch.version.hip:
+        return bool(torch.cuda.is_bf16_supported())
+    major, _ = torch.cuda.get_device_capability(device)
+    return major >= 8
+
+
 def resolve_precision(precision: str, device: torch.device) -> torch.dtype | None:
-    """Autocast dtype for ``train.precision`` (None = fp32). auto: bf16 (else fp16) on CUDA, fp32 elsewhere."""
+    """Autocast dtype for ``train.precision`` (None = fp32). auto: bf16 on CUDA with native bf16
+    (:func:`native_bf16`), fp16 on older GPUs, fp32 elsewhere."""
     if precision == "auto":
         if device.type != "cuda":
             return None
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return torch.bfloat16 if native_bf16(device) else torch.float16
     if precision == "fp16" and device.type != "cuda":
         raise VideomaskError("train.precision=fp16 needs CUDA; use bf16 or fp32 on the CPU")
     return {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
@@ -151,6 +201,34 @@ def step_seed(seed: int, step: int, micro: int, rank: int) -> int:
     """A 63-bit seed for the mask generator of one micro-batch, a pure function of its coordinates."""
     digest = hashlib.sha256(f"videomask:{seed}:{step}:{micro}:{rank}".encode()).digest()
     return int.from_bytes(digest[:8], "little") & ((1 << 63) - 1)
+
+
+def rank_seed(seed: int, rank: int) -> int:
+    """The seed of a rank's global torch RNG for the loop (drop-path, dropout): different on every rank."""
+    digest = hashlib.sha256(f"videomask-rank:{seed}:{rank}".encode()).digest()
+    return int.from_bytes(digest[:8], "little") & ((1 << 63) - 1)
+
+
+def unused_in_pretraining(model: torch.nn.Module) -> list[str]:
+    """Names of trainable parameters the pretraining forward never uses (``fc_norm`` with ``use_mean_pooling``).
+
+    DDP must be told about them (``find_unused_parameters``), or the second step fails waiting for their
+    gradients.
+    """
+    fc_norm = getattr(model, "fc_norm", None)
+    if not isinstance(fc_norm, torch.nn.Module):
+        return []
+    return [f"fc_norm.{n}" for n, p in fc_norm.named_parameters() if p.requires_grad]
+
+
+def grad_norm_(params: list[torch.Tensor], max_norm: float) -> torch.Tensor:
+    """The total L2 norm of the gradients (a 0-d tensor, no host sync); clips them to ``max_norm`` when > 0."""
+    if max_norm > 0:
+        return torch.nn.utils.clip_grad_norm_(params, max_norm)
+    grads = [p.grad for p in params if p.grad is not None]
+    if not grads:
+        return torch.zeros(())
+    return torch.nn.utils.get_total_norm(grads)
 
 
 # ----------------------------------------------------------------------------- data
@@ -307,11 +385,62 @@ def model_meta(model: torch.nn.Module) -> dict[str, Any]:
     return {}
 
 
-def build_masker_from_config(cfg: RunConfig, model: torch.nn.Module, device: torch.device) -> Any:
-    """The masker from ``cfg.mask``, with the model's tubelet, moved to the training device."""
+CACHED_EMBEDDERS = ("cnn", "model-block")  # embedders the difference masker reads from a score cache by default
+
+
+def _embedder_kind(stats_path: Any) -> str:
+    """``pixel``, ``cnn``, ``model-patch``, ``model-block`` or ``callable`` for a statistics file."""
+    from videomask.stats import DifferenceStats
+
+    ident = DifferenceStats.load(stats_path).embedder
+    kind = str(ident.get("kind"))
+    return f"model-{'patch' if ident.get('layer', 'patch') == 'patch' else 'block'}" if kind == "model" else kind
+
+
+def prepare_score_cache(cfg: RunConfig, dataset: Any, info: DistInfo, device: torch.device) -> str | None:
+    """The score cache the ``difference`` masker should read, building it once when needed.
+
+    ``mask.options.cache``: a path (used as is), ``"none"`` (scores computed in the step), or ``"auto"`` /
+    unset: a cache for the expensive embedders (:data:`CACHED_EMBEDDERS`; the in-loop cost of the cheap
+    ones is a few percent of a step, see benchmarks/results/maskers.md), built by rank 0 into
+    ``run.out_dir/scores.safetensors`` from the training videos at ``data.size`` and reused on resume.
+    """
+    if cfg.mask.name != "difference":
+        return None
+    cache = cfg.mask.options.get("cache", "auto")
+    if cache in (None, "none"):
+        return None
+    if cache != "auto":
+        return str(cache)
+    stats_path = cfg.mask.options.get("stats")
+    if stats_path is None or _embedder_kind(stats_path) not in CACHED_EMBEDDERS:
+        return None
+    path = Path(cfg.run.out_dir) / "scores.safetensors"
+    if info.is_main and not path.is_file():
+        from videomask.masking import DifferenceMasker
+        from videomask.scorecache import build_score_cache
+
+        options = {k: v for k, v in cfg.mask.options.items() if k in ("scorer", "threshold", "anchor_share")}
+        masker = DifferenceMasker.load(stats_path, anchor_rule="share", **options)
+        _say(info, f"scoring {len(dataset.items)} videos once into {path} (embedder {_embedder_kind(stats_path)})")
+        built, skipped = build_score_cache(masker, [(it.video_id, it.path) for it in dataset.items], size=cfg.data.size,
+                                           num_frames=cfg.data.num_frames, sampling_rate=cfg.data.sampling_rate,
+                                           backend=cfg.data.backend, device=device, progress=cfg.train.progress)
+        built.save(path)
+        if skipped:
+            _say(info, f"score cache: {len(skipped)} unreadable video(s) skipped")
+    _barrier(info)
+    return str(path)
+
+
+def build_masker_from_config(cfg: RunConfig, model: torch.nn.Module, device: torch.device, cache: str | None = None) -> Any:
+    """The masker from ``cfg.mask``, with the model's tubelet, moved to the training device
+    (``cache``: the difference masker's score cache from :func:`prepare_score_cache`)."""
     from videomask.masking import build_masker
 
     options = dict(cfg.mask.options)
+    if cfg.mask.name == "difference":
+        options["cache"] = cache
     options.setdefault("tubelet", tuple(model.tubelet))
     options["ratio"] = cfg.mask.ratio
     if cfg.mask.mode is not None:
@@ -327,15 +456,18 @@ def loss_split(token_loss: torch.Tensor, dec_mask: torch.Tensor, anchors: torch.
     """
     tl = token_loss.detach().float()
     if anchors is None:
-        return torch.stack([tl.new_zeros(()), tl.new_zeros(()), tl.sum(), tl.new_tensor(float(tl.numel()))])
-    a = anchors.to(dec_mask.device)[dec_mask].view(tl.shape).float()  # [B, L_dec] 1 = anchor patch
+        return torch.stack([tl.new_zeros(()), tl.new_zeros(()), tl.sum(), tl.new_full((), float(tl.numel()))])
+    # the reconstructed tokens in increasing index, found without a host sync (no boolean indexing)
+    n_dec = tl.shape[1]
+    ids = torch.argsort(dec_mask.to(torch.int8), dim=1, stable=True)[:, dec_mask.shape[1] - n_dec:]  # [B, L_dec]
+    a = anchors.to(dec_mask.device, non_blocking=True).gather(1, ids).float()  # [B, L_dec] 1 = anchor patch
     return torch.stack([(tl * a).sum(), a.sum(), (tl * (1 - a)).sum(), (1 - a).sum()])
 
 
 def forward_model(model: torch.nn.Module, video: torch.Tensor, mask: torch.Tensor,
-                  decoder_mask: torch.Tensor | None) -> Any:
-    """One forward pass (a seam for tests that inject failures)."""
-    return model(video, mask, decoder_mask)
+                  decoder_mask: torch.Tensor | None, **kwargs: Any) -> Any:
+    """One forward pass (a seam for tests that inject failures); ``kwargs`` go to the model."""
+    return model(video, mask, decoder_mask, **kwargs)
 
 
 # ----------------------------------------------------------------------------- logging
@@ -417,7 +549,10 @@ def _train(cfg: RunConfig, info: DistInfo, device: torch.device) -> RunResult:
     from videomask.data import collate_clips
 
     sampler = ResumableSampler(dataset, num_replicas=info.world_size, rank=info.rank, seed=cfg.run.seed)
-    loader_kwargs = dict(num_workers=cfg.data.num_workers, pin_memory=on_cuda, collate_fn=collate_clips)
+    # the loader's own generator: starting an epoch's iterator must not draw from the global torch RNG,
+    # which drop-path uses (a resumed run starts one more iterator than the uninterrupted run)
+    loader_kwargs = dict(num_workers=cfg.data.num_workers, pin_memory=on_cuda, collate_fn=collate_clips,
+                         generator=torch.Generator().manual_seed(cfg.run.seed))
     stream = BatchStream(dataset, sampler, loader_kwargs, cfg.data.batch_size)
     if stream.batches_per_epoch == 0:
         raise VideomaskError(
@@ -438,11 +573,15 @@ def _train(cfg: RunConfig, info: DistInfo, device: torch.device) -> RunResult:
     optimizer = torch.optim.AdamW(groups, lr=lr_peak, betas=tuple(cfg.optim.betas), eps=cfg.optim.eps,
                                   weight_decay=cfg.optim.weight_decay, fused=fused)
     scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16)
-    masker = build_masker_from_config(cfg, raw_model, device)
+    masker = build_masker_from_config(cfg, raw_model, device, prepare_score_cache(cfg, dataset, info, device))
+    # every rank draws its own drop-path / dropout noise (the model init above used run.seed on all ranks)
+    torch.manual_seed(rank_seed(cfg.run.seed, info.rank))
 
     start_step, skipped, bad_streak = 0, 0, 0
     if latest is not None:
         state = ckpt.load_checkpoint(latest, raw_model, optimizer=optimizer, scaler=scaler)
+        if scaler.is_enabled() and not state.get("scaler_restored", True):
+            _say(info, f"note: {latest.name} was written without fp16 loss scaling; the GradScaler starts afresh")
         t = state["train"]
         start_step, skipped = int(state["step"]), int(t.get("skipped_steps", 0))
         if t.get("world_size", info.world_size) != info.world_size or t.get("batch_size", cfg.data.batch_size) != cfg.data.batch_size:
@@ -457,7 +596,10 @@ def _train(cfg: RunConfig, info: DistInfo, device: torch.device) -> RunResult:
         _say(info, f"no checkpoint in {out_dir}; starting from scratch")
 
     if info.enabled:
-        model = torch.nn.parallel.DistributedDataParallel(raw_model, device_ids=[device.index] if on_cuda else None)
+        unused = unused_in_pretraining(raw_model)  # e.g. fc_norm: DDP would wait for its gradients forever
+        model = torch.nn.parallel.DistributedDataParallel(raw_model, device_ids=[device.index] if on_cuda else None,
+                                                          find_unused_parameters=bool(unused))
+    params = [p for p in raw_model.parameters() if p.requires_grad]
 
     n_params = sum(p.numel() for p in raw_model.parameters())
     _say(info, f"videomask pretrain: {n_params / 1e6:.2f}M params ({source}), device {device}"
@@ -467,6 +609,9 @@ def _train(cfg: RunConfig, info: DistInfo, device: torch.device) -> RunResult:
                f"peak lr {lr_peak:.3g}, run folder {out_dir}")
 
     log = MetricsLog(out_dir, start_step, cfg.train.tensorboard) if info.is_main else None
+    from videomask.viz import ReconLogger
+
+    recon = ReconLogger.for_run(cfg, dataset, masker, log.writer) if log is not None else None  # TensorBoard pictures
     result = RunResult(out_dir=out_dir, steps=start_step, total_steps=total_steps, skipped_steps=skipped,
                        last_checkpoint=latest)
     bar = None
@@ -509,20 +654,31 @@ def _train(cfg: RunConfig, info: DistInfo, device: torch.device) -> RunResult:
                 group["lr"] = lr
             step_stats = torch.zeros(6, dtype=torch.float64, device=device)  # loss, bad, a_sum, a_n, o_sum, o_n
             clips, has_anchors = 0, False
+            # the model checks the mask counts (a host sync) on the first step and on logged steps only;
+            # in between the masker's exact count is passed on
+            check = step == start_step or (step + 1) % cfg.train.log_every == 0 or step + 1 == total_steps
             for micro in range(accum):
                 batch = stream.next()
                 video = batch["video"].to(device, non_blocking=True)  # [B, C, T, H, W]
-                gen = torch.Generator(device=device).manual_seed(step_seed(cfg.run.seed, step, micro, info.rank))
+                # a CPU generator on every device: the same masks on CPU and GPU, so a resume elsewhere matches
+                gen = torch.Generator().manual_seed(step_seed(cfg.run.seed, step, micro, info.rank))
+                grid = raw_model.grid_of(video)
+                counts: dict[str, int] = {}
+                if not check and hasattr(masker, "num_masked"):  # a duck-typed masker without it: always checked
+                    counts["num_masked"] = masker.num_masked(masker.grid(video))
                 with torch.no_grad():
                     mres = masker.generate({**batch, "video": video}, generator=gen)  # mask [B, L]
                     decoder_mask = None
                     if raw_model.config.decoder_mask_ratio > 0:
-                        decoder_mask = raw_model.make_decoder_mask(mres.mask, raw_model.grid_of(video), generator=gen)
+                        decoder_mask = raw_model.make_decoder_mask(mres.mask, grid, generator=gen,
+                                                                   num_masked=counts.get("num_masked"))
+                        if counts:
+                            counts["num_decoded"] = raw_model.decoder_count(counts["num_masked"])
                 sync = contextlib.nullcontext() if not info.enabled or micro == accum - 1 else model.no_sync()
                 with sync:
                     with torch.autocast(device_type=device.type, dtype=amp_dtype or torch.float32,
                                         enabled=amp_dtype is not None):
-                        out = forward_model(model, video, mres.mask, decoder_mask)
+                        out = forward_model(model, video, mres.mask, decoder_mask, **counts)
                     loss = out.loss.float()
                     scaler.scale(loss / accum).backward()
                 finite = torch.isfinite(loss.detach())
@@ -533,18 +689,28 @@ def _train(cfg: RunConfig, info: DistInfo, device: torch.device) -> RunResult:
                 has_anchors = has_anchors or mres.anchors is not None
             if info.enabled:
                 dist.all_reduce(step_stats[1:2])  # any rank non-finite -> every rank skips
-            bad = bool(step_stats[1].item() > 0)
-            grad_norm = None
+            grad_norm: Any = None
+            if not scaler.is_enabled():
+                # bf16 / fp32: no scaler catches a non-finite gradient behind a finite loss; the gradients are
+                # already all-reduced, so every rank sees the same norm. One host sync for both checks.
+                norm = grad_norm_(params, cfg.train.clip_grad)
+                n_bad, grad_norm = torch.stack([step_stats[1], norm.detach().to(step_stats)]).tolist()
+                bad_loss, bad_grad = n_bad > 0, not math.isfinite(grad_norm)
+            else:
+                bad_loss, bad_grad = bool(step_stats[1].item() > 0), False
+            bad = bad_loss or bad_grad
             if bad:
+                grad_norm = None
                 optimizer.zero_grad(set_to_none=True)
                 skipped += 1
                 bad_streak += 1
-                _say(info, f"step {step + 1}: non-finite loss, step skipped ({bad_streak} in a row, {skipped} in all)")
+                _say(info, f"step {step + 1}: non-finite {'loss' if bad_loss else 'gradient'}, step skipped "
+                           f"({bad_streak} in a row, {skipped} in all)")
             else:
                 bad_streak = 0
-                if cfg.train.clip_grad > 0:
+                if scaler.is_enabled() and cfg.train.clip_grad > 0:
                     scaler.unscale_(optimizer)
-                    grad_norm = float(torch.nn.utils.clip_grad_norm_(raw_model.parameters(), cfg.train.clip_grad))
+                    grad_norm = grad_norm_(params, cfg.train.clip_grad)  # read at the next log
                 scaler.step(optimizer)
                 scaler.update()
                 optimizer.zero_grad(set_to_none=True)
@@ -571,7 +737,8 @@ def _train(cfg: RunConfig, info: DistInfo, device: torch.device) -> RunResult:
                     "loss_other": w[4] / w[5] if w[5] else None,
                     # share of the reconstructed (masked) tokens that are anchor patches
                     "anchor_share": w[3] / (w[3] + w[5]) if w[7] and w[3] + w[5] else None,
-                    "lr": lr, "grad_norm": grad_norm, "clips_per_s": w[6] / elapsed if elapsed > 0 else None,
+                    "lr": lr, "grad_norm": None if grad_norm is None else float(grad_norm),
+                    "clips_per_s": w[6] / elapsed if elapsed > 0 else None,
                     "skipped_steps": skipped,
                 }
                 result.history.append(record)
@@ -582,8 +749,10 @@ def _train(cfg: RunConfig, info: DistInfo, device: torch.device) -> RunResult:
                 window.zero_()
                 t_window = time.perf_counter()
 
+            if recon is not None and not bad:
+                recon.maybe_log(raw_model, step)
             if stopping:
-                result.stopped = (f"{bad_streak} consecutive non-finite losses at step {step}; "
+                result.stopped = (f"{bad_streak} consecutive non-finite losses or gradients at step {step}; "
                                   f"last good checkpoint: {result.last_checkpoint or 'none'}")
                 _say(info, f"stopping: {result.stopped}")
                 break

@@ -1,14 +1,19 @@
-"""Mask pictures: a clip with its masked patches shaded, anchor patches outlined and detections drawn.
+"""Mask and reconstruction pictures: masked patches shaded, anchor patches outlined, detections drawn.
 
 :func:`show_masks` does the whole job for one video and any registered masker (``videomask
 show-masks``): it samples a centred clip, applies the evaluation transform (short side resize +
 centre crop, the same :class:`~videomask.data.ClipTransform` the datasets use), builds a one-clip
 batch dict, runs the masker and writes an animated GIF (left: the clip with detections; right: masked
 patches shaded grey, anchor patches outlined yellow) and a PNG grid (one column per tubelet slot).
+
+:func:`show_recon` (``videomask show-recon``) runs a model on the masked clip and draws four panels:
+original | masked input | reconstruction | per-patch error heat map (:func:`reconstruct` does the
+arithmetic). :class:`ReconLogger` puts the same grid into TensorBoard during training.
 """
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
@@ -57,15 +62,18 @@ def load_clip(
     size: int = 224,
     patch: tuple[int, int] = (16, 16),
     backend: str = "pyav",
+    mean: Sequence[float] | None = None,
+    std: Sequence[float] | None = None,
 ) -> Clip:
-    """Decode the centred clip of a video and apply the evaluation transform."""
+    """Decode the centred clip of a video and apply the evaluation transform (``mean``/``std``: default ImageNet's)."""
     from videomask.data import ClipTransform, sample_indices
     from videomask.video import open_video
 
     path = Path(path)
     if not path.is_file():
         raise VideomaskError(f"no such video file: {path}")
-    transform = ClipTransform.for_eval(size, patch=patch)
+    norm = {k: tuple(float(x) for x in v) for k, v in (("mean", mean), ("std", std)) if v is not None}
+    transform = ClipTransform.for_eval(size, patch=patch, **norm)
     with open_video(str(path), backend=backend) as reader:
         indices = sample_indices(reader.meta.num_frames, num_frames, sampling_rate, mode="center", short="loop")
         original = reader.read(indices)  # uint8 [T, H, W, 3]
@@ -248,3 +256,308 @@ def show_masks(
     png_path = save_png(grid, png if png is not None else Path(output).with_suffix(".png"))
     count = sum(len(f) for f in detections) if detections is not None else 0
     return MaskPicture(gif, png_path, masked_share, anchor_share, count)
+
+
+# ----------------------------------------------------------------------------- reconstructions
+
+NOT_RECONSTRUCTED = np.array([200, 200, 200], dtype=np.uint8)  # heat-map colour of visible patches
+
+NORM_PIX_NOTE = "reconstruction: norm_pix_loss prediction un-normalised with each original patch's mean and std"
+PIXEL_NOTE = "reconstruction: predicted pixels (norm_pix_loss off)"
+
+
+@dataclass
+class Reconstruction:
+    """What a model made of one masked clip (see :func:`reconstruct`)."""
+
+    pixels: Tensor  # float [C, T, H, W] in [0, 1]: visible patches as given, masked patches predicted
+    token_error: Tensor  # float [L]: per-token MSE in the loss's space (the training loss); NaN = not reconstructed
+    mask: Tensor  # bool [L]
+    loss: float  # mean of token_error over the reconstructed tokens (= the model's loss)
+    norm_pix_loss: bool  # the prediction was un-normalised with each original patch's mean / std
+
+
+@torch.no_grad()
+def reconstruct(model: Any, video: Tensor, mask: Tensor) -> Reconstruction:
+    """Run ``model`` (a :class:`~videomask.model.VideoMAE`) on ``video [1, C, T, H, W]`` with ``mask [1, L]``.
+
+    Every masked token is reconstructed (decoder masking is turned off here). With ``norm_pix_loss`` the
+    decoder predicts each token's pixels normalised per channel, so the prediction is mapped back with
+    the *original* patch's mean and std (unbiased, ``+1e-6``), as VideoMAE's visualisation script does:
+    the picture then borrows the masked patch's mean colour and contrast from the original.
+    """
+    from videomask.patches import patchify, unpatchify
+
+    c = model.config
+    grid = model.grid_of(video)
+    mask = mask.to(video.device)
+    was_training = model.training
+    model.eval()
+    try:
+        out = model(video, mask, mask)  # decoder_mask = mask: reconstruct every masked token
+    finally:
+        model.train(was_training)
+    frames = video.float()
+    if c.in_chans == 3:
+        frames = frames * model.pix_std.view(1, 3, 1, 1, 1) + model.pix_mean.view(1, 3, 1, 1, 1)  # [1, C, T, H, W] in [0, 1]
+    tokens = patchify(frames, model.tubelet)  # [1, L, t*p*p*C]
+    pred = out.pred.float()  # [1, L_mask, t*p*p*C]
+    if c.norm_pix_loss:
+        orig = tokens[out.decoder_mask].view(pred.shape).unflatten(-1, (-1, c.in_chans))  # [1, L_mask, t*p*p, C]
+        mean = orig.mean(dim=-2, keepdim=True)
+        std = orig.var(dim=-2, unbiased=True, keepdim=True).sqrt() + 1e-6
+        pred = (pred.unflatten(-1, (-1, c.in_chans)) * std + mean).flatten(-2)  # [1, L_mask, t*p*p*C]
+    recon = tokens.clone()
+    recon[out.decoder_mask] = pred.reshape(-1, pred.shape[-1])  # rows in increasing token index, as pred
+    pixels = unpatchify(recon, grid, model.tubelet, c.in_chans)[0].clamp(0, 1)  # [C, T, H, W]
+    error = torch.full((grid.num_tokens,), float("nan"), device=video.device)
+    error[out.decoder_mask[0]] = out.token_loss[0].float()  # [L]
+    return Reconstruction(pixels.cpu(), error.cpu(), mask[0].cpu(), float(out.loss), bool(c.norm_pix_loss))
+
+
+def _to_uint8(pixels: Tensor) -> np.ndarray:
+    """float ``[C, T, H, W]`` in [0, 1] -> uint8 ``[T, H, W, 3]`` (one channel repeated to three)."""
+    frames = (pixels * 255.0).round().clamp(0, 255).to(torch.uint8).permute(1, 2, 3, 0).numpy()  # [T, H, W, C]
+    if frames.shape[-1] == 1:
+        frames = np.repeat(frames, 3, axis=-1)
+    return np.ascontiguousarray(frames[..., :3])
+
+
+def error_heatmap(token_error: Tensor, tubelet: Tubelet, frames_shape: tuple[int, int, int], vmax: float, scale: int = 1,
+                  vmin: float = 0.0) -> np.ndarray:
+    """Per-token error ``[L]`` -> uint8 ``[T, H*s, W*s, 3]`` (inferno colours from ``vmin`` to ``vmax``; NaN = light grey)."""
+    import cv2
+
+    T, H, W = frames_shape
+    t, ph, pw = tubelet
+    grid = token_error.detach().cpu().float().reshape(T // t, H // ph, W // pw).numpy()  # [t', h, w]
+    level = np.nan_to_num(np.clip((grid - vmin) / max(vmax - vmin, 1e-12), 0, 1), nan=0.0)
+    levels = (level * 255).round().astype(np.uint8)  # [t', h, w]
+    colours = cv2.applyColorMap(levels.reshape(-1, levels.shape[-1]), cv2.COLORMAP_INFERNO)[..., ::-1]  # [t'*h, w, 3] RGB
+    colours = np.ascontiguousarray(colours).reshape(*levels.shape, 3)  # [t', h, w, 3]
+    colours[np.isnan(grid)] = NOT_RECONSTRUCTED
+    cells = colours.repeat(ph * scale, axis=1).repeat(pw * scale, axis=2)  # [t', H*s, W*s, 3]
+    return np.ascontiguousarray(cells.repeat(t, axis=0))  # [T, H*s, W*s, 3]
+
+
+@dataclass
+class ReconPicture:
+    """What :func:`draw_recon` / :func:`show_recon` made and measured."""
+
+    frames: np.ndarray  # uint8 [T, caption + H*s, 4*W*s + gaps, 3]: the GIF's frames
+    grid: np.ndarray  # uint8 [rows, cols, 3]: the PNG (four rows, one column per tubelet slot)
+    loss: float
+    loss_anchor: float | None
+    loss_other: float | None
+    masked_share: float
+    anchor_share: float | None
+    gif: Path | None = None
+    png: Path | None = None
+
+
+def draw_recon(
+    clip: Clip,
+    recon: Reconstruction,
+    tubelet: Tubelet,
+    *,
+    anchors: Tensor | None = None,
+    boxes: Sequence[Sequence[tuple[Sequence[float], str]]] | None = None,
+    title: str = "",
+    scale: int = 2,
+    max_columns: int = 8,
+) -> ReconPicture:
+    """The four panels of one reconstruction: original | masked input | reconstruction | error heat map.
+
+    The masked input shows masked patches fully grey (what the encoder does not see) with the anchor
+    patches outlined, as ``show-masks`` draws them; the heat map colours each reconstructed patch by
+    its loss (from the clip's smallest to its largest), visible patches light grey, anchor outlines repeated.
+    """
+    import cv2
+
+    T, H, W, _ = clip.frames.shape
+    plain, masked = draw_frames(clip.frames, recon.mask, tubelet, anchors=anchors, boxes=boxes, scale=scale, shade=1.0)
+    rec = np.stack([cv2.resize(f, (W * scale, H * scale), interpolation=cv2.INTER_NEAREST) for f in _to_uint8(recon.pixels)])
+    err = recon.token_error
+    finite = err[torch.isfinite(err)]
+    vmin, vmax = (float(finite.min()), float(finite.max())) if finite.numel() else (0.0, 1.0)
+    heat = error_heatmap(err, tubelet, (T, H, W), vmax, scale, vmin=vmin)
+    if anchors is not None:
+        anchor_grid = anchors.detach().cpu().bool().reshape(T // tubelet[0], H // tubelet[1], W // tubelet[2]).numpy()
+        for k in range(T):
+            _outline(heat[k], anchor_grid[k // tubelet[0]], tubelet[1:], scale, ANCHOR_COLOUR)
+
+    masked_share = float(recon.mask.float().mean())
+    anchor_share = la = lo = None
+    if anchors is not None:
+        a = anchors.detach().cpu().bool() & recon.mask
+        o = ~anchors.detach().cpu().bool() & recon.mask
+        anchor_share = float(anchors.float().mean())
+        la = float(err[a].mean()) if bool(a.any()) else None
+        lo = float(err[o].mean()) if bool(o.any()) else None
+    head = f"{title}  masked {masked_share:.0%}" + (f"  anchors {anchor_share:.0%}" if anchor_share is not None else "")
+    head += f"  loss {recon.loss:.3f}" + (f" (anchor {la:.3f}, other {lo:.3f})" if la is not None and lo is not None else "")
+    labels = ["original", "masked input", "reconstruction", f"error {vmin:.2f}-{vmax:.2f}"]
+    row_names = [["original"], ["masked", "input"], ["recon-", "struction"], ["error", f"{vmin:.2f}-", f"{vmax:.2f}"]]
+    note = NORM_PIX_NOTE if recon.norm_pix_loss else PIXEL_NOTE
+    panels = [plain, masked, rec, heat]
+
+    gap = 4 * scale
+    width = 4 * W * scale + 3 * gap
+    white_gap = np.full((H * scale, gap, 3), 255, dtype=np.uint8)
+
+    def label_bar(texts: Sequence[str], panel: int, spacing: int) -> np.ndarray:
+        bar = np.full((12 * scale, len(texts) * panel + (len(texts) - 1) * spacing, 3), 255, dtype=np.uint8)
+        for n, text in enumerate(texts):
+            cv2.putText(bar, text, (n * (panel + spacing) + 2, 9 * scale), cv2.FONT_HERSHEY_SIMPLEX, 0.3 * scale,
+                        (0, 0, 0), 1, cv2.LINE_AA)
+        return bar
+
+    top = label_bar(labels, W * scale, gap)
+    frames = np.stack([
+        np.concatenate([_caption(width, f"{head}  frame {clip.frame_indices[k]}", scale), top,
+                        np.concatenate([panels[0][k], white_gap, panels[1][k], white_gap, panels[2][k], white_gap, panels[3][k]], axis=1),
+                        _caption(width, note, scale)], axis=0)
+        for k in range(T)
+    ])  # [T, 3 captions + H*s, 4*W*s + 3 gaps, 3]
+
+    t = tubelet[0]
+    columns = list(range(0, T, t))[:max_columns]
+    col_gap = np.full((H * scale, 2 * scale, 3), 255, dtype=np.uint8)
+
+    def row(images: np.ndarray) -> np.ndarray:
+        parts: list[np.ndarray] = []
+        for n, k in enumerate(columns):
+            parts += ([col_gap] if n else []) + [images[k]]
+        return np.concatenate(parts, axis=1)
+
+    rows = [row(p) for p in panels]
+    row_w = rows[0].shape[1]
+    label_w = 42 * scale  # row names on the left
+
+    def named(image: np.ndarray, lines: Sequence[str]) -> np.ndarray:
+        side = np.full((image.shape[0], label_w, 3), 255, dtype=np.uint8)
+        for i, word in enumerate(lines):
+            cv2.putText(side, word, (2, 12 * scale + i * 10 * scale), cv2.FONT_HERSHEY_SIMPLEX, 0.28 * scale,
+                        (0, 0, 0), 1, cv2.LINE_AA)
+        return np.concatenate([side, image], axis=1)
+
+    spacer = np.full((2 * scale, row_w + label_w, 3), 255, dtype=np.uint8)
+    body: list[np.ndarray] = []
+    for n, (image, lines) in enumerate(zip(rows, row_names)):
+        body += ([spacer] if n else []) + [named(image, lines)]
+    grid = np.concatenate([_caption(row_w + label_w, head, scale), *body, _caption(row_w + label_w, note, scale)], axis=0)
+    return ReconPicture(frames, grid, recon.loss, la, lo, masked_share, anchor_share)
+
+
+def show_recon(
+    clip: Clip,
+    model: Any,
+    masker: Any,
+    output: str | Path,
+    *,
+    detections: Sequence[Sequence[Any]] | None = None,
+    png: str | Path | None = None,
+    seed: int = 0,
+    scale: int = 2,
+    max_columns: int = 8,
+) -> ReconPicture:
+    """Mask ``clip`` with ``masker``, reconstruct it with ``model`` and write ``output`` (GIF) and a PNG grid.
+
+    The PNG (default: the GIF's name with ``.png``) has four rows (original, masked input, reconstruction,
+    error) with one column per tubelet slot; the GIF shows the four panels side by side, frame by frame.
+    """
+    if tuple(masker.tubelet) != tuple(model.tubelet):
+        raise VideomaskError(f"the masker's tubelet {tuple(masker.tubelet)} differs from the model's {tuple(model.tubelet)}")
+    generator = torch.Generator().manual_seed(int(seed))
+    result = masker.generate(clip.batch(), generator)
+    anchors = result.anchors[0] if result.anchors is not None else None
+    device = next(model.parameters()).device
+    recon = reconstruct(model, clip.video.to(device), result.mask[:1])
+    drawn = _map_detections(clip, detections)
+    picture = draw_recon(clip, recon, model.tubelet, anchors=anchors, boxes=drawn, title=masker.name, scale=scale,
+                         max_columns=max_columns)
+    picture.gif = save_gif(picture.frames, output)
+    picture.png = save_png(picture.grid, png if png is not None else Path(output).with_suffix(".png"))
+    return picture
+
+
+def _map_detections(clip: Clip, detections: Sequence[Sequence[Any]] | None) -> list[list[tuple[tuple[float, ...], str]]] | None:
+    """Detections (original pixels) per clip frame -> ``(box in clip pixels, label)`` pairs per frame."""
+    if detections is None:
+        return None
+    drawn = []
+    for found in detections:
+        if found:
+            mapped = clip.geometry.map_boxes(torch.tensor([list(d.box) for d in found], dtype=torch.float64))
+            drawn.append([(tuple(b.tolist()), d.label) for b, d in zip(mapped, found)])
+        else:
+            drawn.append([])
+    return drawn
+
+
+class ReconLogger:
+    """During training: the reconstruction grid of one fixed clip into TensorBoard every ``train.recon_every`` steps.
+
+    The clip is the centred evaluation clip of the dataset's first video, masked with the run's masker
+    under one fixed seed (``run.seed``), so successive pictures differ only by what the model learned.
+    The grid goes to the ``recon`` image tag (HWC uint8); a custom-scalars chart puts
+    ``train/loss_anchor`` and ``train/loss_other`` side by side.
+    """
+
+    def __init__(self, writer: Any, dataset: Any, masker: Any, *, every: int, seed: int = 0, size: int | None = None,
+                 backend: str = "pyav", scale: int = 1) -> None:
+        self.writer, self.dataset, self.masker, self.every = writer, dataset, masker, int(every)
+        self.seed, self.size, self.backend, self.scale = int(seed), size, backend, int(scale)
+        self._clip: Clip | None = None
+        self._mask: tuple[Tensor, Tensor | None] | None = None
+        writer.add_custom_scalars({"videomask": {"loss: anchor vs other masked patches": [
+            "Multiline", ["train/loss_anchor", "train/loss_other"]]}})
+
+    @classmethod
+    def for_run(cls, cfg: Any, dataset: Any, masker: Any, writer: Any) -> "ReconLogger | None":
+        """The logger of a run (None when ``train.recon_every`` is 0 or TensorBoard is off)."""
+        every = int(getattr(cfg.train, "recon_every", 0))
+        if writer is None or every <= 0:
+            return None
+        return cls(writer, dataset, masker, every=every, seed=cfg.run.seed, size=cfg.data.size, backend=cfg.data.backend)
+
+    def _fixed(self, model: Any) -> tuple[Clip, Tensor, Tensor | None]:
+        if self._clip is None:
+            transform = self.dataset.transform
+            errors = []
+            for item in self.dataset.items[:5]:  # the first video that decodes
+                try:
+                    self._clip = load_clip(item.path, video_id=item.video_id, num_frames=self.dataset.num_frames,
+                                           sampling_rate=self.dataset.sampling_rate, size=self.size or transform.size[0],
+                                           patch=tuple(model.tubelet[1:]), backend=self.backend, mean=transform.mean,
+                                           std=transform.std)
+                    break
+                except Exception as err:  # a bad video must not stop the training run
+                    errors.append(f"{item.video_id}: {err}")
+            if self._clip is None:
+                raise VideomaskError("no video for the reconstruction picture decodes (" + "; ".join(errors) + ")")
+            device = next(model.parameters()).device
+            batch = {**self._clip.batch(), "video": self._clip.video.to(device)}
+            gen = torch.Generator(device=device).manual_seed(self.seed)
+            with torch.no_grad():
+                result = self.masker.generate(batch, generator=gen)
+            self._mask = (result.mask[:1].cpu(), result.anchors[0].cpu() if result.anchors is not None else None)
+        assert self._mask is not None
+        return self._clip, self._mask[0], self._mask[1]
+
+    def maybe_log(self, model: Any, step: int) -> ReconPicture | None:
+        """Log the grid when ``step`` is a multiple of ``every``; returns the picture (None when not logged)."""
+        if self.every <= 0 or step % self.every:
+            return None
+        try:
+            clip, mask, anchors = self._fixed(model)
+        except Exception as err:
+            print(f"warning: train.recon_every: no reconstruction pictures in this run ({err})", file=sys.stderr)
+            self.every = 0
+            return None
+        device = next(model.parameters()).device
+        recon = reconstruct(model, clip.video.to(device), mask)
+        picture = draw_recon(clip, recon, model.tubelet, anchors=anchors, title=f"step {step}", scale=self.scale)
+        self.writer.add_image("recon", picture.grid, step, dataformats="HWC")
+        self.writer.flush()
+        return picture

@@ -5,7 +5,10 @@
 3. continue pretraining on the target clips (people) with the difference masker;
 4. draw the difference masks on a target clip and print a short summary.
 
-``configs/demo.yaml`` is a ``videomask pretrain`` config for stage 3 plus a ``demo`` section.
+``configs/demo.yaml`` is a ``videomask pretrain`` config for stage 3 plus a ``demo`` section. Without
+``--config`` the demo uses ``./configs/demo.yaml`` when there is one, else the copy shipped inside the
+package (:mod:`videomask.resources`) with the shipped clips, and writes its run folder under the
+current directory (``runs/demo``).
 ``key=value`` overrides apply to both training stages (``mask.*`` to stage 3 only); ``demo.key=value``
 sets the demo section (``demo.source_steps=20``, ``demo.fit.num_words=16``).
 """
@@ -24,25 +27,39 @@ from videomask.errors import VideomaskError
 
 HELP = "run the shipped end-to-end demo on assets/ with configs/demo.yaml"
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-
-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", default=None, help="demo config (default: configs/demo.yaml here, else in the source tree)")
+    parser.add_argument("--config", default=None, help="demo config (default: configs/demo.yaml here, else the one shipped with videomask)")
     parser.add_argument("--out", default=None, help="run folder (default: run.out_dir of the config)")
     parser.add_argument("--quick", action="store_true", help="a few steps of each stage (a smoke test)")
     parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides, e.g. train.steps=50")
 
 
-def _find_config(path: str | None) -> Path:
+def _find_config(path: str | None) -> tuple[Path, bool]:
+    """The demo config and whether it is the shipped one (``--config``, else ./configs/demo.yaml, else the package's)."""
     if path is not None:
         if not Path(path).is_file():
             raise VideomaskError(f"demo config not found: {path}")
-        return Path(path)
-    for candidate in (Path("configs/demo.yaml"), REPO_ROOT / "configs" / "demo.yaml"):
-        if candidate.is_file():
-            return candidate
-    raise VideomaskError("configs/demo.yaml not found: run from the videomask source tree or pass --config")
+        return Path(path), False
+    if Path("configs/demo.yaml").is_file():
+        return Path("configs/demo.yaml"), False
+    from videomask.resources import data_file
+
+    return data_file("configs", "demo.yaml"), True
+
+
+def _shipped_resolver(assets: Path, cwd: Path):
+    """Relative paths of the shipped config: ``../assets/...`` -> the shipped clips, the rest as if the
+    config sat in ``<cwd>/configs/`` (so the run folder ``../runs/demo`` lands in ``<cwd>/runs/demo``)."""
+
+    def resolve(value: str) -> str:
+        p = Path(value).expanduser()
+        if p.is_absolute():
+            return str(p)
+        if p.parts[:2] == ("..", "assets"):
+            return str(assets.joinpath(*p.parts[2:]))
+        return _absolute(value, cwd / "configs")
+
+    return resolve
 
 
 def _set_dotted(tree: dict[str, Any], dotted: str, text: str) -> None:
@@ -87,8 +104,14 @@ def run(args: argparse.Namespace) -> int:
     from videomask.train import build_model_from_config, train
     from videomask.viz import load_clip, show_masks
 
-    config_path = _find_config(args.config)
+    config_path, shipped = _find_config(args.config)
     base = config_path.resolve().parent
+    if shipped:  # installed anywhere: the clips come from the package, the run folder goes under the cwd
+        from videomask.resources import data_dir
+
+        resolve = _shipped_resolver(data_dir("assets"), Path.cwd())
+    else:
+        resolve = lambda value: _absolute(value, base)  # noqa: E731
     try:
         raw = yaml.safe_load(config_path.read_text()) or {}
     except yaml.YAMLError as err:
@@ -110,17 +133,17 @@ def run(args: argparse.Namespace) -> int:
         demo.setdefault("fit", {}).update(clips_per_video=1, epochs=1)
         stage_overrides += ["train.steps=4", "train.log_every=1", "train.save_every=2", "data.num_workers=0"]
 
-    source = Path(_absolute(str(demo["source"]), base))
-    target = Path(_absolute(str(demo["target"]), base))
+    source = Path(resolve(str(demo["source"])))
+    target = Path(resolve(str(demo["target"])))
     for name, folder in (("source", source), ("target", target)):
         if not folder.exists():
             raise VideomaskError(f"demo {name} videos not found: {folder}")
-    out_dir = Path(args.out).resolve() if args.out else Path(_absolute(str(raw.get("run", {}).get("out_dir", "runs/demo")), base))
+    out_dir = Path(args.out).resolve() if args.out else Path(resolve(str(raw.get("run", {}).get("out_dir", "runs/demo"))))
     # Paths inside the stage configs are made absolute so the written files load from the run folder.
     for section, key in (("run", "out_dir"), ("data", "path"), ("model", "checkpoint")):
         value = raw.get(section, {}).get(key)
         if value:
-            raw[section][key] = _absolute(str(value), base)
+            raw[section][key] = resolve(str(value))
     started = time.perf_counter()
 
     # -- stage 1: source pretraining with tube masking -------------------------------------------------

@@ -1,9 +1,12 @@
-"""``videomask fit``: fit difference statistics (visual vocabulary + TF-ICF anchors) from two video sets.
+"""``videomask fit``: fit difference statistics from two video sets (source prototypes and their
+distance calibration, a visual vocabulary with word counts, enrichment and TF-ICF).
 
-    videomask fit --source SRC --target TGT -o stats.safetensors [--embedder pixel|checkpoint:PATH]
-                  [--num-words 64 --num-anchors 8 --clips-per-video 1 ...]
+    videomask fit --source SRC --target TGT -o stats.safetensors [--embedder pixel|cnn|checkpoint:PATH]
+                  [--layer patch|block:N] [--num-prototypes 256 --num-words 64 --num-anchors 8 ...]
 
-SRC / TGT: a folder of videos or a list file (CSV / text, see ``videomask.data``).
+SRC / TGT: a folder of videos or a list file (CSV / text, see ``videomask.data``). Prints, per scorer,
+the target share, source share and enrichment of what it found, and a one-line warning when nothing in
+the target stands out.
 """
 
 from __future__ import annotations
@@ -11,16 +14,19 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-HELP = "fit difference statistics (visual vocabulary + TF-ICF anchors) from source and target videos"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--source", required=True, help="source-domain videos: a folder or a list file")
     parser.add_argument("--target", required=True, help="target-domain videos: a folder or a list file")
     parser.add_argument("-o", "--output", required=True, help="statistics file to write (.safetensors)")
-    parser.add_argument("--embedder", default="pixel", help="'pixel' (model-free) or 'checkpoint:PATH' (default: pixel)")
+    parser.add_argument("--embedder", default="pixel",
+                        help="'pixel' (model-free), 'cnn' (shipped ImageNet MobileNetV2) or 'checkpoint:PATH' (default: pixel)")
+    parser.add_argument("--layer", default="patch", help="checkpoint embedder: 'patch' (tubelet embedding) or 'block:N' (default: patch)")
+    parser.add_argument("--num-prototypes", type=int, default=256, help="source prototypes M for the distance scorer (default: 256)")
     parser.add_argument("--num-words", type=int, default=64, help="visual vocabulary size V (default: 64)")
-    parser.add_argument("--num-anchors", type=int, default=8, help="anchor words K kept by TF-ICF (default: 8)")
+    parser.add_argument("--num-anchors", type=int, default=8, help="at most K anchor words (enrichment, TF-ICF) (default: 8)")
+    parser.add_argument("--z-min", type=float, default=1.96, help="enrichment z-score a word needs to be an anchor (default: 1.96)")
     parser.add_argument("--clips-per-video", type=int, default=1, help="clips sampled from each video (default: 1)")
     parser.add_argument("--num-frames", type=int, default=16, help="frames per clip (default: 16)")
     parser.add_argument("--sampling-rate", type=int, default=4, help="frame stride inside a clip (default: 4)")
@@ -68,12 +74,12 @@ def run(args: argparse.Namespace) -> int:
     from videomask.errors import VideomaskError
     from videomask.stats import build_embedder, fit_statistics
 
-    for name in ("num_words", "num_anchors", "clips_per_video", "batch_size", "tokens_per_clip", "epochs", "dim", "pool"):
+    for name in ("num_words", "num_anchors", "num_prototypes", "clips_per_video", "batch_size", "tokens_per_clip", "epochs", "dim", "pool"):
         if getattr(args, name) < 1:
             raise VideomaskError(f"--{name.replace('_', '-')} must be >= 1")
     torch.manual_seed(args.seed)
     tubelet = (args.tubelet[0], args.tubelet[1], args.tubelet[1])
-    embedder = build_embedder(args.embedder, tubelet=tubelet, dim=args.dim, seed=args.seed, pool=args.pool)
+    embedder = build_embedder(args.embedder, tubelet=tubelet, dim=args.dim, seed=args.seed, pool=args.pool, layer=args.layer)
     tubelet = tuple(getattr(embedder, "tubelet", None) or tubelet)  # a model embedder brings its own
     source = _dataset(args.source, args, "source", tubelet)
     target = _dataset(args.target, args, "target", tubelet)
@@ -83,6 +89,8 @@ def run(args: argparse.Namespace) -> int:
         embedder,
         num_words=args.num_words,
         num_anchors=args.num_anchors,
+        num_prototypes=args.num_prototypes,
+        z_min=args.z_min,
         tokens_per_clip=args.tokens_per_clip,
         max_clips=args.max_clips,
         epochs=args.epochs,
@@ -100,6 +108,8 @@ def run(args: argparse.Namespace) -> int:
     })
     out = stats.save(args.output)
     print(stats.summary())
+    for line in stats.warnings():
+        print(line)
     for which, data in (("source", source), ("target", target)):
         if data.skipped:
             print(f"{which}: skipped {data.skipped} unreadable video(s); see {data.skip_log}")

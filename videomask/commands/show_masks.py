@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import inspect
+from typing import Any
 
 HELP = "draw a masker's masks on a clip (GIF and PNG grid)"
 
@@ -22,6 +23,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--masker", required=True, help="a registered masker: random, tube, difference, objects")
     parser.add_argument("-o", "--output", required=True, help="GIF to write")
     parser.add_argument("--png", default=None, help="PNG grid to write (default: the GIF's name with .png)")
+    add_masker_arguments(parser)
+    parser.add_argument("--num-frames", type=int, default=16, help="frames in the clip (default: 16)")
+    parser.add_argument("--sampling-rate", type=int, default=4, help="stride between sampled frames (default: 4)")
+    parser.add_argument("--size", type=int, default=224, help="clip side after resize + centre crop (default: 224)")
+    parser.add_argument("--scale", type=int, default=2, help="picture upscaling factor (default: 2)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the mask (default: 0)")
+
+
+def add_masker_arguments(parser: argparse.ArgumentParser) -> None:
+    """The masker's options and its anchor sources (shared with ``videomask show-recon``)."""
     parser.add_argument("--stats", default=None, help="difference statistics file (masker difference)")
     parser.add_argument("--boxes", default=None, help="boxes cache from `videomask detect` (masker objects, drawing)")
     parser.add_argument("--detector", default=None, help="run this detector on the clip's frames (masker objects, drawing)")
@@ -33,11 +44,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--direction", default=None, choices=("mask", "keep"), help="mask the anchors or keep them visible")
     parser.add_argument("--selection", default=None, choices=("share", "topk", "sample"), help="selection rule (scored maskers)")
     parser.add_argument("--tubelet", type=int, nargs=2, default=None, metavar=("T", "P"), help="tubelet frames and patch (default 2 16)")
-    parser.add_argument("--num-frames", type=int, default=16, help="frames in the clip (default: 16)")
-    parser.add_argument("--sampling-rate", type=int, default=4, help="stride between sampled frames (default: 4)")
-    parser.add_argument("--size", type=int, default=224, help="clip side after resize + centre crop (default: 224)")
-    parser.add_argument("--scale", type=int, default=2, help="picture upscaling factor (default: 2)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the mask (default: 0)")
 
 
 def _accepted(name: str) -> set[str]:
@@ -49,14 +55,19 @@ def _accepted(name: str) -> set[str]:
     return {p for p, v in params.items() if v.kind in (v.KEYWORD_ONLY, v.POSITIONAL_OR_KEYWORD)}
 
 
-def run(args: argparse.Namespace) -> int:
+def prepare(args: argparse.Namespace, *, tubelet: tuple[int, int, int] | None = None,
+            mean: tuple[float, ...] | None = None, std: tuple[float, ...] | None = None) -> tuple[Any, Any, Any]:
+    """Check the flags, cut the clip and build the masker: ``(clip, masker, detections or None)``.
+
+    ``tubelet``, ``mean``, ``std``: fixed by a model (show-recon); otherwise from the flags / the masker.
+    """
     from pathlib import Path
 
     from videomask.detect import BoxCache, build_detector, detect_frames
     from videomask.errors import VideomaskError
     from videomask.masking import available_maskers, build_masker
     from videomask.patches import as_tubelet
-    from videomask.viz import load_clip, show_masks
+    from videomask.viz import load_clip
 
     if args.masker not in available_maskers():
         raise VideomaskError(f"unknown masker {args.masker!r} (choose from {', '.join(available_maskers())})")
@@ -87,12 +98,17 @@ def run(args: argparse.Namespace) -> int:
     needs_boxes = "boxes" in accepted
     if needs_boxes and cache is None and args.detector is None:
         raise VideomaskError(f"masker {args.masker!r} needs --boxes (a cache from `videomask detect`) or --detector")
-    tubelet = options.get("tubelet")
+    if tubelet is not None:  # the model's
+        if "tubelet" in options and tuple(options["tubelet"]) != tuple(tubelet):
+            raise VideomaskError(f"--tubelet {options['tubelet']} differs from the model's tubelet {tuple(tubelet)}")
+        if "tubelet" in accepted:  # else (statistics fix it) show-recon compares the masker's with the model's
+            options["tubelet"] = tuple(tubelet)
+    tubelet = options.get("tubelet", tubelet)
     if tubelet is None and not needs_boxes:
         tubelet = build_masker(args.masker, **options).tubelet
     tubelet = tubelet or (2, 16, 16)
     clip = load_clip(args.video, num_frames=args.num_frames, sampling_rate=args.sampling_rate, size=args.size,
-                     patch=(tubelet[1], tubelet[2]))
+                     patch=(tubelet[1], tubelet[2]), mean=mean, std=std)
 
     detections = None
     if cache is not None:
@@ -112,6 +128,13 @@ def run(args: argparse.Namespace) -> int:
         if args.labels:
             options["labels"] = args.labels
     masker = build_masker(args.masker, **options)
+    return clip, masker, detections
+
+
+def run(args: argparse.Namespace) -> int:
+    from videomask.viz import show_masks
+
+    clip, masker, detections = prepare(args)
     picture = show_masks(clip, masker, args.output, detections=detections, png=args.png, seed=args.seed, scale=args.scale)
     anchors = f", anchors {picture.anchor_share:.1%} of tokens" if picture.anchor_share is not None else ""
     print(f"{picture.gif} and {picture.png}: {masker.name} masked {picture.masked_share:.1%} of tokens{anchors}, "

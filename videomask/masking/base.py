@@ -84,10 +84,12 @@ class MaskResult:
 
 
 def _uniform(shape: Sequence[int], generator: torch.Generator | None, device: torch.device) -> Tensor:
-    """Uniform ``[0, 1)`` numbers of ``shape`` from ``generator`` (drawn on its device), on ``device``."""
+    """Uniform ``[0, 1)`` numbers of ``shape`` from ``generator`` (drawn on its device), on ``device``.
+
+    A CPU generator's numbers go to a GPU with an asynchronous copy (no stream sync per draw)."""
     if generator is None:
         return torch.rand(tuple(shape), device=device)
-    return torch.rand(tuple(shape), generator=generator, device=generator.device).to(device)
+    return torch.rand(tuple(shape), generator=generator, device=generator.device).to(device, non_blocking=True)
 
 
 def _check_direction(direction: str) -> None:
