@@ -175,3 +175,22 @@ def test_shipped_motion_configs_load(name):
     assert is_motion_config(path)
     cfg = load_motion_config(path)
     assert "tube" in cfg.variants and len(cfg.seeds) >= 1
+
+
+def test_footage_square_option_crops_the_scenery(tmp_path):
+    from videomask.footage import ObjectSource, build_known_difference
+    from videomask.video import open_video
+
+    assets = tmp_path / "assets"
+    _write_clip(assets / "source" / "wide.mp4", np.full((24, 48, 80, 3), 90, np.uint8))
+    _write_clip(assets / "target" / "blob.mp4", np.full((2, 16, 16, 3), 250, np.uint8))
+    obj = [ObjectSource("blob", "target/blob.mp4", (0, 0, 16, 16))]
+    for square, width in ((False, 80), (True, 48)):
+        out = tmp_path / f"f{int(square)}"
+        build_known_difference(out, assets=assets, num_source=1, num_target=2, num_frames=8, sizes=(8,), speeds=(1.0,),
+                               objects=obj, square=square)
+        for clip in ("source/wide_000.mp4", "target/wide_000.mp4"):
+            with open_video(str(out / clip)) as reader:
+                assert (reader.meta.height, reader.meta.width) == (48, width)
+        boxes = json.loads((out / "labels.json").read_text())["clips"][0]["boxes"]
+        assert all(0 <= b[0] < b[2] <= width for b in boxes)
