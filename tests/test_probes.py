@@ -167,7 +167,7 @@ def test_motion_bench_end_to_end(tmp_path):
     assert "videomask bench --config" in md
 
 
-@pytest.mark.parametrize("name", ["bench_motion.yaml", "bench_motion_cpu.yaml", "bench_motion_quick.yaml", "bench_gpu.yaml"])
+@pytest.mark.parametrize("name", ["bench_motion.yaml", "bench_motion_cpu.yaml", "bench_motion_long.yaml", "bench_motion_quick.yaml", "bench_gpu.yaml"])
 def test_shipped_motion_configs_load(name):
     from videomask.bench_motion import is_motion_config, load_motion_config
 

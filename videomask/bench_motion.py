@@ -616,6 +616,20 @@ def headline(result: dict[str, Any]) -> list[str]:
                      f"{best} {v[best]['gap_pts']:+.1f} pts ({v[best]['trained_mean'] * 100:.1f}% vs {v[best]['random_init'] * 100:.1f}%). "
                      f"The harness bar (>= 10 pts on at least one task) is {'met' if v[best]['gap_pts'] >= 10 else 'not met'}.")
         lines.append(f"- Conclusive cells (gap >= {e['margin_pts']:g} pts): " + (", ".join(f"{k} ({v[k]['gap_pts']:+.1f})" for k in conclusive) or "none") + ".")
+        summary = result["summary"]
+        rand = summary.get("random init", {})
+        for ref in (UPPER, "base"):
+            st = summary.get(ref, {})
+            gaps = {k: (st[k]["mean"] - rand[k]["mean"]) * 100 for k in v if k in st and k in rand}
+            if gaps:
+                top = max(gaps, key=gaps.get)
+                lines.append(f"- {ref} vs random init: best cell {top} {gaps[top]:+.1f} pts; {sum(g > 0 for g in gaps.values())} of {len(gaps)} cells above the random init.")
+        motion = summary.get(MOTION_BASELINE, {})
+        for t in e["tasks"]:
+            if f"{t}_linear" in motion:
+                enc = max((summary[m][f"{t}_{p}"]["mean"] for m in summary if m != MOTION_BASELINE for p in e["probes"] if f"{t}_{p}" in summary[m]), default=float("nan"))
+                lines.append(f"- {TASK_TITLES[t]}: the model-free motion-energy feature reaches {motion[f'{t}_linear']['mean'] * 100:.1f}% (linear), "
+                             f"the best encoder row {enc * 100:.1f}%.")
     for variant in [k for k in result["paired"] if k.startswith("difference")]:
         row = result["paired"][variant]
         cells = [k for k in row if k.split("_")[0] in ("direction", "position") or k.startswith("obj_speed")]
@@ -771,6 +785,12 @@ def write_motion_report(result: dict[str, Any], out_dir: str | Path, name: str) 
             cells += [_interval(row.get("recon_object"), 1, 3), _interval(row.get("recon_other"), 1, 3)]
             md.append(f"| {variant} | " + " | ".join(cells) + " |")
         md += ["", "The mean-pooled probes (`linear`, `knn`) are in the JSON (`paired`) with the same statistics."]
+        if any(not verdicts.get(k, {}).get("conclusive") for k in cols):
+            md += ["", "For the record, the same paired differences on every cell, inconclusive ones included (on an inconclusive "
+                   "cell the trained encoders do not beat a random one, so these are not a ranking):", "",
+                   "| variant | " + " | ".join(cols) + " |", "|---|" + "---|" * len(cols)]
+            for variant, row in result["paired"].items():
+                md.append(f"| {variant} | " + " | ".join(_interval(row.get(k), 100, 1) for k in cols) + " |")
     else:
         md.append("No `tube` variant in this run.")
     md += ["", "## Summary (computed from the tables)", "", *headline(result), "",
