@@ -18,7 +18,7 @@ from videomask.patches import patchify
 REPO = Path(__file__).resolve().parents[1]
 
 
-def order_only_task(windows: int = 40, frames: int = 8, size: int = 32, seed: int = 0):
+def order_only_task(windows: int = 40, frames: int = 8, size: int = 16, seed: int = 0):
     """Clips whose only difference is temporal order: a noisy texture fading in (label 0) and the same
     frames reversed, fading out (label 1). Returns single-frame patch tokens ``[N, L, D]``, labels, windows."""
     g = torch.Generator().manual_seed(seed)
@@ -31,7 +31,7 @@ def order_only_task(windows: int = 40, frames: int = 8, size: int = 32, seed: in
             clips.append(clip)
             labels.append(label)
             groups.append(w)
-    tokens = patchify(torch.stack(clips), (1, 8, 8))  # [N, T*(S/8)^2, 8*8*3]: one frame per token
+    tokens = patchify(torch.stack(clips), (1, 4, 4))  # [N, T*(S/4)^2, 4*4*3]: one frame per token
     return tokens, torch.tensor(labels), torch.tensor(groups)
 
 
