@@ -60,8 +60,40 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--num-prototypes", type=int, default=256)
     p.add_argument("--detector", default="people")
     p.add_argument("--stride", type=int, default=2, help="people variant: detect on every stride-th frame")
+    p.add_argument("--pretrain-steps", type=int, default=0,
+                   help="> 0: pretrain a tiny VideoMAE on the object variant's source clips (tube masking) for this many "
+                        "steps and add its tubelet embedding and encoder blocks 2 and 4 as embedders")
     p.add_argument("--seed", type=int, default=0)
     return p.parse_args(argv)
+
+
+def pretrain_source_model(source: Path, out: Path, args: argparse.Namespace) -> Path:
+    """A tiny VideoMAE pretrained on ``source`` with tube masking (the "source encoder"); returns its final folder."""
+    import yaml
+
+    from videomask.config import load_config
+    from videomask.train import train
+
+    final = out / "final"
+    if (final / "model.safetensors").is_file():
+        return final
+    raw = {
+        "run": {"name": "known-difference-source", "out_dir": str(out), "seed": args.seed, "device": "cpu"},
+        "data": {"path": str(source), "num_frames": args.num_frames, "sampling_rate": args.sampling_rate,
+                 "size": args.size, "num_sample": 2, "batch_size": 2, "num_workers": 1},
+        "model": {"name": "tiny"},
+        "mask": {"name": "tube", "ratio": 0.9},
+        "optim": {"lr": 1.0e-3, "warmup_steps": 20},
+        "train": {"steps": args.pretrain_steps, "log_every": 50, "save_every": 0, "progress": False, "tensorboard": False},
+    }
+    out.mkdir(parents=True, exist_ok=True)
+    (out.parent / "source_model.yaml").write_text(yaml.safe_dump(raw))
+    result = train(load_config(out.parent / "source_model.yaml", []))
+    if not result.ok or result.final_dir is None:
+        raise SystemExit(f"source pretraining stopped early: {result.stopped}")
+    first, last = result.history[0]["loss"], result.history[-1]["loss"]
+    print(f"source model: {args.pretrain_steps} steps, loss {first:.4f} -> {last:.4f}", file=sys.stderr)
+    return result.final_dir
 
 
 def _embedder(spec: str, tubelet: tuple[int, int, int]):
@@ -152,6 +184,13 @@ def main(argv: list[str] | None = None) -> int:
     work = Path(args.work)
     tubelet = (2, 16, 16)
     rows, footage = [], {}
+    if args.pretrain_steps > 0:
+        folder = work / "object"
+        if not (folder / "labels.json").is_file():
+            build_known_difference(folder, assets=args.assets, num_source=args.num_source, num_target=args.num_target,
+                                   seed=args.seed)
+        model = pretrain_source_model(folder / "source", work / f"source_model_{args.pretrain_steps}", args)
+        args.embedders += "," + ",".join(f"checkpoint:{model}{layer}" for layer in ("", "@block:2", "@block:4"))
     for variant in [v.strip() for v in args.variants.split(",") if v.strip()]:
         if variant in ("object", "shift"):
             folder = work / variant

@@ -251,10 +251,13 @@ def write_outputs(results: dict, out: Path) -> None:
     lines += [
         "",
         "Targets: a difference masker < 5% of a training step, reading the boxes cache < 1%. The tiny model's",
-        "encoder sees only the 10% visible tokens, so its step is cheap, while the difference masker's embedder",
-        "reads every pixel of the clip (all L tokens). With the model embedder that is the tubelet projection of",
-        "every token, one fp32 `[B*L, t*p*p*C] x [t*p*p*C, D]` matmul (10x the tokens the step itself embeds),",
-        "which on a CPU dominates that masker's time. Larger models were not timed here.",
+        "encoder sees only the 10% visible tokens, so its step is cheap, while a difference masker's embedder",
+        "reads every pixel of the clip (all L tokens). In the loop, the pixel embedder stays near 3% (the default",
+        "distance scorer adds one `[B*L, D] x [D, 256]` matmul); the model's tubelet embedding, its encoder",
+        "blocks and the ImageNet CNN do not (the CNN's depthwise convolutions are slow on this CPU). Their",
+        "frozen scores are therefore read from a score cache by default in training (`mask.options.cache=auto`:",
+        "scored once per video into the run folder), and the lookup (`-cache` rows; the same code whatever the",
+        "embedder) costs well under 2% of a step. Larger models were not timed here.",
     ]
     lines += ["", "## Masks per second", "", "| clip | B | L | B*L | masker | ms per call | masks/s |", "|---|---|---|---|---|---|---|"]
     for r in rows:

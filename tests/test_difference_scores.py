@@ -324,3 +324,21 @@ def test_distance_score_finds_the_pasted_objects(footage):
         aucs[scorer] = roc_auc(res.scores, obj, valid)
     assert aucs["distance"] >= 0.85, aucs
     assert aucs["tficf"] < aucs["distance"], aucs
+
+
+def test_version_1_statistics_still_load_with_tficf(tmp_path):
+    """A file written before the distance and enrichment scorers (version 1) loads; its masker uses TF-ICF."""
+    from safetensors.torch import save_file
+
+    stats = fit_statistics([_clips(6, False, 0)], [_clips(6, True, 1)], PixelEmbedder(dim=16, tubelet=TUBELET),
+                           num_words=4, num_anchors=1, num_prototypes=16, init_tokens=32, progress=False)
+    tensors = {"centroids": stats.centroids, "anchors": stats.anchors, "counts_target": stats.counts_target,
+               "counts_source": stats.counts_source, "tficf": stats.tficf}
+    meta = {"format": "videomask.difference_stats", "version": 1, "embedder": stats.embedder, "settings": {}}
+    save_file(tensors, str(tmp_path / "v1.safetensors"), metadata={"videomask": json.dumps(meta)})
+    old = DifferenceStats.load(tmp_path / "v1.safetensors")
+    assert old.scorers == ("tficf",)
+    masker = DifferenceMasker(stats=old)
+    assert masker.scorer == "tficf" and masker.anchor_rule == "word"
+    with pytest.raises(VideomaskError, match="support scorers"):
+        DifferenceMasker(stats=old, scorer="distance")

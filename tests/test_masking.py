@@ -63,7 +63,8 @@ def _box_cache():
 
     records = []
     for i in range(100):
-        records += [{"video": f"v{i}", "frame": f, "box": [0, 0, 32, 32], "label": "person", "score": 0.9} for f in range(T)]
+        records += [{"video": f"v{i}", "frame": f, "box": [0, 0, 32, 32], "label": "person",
+                     "score": 0.9} for f in range(T)]
         records.append({"video": f"v{i}", "done": True, "num_frames": T, "stride": 1})
     return BoxCache.from_records(records)
 
@@ -95,7 +96,8 @@ def make_batch(video: torch.Tensor, prefix: str = "v") -> dict:
 
 # options under which a masker finds no anchor in source-like clips (cosine similarity never exceeds 1)
 # (objects: the clips' videos are not in the boxes cache)
-NO_ANCHOR_OPTIONS = {"difference": {"scorer": "tficf", "anchor_rule": "threshold", "threshold": 1.0}, "objects": {"on_missing": "fallback"}}
+NO_ANCHOR_OPTIONS = {"difference": {"scorer": "tficf", "anchor_rule": "threshold", "threshold": 1.0},
+                     "objects": {"on_missing": "fallback"}}
 
 
 # every registered masker; `objects` gets an in-memory boxes cache and loader-style batch dicts
@@ -217,7 +219,8 @@ def test_score_selections_prefer_high_scores(name, selection, stats):
     tube_scores = res.scores.view(B, GRID.t, -1).mean(1)  # [B, h*w]
     tube_mask = res.mask.view(B, GRID.t, -1)[:, 0]
     assert tube_scores[tube_mask].mean() > tube_scores[~tube_mask].mean()
-    keep = make_masker(name, stats, selection=selection, direction="keep").generate(video, torch.Generator().manual_seed(0))
+    keep_masker = make_masker(name, stats, selection=selection, direction="keep")
+    keep = keep_masker.generate(video, torch.Generator().manual_seed(0))
     keep_mask = keep.mask.view(B, GRID.t, -1)[:, 0]
     assert tube_scores[keep_mask].mean() < tube_scores[~keep_mask].mean()
 
@@ -370,3 +373,20 @@ def test_difference_scorers_find_the_square(stats):
         assert res.anchors.any() and square[res.anchors].float().mean() >= 0.9, scorer
     plain = make_masker("difference", stats).generate(_clips(16, False, 22)).anchors
     assert plain.float().mean() <= 0.03
+
+
+def test_masker_options_are_declared_once():
+    """The shared options live in Masker / ScoredMasker: every masker takes them, and build_masker checks
+    names against masker_options (unknown and missing required options are one-line errors)."""
+    from videomask.masking import MASKERS, masker_options
+
+    shared = {"tubelet", "ratio", "mode"}
+    scored = shared | {"selection", "alpha", "direction", "reduce", "temperature", "uniform_mix"}
+    for name, cls in MASKERS.items():
+        assert (scored if issubclass(cls, ScoredMasker) else shared) <= set(masker_options(cls)), name
+    assert set(masker_options(MASKERS["random"])) == shared
+    assert build_masker("random").mode == "token" and build_masker("tube").mode == "tube"
+    with pytest.raises(VideomaskError, match="unknown option.*colour"):
+        build_masker("tube", colour="red")
+    with pytest.raises(VideomaskError, match="missing required option.*stats"):
+        build_masker("difference")

@@ -47,7 +47,8 @@ def test_registry_sizes_build(name: str) -> None:
 
 def test_base_is_videomae_vit_b() -> None:
     cfg = MODEL_SIZES["base"]
-    assert (cfg.embed_dim, cfg.depth, cfg.num_heads, cfg.patch_size, cfg.img_size, cfg.num_frames) == (768, 12, 12, 16, 224, 16)
+    sizes = (cfg.embed_dim, cfg.depth, cfg.num_heads, cfg.patch_size, cfg.img_size, cfg.num_frames)
+    assert sizes == (768, 12, 12, 16, 224, 16)
     assert (cfg.decoder_embed_dim, cfg.decoder_depth) == (384, 4)
 
 
@@ -227,3 +228,48 @@ def test_param_groups_split_decay() -> None:
     assert id(model.mask_token) in no_decay_ids and id(model.blocks[0].attn.q_bias) in no_decay_ids
     assert id(model.blocks[0].attn.qkv.weight) in decay_ids and no_decay["weight_decay"] == 0.0
     assert len(decay_ids | no_decay_ids) == len(list(model.parameters()))
+
+
+@pytest.mark.parametrize("fused", [True, False])
+@pytest.mark.parametrize("case", ["plain", "causal", "bool_mask", "float_mask"])
+def test_qv_bias_attention_matches_timm(fused: bool, case: str) -> None:
+    """QVBiasAttention.forward is a marked copy of timm's Attention.forward: the same output as timm's
+    with qkv bias = (q_bias, 0, v_bias), on both attention paths, with is_causal and attention masks."""
+    from timm.layers import Attention
+
+    from videomask.model import QVBiasAttention
+
+    torch.manual_seed(0)
+    ours, ref = QVBiasAttention(16, num_heads=2, qkv_bias=True).eval(), Attention(16, num_heads=2, qkv_bias=True).eval()
+    with torch.no_grad():
+        ours.q_bias.normal_(), ours.v_bias.normal_()
+        ref.qkv.weight.copy_(ours.qkv.weight)
+        ref.qkv.bias.copy_(ours.qkv_bias())
+        ref.proj.load_state_dict(ours.proj.state_dict())
+    ours.fused_attn = ref.fused_attn = fused
+    x = torch.randn(2, 5, 16)
+    kwargs: dict = {}
+    if case == "causal":
+        kwargs["is_causal"] = True
+    elif case == "bool_mask":
+        kwargs["attn_mask"] = (torch.rand(5, 5) > 0.3) | torch.eye(5, dtype=torch.bool)
+    elif case == "float_mask":
+        kwargs["attn_mask"] = torch.randn(2, 1, 5, 5)
+    want = ref(x, **kwargs)
+    torch.testing.assert_close(ours(x, **kwargs), want, rtol=1e-5, atol=1e-6)
+    if case == "causal":  # the first token attends only to itself: a causal mask that was ignored would fail here
+        v0 = ours(x[:, :1])
+        torch.testing.assert_close(ours(x, is_causal=True)[:, :1], v0, rtol=1e-5, atol=1e-6)
+
+
+def test_forward_draws_the_decoder_mask_from_the_generator() -> None:
+    """With decoder_mask_ratio > 0 and no decoder mask, forward draws it (the one owner) from ``generator``:
+    the same as drawing it with make_decoder_mask from an equally seeded generator."""
+    model = make(decoder_mask_ratio=0.5)
+    video = torch.randn(2, 3, 4, 32, 32)
+    grid = model.grid_of(video)
+    mask = random_mask(2, grid.num_tokens, 6)
+    drawn = model(video, mask, generator=torch.Generator().manual_seed(4))
+    dec = model.make_decoder_mask(mask, grid, generator=torch.Generator().manual_seed(4))
+    assert torch.equal(drawn.decoder_mask, dec) and int(dec[0].sum()) == model.decoder_count(6) == 3
+    assert torch.equal(drawn.loss, model(video, mask, dec).loss)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+import warnings
 
 import pytest
 import torch
@@ -21,9 +22,12 @@ DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 HALF = ClipGeometry(64, 64, 0, 0, 64, 64, 32, 32, False)  # a 64x64 original resized to the 32x32 clip
 
 
-def _records(video: str, boxes: dict[int, list[tuple[list[float], str]]], num_frames: int = 40, stride: int = 2) -> list[dict]:
-    out = [{"video": video, "frame": f, "box": box, "label": label, "score": 1.0} for f, items in boxes.items() for box, label in items]
-    return out + [{"video": video, "done": True, "num_frames": num_frames, "stride": stride, "detector": {"name": "test"}}]
+def _records(video: str, boxes: dict[int, list[tuple[list[float], str]]], num_frames: int = 40,
+             stride: int = 2) -> list[dict]:
+    out = [{"video": video, "frame": f, "box": box, "label": label, "score": 1.0}
+           for f, items in boxes.items() for box, label in items]
+    return out + [{"video": video, "done": True, "num_frames": num_frames, "stride": stride,
+                   "detector": {"name": "test"}}]
 
 
 @pytest.fixture(scope="module")
@@ -35,7 +39,8 @@ def cache() -> BoxCache:
     return BoxCache.from_records(_records("a", person) + _records("b", dog) + _records("empty", {}))
 
 
-def _batch(video_ids: list[str], geometry: ClipGeometry = HALF, frames: list[int] | None = None, device: str = "cpu") -> dict:
+def _batch(video_ids: list[str], geometry: ClipGeometry = HALF, frames: list[int] | None = None,
+           device: str = "cpu") -> dict:
     B = len(video_ids)
     g = torch.Generator().manual_seed(0)
     return {
@@ -174,7 +179,8 @@ def test_fallback_without_anchor(cache):
     rnd_slots = rnd.mask.view(64, GRID.t, -1)
     assert not torch.equal(rnd_slots[:, 0], rnd_slots[:, 1])  # token masking: slots differ
     # token mode with tube fallback: whole tubes plus single tokens up to int(ratio * L)
-    tok = _masker(cache, mode="token", ratio=0.6, fallback="tube").generate(_batch(["empty", "a"]), torch.Generator().manual_seed(0))
+    tok_masker = _masker(cache, mode="token", ratio=0.6, fallback="tube")
+    tok = tok_masker.generate(_batch(["empty", "a"]), torch.Generator().manual_seed(0))
     assert tok.mask.sum(1).tolist() == [int(0.6 * GRID.num_tokens)] * 2
     assert tok.mask[0].view(GRID.t, -1).all(0).sum() == int(0.6 * GRID.num_tokens) // GRID.t
     with pytest.raises(VideomaskError, match="fallback"):
@@ -186,8 +192,14 @@ def test_missing_video_and_bad_inputs(cache):
     with pytest.raises(VideomaskError, match="not in boxes cache"):
         masker(_batch(["unknown"]))
     lenient = _masker(cache, on_missing="fallback")
-    mask = lenient(_batch(["unknown", "a"]), torch.Generator().manual_seed(0))
+    with pytest.warns(UserWarning, match="'unknown' is not in boxes cache"):
+        mask = lenient(_batch(["unknown", "a"]), torch.Generator().manual_seed(0))
     assert mask.sum(1).tolist() == [8 * GRID.t] * 2 and lenient.missing == 1
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the same video again: counted, not warned about twice
+        lenient(_batch(["unknown"]), torch.Generator().manual_seed(0))
+    assert lenient.missing == 2 and lenient.missing_videos == {"unknown"}
+    assert "missing=2 clips of 1 videos" in repr(lenient) and "missing" not in repr(masker)
     with pytest.raises(VideomaskError, match="batch dict"):
         masker(torch.zeros(1, 3, T, H, W))
     no_geometry = _batch(["a"])
@@ -234,7 +246,8 @@ def test_cache_lookup_is_cheap():
     records = []
     for v in range(1000):
         for f in range(0, 300, 4):
-            records.append({"video": f"v{v}", "frame": f, "box": [10.0 + f % 50, 20.0, 80.0 + f % 50, 200.0], "label": "person", "score": 1.0})
+            records.append({"video": f"v{v}", "frame": f, "box": [10.0 + f % 50, 20.0, 80.0 + f % 50, 200.0],
+                            "label": "person", "score": 1.0})
         records.append({"video": f"v{v}", "done": True, "num_frames": 300, "stride": 4, "detector": {"name": "t"}})
     cache = BoxCache.from_records(records)
     masker = build_masker("objects", boxes=cache, tubelet=(2, 16, 16))

@@ -23,7 +23,8 @@ from videomask.patches import (
 
 @pytest.mark.parametrize(
     "tubelet, size",
-    [((2, 16, 16), (4, 32, 48)), ((1, 8, 8), (3, 16, 24)), ((4, 4, 4), (8, 12, 8)), ((3, 2, 5), (6, 4, 10)), ((2, 7, 7), (2, 14, 21))],
+    [((2, 16, 16), (4, 32, 48)), ((1, 8, 8), (3, 16, 24)), ((4, 4, 4), (8, 12, 8)), ((3, 2, 5), (6, 4, 10)),
+     ((2, 7, 7), (2, 14, 21))],
 )
 def test_patchify_round_trip(tubelet, size):
     video = torch.randn(2, 3, *size)
@@ -120,7 +121,8 @@ def test_token_order_matches_hf_patch_embedding():
 
 @pytest.mark.parametrize("norm_pix_loss", [False, True])
 def test_pixel_targets_match_hf_pretraining_labels(monkeypatch, norm_pix_loss):
-    """The labels HF VideoMAEForPreTraining regresses == patchify(unnormalised video)[mask] (per-token norm optional)."""
+    """The labels HF VideoMAEForPreTraining regresses == patchify(unnormalised video)[mask] (per-token norm
+    optional)."""
     from transformers import VideoMAEForPreTraining
 
     torch.manual_seed(0)
@@ -144,7 +146,8 @@ def test_pixel_targets_match_hf_pretraining_labels(monkeypatch, norm_pix_loss):
     target = patchify(video * std + mean, (2, 8, 8))  # [B, L, t*p*p*C]
     if norm_pix_loss:
         per_pixel = target.view(2, 32, 2 * 8 * 8, 3)  # channels last inside a token
-        per_pixel = (per_pixel - per_pixel.mean(-2, keepdim=True)) / (per_pixel.var(-2, unbiased=True, keepdim=True).sqrt() + 1e-6)
+        std = per_pixel.var(-2, unbiased=True, keepdim=True).sqrt()
+        per_pixel = (per_pixel - per_pixel.mean(-2, keepdim=True)) / (std + 1e-6)
         target = per_pixel.view(2, 32, -1)
     expected = target[mask].view(2, 4, -1)  # masked tokens in increasing index
     torch.testing.assert_close(captured["labels"], expected, rtol=1e-5, atol=1e-5)

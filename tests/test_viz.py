@@ -85,6 +85,38 @@ def test_show_masks_writes_gif_and_png_for_every_masker(name, inputs, tmp_path, 
         assert anchors > 0 and "detections drawn" in text and not text.rstrip().endswith(" 0 detections drawn")
 
 
+def test_show_masks_heatmap_colours_follow_the_scores(inputs, tmp_path, capsys):
+    """--heatmap adds a third row; the highest-scoring token's cell is brighter than the lowest's (inferno)."""
+    from videomask.masking import DifferenceMasker
+    from videomask.viz import load_clip, score_heatmap
+
+    out = tmp_path / "heat.gif"
+    base = ["show-masks", str(inputs["video"]), "-o", str(out), "--num-frames", str(NUM_FRAMES), "--sampling-rate", "2",
+            "--size", str(SIZE), "--scale", str(SCALE)]
+    assert main(base + ["--masker", "difference", "--stats", str(inputs["stats"]), "--heatmap"]) == 0
+    with Image.open(out.with_suffix(".png")) as png:
+        rows_height = png.size[1]
+    assert main(base + ["--masker", "difference", "--stats", str(inputs["stats"]), "-o", str(tmp_path / "two.gif")]) == 0
+    with Image.open(tmp_path / "two.png") as two:
+        assert rows_height - two.size[1] == SIZE * SCALE + 2 * SCALE  # one more row and its spacer
+    capsys.readouterr()
+    clip = load_clip(inputs["video"], num_frames=NUM_FRAMES, sampling_rate=2, size=SIZE, patch=(16, 16))
+    scores = DifferenceMasker.load(inputs["stats"]).generate(clip.batch()).scores[0]  # [L]
+    plain = np.zeros((NUM_FRAMES, SIZE * SCALE, SIZE * SCALE, 3), dtype=np.uint8)
+    heat = score_heatmap(plain, scores, (2, 16, 16), SCALE)
+    cell = 16 * SCALE
+    hw = (SIZE // 16) ** 2
+
+    def brightness(token: int) -> float:
+        i, j = divmod(token % hw, SIZE // 16)
+        k = 2 * (token // hw)
+        return float(heat[k, i * cell + 4: (i + 1) * cell - 4, j * cell + 4: (j + 1) * cell - 4].mean())
+
+    assert brightness(int(scores.argmax())) > brightness(int(scores.argmin())) + 50
+    assert main(base + ["--masker", "tube", "--heatmap"]) == 2
+    assert "no scores" in capsys.readouterr().err
+
+
 def test_show_masks_with_a_detector(inputs, tmp_path, capsys):
     out = tmp_path / "detector.gif"
     argv = ["show-masks", str(inputs["video"]), "--masker", "objects", "--detector", "haar-face", "-o", str(out),

@@ -1,7 +1,8 @@
 """The ``videomask`` command line: one subcommand per module in :mod:`videomask.commands`.
 
-Each command module defines ``HELP`` (one line), ``add_arguments(parser)`` and ``run(args) -> int``.
-Modules are imported only when their command runs, so ``videomask --help`` stays fast.
+Each command module defines ``HELP`` (one line, the command's help and description),
+``add_arguments(parser)`` and ``run(args) -> int``. Command modules import their heavy dependencies
+inside ``run``, so ``videomask --help`` (which reads every ``HELP``) stays fast.
 A :class:`~videomask.errors.VideomaskError` (a user mistake) is printed as one line, exit status 2.
 """
 
@@ -10,35 +11,36 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
-from typing import Sequence
+from collections.abc import Sequence
+from types import ModuleType
 
 from videomask.errors import VideomaskError
 
-# command name -> (module under videomask.commands, one-line help)
-COMMANDS: dict[str, tuple[str, str]] = {
-    "demo": ("demo", "run the shipped end-to-end demo on assets/ with configs/demo.yaml"),
-    "info": ("info", "decode videos and print metadata, sampling and patch-grid report"),
-    "fit": ("fit", "fit difference statistics (source prototypes, visual words) from source and target videos"),
-    "score-cache": ("score_cache", "score every video once with a difference masker (a cache for continued pretraining)"),
-    "detect": ("detect", "detect anchor objects in videos and build a resumable boxes cache (JSON lines)"),
-    "show-masks": ("show_masks", "draw a masker's masks on a clip (GIF and PNG grid)"),
-    "show-recon": ("show_recon", "draw what a model reconstructs of a masked clip (GIF and PNG grid)"),
-    "pretrain": ("pretrain", "continue pretraining a VideoMAE model with a chosen masker"),
-    "probe": ("probe", "linear probe and kNN accuracy on frozen encoder features"),
-    "bench": ("bench", "compare tube, random and difference masking head to head"),
+# command name -> module under videomask.commands (the order of `videomask --help`)
+COMMANDS: dict[str, str] = {
+    "demo": "demo",
+    "info": "info",
+    "fit": "fit",
+    "score-cache": "score_cache",
+    "detect": "detect",
+    "show-masks": "show_masks",
+    "show-recon": "show_recon",
+    "pretrain": "pretrain",
+    "probe": "probe",
+    "bench": "bench",
 }
 
 
-def _load(name: str):
-    module_name, _ = COMMANDS[name]
-    return importlib.import_module(f"videomask.commands.{module_name}")
+def _load(name: str) -> ModuleType:
+    return importlib.import_module(f"videomask.commands.{COMMANDS[name]}")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="videomask", description="Masked video pretraining that chooses what to mask.")
+    parser = argparse.ArgumentParser(prog="videomask",
+                                     description="Masked video pretraining that chooses what to mask.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name, (_, help_text) in COMMANDS.items():
-        sub.add_parser(name, help=help_text, add_help=False)
+    for name in COMMANDS:
+        sub.add_parser(name, help=_load(name).HELP, add_help=False)
     return parser
 
 
@@ -55,7 +57,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     name, rest = argv[0], argv[1:]
     try:
         module = _load(name)
-        parser = argparse.ArgumentParser(prog=f"videomask {name}", description=COMMANDS[name][1])
+        parser = argparse.ArgumentParser(prog=f"videomask {name}", description=module.HELP)
         module.add_arguments(parser)
         args = parser.parse_args(rest)
         return int(module.run(args) or 0)

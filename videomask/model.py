@@ -31,11 +31,10 @@ from timm.models.vision_transformer import Block
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
+from videomask.constants import IMAGENET_MEAN, IMAGENET_STD
 from videomask.errors import VideomaskError
-from videomask.patches import Grid, Tubelet, grid_for, patchify
+from videomask.patches import Grid, Tubelet, grid_for, mask_to_ids, patchify
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 DECODER_MASK_TYPES = ("run_cell", "random")
 
 
@@ -104,7 +103,8 @@ class VideoMAEConfig:
         if self.decoder_depth < 0:
             raise VideomaskError(f"model config: decoder_depth must be >= 0, got {self.decoder_depth}")
         if self.embed_dim % self.num_heads:
-            raise VideomaskError(f"model config: embed_dim={self.embed_dim} is not divisible by num_heads={self.num_heads}")
+            raise VideomaskError(f"model config: embed_dim={self.embed_dim} is not divisible by "
+                                 f"num_heads={self.num_heads}")
         if self.decoder_embed_dim % self.decoder_num_heads:
             raise VideomaskError(
                 f"model config: decoder_embed_dim={self.decoder_embed_dim} is not divisible by "
@@ -114,7 +114,8 @@ class VideoMAEConfig:
             raise VideomaskError(f"model config: decoder_mask_ratio must be in [0, 1), got {self.decoder_mask_ratio}")
         if self.decoder_mask_type not in DECODER_MASK_TYPES:
             raise VideomaskError(
-                f"model config: decoder_mask_type must be one of {', '.join(DECODER_MASK_TYPES)}, got {self.decoder_mask_type!r}"
+                f"model config: decoder_mask_type must be one of {', '.join(DECODER_MASK_TYPES)}, "
+                f"got {self.decoder_mask_type!r}"
             )
         if not 0.0 <= self.drop_path < 1.0:
             raise VideomaskError(f"model config: drop_path must be in [0, 1), got {self.drop_path}")
@@ -204,8 +205,14 @@ class QVBiasAttention(Attention):
             return None
         return torch.cat((self.q_bias, torch.zeros_like(self.v_bias), self.v_bias))
 
+    # A marked copy of ``timm.layers.Attention.forward`` (timm 1.0.31): the one change is the qkv projection,
+    # ``F.linear(x, qkv.weight, self.qkv_bias())`` in place of ``self.qkv(x)``. timm's forward calls
+    # ``self.qkv`` directly, so the spliced bias cannot be added without copying it.
+    # tests/test_model.py::test_qv_bias_attention_matches_timm compares the two on the fused and the
+    # non-fused paths, with and without ``is_causal`` and an ``attn_mask``: rerun it when timm is upgraded.
     def forward(self, x: Tensor, attn_mask: Tensor | None = None, is_causal: bool = False) -> Tensor:
         B, N, _ = x.shape
+        gate = self.gate(x).sigmoid() if getattr(self, "gate", None) is not None else None  # timm's gated option
         qkv = F.linear(x, self.qkv.weight, self.qkv_bias())  # [B, N, 3*A]
         qkv = qkv.reshape(B, N, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)  # [3, B, heads, N, hd]
         q, k, v = qkv.unbind(0)
@@ -217,12 +224,27 @@ class QVBiasAttention(Attention):
             )  # [B, heads, N, hd]
         else:
             attn = (q * self.scale) @ k.transpose(-2, -1)  # [B, heads, N, N]
-            if attn_mask is not None:
-                attn = attn + attn_mask
+            bias = _attn_bias(N, attn, attn_mask, is_causal)
+            if bias is not None:
+                attn = attn + bias
             x = self.attn_drop(attn.softmax(dim=-1)) @ v  # [B, heads, N, hd]
         x = x.transpose(1, 2).reshape(B, N, self.attn_dim)  # [B, N, A]
         x = self.norm(x)
+        if gate is not None:
+            x = x * gate
         return self.proj_drop(self.proj(x))  # [B, N, dim]
+
+
+def _attn_bias(n: int, attn: Tensor, attn_mask: Tensor | None, is_causal: bool) -> Tensor | None:
+    """The additive attention bias of the non-fused path, with SDPA's semantics (timm's ``resolve_self_attn_mask``).
+
+    ``is_causal`` wins over ``attn_mask``; a bool mask is True where attention is allowed.
+    """
+    if is_causal:
+        return attn.new_full((n, n), float("-inf")).triu_(1)  # [N, N]
+    if attn_mask is not None and attn_mask.dtype == torch.bool:
+        return torch.zeros_like(attn_mask, dtype=attn.dtype).masked_fill_(~attn_mask, float("-inf"))
+    return attn_mask
 
 
 def _blocks(dim: int, depth: int, num_heads: int, mlp_ratio: float, qkv_bias: bool, eps: float,
@@ -341,7 +363,8 @@ class VideoMAE(nn.Module):
         if mask.dtype != torch.bool:
             raise VideomaskError(f"mask must be a bool tensor (True = masked), got {mask.dtype}")
         if tuple(mask.shape) != (batch, num_tokens):
-            raise VideomaskError(f"mask shape {tuple(mask.shape)} does not match the video's [B, L] = [{batch}, {num_tokens}]")
+            raise VideomaskError(f"mask shape {tuple(mask.shape)} does not match the video's [B, L] = [{batch}, "
+                                 f"{num_tokens}]")
         lo, hi = torch.aminmax(mask.sum(dim=1))
         lo, hi = int(lo), int(hi)  # one host sync per step
         if lo != hi:
@@ -349,13 +372,6 @@ class VideoMAE(nn.Module):
         if lo == num_tokens:
             raise VideomaskError("the mask hides every token; at least one must stay visible")
         return lo
-
-    @staticmethod
-    def split_ids(mask: Tensor, num_masked: int) -> tuple[Tensor, Tensor]:
-        """``mask [B, L]`` -> ``(ids_keep [B, L_vis], ids_masked [B, L_mask])``, each in increasing token index."""
-        order = torch.argsort(mask.to(torch.int8), dim=1, stable=True)  # [B, L] visible first, then masked
-        num_visible = mask.shape[1] - num_masked
-        return order[:, :num_visible], order[:, num_visible:]
 
     @staticmethod
     def _gather(x: Tensor, ids: Tensor) -> Tensor:
@@ -377,7 +393,8 @@ class VideoMAE(nn.Module):
         """
         t, p, _ = self.tubelet
         w = self.patch_embed.proj.weight  # [D, C, t, p, p]
-        tubes = rearrange(video, "b c (gt t) (gh ph) (gw pw) -> b (gt gh gw) (c t ph pw)", t=t, ph=p, pw=p)  # [B, L, C*t*p*p]
+        # [B, L, C*t*p*p]
+        tubes = rearrange(video, "b c (gt t) (gh ph) (gw pw) -> b (gt gh gw) (c t ph pw)", t=t, ph=p, pw=p)
         if ids is not None:
             tubes = self._gather(tubes, ids)  # [B, N, C*t*p*p]
         return F.linear(tubes, w.reshape(w.shape[0], -1), self.patch_embed.proj.bias)  # [B, N, D]
@@ -397,7 +414,8 @@ class VideoMAE(nn.Module):
         with torch.no_grad():
             frames = video.float()
             if c.in_chans == 3:
-                frames = frames * self.pix_std.view(1, 3, 1, 1, 1) + self.pix_mean.view(1, 3, 1, 1, 1)  # [B, C, T, H, W] in [0, 1]
+                # [B, C, T, H, W] in [0, 1]
+                frames = frames * self.pix_std.view(1, 3, 1, 1, 1) + self.pix_mean.view(1, 3, 1, 1, 1)
             tokens = patchify(frames, self.tubelet)  # [B, L, t*p*p*C]
             if ids is not None:
                 tokens = self._gather(tokens, ids)  # [B, N, t*p*p*C]
@@ -428,7 +446,7 @@ class VideoMAE(nn.Module):
             return self.forward_encoder(video, None)
         mask = mask.to(video.device)
         num_masked = self._check_mask(mask, video.shape[0], grid.num_tokens)
-        ids_keep, _ = self.split_ids(mask, num_masked)
+        ids_keep, _, _ = mask_to_ids(mask, num_masked)
         return self.forward_encoder(video, ids_keep)
 
     def features(self, video: Tensor) -> Tensor:
@@ -438,7 +456,8 @@ class VideoMAE(nn.Module):
 
     # ------------------------------------------------------------------ decoder
     def decoder_count(self, num_masked: int, ratio: float | None = None) -> int:
-        """Tokens per row the decoder reconstructs out of ``num_masked``: ``max(1, round(num_masked * (1 - ratio)))``."""
+        """Tokens per row the decoder reconstructs out of ``num_masked``: ``max(1, round(num_masked * (1 - ratio)))``.
+        """
         ratio = self.config.decoder_mask_ratio if ratio is None else ratio
         return max(1, int(round(num_masked * (1.0 - ratio))))
 
@@ -475,11 +494,13 @@ class VideoMAE(nn.Module):
         return torch.zeros_like(mask).scatter_(1, chosen, True)  # [B, L]
 
     def forward_decoder(self, latent: Tensor, ids_keep: Tensor, ids_dec: Tensor, num_tokens: int) -> Tensor:
-        """Decode: visible latents ``[B, L_vis, D]`` + mask tokens at ``ids_dec [B, L_dec]`` -> ``[B, L_dec, t*p*p*C]``."""
+        """Decode: visible latents ``[B, L_vis, D]`` + mask tokens at ``ids_dec [B, L_dec]`` -> ``[B, L_dec, t*p*p*C]``.
+        """
         x_vis = self.encoder_to_decoder(latent)  # [B, L_vis, Dd]
         B, _, Dd = x_vis.shape
         pos = self.pos_table(num_tokens, Dd, latent.device).to(x_vis.dtype)  # [L, Dd]
-        x = torch.cat([x_vis + pos[ids_keep], self.mask_token.to(x_vis.dtype) + pos[ids_dec]], dim=1)  # [B, L_vis+L_dec, Dd]
+        # [B, L_vis+L_dec, Dd]
+        x = torch.cat([x_vis + pos[ids_keep], self.mask_token.to(x_vis.dtype) + pos[ids_dec]], dim=1)
         x = self._run(self.decoder_blocks, x)  # [B, L_vis+L_dec, Dd]
         x = self.decoder_norm(x[:, -ids_dec.shape[1]:])  # [B, L_dec, Dd]
         return self.decoder_head(x)  # [B, L_dec, t*p*p*C]
@@ -490,15 +511,15 @@ class VideoMAE(nn.Module):
         token_loss = (pred.float() - target).pow(2).mean(dim=-1)  # [B, L_dec]
         return token_loss.mean(), token_loss
 
-    def forward(self, video: Tensor, mask: Tensor, decoder_mask: Tensor | None = None, *,
-                num_masked: int | None = None, num_decoded: int | None = None) -> VideoMAEOutput:
-        """Reconstruct the masked tubelets of ``video [B, C, T, H, W]`` hidden by ``mask [B, L]`` (True = masked).
+    def prepare_masks(self, video: Tensor, mask: Tensor, decoder_mask: Tensor | None = None, *,
+                      num_masked: int | None = None, num_decoded: int | None = None,
+                      generator: torch.Generator | None = None) -> tuple[Grid, Tensor, Tensor, Tensor]:
+        """Check the masks of :meth:`forward` and index them -> ``(grid, ids_keep, ids_dec, decoder_mask)``.
 
-        ``decoder_mask [B, L]`` (a subset of ``mask``, same count per row) restricts the reconstruction and
-        the loss; when None and ``config.decoder_mask_ratio > 0`` one is drawn with :meth:`make_decoder_mask`.
-        ``num_masked`` / ``num_decoded``: the per-row counts of ``mask`` / ``decoder_mask`` when the caller
-        knows them (the training loop takes them from the masker); the mask checks, which read the counts
-        back to the host (a GPU sync), are then skipped, so they must be right.
+        ``ids_keep [B, L_vis]``: the visible tokens; ``ids_dec [B, L_dec]``: the tokens the decoder
+        reconstructs (``decoder_mask [B, L]``; the masked tokens without decoder masking). The one place
+        the decoder mask is drawn when the caller gives none (``config.decoder_mask_ratio > 0``).
+        Trusted counts (``num_masked`` / ``num_decoded``) skip the checks that read the masks back to the host.
         """
         grid = self.grid_of(video)
         B, L = video.shape[0], grid.num_tokens
@@ -511,23 +532,35 @@ class VideoMAE(nn.Module):
             self._check_mask(mask, B, L)  # raises the shape / dtype error
         if num_masked == 0:
             raise VideomaskError("the mask hides no token; there is nothing to reconstruct")
-        ids_keep, ids_masked = self.split_ids(mask, num_masked)  # [B, L_vis], [B, L_mask]
+        ids_keep, ids_masked, _ = mask_to_ids(mask, num_masked)  # [B, L_vis], [B, L_mask]
         if decoder_mask is None and self.config.decoder_mask_ratio > 0:
-            decoder_mask = self.make_decoder_mask(mask, grid, num_masked=num_masked)
+            decoder_mask = self.make_decoder_mask(mask, grid, generator=generator, num_masked=num_masked)
             num_decoded = self.decoder_count(num_masked)
         if decoder_mask is None:
-            decoder_mask, ids_dec = mask, ids_masked
-        else:
-            decoder_mask = decoder_mask.to(video.device)
-            num_dec = num_decoded
-            if num_dec is None:
-                num_dec = self._check_mask(decoder_mask, B, L)
-                if num_dec == 0 or bool((decoder_mask & ~mask).any()):
-                    raise VideomaskError("decoder_mask must select at least one token, and only masked tokens")
-            _, ids_dec = self.split_ids(decoder_mask, num_dec)  # [B, L_dec]
+            return grid, ids_keep, ids_masked, mask
+        decoder_mask = decoder_mask.to(video.device)
+        if num_decoded is None:
+            num_decoded = self._check_mask(decoder_mask, B, L)
+            if num_decoded == 0 or bool((decoder_mask & ~mask).any()):
+                raise VideomaskError("decoder_mask must select at least one token, and only masked tokens")
+        _, ids_dec, _ = mask_to_ids(decoder_mask, num_decoded)  # [B, L_dec]
+        return grid, ids_keep, ids_dec, decoder_mask
 
+    def forward(self, video: Tensor, mask: Tensor, decoder_mask: Tensor | None = None, *,
+                num_masked: int | None = None, num_decoded: int | None = None,
+                generator: torch.Generator | None = None) -> VideoMAEOutput:
+        """Reconstruct the masked tubelets of ``video [B, C, T, H, W]`` hidden by ``mask [B, L]`` (True = masked).
+
+        ``decoder_mask [B, L]`` (a subset of ``mask``, same count per row) restricts the reconstruction and
+        the loss; when None and ``config.decoder_mask_ratio > 0`` one is drawn with :meth:`make_decoder_mask`
+        from ``generator``. ``num_masked`` / ``num_decoded``: the per-row counts of ``mask`` / ``decoder_mask``
+        when the caller knows them (the training loop takes them from the masker); the mask checks, which
+        read the counts back to the host (a GPU sync), are then skipped, so they must be right.
+        """
+        grid, ids_keep, ids_dec, decoder_mask = self.prepare_masks(
+            video, mask, decoder_mask, num_masked=num_masked, num_decoded=num_decoded, generator=generator)
         latent = self.forward_encoder(video, ids_keep)  # [B, L_vis, D]
-        pred = self.forward_decoder(latent, ids_keep, ids_dec, L)  # [B, L_dec, t*p*p*C]
+        pred = self.forward_decoder(latent, ids_keep, ids_dec, grid.num_tokens)  # [B, L_dec, t*p*p*C]
         target = self.patchify_target(video, ids_dec)  # [B, L_dec, t*p*p*C]
         loss, token_loss = self.forward_loss(pred, target)
         return VideoMAEOutput(loss=loss, pred=pred, target=target, token_loss=token_loss, decoder_mask=decoder_mask)

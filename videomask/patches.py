@@ -12,9 +12,10 @@ in original pixel coordinates can be laid onto the transformed clip's patch grid
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import astuple, dataclass
-from typing import Sequence
 
+import numpy as np
 import torch
 from einops import rearrange
 from torch import Tensor
@@ -109,6 +110,28 @@ def tokens_to_tubes(token_values: Tensor, grid: Grid, reduce: str = "any") -> Te
     raise VideomaskError(f"unknown time reduction {reduce!r} (any, all, mean, max)")
 
 
+def mask_to_ids(mask: Tensor, num_masked: int | None = None) -> tuple[Tensor, Tensor, Tensor]:
+    """MAE-style indices from a bool mask ``[B, L]`` (True = masked, equal count per row).
+
+    Returns ``ids_keep [B, L_vis]`` (visible tokens, increasing index), ``ids_masked [B, L_mask]``
+    (masked tokens, increasing index) and ``ids_restore [B, L]`` with
+    ``cat([x_vis, x_masked], 1).gather(1, ids_restore)`` back in token order. ``num_masked`` (the
+    per-row count, when the caller knows it) skips the count check, which reads the mask back to the
+    host; it must then be right.
+    """
+    if mask.dim() != 2 or mask.dtype != torch.bool:
+        raise VideomaskError(f"mask must be bool [B, L], got {mask.dtype} {tuple(mask.shape)}")
+    B, L = mask.shape
+    if num_masked is None:
+        counts = mask.sum(dim=1)
+        if B and bool((counts != counts[0]).any()):
+            raise VideomaskError(f"mask rows must mask the same number of tokens, got counts {counts.tolist()}")
+        num_masked = int(counts[0]) if B else 0
+    ids_shuffle = mask.to(torch.uint8).argsort(dim=1, stable=True)  # [B, L]: visible first, then masked
+    ids_restore = ids_shuffle.argsort(dim=1)  # [B, L]
+    return ids_shuffle[:, : L - num_masked], ids_shuffle[:, L - num_masked :], ids_restore
+
+
 @dataclass(frozen=True)
 class ClipGeometry:
     """Where a transformed clip came from, in original (displayed, rotation-applied) pixels.
@@ -158,22 +181,69 @@ class ClipGeometry:
         return out
 
 
-def boxes_to_patch_grid(boxes: Tensor, height: int, width: int, patch: tuple[int, int], min_overlap: float = 0.0) -> Tensor:
+def rasterise_batch(
+    boxes: Tensor | np.ndarray,
+    clip: Tensor | np.ndarray,
+    frame_pos: Tensor | np.ndarray,
+    geometry: Tensor | np.ndarray,
+    size: Sequence[int],
+    tubelet: Tubelet,
+    min_overlap: float = 0.0,
+) -> Tensor:
+    """Boxes of a whole batch -> bool ``[B, L]`` (CPU): the tokens the boxes cover after each clip's transforms.
+
+    The one box rasteriser (:func:`rasterise_boxes` and :func:`boxes_to_patch_grid` call it).
+    ``boxes [N, 4]`` (x0, y0, x1, y1, original pixels) belong to clip ``clip[N]`` and to its
+    ``frame_pos[N]``-th sampled frame; ``geometry [B, 9]`` holds ``ClipGeometry.to_tensor()`` rows;
+    ``size = (T, H, W)`` of the clips. A patch is covered when a box covers more than ``min_overlap``
+    of it (any positive area with 0); a token (a ``t x p x p`` tubelet) when any of its ``t`` frames
+    covers its patch. Float64 arithmetic in NumPy (single-threaded: tiny arrays, and no thread-pool
+    wake-ups on a busy data-loading CPU).
+    """
+    T, H, W = (int(s) for s in size)
+    t, ph, pw = tubelet
+    gt, gh, gw = T // t, H // ph, W // pw
+    geometry = np.asarray(geometry, dtype=np.float64)
+    B = geometry.shape[0]
+    boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)  # [N, 4]
+    if boxes.shape[0] == 0:
+        return torch.zeros(B, gt * gh * gw, dtype=torch.bool)
+    clip = np.asarray(clip, dtype=np.int64)
+    g = geometry[clip]  # [N, 9]: src_h src_w y0 x0 crop_h crop_w out_h out_w flip
+    # ClipGeometry.map_boxes, vectorised over boxes of different clips (deliberate: the per-box form is
+    # for drawing; tests/test_patches.py checks both against hand-computed crops and flips)
+    out_h, out_w = g[:, 6], g[:, 7]
+    sx, sy = out_w / g[:, 5], out_h / g[:, 4]  # [N]
+    x0, x1 = (boxes[:, 0] - g[:, 3]) * sx, (boxes[:, 2] - g[:, 3]) * sx
+    y0, y1 = (boxes[:, 1] - g[:, 2]) * sy, (boxes[:, 3] - g[:, 2]) * sy
+    flip = g[:, 8] > 0.5
+    x0, x1 = np.where(flip, out_w - x1, x0), np.where(flip, out_w - x0, x1)
+    x0, x1 = np.minimum(np.maximum(x0, 0), out_w), np.minimum(np.maximum(x1, 0), out_w)
+    y0, y1 = np.minimum(np.maximum(y0, 0), out_h), np.minimum(np.maximum(y1, 0), out_h)
+    ys = np.arange(gh, dtype=np.float64) * ph  # [h] top edge of each patch row
+    xs = np.arange(gw, dtype=np.float64) * pw  # [w]
+    ov_y = np.maximum(np.minimum(y1[:, None], ys + ph) - np.maximum(y0[:, None], ys), 0)  # [N, h]
+    ov_x = np.maximum(np.minimum(x1[:, None], xs + pw) - np.maximum(x0[:, None], xs), 0)  # [N, w]
+    hit = (ov_y[:, :, None] * ov_x[:, None, :] / (ph * pw)) > min_overlap  # [N, h, w]
+    slot = clip * gt + np.asarray(frame_pos, dtype=np.int64) // t  # [N] temporal slot in the batch
+    n_idx, cell = np.nonzero(hit.reshape(-1, gh * gw))  # covered (box, patch) pairs
+    covered = np.zeros(B * gt * gh * gw, dtype=bool)
+    covered[slot[n_idx] * (gh * gw) + cell] = True  # [B*t'*h*w]
+    return torch.from_numpy(covered.reshape(B, gt * gh * gw))  # [B, L] token order i_t*(h*w) + i_h*w + i_w
+
+
+def boxes_to_patch_grid(boxes: Tensor, height: int, width: int, patch: tuple[int, int],
+                        min_overlap: float = 0.0) -> Tensor:
     """Boxes ``[N, 4]`` in output pixels -> bool ``[h, w]``: patches whose covered share is > ``min_overlap``.
 
     With ``min_overlap = 0`` a patch is covered as soon as a box overlaps it with positive area.
     """
+    boxes = torch.as_tensor(boxes, dtype=torch.float64).reshape(-1, 4)
+    geometry = ClipGeometry.identity(height, width).to_tensor()[None]  # [1, 9]: the boxes are already in output pixels
     ph, pw = patch
-    gh, gw = height // ph, width // pw
-    boxes = boxes.to(torch.float64).reshape(-1, 4)
-    if boxes.numel() == 0:
-        return torch.zeros(gh, gw, dtype=torch.bool)
-    ys = torch.arange(gh, dtype=torch.float64) * ph  # [h] top edge of each patch row
-    xs = torch.arange(gw, dtype=torch.float64) * pw  # [w]
-    ov_y = (torch.minimum(boxes[:, 3:4], ys + ph) - torch.maximum(boxes[:, 1:2], ys)).clamp(min=0)  # [N, h]
-    ov_x = (torch.minimum(boxes[:, 2:3], xs + pw) - torch.maximum(boxes[:, 0:1], xs)).clamp(min=0)  # [N, w]
-    share = ov_y[:, :, None] * ov_x[:, None, :] / (ph * pw)  # [N, h, w]
-    return (share > min_overlap).any(dim=0)  # [h, w]
+    covered = rasterise_batch(boxes, np.zeros(len(boxes), dtype=np.int64), np.zeros(len(boxes), dtype=np.int64),
+                              geometry, (1, height, width), (1, ph, pw), min_overlap)  # [1, h*w]
+    return covered.view(height // ph, width // pw)  # [h, w]
 
 
 def rasterise_boxes(
@@ -186,15 +256,14 @@ def rasterise_boxes(
 
     ``frame_boxes[k]`` holds the boxes ``[N_k, 4]`` (x0, y0, x1, y1, original pixels) of the clip's
     k-th sampled frame; ``len(frame_boxes)`` is the clip length ``T``. A token (a ``t x p x p``
-    tubelet) is covered when any of its ``t`` frames covers its patch.
+    tubelet) is covered when any of its ``t`` frames covers its patch. One clip of :func:`rasterise_batch`.
     """
     T = len(frame_boxes)
     H, W = int(round(geometry.out_h)), int(round(geometry.out_w))
-    grid = grid_for((T, H, W), tubelet)
-    t, ph, pw = tubelet
-    covered = torch.zeros(grid.t, grid.h, grid.w, dtype=torch.bool)  # [t', h, w]
-    for k, boxes in enumerate(frame_boxes):
-        if boxes is None or len(boxes) == 0:
-            continue
-        covered[k // t] |= boxes_to_patch_grid(geometry.map_boxes(torch.as_tensor(boxes)), H, W, (ph, pw), min_overlap)
-    return covered.reshape(-1)  # [L] in token order i_t*(h*w) + i_h*w + i_w
+    grid_for((T, H, W), tubelet)  # a clear error when a side is not a multiple of the tubelet
+    per_frame = [torch.as_tensor(b, dtype=torch.float64).reshape(-1, 4) for b in frame_boxes if b is not None]
+    pos = [k for k, b in enumerate(frame_boxes) if b is not None for _ in range(len(b))]
+    boxes = torch.cat(per_frame) if per_frame else torch.zeros(0, 4, dtype=torch.float64)  # [N, 4]
+    covered = rasterise_batch(boxes, np.zeros(len(pos), dtype=np.int64), np.asarray(pos, dtype=np.int64),
+                              geometry.to_tensor()[None], (T, H, W), tubelet, min_overlap)  # [1, L]
+    return covered[0]  # [L] in token order i_t*(h*w) + i_h*w + i_w

@@ -884,17 +884,37 @@ def _video_of(batch: Any) -> Tensor:
     return video
 
 
-def _limited(batches: Iterable[Any], max_clips: int | None) -> Iterator[Tensor]:
-    """Videos from ``batches``, stopping after ``max_clips`` clips (the last batch is cut)."""
+def _limited(batches: Iterable[Any], max_clips: int | None) -> Iterator[tuple[Tensor, list | None]]:
+    """``(video, video ids or None)`` from ``batches``, stopping after ``max_clips`` clips (the last batch is cut)."""
     seen = 0
     for batch in batches:
         video = _video_of(batch)
+        ids = list(batch["video_id"]) if isinstance(batch, Mapping) and "video_id" in batch else None
         if max_clips is not None:
             if seen >= max_clips:
                 return
             video = video[: max_clips - seen]
+            ids = ids[: video.shape[0]] if ids is not None else None
         seen += video.shape[0]
-        yield video
+        yield video, ids
+
+
+class _HoldOut:
+    """Which source clips calibrate the distance (and stay out of the prototypes): every ``every``-th *video*
+    in order of first appearance when the batches name their videos, else every ``every``-th clip."""
+
+    def __init__(self, every: int) -> None:
+        self.every = every
+        self.order: dict[str, int] = {}
+        self.clips = 0
+
+    def __call__(self, ids: list | None, batch: int) -> Tensor:
+        if ids is None:
+            out = (torch.arange(self.clips, self.clips + batch) % self.every) == self.every - 1
+        else:
+            out = torch.tensor([self.order.setdefault(str(v), len(self.order)) % self.every == self.every - 1 for v in ids])
+        self.clips += batch
+        return out  # [B] bool
 
 
 @torch.no_grad()
@@ -904,11 +924,6 @@ def _embed(embedder: Any, video: Tensor, device: torch.device) -> Tensor:
     if emb.dim() != 3:
         raise VideomaskError(f"embedder must return [B, L, D], got shape {tuple(emb.shape)}")
     return F.normalize(emb.float(), dim=-1)
-
-
-def _held_out(first_clip: int, batch: int, every: int) -> Tensor:
-    """Bool ``[B]``: which clips of a batch (numbered from ``first_clip``) are held out for calibration."""
-    return (torch.arange(first_clip, first_clip + batch) % every) == every - 1
 
 
 def fit_statistics(
@@ -938,8 +953,8 @@ def fit_statistics(
     ``DataLoader``, or a re-iterable of batches (video tensors ``[B, C, T, H, W]`` or dicts with
     ``video``). ``embedder``: an :class:`Embedder`. Pass 1 feeds ``tokens_per_clip`` random tokens per
     clip (seeded) to two streaming k-means: the joint vocabulary (``num_words``, source and target) and
-    the source prototypes (``num_prototypes``, source only, without the calibration clips: every
-    ``holdout_every``-th source clip when there are at least ``holdout_every`` of them). Pass 2 embeds every
+    the source prototypes (``num_prototypes``, source only, without the calibration videos: every
+    ``holdout_every``-th source video, or clip when the batches carry no ``video_id``). Pass 2 embeds every
     token: word counts per set (TF-ICF, enrichment) and distance histograms (held-out source, target).
     ``max_clips`` caps the clips taken from each set per pass.
     """
@@ -961,13 +976,14 @@ def fit_statistics(
     # source prototypes (source tokens only, calibration clips left out)
     bar = tqdm(desc="fit vocabulary and prototypes", unit="clip", disable=not progress)
     clip_size: tuple | None = None
-    n_source_clips = 0
+    held_any = False
     for _ in range(max(1, int(epochs))):
-        src_seen = 0
+        hold = _HoldOut(holdout_every)
         for pair in zip_longest(_limited(src, max_clips), _limited(tgt, max_clips)):
-            for is_source, video in zip((True, False), pair):
-                if video is None:
+            for is_source, item in zip((True, False), pair):
+                if item is None:
                     continue
+                video, ids = item
                 emb = _embed(embedder, video, device)  # [B, L, D]
                 B, L, D = emb.shape
                 n = min(tokens_per_clip, L)
@@ -975,20 +991,20 @@ def fit_statistics(
                 sample = emb.gather(1, pick[..., None].expand(B, n, D))  # [B, n, D]
                 words.partial_fit(sample.reshape(B * n, D))
                 if is_source:
-                    keep = ~_held_out(src_seen, B, holdout_every)  # [B]
-                    src_seen += B
+                    held = hold(ids, B)  # [B]
+                    held_any = held_any or bool(held.any())
+                    keep = ~held
                     if keep.any():
                         protos.partial_fit(sample[keep.to(device)].reshape(-1, D))
                 clip_size = clip_size or tuple(video.shape[2:])
                 bar.update(B)
-        n_source_clips = src_seen
     bar.close()
     centroids = words.finalize().to(device)  # [V, D]
-    calibrate_on_held_out = n_source_clips >= holdout_every
+    calibrate_on_held_out = held_any and (protos.centroids is not None or protos._buffered > 0)
     if not calibrate_on_held_out:  # too few source clips to hold any out: fit the prototypes on all of them
         protos = StreamingKMeans(num_prototypes, init_tokens=max(init_tokens, 4 * num_prototypes), seed=seed + 1)
         g2 = torch.Generator().manual_seed(seed + 2)
-        for video in _limited(src, max_clips):
+        for video, _ in _limited(src, max_clips):
             emb = _embed(embedder, video, device)
             B, L, D = emb.shape
             pick = torch.rand(B, L, generator=g2).argsort(dim=1)[:, : min(tokens_per_clip, L)].to(device)
@@ -1001,13 +1017,14 @@ def fit_statistics(
         c = torch.zeros(num_words, dtype=torch.long, device=device)
         hist = torch.zeros(HIST_BINS, dtype=torch.long)
         n_clips = 0
-        for video in tqdm(_limited(data, max_clips), desc=f"count {name} tokens", unit="batch", disable=not progress):
+        hold = _HoldOut(holdout_every)
+        for video, ids in tqdm(_limited(data, max_clips), desc=f"count {name} tokens", unit="batch", disable=not progress):
             emb = _embed(embedder, video, device)  # [B, L, D]
             word = StreamingKMeans.assign(emb.reshape(-1, emb.shape[-1]), centroids)  # [B*L]
             c += torch.bincount(word, minlength=num_words)
             dist = prototype_distance(emb, prototypes)  # [B, L]
             if name == "source" and calibrate_on_held_out:
-                dist = dist[_held_out(n_clips, video.shape[0], holdout_every).to(device)]  # calibration clips only
+                dist = dist[hold(ids, video.shape[0]).to(device)]  # calibration clips only
             hist += _histogram(dist)
             n_clips += video.shape[0]
         if n_clips == 0:
@@ -1026,7 +1043,8 @@ def fit_statistics(
         "z_min": z_min,
         "prior": prior,
         "holdout_every": holdout_every,
-        "calibration": "held-out source clips" if calibrate_on_held_out else "all source clips (too few to hold out)",
+        "calibration": ("held-out source videos (every %d-th)" % holdout_every) if calibrate_on_held_out
+        else "all source clips (too few to hold any out)",
         "tokens_per_clip": tokens_per_clip,
         "epochs": int(epochs),
         "init_tokens": init_tokens,

@@ -385,7 +385,7 @@ def model_meta(model: torch.nn.Module) -> dict[str, Any]:
     return {}
 
 
-CACHED_EMBEDDERS = ("cnn", "model-block")  # embedders the difference masker reads from a score cache by default
+CACHED_EMBEDDERS = ("cnn", "model-patch", "model-block")  # read from a score cache by default (> 5% of a step in the loop)
 
 
 def _embedder_kind(stats_path: Any) -> str:

@@ -209,11 +209,14 @@ def show_masks(
     seed: int = 0,
     scale: int = 2,
     max_columns: int = 8,
+    heatmap: bool = False,
 ) -> MaskPicture:
     """Mask ``clip`` with ``masker`` and write ``output`` (GIF) and a PNG grid (default: same name, ``.png``).
 
     ``detections[k]``: :class:`~videomask.detect.Detection` objects (original pixels) of clip frame ``k``,
-    drawn mapped through the clip's geometry. Returns the paths and the masked / anchor token shares.
+    drawn mapped through the clip's geometry. ``heatmap``: a third panel with the masker's token scores
+    (inferno colours from the clip's lowest to its highest score, blended over the frame, anchors
+    outlined); an error for maskers without scores. Returns the paths and the masked / anchor token shares.
     """
     generator = torch.Generator().manual_seed(int(seed))
     result = masker.generate(clip.batch(), generator)
@@ -230,16 +233,27 @@ def show_masks(
                 drawn.append([])
     plain, masked = draw_frames(clip.frames, mask, masker.tubelet, anchors=anchors, boxes=drawn, scale=scale)
     T = len(plain)
+    panels = [plain, masked]
+    if heatmap:
+        if result.scores is None:
+            raise VideomaskError(f"masker {masker.name!r} gives no scores to draw as a heat map")
+        panels.append(score_heatmap(plain, result.scores[0], masker.tubelet, scale, anchors))
     masked_share = float(mask.float().mean())
     anchor_share = float(anchors.float().mean()) if anchors is not None else None
     title = f"{masker.name}  masked {masked_share:.0%}" + (f"  anchors {anchor_share:.0%}" if anchor_share is not None else "")
-    width = plain.shape[2] * 2 + 4 * scale
     gap = np.full((plain.shape[1], 4 * scale, 3), 255, dtype=np.uint8)
+    width = plain.shape[2] * len(panels) + gap.shape[1] * (len(panels) - 1)
+
+    def side_by_side(k: int) -> np.ndarray:
+        parts = []
+        for n, panel in enumerate(panels):
+            parts += ([gap] if n else []) + [panel[k]]
+        return np.concatenate(parts, axis=1)
+
     pictures = np.stack([
-        np.concatenate([_caption(width, f"{title}  frame {clip.frame_indices[k]}", scale),
-                        np.concatenate([plain[k], gap, masked[k]], axis=1)], axis=0)
+        np.concatenate([_caption(width, f"{title}  frame {clip.frame_indices[k]}", scale), side_by_side(k)], axis=0)
         for k in range(T)
-    ])  # [T, caption + H*s, 2*W*s + gap, 3]
+    ])  # [T, caption + H*s, panels*W*s + gaps, 3]
     gif = save_gif(pictures, output)
     t = masker.tubelet[0]
     columns = list(range(0, T, t))[:max_columns]  # the first frame of each tubelet slot
@@ -251,11 +265,30 @@ def show_masks(
             parts += ([col_gap] if n else []) + [images[k]]
         return np.concatenate(parts, axis=1)
 
-    top, bottom = row(plain), row(masked)
-    grid = np.concatenate([_caption(top.shape[1], title, scale), top, np.full((2 * scale, top.shape[1], 3), 255, np.uint8), bottom], axis=0)
+    rows = [row(panel) for panel in panels]
+    spacer = np.full((2 * scale, rows[0].shape[1], 3), 255, np.uint8)
+    stacked = [rows[0]]
+    for r in rows[1:]:
+        stacked += [spacer, r]
+    grid = np.concatenate([_caption(rows[0].shape[1], title, scale), *stacked], axis=0)
     png_path = save_png(grid, png if png is not None else Path(output).with_suffix(".png"))
     count = sum(len(f) for f in detections) if detections is not None else 0
     return MaskPicture(gif, png_path, masked_share, anchor_share, count)
+
+
+def score_heatmap(plain: np.ndarray, scores: Tensor, tubelet: Tubelet, scale: int, anchors: Tensor | None = None) -> np.ndarray:
+    """Token scores ``[L]`` over the drawn frames ``uint8 [T, H*s, W*s, 3]`` -> the same shape: inferno colours
+    from the lowest to the highest score of the clip, blended 60/40 over the frame, anchors outlined."""
+    T, Hs, Ws, _ = plain.shape
+    lo, hi = float(scores.min()), float(scores.max())
+    heat = error_heatmap(scores, tubelet, (T, Hs // scale, Ws // scale), vmax=hi if hi > lo else lo + 1, scale=scale, vmin=lo)
+    out = (0.6 * heat.astype(np.float32) + 0.4 * plain.astype(np.float32)).round().astype(np.uint8)
+    if anchors is not None:
+        t = tubelet[0]
+        grid = anchors.detach().cpu().reshape(T // t, Hs // scale // tubelet[1], Ws // scale // tubelet[2]).numpy()
+        for k in range(T):
+            _outline(out[k], grid[k // t], tubelet[1:], scale, ANCHOR_COLOUR)
+    return out
 
 
 # ----------------------------------------------------------------------------- reconstructions

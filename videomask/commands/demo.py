@@ -174,10 +174,11 @@ def run(args: argparse.Namespace) -> int:
         for folder in (source, target)
     ]
     embedder = ModelEmbedder(model, layer="patch", source=str(result1.final_dir))
-    print(f"[2/4] fitting difference statistics (V={fit.get('num_words', 32)}, K={fit.get('num_anchors', 4)}) on source vs target")
+    print(f"[2/4] fitting difference statistics (source prototypes, V={fit.get('num_words', 32)} words) on source vs target")
     stats = fit_statistics(
         datasets[0], datasets[1], embedder,
         num_words=int(fit.get("num_words", 32)), num_anchors=int(fit.get("num_anchors", 4)),
+        num_prototypes=int(fit.get("num_prototypes", 256)),
         tokens_per_clip=int(fit.get("tokens_per_clip", 256)), epochs=int(fit.get("epochs", 1)),
         seed=cfg1.run.seed, batch_size=cfg1.data.batch_size * cfg1.data.num_sample,
     )
@@ -208,11 +209,12 @@ def run(args: argparse.Namespace) -> int:
         picture = show_masks(clip, masker, out_dir / "masks.gif", seed=cfg3.run.seed)
     print(f"[4/4] mask picture of {clips[0].name}: {picture.gif} and {picture.png}")
 
-    anchors = ", ".join(str(int(a)) for a in stats.anchors.tolist())
+    target_share, source_share = stats.novelty_share(0.99)
     print()
     print(f"videomask demo done in {time.perf_counter() - started:.0f} s; run folder {out_dir}")
     print(f"  stage 1 (source, {cfg1.mask.name}):       {_loss_summary(result1.history)}")
-    print(f"  statistics:                   {stats_path} (anchor words {anchors})")
+    print(f"  statistics:                   {stats_path} ({masker.scorer} scorer: {target_share:.1%} of target tokens "
+          f"beyond the source's 99th percentile, {source_share:.0%} of source tokens)")
     print(f"  stage 3 (target, {cfg3.mask.name}): {_loss_summary(result3.history)}")
     print(f"  checkpoint:                   {result3.final_dir}")
     print(f"  metrics:                      {result3.out_dir / 'metrics.jsonl'}")

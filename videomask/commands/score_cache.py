@@ -13,14 +13,19 @@ from __future__ import annotations
 
 import argparse
 
+HELP = "score every video once with a difference masker (a cache for continued pretraining)"
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("videos", help="a folder of videos or a list file (the training data)")
     parser.add_argument("--stats", required=True, help="difference statistics from `videomask fit`")
     parser.add_argument("-o", "--output", required=True, help="score cache to write (.safetensors)")
-    parser.add_argument("--scorer", default=None, help="distance, enrichment or tficf (default: the statistics' first, distance)")
-    parser.add_argument("--size", type=int, default=224, help="shorter side of the frames when scored (the training clip size; default: 224)")
-    parser.add_argument("--num-frames", type=int, default=16, help="frames per scored window (the training clip length; default: 16)")
+    parser.add_argument("--scorer", default=None,
+                        help="distance, enrichment or tficf (default: the statistics' first, distance)")
+    parser.add_argument("--size", type=int, default=224,
+                        help="shorter side of the frames when scored (the training clip size; default: 224)")
+    parser.add_argument("--num-frames", type=int, default=16,
+                        help="frames per scored window (the training clip length; default: 16)")
     parser.add_argument("--sampling-rate", type=int, default=4, help="frame stride, as in training (default: 4)")
     parser.add_argument("--backend", default="pyav", help="video decoding backend (default: pyav)")
     parser.add_argument("--device", default="cpu", help="torch device for the embedder (default: cpu)")

@@ -12,7 +12,6 @@ detector on the clip's frames; either feeds the ``objects`` masker and the drawn
 from __future__ import annotations
 
 import argparse
-import inspect
 from typing import Any
 
 HELP = "draw a masker's masks on a clip (GIF and PNG grid)"
@@ -29,30 +28,39 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--size", type=int, default=224, help="clip side after resize + centre crop (default: 224)")
     parser.add_argument("--scale", type=int, default=2, help="picture upscaling factor (default: 2)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the mask (default: 0)")
+    parser.add_argument("--heatmap", action="store_true",
+                        help="add the masker's token scores as a heat map (scored maskers)")
 
 
 def add_masker_arguments(parser: argparse.ArgumentParser) -> None:
     """The masker's options and its anchor sources (shared with ``videomask show-recon``)."""
     parser.add_argument("--stats", default=None, help="difference statistics file (masker difference)")
     parser.add_argument("--boxes", default=None, help="boxes cache from `videomask detect` (masker objects, drawing)")
-    parser.add_argument("--detector", default=None, help="run this detector on the clip's frames (masker objects, drawing)")
-    parser.add_argument("--video-id", default=None, help="the video's id in the boxes cache (default: found from the path)")
+    parser.add_argument("--detector", default=None,
+                        help="run this detector on the clip's frames (masker objects, drawing)")
+    parser.add_argument("--video-id", default=None,
+                        help="the video's id in the boxes cache (default: found from the path)")
     parser.add_argument("--labels", nargs="+", default=None, help="anchor labels (default: every detected label)")
     parser.add_argument("--ratio", type=float, default=None, help="share of tokens masked (masker default: 0.9)")
-    parser.add_argument("--mode", default=None, choices=("tube", "token"), help="tube or token masking (masker default)")
+    parser.add_argument("--mode", default=None, choices=("tube", "token"),
+                        help="tube or token masking (masker default)")
     parser.add_argument("--alpha", type=float, default=None, help="anchor share of the budget (anchor maskers)")
-    parser.add_argument("--direction", default=None, choices=("mask", "keep"), help="mask the anchors or keep them visible")
-    parser.add_argument("--selection", default=None, choices=("share", "topk", "sample"), help="selection rule (scored maskers)")
-    parser.add_argument("--tubelet", type=int, nargs=2, default=None, metavar=("T", "P"), help="tubelet frames and patch (default 2 16)")
+    parser.add_argument("--direction", default=None, choices=("mask", "keep"),
+                        help="mask the anchors or keep them visible")
+    parser.add_argument("--selection", default=None, choices=("share", "topk", "sample"),
+                        help="selection rule (scored maskers)")
+    parser.add_argument("--scorer", default=None, choices=("distance", "enrichment", "tficf"),
+                        help="difference scorer (default: distance)")
+    parser.add_argument("--anchor-rule", default=None, choices=("auto", "calibrated", "threshold", "share", "word"),
+                        help="difference anchor rule (default: auto)")
+    parser.add_argument("--tubelet", type=int, nargs=2, default=None, metavar=("T", "P"),
+                        help="tubelet frames and patch (default 2 16)")
 
 
 def _accepted(name: str) -> set[str]:
-    from videomask.masking import MASKERS
+    from videomask.masking import MASKERS, masker_options
 
-    cls = MASKERS[name]
-    factory = getattr(cls, "from_options", cls)
-    params = inspect.signature(factory).parameters
-    return {p for p, v in params.items() if v.kind in (v.KEYWORD_ONLY, v.POSITIONAL_OR_KEYWORD)}
+    return set(masker_options(MASKERS[name]))
 
 
 def prepare(args: argparse.Namespace, *, tubelet: tuple[int, int, int] | None = None,
@@ -81,12 +89,13 @@ def prepare(args: argparse.Namespace, *, tubelet: tuple[int, int, int] | None = 
     options: dict = {}
     flags = {"ratio": args.ratio, "mode": args.mode, "alpha": args.alpha, "direction": args.direction,
              "selection": args.selection, "tubelet": as_tubelet(tuple(args.tubelet)) if args.tubelet else None,
-             "stats": args.stats}
+             "stats": args.stats, "scorer": getattr(args, "scorer", None),
+             "anchor_rule": getattr(args, "anchor_rule", None)}
     for key, value in flags.items():
         if value is None:
             continue
         if key not in accepted:
-            raise VideomaskError(f"masker {args.masker!r} does not take --{key}")
+            raise VideomaskError(f"masker {args.masker!r} does not take --{key.replace('_', '-')}")
         options[key] = value
     if "stats" in accepted and "stats" not in options:
         raise VideomaskError(f"masker {args.masker!r} needs --stats (a file from `videomask fit`)")
@@ -119,7 +128,8 @@ def prepare(args: argparse.Namespace, *, tubelet: tuple[int, int, int] | None = 
         detections = cache.detections(vid, clip.frame_indices, args.labels)
     elif args.detector:
         detector = build_detector(args.detector)
-        detections = detect_frames(detector, clip.original, video_id=args.video_id or clip.video_id, frame_indices=clip.frame_indices)
+        detections = detect_frames(detector, clip.original, video_id=args.video_id or clip.video_id,
+                                   frame_indices=clip.frame_indices)
         if args.labels:
             detections = [[d for d in found if d.label in args.labels] for found in detections]
         cache = BoxCache.from_detections(clip.video_id, clip.frame_indices, detections)
@@ -135,7 +145,9 @@ def run(args: argparse.Namespace) -> int:
     from videomask.viz import show_masks
 
     clip, masker, detections = prepare(args)
-    picture = show_masks(clip, masker, args.output, detections=detections, png=args.png, seed=args.seed, scale=args.scale)
+    picture = show_masks(clip, masker, args.output, detections=detections, png=args.png, seed=args.seed,
+                         scale=args.scale,
+                         heatmap=args.heatmap)
     anchors = f", anchors {picture.anchor_share:.1%} of tokens" if picture.anchor_share is not None else ""
     print(f"{picture.gif} and {picture.png}: {masker.name} masked {picture.masked_share:.1%} of tokens{anchors}, "
           f"{picture.detections} detections drawn")

@@ -10,20 +10,21 @@ import importlib.util
 
 from videomask.masking.base import (
     MASKERS,
-    MaskResult,
     Masker,
+    MaskResult,
     ScoredMasker,
     available_maskers,
     batch_video,
     build_masker,
     mask_to_ids,
+    masker_options,
     register_masker,
     select_anchor_share,
     select_rank_sampling,
     select_topk,
 )
-from videomask.masking.simple import RandomMasker, TubeMasker
 from videomask.masking.difference import DifferenceMasker  # noqa: E402
+from videomask.masking.simple import RandomMasker, TubeMasker
 
 if importlib.util.find_spec("videomask.masking.objects") is not None:
     importlib.import_module("videomask.masking.objects")
@@ -37,6 +38,7 @@ __all__ = [
     "batch_video",
     "build_masker",
     "mask_to_ids",
+    "masker_options",
     "register_masker",
     "select_anchor_share",
     "select_rank_sampling",

@@ -1,5 +1,5 @@
-"""The masker core: :class:`MaskResult`, the :class:`Masker` base classes, the registry, the shared
-selection step and MAE-style index bookkeeping.
+"""The masker core: :class:`MaskResult`, the :class:`Masker` base classes, the registry and the shared
+selection step (MAE-style index bookkeeping, :func:`mask_to_ids`, lives in :mod:`videomask.patches`).
 
 Every masker is "scores -> one shared selection step":
 
@@ -30,14 +30,15 @@ moved to the video's device, so a CPU generator seeds masks for a GPU batch repr
 from __future__ import annotations
 
 import inspect
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any
 
 import torch
 from torch import Tensor
 
 from videomask.errors import VideomaskError
-from videomask.patches import Grid, Tubelet, as_tubelet, grid_for, tokens_to_tubes, tubes_to_tokens
+from videomask.patches import Grid, Tubelet, as_tubelet, grid_for, mask_to_ids, tokens_to_tubes, tubes_to_tokens
 
 __all__ = [
     "MaskResult",
@@ -46,6 +47,7 @@ __all__ = [
     "MASKERS",
     "register_masker",
     "build_masker",
+    "masker_options",
     "available_maskers",
     "batch_video",
     "budget",
@@ -231,25 +233,6 @@ def select_rank_sampling(
     return picked if direction == "mask" else ~picked
 
 
-def mask_to_ids(mask: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-    """MAE-style indices from a bool mask ``[B, L]`` (True = masked, equal count per row).
-
-    Returns ``ids_keep [B, L_vis]`` (visible tokens, increasing index), ``ids_masked [B, L_mask]``
-    (masked tokens, increasing index) and ``ids_restore [B, L]`` with
-    ``cat([x_vis, x_masked], 1).gather(1, ids_restore)`` back in token order.
-    """
-    if mask.dim() != 2 or mask.dtype != torch.bool:
-        raise VideomaskError(f"mask must be bool [B, L], got {mask.dtype} {tuple(mask.shape)}")
-    counts = mask.sum(dim=1)
-    if mask.shape[0] and bool((counts != counts[0]).any()):
-        raise VideomaskError(f"mask rows must mask the same number of tokens, got counts {counts.tolist()}")
-    B, L = mask.shape
-    n_mask = int(counts[0]) if B else 0
-    ids_shuffle = mask.to(torch.uint8).argsort(dim=1, stable=True)  # [B, L]: visible first, then masked
-    ids_restore = ids_shuffle.argsort(dim=1)  # [B, L]
-    return ids_shuffle[:, : L - n_mask], ids_shuffle[:, L - n_mask :], ids_restore
-
-
 # --------------------------------------------------------------------------------------------- #
 # masker base classes
 # --------------------------------------------------------------------------------------------- #
@@ -269,18 +252,24 @@ class Masker:
     """Base class: maps a batch to a :class:`MaskResult`. Subclasses implement :meth:`_generate`.
 
     Keyword-only options shared by every masker: ``tubelet`` (t, p, p), ``ratio`` (share masked)
-    and ``mode`` (``"tube"``: one spatial mask repeated over time, ``"token"``: per token).
+    and ``mode`` (``"tube"``: one spatial mask repeated over time, ``"token"``: per token; default:
+    the first of the class's ``modes``). The shared options are declared here and in
+    :class:`ScoredMasker` only: a subclass declares its own options and passes ``**options`` on
+    (:func:`masker_options` lists them all, :func:`build_masker` checks against it).
     """
 
     name: str = ""
     modes: tuple[str, ...] = MODES
 
-    def __init__(self, *, tubelet: int | Sequence[int] = (2, 16, 16), ratio: float = 0.9, mode: str = "tube") -> None:
+    def __init__(self, *, tubelet: int | Sequence[int] = (2, 16, 16), ratio: float = 0.9,
+                 mode: str | None = None) -> None:
         self.tubelet: Tubelet = as_tubelet(tubelet)
         budget(ratio, 1)  # validates the ratio
         self.ratio = float(ratio)
+        mode = self.modes[0] if mode is None else mode
         if mode not in self.modes:
-            raise VideomaskError(f"masker {self.name or type(self).__name__!r} supports mode {self.modes}, got {mode!r}")
+            raise VideomaskError(f"masker {self.name or type(self).__name__!r} supports mode {self.modes}, got "
+                                 f"{mode!r}")
         self.mode = mode
 
     # -- geometry ------------------------------------------------------------------------------
@@ -342,22 +331,26 @@ class ScoredMasker(Masker):
     * ``reduce``: how a tube's score aggregates its tokens over time (``"mean"`` or ``"max"``); a tube
       is an anchor when any of its tokens is;
     * ``temperature``, ``uniform_mix``: rank-sampling options (see :func:`select_rank_sampling`).
+
+    ``tubelet``, ``ratio`` and ``mode`` pass on to :class:`Masker`. ``reduce`` defaults to the
+    class's ``default_reduce``.
     """
+
+    default_reduce: str = "mean"
 
     def __init__(
         self,
         *,
-        tubelet: int | Sequence[int] = (2, 16, 16),
-        ratio: float = 0.9,
-        mode: str = "tube",
         selection: str = "share",
         alpha: float = 1.0,
         direction: str = "mask",
-        reduce: str = "mean",
+        reduce: str | None = None,
         temperature: float = 0.25,
         uniform_mix: float = 0.0,
+        **options: Any,
     ) -> None:
-        super().__init__(tubelet=tubelet, ratio=ratio, mode=mode)
+        super().__init__(**options)
+        reduce = self.default_reduce if reduce is None else reduce
         if selection not in SELECTIONS:
             raise VideomaskError(f"selection must be one of {SELECTIONS}, got {selection!r}")
         _check_direction(direction)
@@ -380,7 +373,8 @@ class ScoredMasker(Masker):
         """``(scores [B, L] float | None, anchors [B, L] bool | None)`` for the batch, on the video's device."""
         raise NotImplementedError
 
-    def select(self, scores: Tensor | None, anchors: Tensor | None, k: int, generator: torch.Generator | None) -> Tensor:
+    def select(self, scores: Tensor | None, anchors: Tensor | None, k: int,
+               generator: torch.Generator | None) -> Tensor:
         """Unit scores / anchors ``[B, N]`` -> bool unit mask ``[B, N]`` with ``k`` True per row."""
         if self.selection == "share":
             if anchors is None:
@@ -440,13 +434,28 @@ def available_maskers() -> list[str]:
     return sorted(MASKERS)
 
 
+def masker_options(cls: type[Masker]) -> dict[str, inspect.Parameter]:
+    """The keyword options a masker class takes, by name: its own and its base classes' (``**options`` chains)."""
+    params: dict[str, inspect.Parameter] = {}
+    for klass in reversed(cls.__mro__):  # base classes first; a subclass may redeclare an option's default
+        init = klass.__dict__.get("__init__")
+        if init is None or klass is object:
+            continue
+        params.update((n, p) for n, p in inspect.signature(init).parameters.items() if p.kind is p.KEYWORD_ONLY)
+    return params
+
+
 def build_masker(name: str, **options: Any) -> Masker:
     """Build a registered masker by name with keyword options; unknown names / options are user errors."""
     if name not in MASKERS:
         raise VideomaskError(f"unknown masker {name!r} (choose from {', '.join(available_maskers())})")
     cls = MASKERS[name]
-    try:
-        inspect.signature(cls).bind(**options)
-    except TypeError as err:
-        raise VideomaskError(f"masker {name!r}: {err}") from None
+    accepted = masker_options(cls)
+    unknown = sorted(set(options) - set(accepted))
+    if unknown:
+        raise VideomaskError(f"masker {name!r}: unknown option(s) {', '.join(unknown)} (it takes "
+                             f"{', '.join(accepted)})")
+    missing = [n for n, p in accepted.items() if p.default is p.empty and n not in options]
+    if missing:
+        raise VideomaskError(f"masker {name!r}: missing required option(s) {', '.join(missing)}")
     return cls(**options)

@@ -66,20 +66,13 @@ class DifferenceMasker(ScoredMasker):
         stats: DifferenceStats | str | Path,
         embedder: Any = None,
         tubelet: int | Sequence[int] | None = None,
-        ratio: float = 0.9,
-        mode: str = "tube",
-        selection: str = "share",
-        alpha: float = 1.0,
-        direction: str = "mask",
-        reduce: str = "mean",
-        temperature: float = 0.25,
-        uniform_mix: float = 0.0,
         scorer: str | None = None,
         anchor_rule: str = "auto",
         threshold: float | None = None,
         anchor_share: float = 0.1,
         score: str = "max",
         cache: Any = None,
+        **options: Any,
     ) -> None:
         if not isinstance(stats, DifferenceStats):
             stats = DifferenceStats.load(stats)
@@ -88,10 +81,7 @@ class DifferenceMasker(ScoredMasker):
             tubelet = stats_tubelet or (2, 16, 16)
         elif stats_tubelet is not None and as_tubelet(tubelet) != as_tubelet(stats_tubelet):
             raise VideomaskError(f"tubelet {as_tubelet(tubelet)} differs from the statistics' tubelet {as_tubelet(stats_tubelet)}")
-        super().__init__(
-            tubelet=tubelet, ratio=ratio, mode=mode, selection=selection, alpha=alpha, direction=direction,
-            reduce=reduce, temperature=temperature, uniform_mix=uniform_mix,
-        )
+        super().__init__(tubelet=tubelet, **options)  # ratio, mode, selection, alpha, direction, reduce, ...
         scorer = scorer or stats.scorers[0]
         if scorer not in SCORERS:
             raise VideomaskError(f"scorer must be one of {SCORERS}, got {scorer!r}")

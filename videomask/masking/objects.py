@@ -15,66 +15,21 @@ bool ``[B, L]``).
 
 from __future__ import annotations
 
+import warnings
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
-import numpy as np
 import torch
 from torch import Tensor
 
 from videomask.detect import BoxCache, choose_anchor_labels
 from videomask.errors import VideomaskError
 from videomask.masking.base import MaskResult, ScoredMasker, register_masker, select_anchor_share
-from videomask.patches import Grid, Tubelet, tubes_to_tokens
+from videomask.patches import Grid, rasterise_batch, tubes_to_tokens
 
 FALLBACKS = ("random", "tube")
 ON_MISSING = ("error", "fallback")
-
-
-def rasterise_batch(
-    boxes: Tensor | np.ndarray,
-    clip: Tensor | np.ndarray,
-    frame_pos: Tensor | np.ndarray,
-    geometry: Tensor | np.ndarray,
-    size: Sequence[int],
-    tubelet: Tubelet,
-    min_overlap: float = 0.0,
-) -> Tensor:
-    """Vectorised :func:`videomask.patches.rasterise_boxes` for a whole batch -> bool ``[B, L]`` (CPU).
-
-    ``boxes [N, 4]`` (x0, y0, x1, y1, original pixels) belong to clip ``clip[N]`` and to its
-    ``frame_pos[N]``-th sampled frame; ``geometry [B, 9]`` holds ``ClipGeometry.to_tensor()`` rows;
-    ``size = (T, H, W)`` of the clips. The same float64 arithmetic as the per-clip version, in NumPy
-    (single-threaded: tiny arrays, and no thread-pool wake-ups on a busy data-loading CPU).
-    """
-    T, H, W = (int(s) for s in size)
-    t, ph, pw = tubelet
-    gt, gh, gw = T // t, H // ph, W // pw
-    geometry = np.asarray(geometry, dtype=np.float64)
-    B = geometry.shape[0]
-    boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)  # [N, 4]
-    if boxes.shape[0] == 0:
-        return torch.zeros(B, gt * gh * gw, dtype=torch.bool)
-    clip = np.asarray(clip, dtype=np.int64)
-    g = geometry[clip]  # [N, 9]: src_h src_w y0 x0 crop_h crop_w out_h out_w flip
-    out_h, out_w = g[:, 6], g[:, 7]
-    sx, sy = out_w / g[:, 5], out_h / g[:, 4]  # [N]
-    x0, x1 = (boxes[:, 0] - g[:, 3]) * sx, (boxes[:, 2] - g[:, 3]) * sx
-    y0, y1 = (boxes[:, 1] - g[:, 2]) * sy, (boxes[:, 3] - g[:, 2]) * sy
-    flip = g[:, 8] > 0.5
-    x0, x1 = np.where(flip, out_w - x1, x0), np.where(flip, out_w - x0, x1)
-    x0, x1 = np.minimum(np.maximum(x0, 0), out_w), np.minimum(np.maximum(x1, 0), out_w)
-    y0, y1 = np.minimum(np.maximum(y0, 0), out_h), np.minimum(np.maximum(y1, 0), out_h)
-    ys = np.arange(gh, dtype=np.float64) * ph  # [h] top edge of each patch row
-    xs = np.arange(gw, dtype=np.float64) * pw  # [w]
-    ov_y = np.maximum(np.minimum(y1[:, None], ys + ph) - np.maximum(y0[:, None], ys), 0)  # [N, h]
-    ov_x = np.maximum(np.minimum(x1[:, None], xs + pw) - np.maximum(x0[:, None], xs), 0)  # [N, w]
-    hit = (ov_y[:, :, None] * ov_x[:, None, :] / (ph * pw)) > min_overlap  # [N, h, w]
-    slot = clip * gt + np.asarray(frame_pos, dtype=np.int64) // t  # [N] temporal slot in the batch
-    n_idx, cell = np.nonzero(hit.reshape(-1, gh * gw))  # covered (box, patch) pairs
-    covered = np.zeros(B * gt * gh * gw, dtype=bool)
-    covered[slot[n_idx] * (gh * gw) + cell] = True  # [B*t'*h*w]
-    return torch.from_numpy(covered.reshape(B, gt * gh * gw))  # [B, L] token order i_t*(h*w) + i_h*w + i_w
 
 
 @register_masker("objects")
@@ -88,8 +43,14 @@ class ObjectsMasker(ScoredMasker):
     clips with no anchor (``"random"`` or ``"tube"``; default: the masker's own mode, ``"tube"`` in
     tube mode). ``min_overlap``: share of a patch a box must cover. ``on_missing``: a clip whose video
     is not in the cache is an ``"error"`` (default) or gets the ``"fallback"``.
-    Scores (for ``selection="topk"`` / ``"sample"``) are the anchor flags as 0/1.
+    Scores (for ``selection="topk"`` / ``"sample"``) are the anchor flags as 0/1. The shared options
+    (``tubelet``, ``ratio``, ``mode``, ``selection``, ``alpha``, ``direction``, ``reduce`` (default
+    ``"max"`` here), ``temperature``, ``uniform_mix``): see :class:`~videomask.masking.base.ScoredMasker`.
+    Videos missing from the cache (``on_missing="fallback"``) are counted in ``missing`` (clips) and
+    ``missing_videos``, warned about once per video and shown in the masker's repr.
     """
+
+    default_reduce = "max"
 
     def __init__(
         self,
@@ -101,26 +62,17 @@ class ObjectsMasker(ScoredMasker):
         fallback: str | None = None,
         min_overlap: float = 0.0,
         on_missing: str = "error",
-        tubelet: int | Sequence[int] = (2, 16, 16),
-        ratio: float = 0.9,
-        mode: str = "tube",
-        selection: str = "share",
-        alpha: float = 1.0,
-        direction: str = "mask",
-        reduce: str = "max",
-        temperature: float = 0.25,
-        uniform_mix: float = 0.0,
+        **options: Any,
     ) -> None:
-        super().__init__(
-            tubelet=tubelet, ratio=ratio, mode=mode, selection=selection, alpha=alpha, direction=direction,
-            reduce=reduce, temperature=temperature, uniform_mix=uniform_mix,
-        )
+        super().__init__(**options)  # tubelet, ratio, mode, selection, alpha, direction, reduce, ...
         self.cache = boxes if isinstance(boxes, BoxCache) or boxes is None else BoxCache.load(boxes)
         if labels == "tficf":
             if self.cache is None or source_boxes is None:
                 raise VideomaskError("labels='tficf' needs both boxes (the target cache) and source_boxes")
             labels = choose_anchor_labels(self.cache, source_boxes, top_k)
-        self.labels: list[str] | None = [labels] if isinstance(labels, str) else (list(labels) if labels is not None else None)
+        if isinstance(labels, str):
+            labels = [labels]
+        self.labels: list[str] | None = list(labels) if labels is not None else None
         if self.cache is not None and self.labels is not None:
             unknown = [name for name in self.labels if name not in self.cache.label_ids]
             if unknown and len(unknown) == len(self.labels):
@@ -128,7 +80,7 @@ class ObjectsMasker(ScoredMasker):
                     f"none of the anchor labels {self.labels} occurs in boxes cache {self.cache.path or ''} "
                     f"(its labels: {', '.join(self.cache.labels) or 'none'})"
                 )
-        fallback = fallback or ("tube" if mode == "tube" else "random")
+        fallback = fallback or ("tube" if self.mode == "tube" else "random")
         if fallback not in FALLBACKS:
             raise VideomaskError(f"fallback must be one of {FALLBACKS}, got {fallback!r}")
         if on_missing not in ON_MISSING:
@@ -138,6 +90,7 @@ class ObjectsMasker(ScoredMasker):
         self.on_missing = on_missing
         self._keep = self.cache.label_mask(self.labels) if self.cache is not None else None
         self.missing = 0  # clips whose video was not in the cache (on_missing="fallback")
+        self.missing_videos: set[str] = set()  # their video ids
 
     # -- anchors -------------------------------------------------------------------------------
     def anchors_from_cache(self, batch: Mapping[str, Any], grid: Grid, size: Sequence[int]) -> Tensor:
@@ -146,7 +99,8 @@ class ObjectsMasker(ScoredMasker):
             raise VideomaskError("the objects masker has no boxes cache and the batch has no 'anchors'")
         for key in ("video_id", "frame_indices", "geometry"):
             if key not in batch:
-                raise VideomaskError(f"the objects masker needs batch[{key!r}] (a loader batch dict) or batch['anchors']")
+                raise VideomaskError(f"the objects masker needs batch[{key!r}] (a loader batch dict) or "
+                                     f"batch['anchors']")
         video_ids = list(batch["video_id"])
         frames = torch.as_tensor(batch["frame_indices"]).cpu().numpy()  # [B, T]
         geometry = torch.as_tensor(batch["geometry"]).cpu()  # [B, 9]
@@ -167,21 +121,31 @@ class ObjectsMasker(ScoredMasker):
                 )
             else:
                 self.missing += 1
+                if vid not in self.missing_videos:
+                    self.missing_videos.add(vid)
+                    warnings.warn(
+                        f"video {vid!r} is not in boxes cache {self.cache.path or '(in memory)'}: its clips get "
+                        f"{self.fallback!r} masking (on_missing='fallback')", stacklevel=2,
+                    )
                 present.append(None)
         boxes, clip, pos = self.cache.gather_batch(present, frames, self._keep)  # [N, 4], [N], [N]
         return rasterise_batch(boxes, clip, pos, geometry.numpy(), size, self.tubelet, self.min_overlap)  # [B, L]
 
-    def token_scores(self, video: Tensor, batch: Tensor | Mapping[str, Any], grid: Grid) -> tuple[Tensor | None, Tensor | None]:
+    def token_scores(
+        self, video: Tensor, batch: Tensor | Mapping[str, Any], grid: Grid
+    ) -> tuple[Tensor | None, Tensor | None]:
         """``(scores [B, L] = anchors as 0/1, anchors [B, L] bool)`` on the video's device."""
         B = video.shape[0]
         if isinstance(batch, Mapping) and batch.get("anchors") is not None:
             anchors = torch.as_tensor(batch["anchors"]).bool()
             if anchors.shape != (B, grid.num_tokens):
-                raise VideomaskError(f"batch['anchors'] must be bool [B, L] = [{B}, {grid.num_tokens}], got {tuple(anchors.shape)}")
+                raise VideomaskError(f"batch['anchors'] must be bool [B, L] = [{B}, {grid.num_tokens}], got "
+                                     f"{tuple(anchors.shape)}")
         elif isinstance(batch, Mapping):
             anchors = self.anchors_from_cache(batch, grid, video.shape[2:])
         else:
-            raise VideomaskError("the objects masker needs a batch dict (video, video_id, frame_indices, geometry) or batch['anchors']")
+            raise VideomaskError("the objects masker needs a batch dict (video, video_id, frame_indices, geometry) or "
+                                 "batch['anchors']")
         anchors = anchors.to(video.device)
         return anchors.float(), anchors
 
@@ -200,7 +164,8 @@ class ObjectsMasker(ScoredMasker):
             mask = mask | select_anchor_share(~mask, rest, 1.0, generator)
         return mask
 
-    def _generate(self, video: Tensor, batch: Tensor | Mapping[str, Any], grid: Grid, generator: torch.Generator | None) -> MaskResult:
+    def _generate(self, video: Tensor, batch: Tensor | Mapping[str, Any], grid: Grid,
+                  generator: torch.Generator | None) -> MaskResult:
         result = super()._generate(video, batch, grid, generator)
         assert result.anchors is not None
         empty = ~result.anchors.any(dim=1)  # [B] clips without any anchor
@@ -211,8 +176,11 @@ class ObjectsMasker(ScoredMasker):
         return result
 
     def __repr__(self) -> str:
+        missing = f", missing={self.missing} clips of {len(self.missing_videos)} videos"
         return (
             f"ObjectsMasker(labels={self.labels}, videos={len(self.cache) if self.cache is not None else 0}, "
             f"fallback={self.fallback!r}, tubelet={self.tubelet}, ratio={self.ratio}, mode={self.mode!r}, "
-            f"selection={self.selection!r}, alpha={self.alpha}, direction={self.direction!r})"
+            f"selection={self.selection!r}, alpha={self.alpha}, direction={self.direction!r}"
+            + (missing if self.on_missing == "fallback" else "")
+            + ")"
         )

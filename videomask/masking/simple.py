@@ -9,12 +9,13 @@ Both draw a uniformly random subset of exactly ``k`` units per row (the distribu
 
 from __future__ import annotations
 
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping
+from typing import Any
 
 import torch
 from torch import Tensor
 
-from videomask.masking.base import MaskResult, Masker, _first_per_row, _uniform, register_masker
+from videomask.masking.base import Masker, MaskResult, _first_per_row, _uniform, register_masker
 from videomask.patches import Grid
 
 
@@ -40,17 +41,11 @@ class _UniformMasker(Masker):
 class RandomMasker(_UniformMasker):
     """VideoMAE random token masking: ``int(ratio * L)`` tokens per clip, uniformly at random."""
 
-    modes = ("token",)
-
-    def __init__(self, *, tubelet: int | Sequence[int] = (2, 16, 16), ratio: float = 0.9, mode: str = "token") -> None:
-        super().__init__(tubelet=tubelet, ratio=ratio, mode=mode)
+    modes = ("token",)  # options: tubelet, ratio (see Masker); mode can only be "token"
 
 
 @register_masker("tube")
 class TubeMasker(_UniformMasker):
     """VideoMAE tube masking: ``int(ratio * h*w)`` spatial positions, the same at every time step."""
 
-    modes = ("tube",)
-
-    def __init__(self, *, tubelet: int | Sequence[int] = (2, 16, 16), ratio: float = 0.9, mode: str = "tube") -> None:
-        super().__init__(tubelet=tubelet, ratio=ratio, mode=mode)
+    modes = ("tube",)  # options: tubelet, ratio (see Masker); mode can only be "tube"
