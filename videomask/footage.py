@@ -130,6 +130,14 @@ def _shift_scenery(frames: np.ndarray) -> np.ndarray:
     return np.clip(x + 0.5, 0, 255).astype(np.uint8)
 
 
+def _centre_square(frames: np.ndarray) -> np.ndarray:
+    """``[N, H, W, 3]`` -> ``[N, s, s, 3]``, the centre square (``s = min(H, W)``)."""
+    h, w = frames.shape[1:3]
+    s = min(h, w)
+    y0, x0 = (h - s) // 2, (w - s) // 2
+    return frames[:, y0 : y0 + s, x0 : x0 + s]
+
+
 def _even(frames: np.ndarray) -> np.ndarray:
     h, w = frames.shape[1] // 2 * 2, frames.shape[2] // 2 * 2
     return frames[:, :h, :w]
@@ -180,16 +188,19 @@ def build_known_difference(
     objects: Sequence[ObjectSource] = DEFAULT_OBJECTS,
     fps: int = 15,
     seed: int = 0,
+    square: bool = False,
 ) -> dict:
     """Write the known-difference footage under ``out`` (``source/``, ``target/``, ``target_boxes.jsonl``,
     ``labels.json``); returns a summary dict. Scenery: every clip in ``assets/source``; objects: ``objects``
-    (crops of clips under ``assets``). Sizes are object widths in px; speeds in px per frame."""
+    (crops of clips under ``assets``). Sizes are object widths in px; speeds in px per frame. ``square=True``
+    centre-crops every scenery clip to a square first (so a centre-square evaluation crop sees the whole frame
+    and every object path)."""
     out, assets = Path(out), Path(assets)
     scenery_paths = sorted((assets / "source").glob("*.mp4"))
     if not scenery_paths:
         raise VideomaskError(f"no scenery clips (*.mp4) under {assets / 'source'}")
     rng = np.random.default_rng(seed)
-    scenery = {p.stem: _even(_read_all(p)) for p in scenery_paths}
+    scenery = {p.stem: _even(_centre_square(_read_all(p)) if square else _read_all(p)) for p in scenery_paths}
     names = sorted(scenery)
 
     def scenery_window(name: str, half: int) -> np.ndarray:
@@ -244,7 +255,7 @@ def build_known_difference(
 
     (out / "target_boxes.jsonl").write_text("\n".join(cache_lines) + "\n")
     summary = {"source_clips": num_source, "target_clips": num_target, "num_frames": num_frames, "sizes": list(sizes),
-               "speeds": list(speeds), "shift": shift, "seed": seed, "scenery": names,
+               "speeds": list(speeds), "shift": shift, "seed": seed, "square": square, "scenery": names,
                "objects": [o.name for o in objects]}
     (out / "labels.json").write_text(json.dumps({"summary": summary, "clips": labels}, indent=1))
     return summary

@@ -54,6 +54,10 @@ def run(args: argparse.Namespace) -> int:
     from videomask.errors import VideomaskError
 
     path = _config_path(args)
+    from videomask.bench_motion import is_motion_config
+
+    if is_motion_config(path):
+        return _run_motion(args, path)
     cfg = load_bench_config(path)
     if args.seeds is not None:
         if args.seeds < 1:
@@ -77,5 +81,40 @@ def run(args: argparse.Namespace) -> int:
                        log=lambda m: print(m, file=sys.stderr, flush=True))
     paths = write_report(result, cfg.out, cfg.name)
     print(Path(paths["md"]).read_text().split("## Results (mean ± std over seeds)")[1].split("## Differences")[0].strip())
+    print(f"wrote {paths['md']}, {paths['json']}, {paths['png']} ({result['total_s']:.0f} s)")
+    return 0
+
+
+def _run_motion(args: argparse.Namespace, path: Path) -> int:
+    """The known-answer protocol (a config with ``protocol: motion``, see :mod:`videomask.bench_motion`)."""
+    import sys
+
+    from videomask.bench_motion import load_motion_config, run_motion_bench, validate_motion_config, write_motion_report
+    from videomask.errors import VideomaskError
+
+    cfg = load_motion_config(path)
+    if args.source is not None or args.target is not None:
+        raise VideomaskError("--source/--target do not apply to a motion bench config (it builds its own footage; set assets)")
+    if args.seeds is not None:
+        if args.seeds < 1:
+            raise VideomaskError("--seeds must be >= 1")
+        cfg.seeds = list(range(args.seeds))
+    for key in ("steps", "base_steps", "base_checkpoint", "name"):
+        if getattr(args, key) is not None:
+            setattr(cfg, key, getattr(args, key))
+    for key in ("out", "work_dir"):
+        if getattr(args, key) is not None:
+            setattr(cfg, key, str(Path(getattr(args, key)).resolve()))
+    if args.variants:
+        wanted = [v.strip() for v in args.variants.split(",") if v.strip()]
+        unknown = [v for v in wanted if v not in cfg.variants]
+        if unknown:
+            raise VideomaskError(f"unknown variant(s) {', '.join(unknown)} (config has: {', '.join(cfg.variants)})")
+        cfg.variants = {v: cfg.variants[v] for v in wanted}
+    validate_motion_config(cfg)
+    result = run_motion_bench(cfg, command=_command_line(args), base_dir=path.resolve().parent,
+                              log=lambda m: print(m, file=sys.stderr, flush=True))
+    paths = write_motion_report(result, cfg.out, cfg.name)
+    print("## Sanity ladder" + Path(paths["md"]).read_text().split("## Accuracy per task")[0].split("## Sanity ladder")[1].rstrip())
     print(f"wrote {paths['md']}, {paths['json']}, {paths['png']} ({result['total_s']:.0f} s)")
     return 0
