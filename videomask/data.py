@@ -114,8 +114,7 @@ def keep_mmap_threshold(threshold: int = MMAP_THRESHOLD) -> bool:
 VIDEO_EXTENSIONS: tuple[str, ...] = (
     ".mp4", ".m4v", ".mov", ".avi", ".mkv", ".webm", ".mpg", ".mpeg", ".wmv", ".flv", ".ts", ".3gp", ".ogv",
 )
-IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
-IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
+from videomask.constants import IMAGENET_MEAN, IMAGENET_STD  # noqa: E402  (one definition, re-exported here)
 
 SAMPLING_MODES = ("random", "center", "uniform")
 SHORT_POLICIES = ("loop", "pad", "skip")

@@ -37,8 +37,7 @@ from torch import Tensor
 from videomask.errors import VideomaskError
 from videomask.patches import ClipGeometry
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+from videomask.constants import IMAGENET_MEAN, IMAGENET_STD  # noqa: E402  (one definition, re-exported here)
 
 SPEED_STRIDES: tuple[int, ...] = (1, 2, 4)  # class k = playback at stride SPEED_STRIDES[k]
 TASKS: dict[str, int] = {"arrow": 2, "speed": len(SPEED_STRIDES)}  # task -> number of classes
