@@ -342,3 +342,18 @@ def test_version_1_statistics_still_load_with_tficf(tmp_path):
     assert masker.scorer == "tficf" and masker.anchor_rule == "word"
     with pytest.raises(VideomaskError, match="support scorers"):
         DifferenceMasker(stats=old, scorer="distance")
+
+
+def test_pixel_embedder_keeps_low_contrast_tokens_far_from_zero():
+    """A bright, low-contrast clip (offset 50, texture 1e-3): the embedding equals the float64 formula; before
+    the clip-mean centring, E[x^2] - E[x]^2 cancelled the variance away in float32."""
+    from videomask.patches import patchify
+
+    g = torch.Generator().manual_seed(0)
+    video = 50.0 + 1e-3 * torch.randn(2, 3, 4, 32, 32, generator=g)  # [B, C, T, H, W]
+    emb = PixelEmbedder(dim=16, tubelet=TUBELET, pool=1)
+    got = emb(video)  # [B, L, D]
+    x = patchify(video.double() - 50.0, TUBELET)  # [B, L, P] (the shift does not change standardisation)
+    z = (x - x.mean(-1, keepdim=True)) / (x.std(-1, keepdim=True) + 1e-6)
+    want = z @ emb.projection(x.shape[-1]).double()
+    assert torch.allclose(got.double(), want, atol=2e-2, rtol=1e-2), (got.double() - want).abs().max()

@@ -82,6 +82,16 @@ class Embedder(Protocol):
     def to(self, device: torch.device | str) -> "Embedder": ...
 
 
+def _full_fp32(tensor: Tensor):
+    """A context that turns cuDNN's TF32 off for convolutions on a CUDA tensor (a no-op on the CPU)."""
+    import contextlib
+
+    if not tensor.is_cuda:
+        return contextlib.nullcontext()
+    b = torch.backends.cudnn
+    return b.flags(enabled=b.enabled, benchmark=b.benchmark, deterministic=b.deterministic, allow_tf32=False)
+
+
 class PixelEmbedder:
     """Model-free embedder: per-token normalised tubelet pixels through a fixed Gaussian projection.
 
@@ -172,15 +182,19 @@ class PixelEmbedder:
         """
         video = video.float()
         grid_for(video.shape[2:], self.tubelet)
+        # standardising a token is unchanged by one constant added to all its values, so subtract each
+        # clip's mean first: E[x^2] - E[x]^2 below then does not cancel away a low-contrast token's variance
+        video = video - video.mean(dim=(1, 2, 3, 4), keepdim=True)
         if self.pool > 1:
             video = self._pool_sum(video)  # [B, C, T, H/pool, W/pool], window sums
         B, C = video.shape[:2]
         tubelet = self._pooled_tubelet
         n = tubelet[0] * tubelet[1] * tubelet[2] * C  # values per token
         weight, mean_kernel, proj_sum = self._kernels(C, video.device)
-        out = F.conv3d(video, weight, stride=tubelet).flatten(2)  # [B, D+1, L]
+        with _full_fp32(video):  # no TF32 on Ampere+: GPU scores must match statistics fitted on a CPU
+            out = F.conv3d(video, weight, stride=tubelet).flatten(2)  # [B, D+1, L]
+            sq = F.conv3d(video.square(), mean_kernel, stride=tubelet).flatten(2)  # [B, 1, L]
         xp, mean = out[:, :-1], out[:, -1:]  # [B, D, L], [B, 1, L]
-        sq = F.conv3d(video.square(), mean_kernel, stride=tubelet).flatten(2)  # [B, 1, L]
         std = ((sq - mean * mean).clamp_min(0) * (n / (n - 1))).sqrt()
         # the [B, D, L] layout keeps these element-wise ops contiguous; one transposing copy at the end
         emb = (xp - mean * proj_sum[:, None]) / (std + 1e-6)  # [B, D, L]
