@@ -570,6 +570,25 @@ def evaluate_motion_baseline(data: EvalData, settings: EvalSettings, patch: int)
     return out
 
 
+def start_work(work_dir: str | Path, threads: int, log: Callable[[str], None]) -> tuple[Callable[[str], None], Path, Path]:
+    """Start a bench run: a log with elapsed seconds, the work folder, a fresh ``runs/`` under it, seed 0
+    and the torch thread count; returns ``(log, work, runs_dir)``."""
+    t_start = time.perf_counter()
+
+    def timed(message: str) -> None:
+        log(f"[{time.perf_counter() - t_start:6.0f} s] {message}")
+
+    work = Path(work_dir)
+    work.mkdir(parents=True, exist_ok=True)
+    runs_dir = work / "runs"
+    if runs_dir.exists():
+        shutil.rmtree(runs_dir)
+    torch.manual_seed(0)
+    if threads > 0:
+        torch.set_num_threads(threads)
+    return timed, work, runs_dir
+
+
 def run_bench(cfg: BenchConfig, *, command: str, base_dir: str | Path = ".", progress: bool = True,
               log: Callable[[str], None] = print) -> dict[str, Any]:
     """Run the whole protocol (module docstring) and return the result dict (also written by the caller)."""
@@ -583,17 +602,8 @@ def run_bench(cfg: BenchConfig, *, command: str, base_dir: str | Path = ".", pro
             raise VideomaskError(f"bench {name} folder {folder} does not exist: build the footage with "
                                  "`python benchmarks/quality.py`, pass --source/--target, or run `videomask bench --quick`")
     t_start = time.perf_counter()
-    say = log
-    log = lambda message: say(f"[{time.perf_counter() - t_start:6.0f} s] {message}")  # noqa: E731
+    log, work, runs_dir = start_work(cfg.work_dir, cfg.threads, log)
     base_dir = Path(base_dir)
-    work = Path(cfg.work_dir)
-    work.mkdir(parents=True, exist_ok=True)
-    runs_dir = work / "runs"
-    if runs_dir.exists():
-        shutil.rmtree(runs_dir)
-    torch.manual_seed(0)
-    if cfg.threads > 0:
-        torch.set_num_threads(cfg.threads)
 
     # shared clip and model settings (from the bench's train sections)
     probe_cfg = _train_config(cfg, base_dir, out_dir=runs_dir / "probe", data_path=cfg.source, checkpoint="",

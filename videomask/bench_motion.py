@@ -52,6 +52,7 @@ from videomask.bench import (
     _run_training,
     _train_config,
     report_header,
+    start_work,
 )
 from videomask.errors import VideomaskError
 
@@ -430,17 +431,8 @@ def run_motion_bench(cfg: MotionBenchConfig, *, command: str, base_dir: str | Pa
     if not (Path(cfg.assets) / "source").is_dir():
         raise VideomaskError(f"bench assets folder {cfg.assets} has no source/ scenery clips")
     t_start = time.perf_counter()
-    say = log
-    log = lambda message: say(f"[{time.perf_counter() - t_start:6.0f} s] {message}")  # noqa: E731
+    log, work, runs_dir = start_work(cfg.work_dir, cfg.threads, log)
     base_dir = Path(base_dir)
-    work = Path(cfg.work_dir)
-    work.mkdir(parents=True, exist_ok=True)
-    runs_dir = work / "runs"
-    if runs_dir.exists():
-        shutil.rmtree(runs_dir)
-    torch.manual_seed(0)
-    if cfg.threads > 0:
-        torch.set_num_threads(cfg.threads)
     bcfg = _as_bench_config(cfg)
     probe_cfg = _train_config(bcfg, base_dir, out_dir=runs_dir / "probe", data_path=str(work), checkpoint="",
                               masker={"name": "tube"}, steps=1, seed=0, name="probe")
