@@ -570,6 +570,23 @@ def evaluate_motion_baseline(data: EvalData, settings: EvalSettings, patch: int)
     return out
 
 
+def fit_difference_stats(source: str | Path, target: str | Path, out: Path, fit: dict[str, Any], *, base: str,
+                         log: Callable[[str], None], **clip: Any) -> str:
+    """``videomask fit`` for a bench (a library call): ``fit`` options from the config (``{base}`` in a value is
+    the base checkpoint, e.g. ``embedder: checkpoint:{base}``) on top of the clip geometry ``clip``; writes
+    ``out`` and returns the equivalent ``videomask fit`` command line (for the report)."""
+    from videomask.stats import fit_paths
+
+    options = {**clip, **{k: (v.replace("{base}", base) if isinstance(v, str) else v) for k, v in fit.items()}}
+    flags = [f"--{k.replace('_', '-')} " + (" ".join(map(str, v)) if isinstance(v, (list, tuple)) else str(v))
+             for k, v in options.items()]
+    command = f"videomask fit --source {source} --target {target} -o {out} " + " ".join(flags)
+    log(f"bench: {command}")
+    stats, _, _ = fit_paths(source, target, progress=False, **options)
+    stats.save(out)
+    return command
+
+
 def start_work(work_dir: str | Path, threads: int, log: Callable[[str], None]) -> tuple[Callable[[str], None], Path, Path]:
     """Start a bench run: a log with elapsed seconds, the work folder, a fresh ``runs/`` under it, seed 0
     and the torch thread count; returns ``(log, work, runs_dir)``."""
@@ -642,17 +659,9 @@ def run_bench(cfg: BenchConfig, *, command: str, base_dir: str | Path = ".", pro
 
     fit = {"embedder": "pixel", "num_words": 64, "num_anchors": 8, "clips_per_video": 4, "dim": 64, **cfg.fit}
     stats_path = work / "stats.safetensors"
-    fit_args = ["fit", "--source", str(cfg.source), "--target", str(work / "target_train"), "-o", str(stats_path),
-                "--num-frames", str(d.num_frames), "--sampling-rate", str(d.sampling_rate), "--size", str(d.size),
-                "--tubelet", str(tubelet[0]), str(tubelet[1]), "--backend", backend]
-    for key, value in fit.items():
-        value = value.replace("{base}", base) if isinstance(value, str) else value
-        fit_args += [f"--{key.replace('_', '-')}", str(value)]
-    log("bench: videomask " + " ".join(fit_args))
-    from videomask.cli import main as cli_main
-
-    if cli_main(fit_args) != 0:
-        raise VideomaskError("fitting the difference statistics failed (see the message above)")
+    fit_difference_stats(cfg.source, work / "target_train", stats_path, fit, base=base, log=log,
+                         num_frames=d.num_frames, sampling_rate=d.sampling_rate, size=d.size, tubelet=tubelet[:2],
+                         backend=backend)
 
     log("bench: decoding evaluation windows")
     data = build_eval_data(cfg, targets, boxes_target, num_frames=d.num_frames, sampling_rate=d.sampling_rate,

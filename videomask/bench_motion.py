@@ -51,6 +51,7 @@ from videomask.bench import (
     _check_fields,
     _run_training,
     _train_config,
+    fit_difference_stats,
     report_header,
     start_work,
 )
@@ -469,18 +470,11 @@ def run_motion_bench(cfg: MotionBenchConfig, *, command: str, base_dir: str | Pa
     # difference statistics: videomask fit with its defaults (plus the clip geometry and cfg.fit)
     stats_path = work / "stats.safetensors"
     needs_stats = any(v["name"] == "difference" for v in cfg.variants.values())
-    fit_args = ["fit", "--source", str(foot.source), "--target", str(foot.train_dir), "-o", str(stats_path),
-                "--num-frames", str(d.num_frames), "--sampling-rate", str(d.sampling_rate), "--size", str(d.size),
-                "--tubelet", str(tubelet[0]), str(tubelet[1]), "--backend", d.backend]
-    for key, value in cfg.fit.items():
-        value = value.replace("{base}", base) if isinstance(value, str) else value
-        fit_args += [f"--{key.replace('_', '-')}", str(value)]
+    fit_command = ""
     if needs_stats:
-        from videomask.cli import main as cli_main
-
-        log("bench: videomask " + " ".join(fit_args))
-        if cli_main(fit_args) != 0:
-            raise VideomaskError("fitting the difference statistics failed (see the message above)")
+        fit_command = fit_difference_stats(foot.source, foot.train_dir, stats_path, dict(cfg.fit), base=base, log=log,
+                             num_frames=d.num_frames, sampling_rate=d.sampling_rate, size=d.size,
+                             tubelet=tubelet[:2], backend=d.backend)
 
     log("bench: decoding evaluation clips")
     sets = build_probe_sets(foot, cfg, num_frames=d.num_frames, sampling_rate=d.sampling_rate, size=d.size, backend=d.backend)
@@ -533,7 +527,7 @@ def run_motion_bench(cfg: MotionBenchConfig, *, command: str, base_dir: str | Pa
                 "clip": f"model `{probe_cfg.model.name}` {json.dumps(probe_cfg.model.overrides)}, clips of {d.num_frames} frames at stride "
                         f"{d.sampling_rate}, {d.size}x{d.size} px, tubelet {tubelet}, batch {d.batch_size}, "
                         f"lr {probe_cfg.optim.lr if probe_cfg.optim.lr is not None else 'blr rule'}, mask mode {probe_cfg.mask.mode}",
-                "fit": "videomask " + " ".join(fit_args) if needs_stats else "",
+                "fit": fit_command,
                 "detector": f"`{detector}` on one frame in every {stride} of the train clips: {n_det} boxes" if needs_det else "",
                 "eval": dataclasses.asdict(cfg.eval), "attentive": dataclasses.asdict(attentive_settings(cfg)),
                 "probe_counts": counts,

@@ -63,6 +63,7 @@ __all__ = [
     "SCORERS",
     "DifferenceStats",
     "fit_statistics",
+    "fit_paths",
 ]
 
 
@@ -1085,3 +1086,63 @@ def fit_statistics(
         source_quantiles=_quantiles(hists["source"], QUANTILE_LEVELS),
         target_quantiles=_quantiles(hists["target"], QUANTILE_LEVELS),
     )
+
+
+def fit_paths(
+    source: str | Path,
+    target: str | Path,
+    *,
+    embedder: str = "pixel",
+    layer: str = "patch",
+    num_frames: int = 16,
+    sampling_rate: int = 4,
+    size: int = 224,
+    tubelet: Sequence[int] = (2, 16),
+    dim: int = 64,
+    pool: int = 2,
+    clips_per_video: int = 1,
+    backend: str = "pyav",
+    seed: int = 0,
+    workers: int = 0,
+    **fit_options: Any,
+) -> tuple[DifferenceStats, Any, Any]:
+    """``videomask fit`` as a function: folders or list files of source and target videos -> statistics.
+
+    Clips: ``clips_per_video`` random (seeded) windows of ``num_frames`` at ``sampling_rate``, shorter side
+    to ``size`` and the centre crop. ``embedder``: a :func:`build_embedder` spec (``tubelet = (t, p)``,
+    ``dim``/``pool`` for pixel, ``layer`` for a checkpoint). ``fit_options`` go to :func:`fit_statistics`.
+    Returns ``(stats, source dataset, target dataset)`` (the datasets count skipped videos).
+    """
+    from videomask.data import ClipTransform, VideoDataset
+
+    for name, value in (("clips_per_video", clips_per_video), ("dim", dim), ("pool", pool)):
+        if value < 1:
+            raise VideomaskError(f"{name} must be >= 1, got {value}")
+    for name in ("num_words", "num_anchors", "num_prototypes", "batch_size", "tokens_per_clip", "epochs"):
+        if name in fit_options and int(fit_options[name]) < 1:
+            raise VideomaskError(f"{name} must be >= 1, got {fit_options[name]}")
+    torch.manual_seed(seed)
+    t, p = int(tubelet[0]), int(tubelet[-1])
+    built = build_embedder(embedder, tubelet=(t, p, p), dim=dim, seed=seed, pool=pool, layer=layer)
+    tube = tuple(getattr(built, "tubelet", None) or (t, p, p))  # a model embedder brings its own
+
+    def dataset(path: str | Path, which: str) -> Any:
+        if not Path(path).exists():
+            raise VideomaskError(f"{which} {path} does not exist (give a folder of videos or a list file)")
+        try:
+            return VideoDataset.from_path(
+                Path(path), num_frames=num_frames, sampling_rate=sampling_rate,
+                sampling="random",  # seeded per (seed, epoch, video, clip): both passes see the same clips
+                num_sample=clips_per_video, transform=ClipTransform.for_eval(size, patch=tube[1:]), tubelet=tube,
+                backend=backend, seed=seed,
+            )
+        except VideomaskError as err:
+            raise VideomaskError(f"{which} {path}: {err}") from None
+
+    src, tgt = dataset(source, "source"), dataset(target, "target")
+    stats = fit_statistics(src, tgt, built, seed=seed, num_workers=workers, **fit_options)
+    stats.settings.update({
+        "source": str(source), "target": str(target), "tubelet": list(tube),
+        "clip": {"num_frames": num_frames, "sampling_rate": sampling_rate, "size": size, "clips_per_video": clips_per_video},
+    })
+    return stats, src, tgt

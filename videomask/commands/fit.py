@@ -12,7 +12,6 @@ the target stands out.
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 HELP = "fit difference statistics (source prototypes, visual words) from source and target videos"
 
@@ -54,70 +53,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--backend", default="pyav", help="video decoding backend (default: pyav)")
 
 
-def _dataset(path: str, args: argparse.Namespace, which: str, tubelet: tuple[int, int, int]):
-    """A ``VideoDataset`` over a folder or a list file; a one-line error when it is missing or empty."""
-    from videomask.data import ClipTransform, VideoDataset
-    from videomask.errors import VideomaskError
-
-    p = Path(path)
-    if not p.exists():
-        raise VideomaskError(f"{which} {path} does not exist (give a folder of videos or a list file)")
-    try:
-        return VideoDataset.from_path(
-            p,
-            num_frames=args.num_frames,
-            sampling_rate=args.sampling_rate,
-            sampling="random",  # seeded per (seed, epoch, video, clip): both passes see the same clips
-            num_sample=args.clips_per_video,
-            transform=ClipTransform.for_eval(args.size, patch=tubelet[1:]),
-            tubelet=tubelet,
-            backend=args.backend,
-            seed=args.seed,
-        )
-    except VideomaskError as err:
-        raise VideomaskError(f"{which} {path}: {err}") from None
-
-
 def run(args: argparse.Namespace) -> int:
-    import torch
+    from videomask.stats import fit_paths
 
-    from videomask.errors import VideomaskError
-    from videomask.stats import build_embedder, fit_statistics
-
-    for name in ("num_words", "num_anchors", "num_prototypes", "clips_per_video", "batch_size", "tokens_per_clip",
-                 "epochs", "dim", "pool"):
-        if getattr(args, name) < 1:
-            raise VideomaskError(f"--{name.replace('_', '-')} must be >= 1")
-    torch.manual_seed(args.seed)
-    tubelet = (args.tubelet[0], args.tubelet[1], args.tubelet[1])
-    embedder = build_embedder(args.embedder, tubelet=tubelet, dim=args.dim, seed=args.seed, pool=args.pool,
-                              layer=args.layer)
-    tubelet = tuple(getattr(embedder, "tubelet", None) or tubelet)  # a model embedder brings its own
-    source = _dataset(args.source, args, "source", tubelet)
-    target = _dataset(args.target, args, "target", tubelet)
-    stats = fit_statistics(
-        source,
-        target,
-        embedder,
-        num_words=args.num_words,
-        num_anchors=args.num_anchors,
-        num_prototypes=args.num_prototypes,
-        z_min=args.z_min,
-        tokens_per_clip=args.tokens_per_clip,
-        max_clips=args.max_clips,
-        epochs=args.epochs,
-        seed=args.seed,
-        batch_size=args.batch_size,
-        num_workers=args.workers,
-        device=args.device,
-    )
-    stats.settings.update({
-        "source": str(args.source),
-        "target": str(args.target),
-        "tubelet": list(tubelet),
-        "clip": {"num_frames": args.num_frames, "sampling_rate": args.sampling_rate, "size": args.size,
-                 "clips_per_video": args.clips_per_video},
-    })
+    options = {name: getattr(args, name) for name in (
+        "embedder", "layer", "num_frames", "sampling_rate", "size", "tubelet", "dim", "pool", "clips_per_video",
+        "backend", "seed", "workers", "num_words", "num_anchors", "num_prototypes", "z_min", "tokens_per_clip",
+        "max_clips", "epochs", "batch_size", "device")}
+    stats, source, target = fit_paths(args.source, args.target, **options)
     out = stats.save(args.output)
     print(stats.summary())
     for line in stats.warnings():
