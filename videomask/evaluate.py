@@ -476,19 +476,17 @@ def load_encoder(spec: str, *, name: str = "tiny", overrides: dict | None = None
     checkpoint (``model.safetensors`` or a folder holding one, e.g. a run's ``final/``; its stored model
     config is used); a VideoMAE ``.pth`` (weights-only load, architecture ``name`` + ``overrides``).
     """
-    from videomask.config import RunConfig
-    from videomask.model import MODEL_SIZES
-    from videomask.train import build_model_from_config
+    from videomask.checkpoint import load_model
+    from videomask.model import MODEL_SIZES, build_model
 
-    cfg = RunConfig()
-    cfg.run.seed = seed
-    is_size = not spec or spec in MODEL_SIZES
-    if not is_size and not Path(spec).exists():
+    overrides = dict(overrides or {})
+    if not spec or spec in MODEL_SIZES:  # random init: the baseline
+        torch.manual_seed(seed)
+        return build_model(spec or name, **overrides).eval()
+    if not Path(spec).exists():
         raise VideomaskError(f"checkpoint {spec!r} is neither an existing file/folder nor a model size ({', '.join(MODEL_SIZES)})")
-    cfg.model.name = spec if spec in MODEL_SIZES else name
-    cfg.model.checkpoint = "" if is_size else str(spec)
-    cfg.model.overrides = dict(overrides or {})
-    model, _ = build_model_from_config(cfg)
+    torch.manual_seed(seed)  # layers a checkpoint does not hold start from the same init as before
+    model, _ = load_model(spec, name=name, what="checkpoint", **overrides)
     return model.eval()
 
 
