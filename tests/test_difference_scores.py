@@ -357,3 +357,30 @@ def test_pixel_embedder_keeps_low_contrast_tokens_far_from_zero():
     z = (x - x.mean(-1, keepdim=True)) / (x.std(-1, keepdim=True) + 1e-6)
     want = z @ emb.projection(x.shape[-1]).double()
     assert torch.allclose(got.double(), want, atol=2e-2, rtol=1e-2), (got.double() - want).abs().max()
+
+
+def test_score_cache_uses_the_training_normalisation(scored):
+    """A cache built with the training clips' mean/std matches in-step scores on those clips; one built with
+    ImageNet's does not (per-channel normalisation changes a token's pattern)."""
+    from videomask.data import ClipTransform
+    from videomask.scorecache import build_score_cache
+    from videomask.video import open_video
+
+    mean, std = (0.2, 0.5, 0.8), (0.3, 0.2, 0.1)
+    masker = DifferenceMasker.load(scored["stats"], ratio=0.5)
+    items = [(p.name, str(p)) for p in sorted((scored["root"] / "target").glob("*.mp4"))][:2]
+    videos, geoms = [], []
+    for _, path in items:
+        with open_video(path) as reader:
+            video, geometry = ClipTransform.for_eval(64, mean=mean, std=std)(reader.read([0, 2, 4, 6]))
+        videos.append(video)
+        geoms.append(geometry.to_tensor())
+    batch = {"video": torch.stack(videos), "video_id": [v for v, _ in items],
+             "frame_indices": torch.tensor([[0, 2, 4, 6]] * 2), "geometry": torch.stack(geoms)}
+    want = masker.generate(batch["video"]).scores
+    errors = []
+    for m, s in ((mean, std), (None, None)):
+        cache, _ = build_score_cache(masker, items, size=64, num_frames=4, sampling_rate=2, progress=False, mean=m, std=s)
+        got = DifferenceMasker.load(scored["stats"], ratio=0.5, cache=cache).generate(batch).scores
+        errors.append(float((got - want).abs().max()))
+    assert errors[0] <= 2e-3 < errors[1], errors

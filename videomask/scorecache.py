@@ -179,11 +179,15 @@ def build_score_cache(
     backend: str = "pyav",
     device: str | torch.device = "cpu",
     progress: bool = True,
+    mean: Sequence[float] | None = None,
+    std: Sequence[float] | None = None,
 ) -> tuple[ScoreCache, list[tuple[str, str]]]:
     """Score every ``(video_id, path)`` once with ``masker`` (a ``DifferenceMasker``); returns the cache and
-    the ``(video_id, reason)`` of videos that could not be read (skipped, not fatal)."""
+    the ``(video_id, reason)`` of videos that could not be read (skipped, not fatal). ``mean``/``std``: the
+    training clips' normalisation (default ImageNet's), so cached and in-step scores see the same pixels."""
     from tqdm.auto import tqdm
 
+    from videomask.constants import IMAGENET_MEAN, IMAGENET_STD
     from videomask.data import frames_to_tensor, normalize, resize
     from videomask.patches import ClipGeometry, grid_for
     from videomask.video import open_video
@@ -203,7 +207,7 @@ def build_score_cache(
         rh, rw = _cache_size(H, W, size, (ph, pw))
         video = frames_to_tensor(frames)  # [N, 3, H, W] uint8
         video, _ = resize(video, ClipGeometry.identity(H, W), rh, rw)
-        video = normalize(video)  # [N, C, rh, rw] float
+        video = normalize(video, mean or IMAGENET_MEAN, std or IMAGENET_STD)  # [N, C, rh, rw] float
         starts, maps = [], []
         for window in _windows(N, num_frames, sampling_rate, t):
             clip = video[window].permute(1, 0, 2, 3)[None].to(device)  # [1, C, T', rh, rw]

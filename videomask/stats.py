@@ -740,7 +740,7 @@ class DifferenceStats:
         """``(target share, source share)`` of tokens whose distance exceeds the source ``level`` quantile."""
         thr = self.source_quantile(level)
         assert self.target_quantiles is not None
-        return 1.0 - _interp_inverse(thr, self.target_quantiles), 1.0 - level
+        return 1.0 - _interp(thr, self.target_quantiles, QUANTILE_LEVELS), 1.0 - level  # 1 - target CDF at thr
 
     def save(self, path: str | Path) -> Path:
         """Write a safetensors file (tensors + JSON metadata under ``videomask``)."""
@@ -854,20 +854,6 @@ def _interp(x: float, xs: Tensor, ys: Tensor) -> float:
     i = int(torch.searchsorted(xs, torch.tensor([x], dtype=xs.dtype)).clamp(1, xs.numel() - 1))
     x0, x1, y0, y1 = float(xs[i - 1]), float(xs[i]), float(ys[i - 1]), float(ys[i])
     return y0 if x1 == x0 else y0 + (x - x0) / (x1 - x0) * (y1 - y0)
-
-
-def _interp_inverse(y: float, quantiles: Tensor) -> float:
-    """The level at which the quantile curve ``quantiles [1001]`` reaches ``y`` (the CDF at ``y``)."""
-    q = quantiles.double()
-    if y <= float(q[0]):
-        return 0.0
-    if y >= float(q[-1]):
-        return 1.0
-    i = int(torch.searchsorted(q, torch.tensor([y], dtype=torch.float64), right=True))
-    i = min(max(i, 1), q.numel() - 1)
-    lo, hi = float(q[i - 1]), float(q[i])
-    frac = 0.0 if hi == lo else (y - lo) / (hi - lo)
-    return float(QUANTILE_LEVELS[i - 1]) + frac * 0.001
 
 
 # --------------------------------------------------------------------------------------------- #

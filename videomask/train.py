@@ -413,7 +413,8 @@ def prepare_score_cache(cfg: RunConfig, dataset: Any, info: DistInfo, device: to
     if cache != "auto":
         return str(cache)
     stats_path = cfg.mask.options.get("stats")
-    if stats_path is None or _embedder_kind(stats_path) not in CACHED_EMBEDDERS:
+    kind = None if stats_path is None else _embedder_kind(stats_path)
+    if kind not in CACHED_EMBEDDERS:
         return None
     path = Path(cfg.run.out_dir) / "scores.safetensors"
     if info.is_main and not path.is_file():
@@ -422,10 +423,12 @@ def prepare_score_cache(cfg: RunConfig, dataset: Any, info: DistInfo, device: to
 
         options = {k: v for k, v in cfg.mask.options.items() if k in ("scorer", "threshold", "anchor_share")}
         masker = DifferenceMasker.load(stats_path, anchor_rule="share", **options)
-        _say(info, f"scoring {len(dataset.items)} videos once into {path} (embedder {_embedder_kind(stats_path)})")
+        _say(info, f"scoring {len(dataset.items)} videos once into {path} (embedder {kind})")
+        transform = dataset.transform  # the training clips' normalisation, so the cache sees the same pixels
         built, skipped = build_score_cache(masker, [(it.video_id, it.path) for it in dataset.items], size=cfg.data.size,
                                            num_frames=cfg.data.num_frames, sampling_rate=cfg.data.sampling_rate,
-                                           backend=cfg.data.backend, device=device, progress=cfg.train.progress)
+                                           backend=cfg.data.backend, device=device, progress=cfg.train.progress,
+                                           mean=transform.mean, std=transform.std)
         built.save(path)
         if skipped:
             _say(info, f"score cache: {len(skipped)} unreadable video(s) skipped")

@@ -100,7 +100,9 @@ class DifferenceMasker(ScoredMasker):
         self.threshold = float(DEFAULT_THRESHOLDS[scorer] if threshold is None else threshold)
         if scorer == "distance" and anchor_rule in ("threshold", "calibrated") and not 0.0 < self.threshold < 1.0:
             raise VideomaskError(f"the distance threshold is a source quantile level in (0, 1), got {self.threshold}")
-        if embedder is None and cache in (None, "auto", "none"):
+        if cache in ("auto", "none"):  # the training run's choices; outside a run the scores are computed here
+            cache = None
+        if embedder is None and cache is None:
             embedder = build_embedder(stats.embedder)
         elif embedder is not None:
             check_identity(stats.embedder, embedder.identity)
@@ -112,13 +114,11 @@ class DifferenceMasker(ScoredMasker):
         self.score = score
         # the distance above which a token is an anchor (distance scorer, threshold rule)
         self.distance_threshold = stats.source_quantile(self.threshold) if scorer == "distance" else None
-        if cache in ("auto", "none"):  # the training run's choices; outside a run the scores are computed here
-            cache = None
         self.cache = ScoreCache.load(cache) if isinstance(cache, (str, Path)) else cache
         if self.cache is not None:
             self.cache.check(stats, scorer)
             if anchor_rule == "word":
-                raise VideomaskError("a score cache holds scores, not visual words: use anchor_rule 'threshold' or 'share'")
+                raise VideomaskError("a score cache holds scores, not visual words: use anchor_rule 'calibrated', 'threshold' or 'share'")
         self.centroids = F.normalize(stats.centroids.float(), dim=1)  # [V, D]
         self.prototypes = None if stats.prototypes is None else F.normalize(stats.prototypes.float(), dim=1)  # [M, D]
         word_anchors = stats.anchors if scorer == "tficf" else stats.enriched
