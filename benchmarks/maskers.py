@@ -31,8 +31,9 @@ import shlex
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 
@@ -57,8 +58,9 @@ def _stats(embedder, S: int, T: int):
 
     source = [torch.randn(4, 3, T, S, S, generator=torch.Generator().manual_seed(i)) for i in range(4)]
     target = [torch.randn(4, 3, T, S, S, generator=torch.Generator().manual_seed(10 + i)) * 1.5 for i in range(4)]
-    return fit_statistics(source, target, embedder, num_words=64, num_anchors=8, num_prototypes=256, init_tokens=1024,
-                          progress=False)
+    return fit_statistics(
+        source, target, embedder, num_words=64, num_anchors=8, num_prototypes=256, init_tokens=1024, progress=False
+    )
 
 
 def _cache_for(masker, B: int, T: int, S: int):
@@ -69,7 +71,9 @@ def _cache_for(masker, B: int, T: int, S: int):
     grid = grid_for((T, S, S), TUBELET)
     starts = torch.arange(grid.t * 2).numpy() * 8  # more entries than a clip needs
     g = torch.Generator().manual_seed(0)
-    videos = {f"v{i}": (starts, torch.rand(len(starts), grid.h, grid.w, generator=g), (S, S)) for i in range(max(B, 64))}
+    videos = {
+        f"v{i}": (starts, torch.rand(len(starts), grid.h, grid.w, generator=g), (S, S)) for i in range(max(B, 64))
+    }
     meta = {"scorer": masker.scorer, "stats": stats_fingerprint(masker.stats, masker.scorer)}
     return ScoreCache(videos, meta)
 
@@ -90,7 +94,9 @@ def build_maskers(T: int, S: int, tiny_model) -> dict[str, Any]:
     cnn = CNNEmbedder(tubelet=TUBELET)
     cnn_stats = _stats(cnn, S, T)
     maskers["difference-cnn"] = build_masker("difference", stats=cnn_stats, embedder=cnn)
-    maskers["difference-cnn-cache"] = build_masker("difference", stats=cnn_stats, cache=_cache_for(maskers["difference-cnn"], 8, T, S))
+    maskers["difference-cnn-cache"] = build_masker(
+        "difference", stats=cnn_stats, cache=_cache_for(maskers["difference-cnn"], 8, T, S)
+    )
     for layer in ("patch", "block:2"):
         embedder = ModelEmbedder(tiny_model, layer=layer)
         stats = _stats(embedder, S, T)
@@ -105,8 +111,12 @@ def build_maskers(T: int, S: int, tiny_model) -> dict[str, Any]:
         records = []
         for i in range(64):
             for f in range(frames):
-                records.append({"video": f"v{i}", "frame": f, "box": [10, 10, S // 2, S // 2], "label": "person", "score": 0.9})
-                records.append({"video": f"v{i}", "frame": f, "box": [S // 2, 20, S - 5, S - 5], "label": "person", "score": 0.8})
+                records.append(
+                    {"video": f"v{i}", "frame": f, "box": [10, 10, S // 2, S // 2], "label": "person", "score": 0.9}
+                )
+                records.append(
+                    {"video": f"v{i}", "frame": f, "box": [S // 2, 20, S - 5, S - 5], "label": "person", "score": 0.8}
+                )
             records.append({"video": f"v{i}", "done": True, "num_frames": frames, "stride": 1})
         maskers["objects-cache"] = build_masker("objects", boxes=BoxCache.from_records(records), tubelet=TUBELET)
     return maskers
@@ -116,9 +126,19 @@ def _hf_step(B: int, T: int, S: int):
     import transformers
 
     config = transformers.VideoMAEConfig(
-        image_size=S, patch_size=16, num_frames=T, tubelet_size=2, hidden_size=192, num_hidden_layers=4,
-        num_attention_heads=3, intermediate_size=768, decoder_hidden_size=96, decoder_num_hidden_layers=2,
-        decoder_num_attention_heads=3, decoder_intermediate_size=384, norm_pix_loss=True,
+        image_size=S,
+        patch_size=16,
+        num_frames=T,
+        tubelet_size=2,
+        hidden_size=192,
+        num_hidden_layers=4,
+        num_attention_heads=3,
+        intermediate_size=768,
+        decoder_hidden_size=96,
+        decoder_num_hidden_layers=2,
+        decoder_num_attention_heads=3,
+        decoder_intermediate_size=384,
+        norm_pix_loss=True,
     )
     torch.manual_seed(0)
     model = transformers.VideoMAEForPreTraining(config).train()
@@ -153,9 +173,14 @@ def run(args: argparse.Namespace) -> dict:
     from videomask.patches import grid_for
 
     torch.set_num_threads(args.threads)
-    results: dict[str, Any] = {"command": "python benchmarks/maskers.py " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
-                               "threads": args.threads, "repeats": args.repeats, "torch": torch.__version__,
-                               "cpu": platform.processor() or platform.machine(), "rows": []}
+    results: dict[str, Any] = {
+        "command": "python benchmarks/maskers.py " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
+        "threads": args.threads,
+        "repeats": args.repeats,
+        "torch": torch.__version__,
+        "cpu": platform.processor() or platform.machine(),
+        "rows": [],
+    }
     for T, S in args.shapes:
         tiny = build_model("tiny", img_size=S, num_frames=T).eval()
         maskers = build_maskers(T, S, tiny)
@@ -167,7 +192,10 @@ def run(args: argparse.Namespace) -> dict:
             if (T, S) in args.step_shapes and B in args.step_batches:
                 hf = _hf_step(B, T, S)
                 vm, _ = _videomask_step(B, T, S)
-                refs = {"step-hf": lambda: hf(batch["video"], tube_mask), "step-videomask": lambda: vm(batch["video"], tube_mask)}
+                refs = {
+                    "step-hf": lambda: hf(batch["video"], tube_mask),
+                    "step-videomask": lambda: vm(batch["video"], tube_mask),
+                }
             calls = {name: (lambda m=m: m(batch)) for name, m in maskers.items()}
             everything = {**refs, **calls}
             for fn in everything.values():  # warm-up
@@ -180,17 +208,29 @@ def run(args: argparse.Namespace) -> dict:
                     times[name].append(time.perf_counter() - t0)
             med = {name: statistics.median(v) for name, v in times.items()}
             for name in calls:
-                row = {"masker": name, "T": T, "size": S, "B": B, "L": L, "BL": B * L, "seconds": med[name],
-                       "masks_per_s": B / med[name]}
+                row = {
+                    "masker": name,
+                    "T": T,
+                    "size": S,
+                    "B": B,
+                    "L": L,
+                    "BL": B * L,
+                    "seconds": med[name],
+                    "masks_per_s": B / med[name],
+                }
                 for ref in refs:
                     row[f"{ref}_seconds"] = med[ref]
                     row[f"share_of_{ref}"] = med[name] / med[ref]
                 results["rows"].append(row)
                 shares = "  ".join(f"{row[f'share_of_{r}'] * 100:6.2f}% of {r}" for r in refs)
-                print(f"T={T:2d} {S}px B={B:3d} L={L:5d} {name:24s} {med[name] * 1e3:9.3f} ms  {B / med[name]:10.1f} masks/s  {shares}",
-                      flush=True)
+                print(
+                    f"T={T:2d} {S}px B={B:3d} L={L:5d} {name:24s} {med[name] * 1e3:9.3f} ms  {B / med[name]:10.1f} masks/s  {shares}",
+                    flush=True,
+                )
             for ref in refs:
-                print(f"T={T:2d} {S}px B={B:3d} L={L:5d} {ref:24s} {med[ref] * 1e3:9.3f} ms (training step)", flush=True)
+                print(
+                    f"T={T:2d} {S}px B={B:3d} L={L:5d} {ref:24s} {med[ref] * 1e3:9.3f} ms (training step)", flush=True
+                )
     return results
 
 
@@ -243,8 +283,11 @@ def write_outputs(results: dict, out: Path) -> None:
             )
     lines += ["", "## Summary (largest share of a training step over the timed batch sizes)", ""]
     for name in dict.fromkeys(r["masker"] for r in rows):
-        shares = [(r["share_of_step-hf"], r["share_of_step-videomask"], r["B"]) for r in rows
-                  if r["masker"] == name and "share_of_step-hf" in r]
+        shares = [
+            (r["share_of_step-hf"], r["share_of_step-videomask"], r["B"])
+            for r in rows
+            if r["masker"] == name and "share_of_step-hf" in r
+        ]
         if shares:
             hf, vm, _ = max(shares)
             lines.append(f"- `{name}`: at most {hf * 100:.2f}% of an HF step, {vm * 100:.2f}% of a videomask step")
@@ -259,10 +302,18 @@ def write_outputs(results: dict, out: Path) -> None:
         "scored once per video into the run folder), and the lookup (`-cache` rows; the same code whatever the",
         "embedder) costs well under 2% of a step. Larger models were not timed here.",
     ]
-    lines += ["", "## Masks per second", "", "| clip | B | L | B*L | masker | ms per call | masks/s |", "|---|---|---|---|---|---|---|"]
+    lines += [
+        "",
+        "## Masks per second",
+        "",
+        "| clip | B | L | B*L | masker | ms per call | masks/s |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for r in rows:
-        lines.append(f"| {r['T']}x{r['size']}x{r['size']} | {r['B']} | {r['L']} | {r['BL']} | {r['masker']} | "
-                     f"{r['seconds'] * 1e3:.3f} | {r['masks_per_s']:.0f} |")
+        lines.append(
+            f"| {r['T']}x{r['size']}x{r['size']} | {r['B']} | {r['L']} | {r['BL']} | {r['masker']} | "
+            f"{r['seconds'] * 1e3:.3f} | {r['masks_per_s']:.0f} |"
+        )
     lines += ["", f"Plot: `{out.with_suffix('.png').name}` (time per call against B*L, log-log).", ""]
     out.with_suffix(".md").write_text("\n".join(lines))
 

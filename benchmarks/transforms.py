@@ -30,7 +30,9 @@ def float_reference(frames: torch.Tensor, transform: ClipTransform, generator: t
     H, W = video.shape[-2:]
     g = ClipGeometry.identity(H, W)
     if transform.train:
-        top, left, h, w = multiscale_crop_params(H, W, transform.size, transform.scales, transform.max_distort, generator)
+        top, left, h, w = multiscale_crop_params(
+            H, W, transform.size, transform.scales, transform.max_distort, generator
+        )
     else:
         scale = max(transform.size) / min(H, W)
         h, w = min(H, round(transform.size[0] / scale)), min(W, round(transform.size[1] / scale))
@@ -46,8 +48,10 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    print(f"torch {torch.__version__}, {args.threads} thread(s), {NUM_FRAMES} frames -> {OUT}x{OUT}, "
-          f"median of {args.repeats} (ms per clip)")
+    print(
+        f"torch {torch.__version__}, {args.threads} thread(s), {NUM_FRAMES} frames -> {OUT}x{OUT}, "
+        f"median of {args.repeats} (ms per clip)"
+    )
     print(f"{'frame':>10} {'mode':>6} {'videomask':>10} {'float ref':>10} {'ratio':>6} {'max |diff|':>10}")
     for H, W in SIZES:
         frames = torch.randint(0, 256, (NUM_FRAMES, H, W, 3), dtype=torch.uint8).numpy()
@@ -64,8 +68,10 @@ def main() -> None:
                 ref.append(t2 - t1)
                 ratios.append((t2 - t1) / (t1 - t0))
                 diff = max(diff, float((a - b).abs().max()))
-            print(f"{H:>4}x{W:<5} {mode:>6} {1e3 * statistics.median(ours):>10.2f} {1e3 * statistics.median(ref):>10.2f} "
-                  f"{statistics.median(ratios):>6.2f} {diff:>10.4f}")
+            print(
+                f"{H:>4}x{W:<5} {mode:>6} {1e3 * statistics.median(ours):>10.2f} {1e3 * statistics.median(ref):>10.2f} "
+                f"{statistics.median(ratios):>6.2f} {diff:>10.4f}"
+            )
 
 
 if __name__ == "__main__":

@@ -16,9 +16,9 @@ centre of each cell, so it survives lossy codecs, chroma subsampling and odd siz
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from fractions import Fraction
 from pathlib import Path
-from typing import Sequence
 
 import av
 import numpy as np
@@ -52,7 +52,7 @@ def encode_index_frame(index: int, height: int, width: int) -> np.ndarray:
     bits = [(index >> (NUM_BITS - 1 - b)) & 1 for b in range(NUM_BITS)]
     for b, bit in enumerate(bits):
         r, c = divmod(b, cols)
-        frame[r * cell:(r + 1) * cell, c * cell:(c + 1) * cell, :] = HIGH if bit else LOW
+        frame[r * cell : (r + 1) * cell, c * cell : (c + 1) * cell, :] = HIGH if bit else LOW
     return frame
 
 
@@ -66,7 +66,7 @@ def decode_index(frame: np.ndarray) -> int:
     value = 0
     for b in range(NUM_BITS):
         r, c = divmod(b, cols)
-        patch = gray[r * cell + inner:(r + 1) * cell - inner, c * cell + inner:(c + 1) * cell - inner]
+        patch = gray[r * cell + inner : (r + 1) * cell - inner, c * cell + inner : (c + 1) * cell - inner]
         value = (value << 1) | int(patch.mean() > 128)
     return value
 
@@ -183,7 +183,6 @@ def make_garbled_file(path: str | os.PathLike, num_frames: int = 60) -> Path:
     path = make_index_clip(path, num_frames, 64, 96, gop=12)
     data = bytearray(path.read_bytes())
     n = len(data)
-    data[n // 3:n // 2] = np.random.default_rng(1).integers(0, 256, n // 2 - n // 3, dtype=np.uint8).tobytes()
+    data[n // 3 : n // 2] = np.random.default_rng(1).integers(0, 256, n // 2 - n // 3, dtype=np.uint8).tobytes()
     path.write_bytes(bytes(data))
     return path
-

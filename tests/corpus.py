@@ -11,7 +11,6 @@ import os
 from pathlib import Path
 
 import av
-
 from clips import make_index_clip
 
 FRAMES = 36  # frames per corpus clip (three GOPs of 12)
@@ -32,7 +31,9 @@ CORPUS: dict[str, dict] = {
     "mpeg4_bframes.avi": dict(codec="mpeg4", gop=12, bframes=2),
     "h264_bframes.mp4": dict(codec="libx264", gop=12, bframes=3),
     "h264_opengop.mp4": dict(codec="libx264", gop=12, bframes=3, options={"x264-params": "open-gop=1"}),
-    "hevc.mkv": dict(codec="libx265", gop=12, options={"x265-params": "log-level=none:keyint=12:min-keyint=12:bframes=2"}),
+    "hevc.mkv": dict(
+        codec="libx265", gop=12, options={"x265-params": "log-level=none:keyint=12:min-keyint=12:bframes=2"}
+    ),
     "vfr.mkv": dict(codec="libx264", gop=12, pts=[k * 40 + (k % 3) * 11 for k in range(FRAMES)]),
     "rot90.mp4": dict(codec="libx264", gop=12, rotation=90),
     "rot180.mp4": dict(codec="libx264", gop=12, rotation=180),

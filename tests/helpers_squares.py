@@ -59,5 +59,9 @@ class SquareDetector:
         for frame in frames:
             self.frames_seen += 1
             ys, xs = np.nonzero(frame.mean(axis=2) > 128)
-            out.append([Detection((float(xs.min()), float(ys.min()), float(xs.max() + 1), float(ys.max() + 1)), "square", 1.0)] if len(xs) else [])
+            out.append(
+                [Detection((float(xs.min()), float(ys.min()), float(xs.max() + 1), float(ys.max() + 1)), "square", 1.0)]
+                if len(xs)
+                else []
+            )
         return out

@@ -14,8 +14,17 @@ import av
 import numpy as np
 
 # ``model:`` section of a run config: the tiny size shrunk to one block of width 32 (fast on a CPU)
-TINY_MODEL = {"name": "tiny", "overrides": {"embed_dim": 32, "depth": 1, "num_heads": 2, "decoder_embed_dim": 16,
-                                            "decoder_depth": 1, "decoder_num_heads": 2}}
+TINY_MODEL = {
+    "name": "tiny",
+    "overrides": {
+        "embed_dim": 32,
+        "depth": 1,
+        "num_heads": 2,
+        "decoder_embed_dim": 16,
+        "decoder_depth": 1,
+        "decoder_num_heads": 2,
+    },
+}
 
 
 def write_clip(path: Path, num_frames: int = 12, height: int = 40, width: int = 56, seed: int = 0) -> Path:

@@ -10,7 +10,16 @@ import numpy as np
 import pytest
 import yaml
 
-from videomask.bench import METRICS, MOTION_BASELINE, compare, load_bench_config, markdown_table, split_target, summarise, write_lossless
+from videomask.bench import (
+    METRICS,
+    MOTION_BASELINE,
+    compare,
+    load_bench_config,
+    markdown_table,
+    split_target,
+    summarise,
+    write_lossless,
+)
 from videomask.errors import VideomaskError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -24,12 +33,20 @@ def make_footage(root: Path, *, videos: int = 3, frames: int = 80, size: int = 4
     for domain in ("source", "target"):
         for v in range(videos):
             texture = rng.integers(0, 120, (size, size * 2, 3), dtype=np.uint8)
-            clip = np.stack([texture[:, k % size: k % size + size] for k in range(frames)])
+            clip = np.stack([texture[:, k % size : k % size + size] for k in range(frames)])
             if domain == "target":
                 for k in range(frames):
                     x0 = 4 + (k // 2) % (size - 20)
-                    clip[k, 10:34, x0:x0 + 12] = 240
-                    records.append({"video": f"t{v}.mkv", "frame": k, "box": [x0, 10, x0 + 12, 34], "label": "person", "score": 1.0})
+                    clip[k, 10:34, x0 : x0 + 12] = 240
+                    records.append(
+                        {
+                            "video": f"t{v}.mkv",
+                            "frame": k,
+                            "box": [x0, 10, x0 + 12, 34],
+                            "label": "person",
+                            "score": 1.0,
+                        }
+                    )
             write_lossless(clip, root / domain / f"{domain[0]}{v}.mkv")
     (root / "boxes.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
     return root
@@ -37,8 +54,13 @@ def make_footage(root: Path, *, videos: int = 3, frames: int = 80, size: int = 4
 
 def quick_config(root: Path) -> Path:
     raw = yaml.safe_load((REPO / "configs" / "bench_quick.yaml").read_text())
-    raw.update(source=str(root / "source"), target=str(root / "target"), out=str(root / "results"),
-               work_dir=str(root / "work"), name="quick")
+    raw.update(
+        source=str(root / "source"),
+        target=str(root / "target"),
+        out=str(root / "results"),
+        work_dir=str(root / "work"),
+        name="quick",
+    )
     raw["detect"] = {"detector": str(root / "boxes.jsonl"), "stride": 2, "labels": "person"}
     path = root / "bench.yaml"
     path.write_text(yaml.safe_dump(raw))
@@ -133,8 +155,21 @@ def test_bench_missing_footage_is_one_line(tmp_path):
     import subprocess
     import sys
 
-    proc = subprocess.run([sys.executable, "-m", "videomask", "bench", "--source", str(tmp_path / "none"),
-                           "--work-dir", str(tmp_path / "work")], capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "videomask",
+            "bench",
+            "--source",
+            str(tmp_path / "none"),
+            "--work-dir",
+            str(tmp_path / "work"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 2
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and "does not exist" in lines[0], proc.stderr

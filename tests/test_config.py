@@ -28,11 +28,22 @@ def test_defaults_need_a_length():
 
 
 def test_overrides_are_typed():
-    cfg = load_config(None, [
-        "train.steps=10", "optim.lr=1e-3", "optim.betas=0.8,0.99", "train.clip_grad=1",
-        "mask.options.alpha=0.5", "mask.options.direction=keep", "model.overrides.depth=2",
-        "optim.lr=null", "mask.mode=token", "train.resume=yes", "train.tensorboard=0",
-    ])
+    cfg = load_config(
+        None,
+        [
+            "train.steps=10",
+            "optim.lr=1e-3",
+            "optim.betas=0.8,0.99",
+            "train.clip_grad=1",
+            "mask.options.alpha=0.5",
+            "mask.options.direction=keep",
+            "model.overrides.depth=2",
+            "optim.lr=null",
+            "mask.mode=token",
+            "train.resume=yes",
+            "train.tensorboard=0",
+        ],
+    )
     assert cfg.train.steps == 10 and isinstance(cfg.train.steps, int)
     assert cfg.optim.lr is None  # the later override wins
     assert cfg.optim.betas == (0.8, 0.99)
@@ -43,24 +54,38 @@ def test_overrides_are_typed():
     assert cfg.train.resume is True and cfg.train.tensorboard is False
 
 
-@pytest.mark.parametrize("text, value", [("true", True), ("False", False), ("yes", True), ("NO", False),
-                                         ("1", True), ("0", False), ("on", True), ("off", False)])
+@pytest.mark.parametrize(
+    "text, value",
+    [
+        ("true", True),
+        ("False", False),
+        ("yes", True),
+        ("NO", False),
+        ("1", True),
+        ("0", False),
+        ("on", True),
+        ("off", False),
+    ],
+)
 def test_bool_words(text, value):
     assert load_config(None, ["train.steps=1", f"train.resume={text}"]).train.resume is value
 
 
-@pytest.mark.parametrize("override, words", [
-    ("train.stepz=3", ["train.stepz", "allowed in train", "steps", "accum_steps"]),
-    ("trian.steps=3", ["trian", "allowed", "train"]),
-    ("train.steps=ten", ["train.steps", "int", "ten"]),
-    ("train.steps=2.5", ["train.steps", "int"]),
-    ("train.resume=maybe", ["train.resume", "true/false"]),
-    ("train.precision=fp8", ["train.precision", "fp32", "bf16"]),
-    ("optim.lr=fast", ["optim.lr", "float"]),
-    ("mask.ratio=1.5", ["mask.ratio", "(0, 1)"]),
-    ("train.steps", ["section.key=value"]),
-    ("train.steps.x=1", ["no sub-key"]),
-])
+@pytest.mark.parametrize(
+    "override, words",
+    [
+        ("train.stepz=3", ["train.stepz", "allowed in train", "steps", "accum_steps"]),
+        ("trian.steps=3", ["trian", "allowed", "train"]),
+        ("train.steps=ten", ["train.steps", "int", "ten"]),
+        ("train.steps=2.5", ["train.steps", "int"]),
+        ("train.resume=maybe", ["train.resume", "true/false"]),
+        ("train.precision=fp8", ["train.precision", "fp32", "bf16"]),
+        ("optim.lr=fast", ["optim.lr", "float"]),
+        ("mask.ratio=1.5", ["mask.ratio", "(0, 1)"]),
+        ("train.steps", ["section.key=value"]),
+        ("train.steps.x=1", ["no sub-key"]),
+    ],
+)
 def test_bad_override_is_one_line_error(override, words):
     with pytest.raises(VideomaskError) as err:
         load_config(None, ["train.steps=1", override])
@@ -70,15 +95,18 @@ def test_bad_override_is_one_line_error(override, words):
         assert word in message
 
 
-@pytest.mark.parametrize("raw, words", [
-    ({"train": {"steps": 1, "bogus": 2}}, ["train.bogus", "allowed in train"]),
-    ({"trainer": {"steps": 1}}, ["trainer", "allowed"]),
-    ({"train": {"steps": "many"}}, ["train.steps", "int"]),
-    ({"train": {"steps": 1, "resume": "sometimes"}}, ["train.resume"]),
-    ({"train": {"steps": 1}, "optim": {"betas": [0.9]}}, ["optim.betas"]),
-    ({"train": {"steps": 1}, "mask": {"options": [1, 2]}}, ["mask.options", "dict"]),
-    ({"train": {"steps": 1}, "data": 3}, ["data", "mapping"]),
-])
+@pytest.mark.parametrize(
+    "raw, words",
+    [
+        ({"train": {"steps": 1, "bogus": 2}}, ["train.bogus", "allowed in train"]),
+        ({"trainer": {"steps": 1}}, ["trainer", "allowed"]),
+        ({"train": {"steps": "many"}}, ["train.steps", "int"]),
+        ({"train": {"steps": 1, "resume": "sometimes"}}, ["train.resume"]),
+        ({"train": {"steps": 1}, "optim": {"betas": [0.9]}}, ["optim.betas"]),
+        ({"train": {"steps": 1}, "mask": {"options": [1, 2]}}, ["mask.options", "dict"]),
+        ({"train": {"steps": 1}, "data": 3}, ["data", "mapping"]),
+    ],
+)
 def test_bad_file_is_one_line_error(tmp_path, raw, words):
     path = write(tmp_path / "bad.yaml", raw)
     with pytest.raises(VideomaskError) as err:
@@ -90,10 +118,15 @@ def test_bad_file_is_one_line_error(tmp_path, raw, words):
 
 def test_relative_paths(tmp_path, monkeypatch):
     """Paths in the file resolve against the file's folder; command-line paths against the cwd."""
-    path = write(tmp_path / "cfgs" / "run.yaml", {
-        "run": {"out_dir": "../runs/a"}, "data": {"path": "videos"}, "train": {"steps": 1},
-        "mask": {"name": "difference", "options": {"stats": "s.safetensors", "alpha": 0.5}},
-    })
+    path = write(
+        tmp_path / "cfgs" / "run.yaml",
+        {
+            "run": {"out_dir": "../runs/a"},
+            "data": {"path": "videos"},
+            "train": {"steps": 1},
+            "mask": {"name": "difference", "options": {"stats": "s.safetensors", "alpha": 0.5}},
+        },
+    )
     elsewhere = tmp_path / "work"
     elsewhere.mkdir()
     monkeypatch.chdir(elsewhere)
@@ -136,10 +169,16 @@ def test_cli_bad_key_exits_2_with_one_line(tmp_path, capsys):
 
 def test_cli_print_config_applies_overrides(tmp_path, capsys):
     path = write(tmp_path / "c.yaml", {"train": {"steps": 1}})
-    assert cli.main(["pretrain", "--config", str(path), "train.steps=42", "mask.name=random", "--resume",
-                     "--print-config"]) == 0
+    assert (
+        cli.main(
+            ["pretrain", "--config", str(path), "train.steps=42", "mask.name=random", "--resume", "--print-config"]
+        )
+        == 0
+    )
     printed = yaml.safe_load(capsys.readouterr().out)
-    assert printed["train"]["steps"] == 42 and printed["mask"]["name"] == "random" and printed["train"]["resume"] is True
+    assert (
+        printed["train"]["steps"] == 42 and printed["mask"]["name"] == "random" and printed["train"]["resume"] is True
+    )
 
 
 def test_extra_sections_only_when_named(tmp_path):

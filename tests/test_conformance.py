@@ -10,9 +10,9 @@ import zlib
 import av
 import numpy as np
 import pytest
-
 from clips import decode_index, make_garbled_file
 from corpus import CORPUS, FRAMES, make_corpus, missing_encoders
+
 from videomask import video as vv
 from videomask.video import BACKENDS, available_backends, forget_verdicts, frames_differ, open_video
 
@@ -21,7 +21,9 @@ BACKEND_PARAMS = [
     for name in BACKENDS
 ] + ["auto"]
 NAMES = [
-    pytest.param(name, marks=pytest.mark.skipif(name in missing_encoders(), reason=f"no {CORPUS[name].get('codec')} encoder"))
+    pytest.param(
+        name, marks=pytest.mark.skipif(name in missing_encoders(), reason=f"no {CORPUS[name].get('codec')} encoder")
+    )
     for name in CORPUS
 ]
 

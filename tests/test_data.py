@@ -12,10 +12,10 @@ import av
 import numpy as np
 import pytest
 import torch
+from clips import decode_index, make_corrupt_files, make_garbled_file, make_index_clip
 from torch.utils.data import DataLoader
 
 import videomask.data as data
-from clips import decode_index, make_corrupt_files, make_garbled_file, make_index_clip
 from videomask.cli import main as cli_main
 from videomask.data import (
     IMAGENET_MEAN,
@@ -322,8 +322,15 @@ def test_list_where_no_video_exists(tmp_path):
 def test_items_hold_the_sampled_frames(video_dir, backend):
     """64x64 clips at size 64 are not resampled: every output frame decodes to its frame index."""
     ds = VideoDataset.from_folder(
-        video_dir, num_frames=6, sampling_rate=3, sampling="random", train=False, size=64, tubelet=(2, 16, 16),
-        backend=backend, seed=5,
+        video_dir,
+        num_frames=6,
+        sampling_rate=3,
+        sampling="random",
+        train=False,
+        size=64,
+        tubelet=(2, 16, 16),
+        backend=backend,
+        seed=5,
     )
     batch = collate_clips([ds[0], ds[2]])
     assert batch["video"].shape == (2, 3, 6, 64, 64) and batch["video"].dtype == torch.float32
@@ -418,8 +425,14 @@ def test_corrupt_and_short_videos_are_skipped_and_counted(mixed_dir, backend, ca
 
 def test_short_video_kept_under_loop_and_pad(mixed_dir):
     for short, expected in (("loop", [0, 2, 4, 1, 3, 0, 2, 4]), ("pad", [0, 2, 4, 4, 4, 4, 4, 4])):
-        ds = VideoDataset([VideoItem(str(mixed_dir / "short.mp4"), "short.mp4")], num_frames=8, sampling_rate=2,
-                          sampling="center", short=short, size=64)
+        ds = VideoDataset(
+            [VideoItem(str(mixed_dir / "short.mp4"), "short.mp4")],
+            num_frames=8,
+            sampling_rate=2,
+            sampling="center",
+            short=short,
+            size=64,
+        )
         item = ds[0]
         assert item["frame_indices"].tolist() == expected
         assert [decode_index(f) for f in to_uint8(item["video"])] == expected
@@ -497,7 +510,9 @@ def test_dataset_options_validated(video_dir):
 
 
 def test_info_reports_videos_grid_and_skips(mixed_dir, capsys):
-    code = cli_main(["info", str(mixed_dir), "--num-frames", "4", "--sampling-rate", "2", "--size", "32", "--tubelet", "2", "16"])
+    code = cli_main(
+        ["info", str(mixed_dir), "--num-frames", "4", "--sampling-rate", "2", "--size", "32", "--tubelet", "2", "16"]
+    )
     out = capsys.readouterr().out
     assert code == 0
     assert "token grid 2x2x2 = 8 tokens (4 tubes)" in out

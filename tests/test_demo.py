@@ -15,9 +15,22 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_demo_quick_runs_end_to_end(tmp_path: Path) -> None:
     out = tmp_path / "demo"
     proc = subprocess.run(
-        [sys.executable, "-m", "videomask", "demo", "--quick", "--out", str(out),
-         "data.num_frames=8", "data.size=64", "train.progress=false"],
-        cwd=ROOT, capture_output=True, text=True, timeout=400,
+        [
+            sys.executable,
+            "-m",
+            "videomask",
+            "demo",
+            "--quick",
+            "--out",
+            str(out),
+            "data.num_frames=8",
+            "data.size=64",
+            "train.progress=false",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=400,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "videomask demo done" in proc.stdout
@@ -38,7 +51,10 @@ def test_demo_quick_runs_end_to_end(tmp_path: Path) -> None:
 def test_demo_bad_override_is_one_line(tmp_path: Path) -> None:
     proc = subprocess.run(
         [sys.executable, "-m", "videomask", "demo", "--quick", "--out", str(tmp_path), "train.nosuchkey=1"],
-        cwd=ROOT, capture_output=True, text=True, timeout=120,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert proc.returncode == 2
     lines = [line for line in proc.stderr.splitlines() if line.strip()]

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from helpers_squares import SquareDetector, write_square_clip
+
 from videomask.cli import main
 from videomask.detect import (
     DETECTORS,
@@ -36,7 +36,9 @@ NO_PEOPLE = ASSETS / "source" / "tree.mp4"
 @pytest.fixture(scope="module")
 def clips(tmp_path_factory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("clips")
-    paths = {name: write_square_clip(root / f"{name}.mp4", num_frames=n) for name, n in (("a", 12), ("b", 9), ("c", 10))}
+    paths = {
+        name: write_square_clip(root / f"{name}.mp4", num_frames=n) for name, n in (("a", 12), ("b", 9), ("c", 10))
+    }
     (root / "broken.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42 not a real video" * 20)
     paths["broken"] = root / "broken.mp4"
     return paths
@@ -50,7 +52,9 @@ def _frames(path: Path, indices: list[int]) -> np.ndarray:
         return reader.read(indices)
 
 
-@pytest.mark.skipif(not PEDESTRIANS.exists(), reason="shipped pedestrian clip assets/target/pedestrians_a.mp4 not present")
+@pytest.mark.skipif(
+    not PEDESTRIANS.exists(), reason="shipped pedestrian clip assets/target/pedestrians_a.mp4 not present"
+)
 def test_hog_finds_the_pedestrians_in_a_shipped_clip():
     frames = _frames(PEDESTRIANS, [0, 24, 48])  # 170x128: people are ~25-45 px tall
     found = build_detector("hog")(frames)
@@ -79,7 +83,10 @@ def test_haar_face_finds_the_webcam_face():
 def test_registry_combined_and_user_detectors():
     assert {"hog", "haar-face", "haar-fullbody", "haar-upperbody", "people", "faces", "all"} <= set(DETECTORS)
     people = build_detector("people")
-    assert people.identity["name"] == "people" and [p["name"] for p in people.identity["parts"]] == ["hog", "haar-upperbody"]
+    assert people.identity["name"] == "people" and [p["name"] for p in people.identity["parts"]] == [
+        "hog",
+        "haar-upperbody",
+    ]
     blank = np.full((2, 64, 48, 3), 128, dtype=np.uint8)
     assert people(blank) == [[], []]  # nothing on a uniform frame
     with pytest.raises(VideomaskError, match="unknown detector"):
@@ -115,7 +122,11 @@ def test_cache_boxes_follow_the_square(clips, tmp_path):
     assert report.detected == 3 and not report.skipped
     records, bad, _ = read_cache(out)
     done = {r["video"]: r for r in records if r.get("done")}
-    assert done["a.mp4"]["num_frames"] == 12 and done["a.mp4"]["stride"] == 3 and done["a.mp4"]["detector"] == {"name": "square"}
+    assert (
+        done["a.mp4"]["num_frames"] == 12
+        and done["a.mp4"]["stride"] == 3
+        and done["a.mp4"]["detector"] == {"name": "square"}
+    )
     assert sorted(r["frame"] for r in records if r["video"] == "a.mp4" and not r.get("done")) == [0, 3, 6, 9]
     cache = BoxCache.load(out)
     boxes = cache.boxes("a.mp4", [6, 7, 11])  # 7 -> nearest scanned 6; 11 -> 12 is past the end, 9 is nearest
@@ -155,9 +166,13 @@ def test_cache_resumes_after_interruption(clips, tmp_path):
 
 def test_corrupt_video_is_skipped_counted_and_retried(clips, tmp_path):
     out = tmp_path / "boxes.jsonl"
-    report = build_cache(_ids(clips, ("a", "broken")), out, SquareDetector(), stride=4, progress=False, log=lambda m: None)
+    report = build_cache(
+        _ids(clips, ("a", "broken")), out, SquareDetector(), stride=4, progress=False, log=lambda m: None
+    )
     assert report.detected == 1 and list(report.skipped) == ["broken.mp4"]
-    again = build_cache(_ids(clips, ("a", "broken")), out, SquareDetector(), stride=4, progress=False, log=lambda m: None)
+    again = build_cache(
+        _ids(clips, ("a", "broken")), out, SquareDetector(), stride=4, progress=False, log=lambda m: None
+    )
     assert (again.detected, again.already_done, len(again.skipped)) == (0, 1, 1)
     assert "broken.mp4" not in BoxCache.load(out)
 
@@ -186,7 +201,12 @@ def test_precomputed_boxes_file_as_detector(clips, tmp_path):
 def test_partial_trailing_line_and_bad_lines_are_ignored(tmp_path):
     path = tmp_path / "boxes.jsonl"
     good = {"video": "v", "frame": 0, "box": [0, 0, 4, 4], "label": "person", "score": 1.0}
-    path.write_text(json.dumps(good) + "\nnot json\n" + json.dumps({"video": "v", "done": True, "num_frames": 4, "stride": 2}) + '\n{"video": "v", "fra')
+    path.write_text(
+        json.dumps(good)
+        + "\nnot json\n"
+        + json.dumps({"video": "v", "done": True, "num_frames": 4, "stride": 2})
+        + '\n{"video": "v", "fra'
+    )
     records, bad, complete = read_cache(path)
     assert len(records) == 2 and bad == 1 and complete < path.stat().st_size
     assert [len(b) for b in BoxCache.load(path).boxes("v", [0, 1, 2])] == [1, 1, 0]
@@ -201,7 +221,8 @@ def _synthetic(video: str, scanned: int, present: dict[str, int]) -> BoxCache:
     """A cache of one video with ``scanned`` frames; label ``l`` is detected in the first ``present[l]`` frames."""
     records = [
         {"video": video, "frame": f, "box": [0, 0, 8, 8], "label": label, "score": 1.0}
-        for label, n in present.items() for f in range(n)
+        for label, n in present.items()
+        for f in range(n)
     ]
     records.append({"video": video, "done": True, "num_frames": scanned, "stride": 1})
     return BoxCache.from_records(records)

@@ -79,7 +79,9 @@ def test_tficf_ranks_a_frequent_shared_word_above_a_rare_new_one():
 def _clips(n: int, with_object: bool, seed: int, size: int = 64) -> torch.Tensor:
     """Grey stripes; with ``with_object`` a saturated square over the top-left 32 x 32 pixels."""
     g = torch.Generator().manual_seed(seed)
-    yy, xx = torch.meshgrid(torch.arange(size, dtype=torch.float32), torch.arange(size, dtype=torch.float32), indexing="ij")
+    yy, xx = torch.meshgrid(
+        torch.arange(size, dtype=torch.float32), torch.arange(size, dtype=torch.float32), indexing="ij"
+    )
     angle = torch.rand(n, 1, 1, 1, 1, generator=g) * 3.14
     stripes = torch.sin(0.2 * (xx * torch.cos(angle) + yy * torch.sin(angle)))  # [n, 1, 1, H, W]
     video = (0.8 * stripes).expand(n, 3, 4, size, size) + 0.05 * torch.randn(n, 3, 4, size, size, generator=g)
@@ -112,8 +114,9 @@ def test_fit_save_load_mask_round_trip(name, tmp_path):
     embedder = _embedders()[name]()
     source = [_clips(6, False, s) for s in range(2)]
     target = [_clips(6, True, 10 + s) for s in range(2)]
-    stats = fit_statistics(source, target, embedder, num_words=8, num_anchors=2, num_prototypes=32,
-                           init_tokens=64, progress=False)
+    stats = fit_statistics(
+        source, target, embedder, num_words=8, num_anchors=2, num_prototypes=32, init_tokens=64, progress=False
+    )
     path = stats.save(tmp_path / "stats.safetensors")
     loaded = DifferenceStats.load(path)
     assert loaded.scorers == ("distance", "enrichment", "tficf")
@@ -121,25 +124,45 @@ def test_fit_save_load_mask_round_trip(name, tmp_path):
         assert torch.equal(getattr(loaded, key), getattr(stats, key).float()), key
     assert loaded.embedder == embedder.identity
     video = _clips(3, True, 99)
-    direct = DifferenceMasker(stats=stats, embedder=embedder, ratio=0.5).generate(video, torch.Generator().manual_seed(1))
+    direct = DifferenceMasker(stats=stats, embedder=embedder, ratio=0.5).generate(
+        video, torch.Generator().manual_seed(1)
+    )
     if name in ("pixel", "cnn"):  # rebuilt from the file's identity alone
         again = DifferenceMasker.load(path, ratio=0.5).generate(video, torch.Generator().manual_seed(1))
     else:  # a model without a recorded checkpoint path, or a callable: the embedder is passed again
-        again = DifferenceMasker.load(path, embedder=embedder, ratio=0.5).generate(video, torch.Generator().manual_seed(1))
+        again = DifferenceMasker.load(path, embedder=embedder, ratio=0.5).generate(
+            video, torch.Generator().manual_seed(1)
+        )
     assert torch.equal(direct.mask, again.mask) and torch.allclose(direct.scores, again.scores)
     assert direct.mask.sum(1).tolist() == [int(0.5 * 16) * 2] * 3
 
 
 def test_statistics_refuse_another_embedder(tmp_path):
     source, target = [_clips(6, False, 0)], [_clips(6, True, 1)]
-    stats = fit_statistics(source, target, PixelEmbedder(dim=16, tubelet=TUBELET), num_words=4, num_anchors=1,
-                           num_prototypes=16, init_tokens=32, progress=False)
+    stats = fit_statistics(
+        source,
+        target,
+        PixelEmbedder(dim=16, tubelet=TUBELET),
+        num_words=4,
+        num_anchors=1,
+        num_prototypes=16,
+        init_tokens=32,
+        progress=False,
+    )
     with pytest.raises(VideomaskError, match="embedder mismatch"):
         DifferenceMasker(stats=stats, embedder=CNNEmbedder(tubelet=TUBELET))
     with pytest.raises(VideomaskError, match="embedder mismatch"):
         DifferenceMasker(stats=stats, embedder=PixelEmbedder(dim=16, seed=1, tubelet=TUBELET))
-    model_stats = fit_statistics(source, target, ModelEmbedder(_tiny_model(), layer="block:1"), num_words=4,
-                                 num_anchors=1, num_prototypes=16, init_tokens=32, progress=False)
+    model_stats = fit_statistics(
+        source,
+        target,
+        ModelEmbedder(_tiny_model(), layer="block:1"),
+        num_words=4,
+        num_anchors=1,
+        num_prototypes=16,
+        init_tokens=32,
+        progress=False,
+    )
     other = _tiny_model()
     with torch.no_grad():
         other.blocks[0].attn.proj.weight.add_(0.1)
@@ -189,15 +212,30 @@ def scored(tmp_path_factory):
             base = 128 + 80 * np.sin(0.15 * xx + 0.1 * yy * (i + 1))[None, :, :, None] * np.ones((12, 1, 1, 3))
             base = base + rng.normal(0, 4, base.shape)
             if which == "target":
-                base[:, 8:40, 40 + 8 * i: 72 + 8 * i] = [230, 30, 200]
+                base[:, 8:40, 40 + 8 * i : 72 + 8 * i] = [230, 30, 200]
             _write_video(root / which / f"{which}{i}.mp4", np.clip(base, 0, 255).astype(np.uint8))
 
     def dataset(which):
-        return VideoDataset.from_folder(root / which, num_frames=4, sampling_rate=2, sampling="center",
-                                        transform=ClipTransform.for_eval(64), tubelet=TUBELET, seed=0)
+        return VideoDataset.from_folder(
+            root / which,
+            num_frames=4,
+            sampling_rate=2,
+            sampling="center",
+            transform=ClipTransform.for_eval(64),
+            tubelet=TUBELET,
+            seed=0,
+        )
 
-    stats = fit_statistics(dataset("source"), dataset("target"), PixelEmbedder(dim=16, tubelet=TUBELET), num_words=8,
-                           num_anchors=2, num_prototypes=32, init_tokens=64, progress=False)
+    stats = fit_statistics(
+        dataset("source"),
+        dataset("target"),
+        PixelEmbedder(dim=16, tubelet=TUBELET),
+        num_words=8,
+        num_anchors=2,
+        num_prototypes=32,
+        init_tokens=64,
+        progress=False,
+    )
     stats_path = stats.save(root / "stats.safetensors")
     return {"root": root, "stats": stats_path, "dataset": dataset}
 
@@ -230,8 +268,12 @@ def test_cached_scores_equal_in_loop_scores(scored, tmp_path):
                 video, geometry = ClipTransform.for_eval(64)(reader.read(frames))
             videos.append(video)
             geoms.append(geometry.to_tensor())
-        return {"video": torch.stack(videos), "video_id": [v for v, _ in items],
-                "frame_indices": torch.tensor([frames] * len(items)), "geometry": torch.stack(geoms)}
+        return {
+            "video": torch.stack(videos),
+            "video_id": [v for v, _ in items],
+            "frame_indices": torch.tensor([frames] * len(items)),
+            "geometry": torch.stack(geoms),
+        }
 
     for frames, atol in (([0, 2, 4, 6], 2e-3), ([3, 5, 7, 9], 0.1)):
         b = clips(frames)
@@ -243,21 +285,65 @@ def test_cached_scores_equal_in_loop_scores(scored, tmp_path):
 
 def test_score_cache_cli_and_refusal(scored, tmp_path, capsys):
     out = tmp_path / "scores.safetensors"
-    code = cli_main(["score-cache", str(scored["root"] / "target"), "--stats", str(scored["stats"]), "-o", str(out),
-                     "--size", "64", "--num-frames", "4", "--sampling-rate", "2"])
+    code = cli_main(
+        [
+            "score-cache",
+            str(scored["root"] / "target"),
+            "--stats",
+            str(scored["stats"]),
+            "-o",
+            str(out),
+            "--size",
+            "64",
+            "--num-frames",
+            "4",
+            "--sampling-rate",
+            "2",
+        ]
+    )
     assert code == 0 and "4 videos scored" in capsys.readouterr().out
-    other = fit_statistics([_clips(6, False, 0)], [_clips(6, True, 1)], PixelEmbedder(dim=16, tubelet=TUBELET),
-                           num_words=4, num_anchors=1, num_prototypes=16, init_tokens=32, progress=False)
+    other = fit_statistics(
+        [_clips(6, False, 0)],
+        [_clips(6, True, 1)],
+        PixelEmbedder(dim=16, tubelet=TUBELET),
+        num_words=4,
+        num_anchors=1,
+        num_prototypes=16,
+        init_tokens=32,
+        progress=False,
+    )
     with pytest.raises(VideomaskError, match="other statistics"):
         DifferenceMasker(stats=other, cache=out)
     with pytest.raises(VideomaskError, match="other statistics or scorer"):
         DifferenceMasker.load(scored["stats"], scorer="enrichment", cache=str(out))
     words = tmp_path / "enrichment.safetensors"
-    assert cli_main(["score-cache", str(scored["root"] / "target"), "--stats", str(scored["stats"]), "-o", str(words),
-                     "--size", "64", "--num-frames", "4", "--sampling-rate", "2", "--scorer", "enrichment"]) == 0
+    assert (
+        cli_main(
+            [
+                "score-cache",
+                str(scored["root"] / "target"),
+                "--stats",
+                str(scored["stats"]),
+                "-o",
+                str(words),
+                "--size",
+                "64",
+                "--num-frames",
+                "4",
+                "--sampling-rate",
+                "2",
+                "--scorer",
+                "enrichment",
+            ]
+        )
+        == 0
+    )
     with pytest.raises(VideomaskError, match="visual words"):  # the word rule needs words, not cached scores
         DifferenceMasker.load(scored["stats"], scorer="enrichment", cache=str(words))
-    assert DifferenceMasker.load(scored["stats"], scorer="enrichment", anchor_rule="share", cache=str(words)).cache is not None
+    assert (
+        DifferenceMasker.load(scored["stats"], scorer="enrichment", anchor_rule="share", cache=str(words)).cache
+        is not None
+    )
     assert cli_main(["score-cache", str(tmp_path / "none"), "--stats", str(scored["stats"]), "-o", str(out)]) == 2
 
 
@@ -305,18 +391,38 @@ def test_distance_score_finds_the_pasted_objects(footage):
     from videomask.patches import ClipGeometry
 
     def dataset(which, seed):
-        return VideoDataset.from_folder(footage / which, num_frames=8, sampling_rate=2, sampling="random",
-                                        num_sample=2, transform=ClipTransform.for_eval(128), tubelet=TUBELET, seed=seed)
+        return VideoDataset.from_folder(
+            footage / which,
+            num_frames=8,
+            sampling_rate=2,
+            sampling="random",
+            num_sample=2,
+            transform=ClipTransform.for_eval(128),
+            tubelet=TUBELET,
+            seed=seed,
+        )
 
     embedder = PixelEmbedder(tubelet=TUBELET)
-    stats = fit_statistics(dataset("source", 0), dataset("target", 0), embedder, num_words=32, num_anchors=4,
-                           num_prototypes=128, progress=False)
+    stats = fit_statistics(
+        dataset("source", 0),
+        dataset("target", 0),
+        embedder,
+        num_words=32,
+        num_anchors=4,
+        num_prototypes=128,
+        progress=False,
+    )
     ds = dataset("target", 7)
     batch = collate_clips([ds[i] for i in range(len(ds))])
     cache = BoxCache.load(footage / "target_boxes.jsonl")
-    labels = [token_labels(*token_coverage(cache.boxes(v, batch["frame_indices"][b]),
-                                           ClipGeometry.from_tensor(batch["geometry"][b]), TUBELET))
-              for b, v in enumerate(batch["video_id"])]
+    labels = [
+        token_labels(
+            *token_coverage(
+                cache.boxes(v, batch["frame_indices"][b]), ClipGeometry.from_tensor(batch["geometry"][b]), TUBELET
+            )
+        )
+        for b, v in enumerate(batch["video_id"])
+    ]
     obj, valid = torch.stack([o for o, _ in labels]), torch.stack([v for _, v in labels])
     aucs = {}
     for scorer in ("distance", "tficf"):
@@ -330,10 +436,23 @@ def test_version_1_statistics_still_load_with_tficf(tmp_path):
     """A file written before the distance and enrichment scorers (version 1) loads; its masker uses TF-ICF."""
     from safetensors.torch import save_file
 
-    stats = fit_statistics([_clips(6, False, 0)], [_clips(6, True, 1)], PixelEmbedder(dim=16, tubelet=TUBELET),
-                           num_words=4, num_anchors=1, num_prototypes=16, init_tokens=32, progress=False)
-    tensors = {"centroids": stats.centroids, "anchors": stats.anchors, "counts_target": stats.counts_target,
-               "counts_source": stats.counts_source, "tficf": stats.tficf}
+    stats = fit_statistics(
+        [_clips(6, False, 0)],
+        [_clips(6, True, 1)],
+        PixelEmbedder(dim=16, tubelet=TUBELET),
+        num_words=4,
+        num_anchors=1,
+        num_prototypes=16,
+        init_tokens=32,
+        progress=False,
+    )
+    tensors = {
+        "centroids": stats.centroids,
+        "anchors": stats.anchors,
+        "counts_target": stats.counts_target,
+        "counts_source": stats.counts_source,
+        "tficf": stats.tficf,
+    }
     meta = {"format": "videomask.difference_stats", "version": 1, "embedder": stats.embedder, "settings": {}}
     save_file(tensors, str(tmp_path / "v1.safetensors"), metadata={"videomask": json.dumps(meta)})
     old = DifferenceStats.load(tmp_path / "v1.safetensors")
@@ -375,12 +494,18 @@ def test_score_cache_uses_the_training_normalisation(scored):
             video, geometry = ClipTransform.for_eval(64, mean=mean, std=std)(reader.read([0, 2, 4, 6]))
         videos.append(video)
         geoms.append(geometry.to_tensor())
-    batch = {"video": torch.stack(videos), "video_id": [v for v, _ in items],
-             "frame_indices": torch.tensor([[0, 2, 4, 6]] * 2), "geometry": torch.stack(geoms)}
+    batch = {
+        "video": torch.stack(videos),
+        "video_id": [v for v, _ in items],
+        "frame_indices": torch.tensor([[0, 2, 4, 6]] * 2),
+        "geometry": torch.stack(geoms),
+    }
     want = masker.generate(batch["video"]).scores
     errors = []
     for m, s in ((mean, std), (None, None)):
-        cache, _ = build_score_cache(masker, items, size=64, num_frames=4, sampling_rate=2, progress=False, mean=m, std=s)
+        cache, _ = build_score_cache(
+            masker, items, size=64, num_frames=4, sampling_rate=2, progress=False, mean=m, std=s
+        )
         got = DifferenceMasker.load(scored["stats"], ratio=0.5, cache=cache).generate(batch).scores
         errors.append(float((got - want).abs().max()))
     assert errors[0] <= 2e-3 < errors[1], errors

@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from helpers_train import TINY_MODEL, write_videos
 from safetensors.torch import load_file
 
-from helpers_train import TINY_MODEL, write_videos
 from videomask.train import ResumableSampler
 
 
@@ -34,7 +34,10 @@ def test_sampler_splits_and_resumes(world):
         assert set().union(*parts) == set(data)  # every item on some rank (padding repeats a few)
         if world == 1:
             assert sorted(parts[0]) == data
-    a, b = ResumableSampler(data, num_replicas=1, rank=0, seed=4), ResumableSampler(data, num_replicas=1, rank=0, seed=4)
+    a, b = (
+        ResumableSampler(data, num_replicas=1, rank=0, seed=4),
+        ResumableSampler(data, num_replicas=1, rank=0, seed=4),
+    )
     a.set_epoch(3)
     b.set_epoch(3)
     assert list(a) == list(b)  # deterministic from (seed, epoch)
@@ -86,13 +89,26 @@ def _write_run(tmp_path: Path, **sections: dict) -> Path:
         write_videos(videos)
     raw = {
         "run": {"out_dir": str(tmp_path / "run"), "seed": 0, "device": "cpu"},
-        "data": {"path": str(videos), "num_frames": 4, "sampling_rate": 2, "size": 32, "batch_size": 1,
-                 "num_workers": 0},
+        "data": {
+            "path": str(videos),
+            "num_frames": 4,
+            "sampling_rate": 2,
+            "size": 32,
+            "batch_size": 1,
+            "num_workers": 0,
+        },
         "model": TINY_MODEL,
         "mask": {"name": "tube", "ratio": 0.75},
         "optim": {"lr": 2e-3},
-        "train": {"steps": 4, "accum_steps": 2, "clip_grad": 1.0, "log_every": 2, "save_every": 2,
-                  "progress": False, "tensorboard": False},
+        "train": {
+            "steps": 4,
+            "accum_steps": 2,
+            "clip_grad": 1.0,
+            "log_every": 2,
+            "save_every": 2,
+            "progress": False,
+            "tensorboard": False,
+        },
     }
     for name, values in sections.items():
         raw[name] = {**raw[name], **values}
@@ -131,8 +147,16 @@ def _check_ranks(tmp_path: Path) -> None:
 
 def _rank_main(rank: int, world: int, port: int, out: str, cfg: str, args: list[str], masker: type | None) -> None:
     """One rank, with torchrun's environment variables; runs the WORKER code in this forked process."""
-    os.environ.update({"RANK": str(rank), "LOCAL_RANK": str(rank), "WORLD_SIZE": str(world),
-                       "LOCAL_WORLD_SIZE": str(world), "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)})
+    os.environ.update(
+        {
+            "RANK": str(rank),
+            "LOCAL_RANK": str(rank),
+            "WORLD_SIZE": str(world),
+            "LOCAL_WORLD_SIZE": str(world),
+            "MASTER_ADDR": "127.0.0.1",
+            "MASTER_PORT": str(port),
+        }
+    )
     torch.set_num_threads(1)
     code = 1
     try:
@@ -143,22 +167,31 @@ def _rank_main(rank: int, world: int, port: int, out: str, cfg: str, args: list[
         os._exit(code)
 
 
-def _launch(out: Path, cfg: Path, args: tuple[str, ...] = (), world: int = 2, masker: type | None = None,
-            kill_when: Path | None = None, timeout: float = 180) -> list[int | None]:
+def _launch(
+    out: Path,
+    cfg: Path,
+    args: tuple[str, ...] = (),
+    world: int = 2,
+    masker: type | None = None,
+    kill_when: Path | None = None,
+    timeout: float = 180,
+) -> list[int | None]:
     """Fork ``world`` ranks of the WORKER; SIGKILL them all once ``kill_when`` exists. Returns exit codes."""
     import multiprocessing
     import signal
     import socket
     import time
 
-    import videomask.data, videomask.masking, videomask.model  # noqa: F401  (imported once, before forking)
+    import videomask.data  # noqa: F401  (imported once, before forking)
 
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     ctx = multiprocessing.get_context("fork")
-    procs = [ctx.Process(target=_rank_main, args=(r, world, port, str(out), str(cfg), list(args), masker))
-             for r in range(world)]
+    procs = [
+        ctx.Process(target=_rank_main, args=(r, world, port, str(out), str(cfg), list(args), masker))
+        for r in range(world)
+    ]
     for p in procs:
         p.start()
     if kill_when is not None:
@@ -192,8 +225,17 @@ def test_two_rank_torchrun(tmp_path):
     worker = tmp_path / "worker.py"
     worker.write_text(WORKER)
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-           str(worker), str(tmp_path), str(cfg)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        str(worker),
+        str(tmp_path),
+        str(cfg),
+    ]
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "x 2 ranks" in done.stderr  # the run knew it was distributed
@@ -246,8 +288,10 @@ class IndexMasker:
         from videomask.masking.base import MaskResult
 
         video = batch["video"]
-        rows = [self.inner.generate(video[b:b + 1], torch.Generator().manual_seed(int(i))).mask
-                for b, i in enumerate(batch["index"].tolist())]
+        rows = [
+            self.inner.generate(video[b : b + 1], torch.Generator().manual_seed(int(i))).mask
+            for b, i in enumerate(batch["index"].tolist())
+        ]
         return MaskResult(mask=torch.cat(rows))  # [B, L]
 
 
@@ -261,12 +305,15 @@ def test_two_rank_accumulation_equals_one_big_batch(tmp_path):
     from videomask.config import load_config
 
     real = T.build_masker_from_config
-    T.build_masker_from_config = lambda cfg, model, device, *rest: IndexMasker(tubelet=tuple(model.tubelet), ratio=cfg.mask.ratio)
+    T.build_masker_from_config = lambda cfg, model, device, *rest: IndexMasker(
+        tubelet=tuple(model.tubelet), ratio=cfg.mask.ratio
+    )
     threads = torch.get_num_threads()
     try:
         torch.set_num_threads(1)
-        single = T.train(load_config(cfg, [f"run.out_dir={tmp_path / 'single'}", "data.batch_size=4",
-                                           "train.accum_steps=1"]))
+        single = T.train(
+            load_config(cfg, [f"run.out_dir={tmp_path / 'single'}", "data.batch_size=4", "train.accum_steps=1"])
+        )
     finally:
         T.build_masker_from_config = real
         torch.set_num_threads(threads)
@@ -279,7 +326,9 @@ def test_two_rank_accumulation_equals_one_big_batch(tmp_path):
     init = build_model("tiny", **TINY_MODEL["overrides"]).state_dict()
     moved = max(float((big[k] - init[k]).abs().max()) for k in big)
     gap = max(float((big[k] - ddp[k]).abs().max()) for k in big)
-    assert moved > 1e-3 and gap < 1e-5 * (moved / 1e-3), f"DDP+accumulation differs from the big batch by {gap} (moved {moved})"
+    assert moved > 1e-3 and gap < 1e-5 * (moved / 1e-3), (
+        f"DDP+accumulation differs from the big batch by {gap} (moved {moved})"
+    )
     r0, _ = _ranks(tmp_path)
     ddp_loss = [r["loss"] for r in r0["history"]]
     assert ddp_loss == pytest.approx([r["loss"] for r in single.history], rel=1e-5)
@@ -289,10 +338,12 @@ def _fit_difference_stats(videos: Path, out: Path) -> Path:
     from videomask.data import ClipTransform, VideoDataset
     from videomask.stats import PixelEmbedder, fit_statistics
 
-    ds = VideoDataset.from_folder(videos, num_frames=4, sampling_rate=2, sampling="center",
-                                  transform=ClipTransform(size=(32, 32)))
-    stats = fit_statistics(ds, ds, PixelEmbedder(dim=8, tubelet=(2, 16, 16)), num_words=4, num_anchors=2,
-                           batch_size=2, progress=False)
+    ds = VideoDataset.from_folder(
+        videos, num_frames=4, sampling_rate=2, sampling="center", transform=ClipTransform(size=(32, 32))
+    )
+    stats = fit_statistics(
+        ds, ds, PixelEmbedder(dim=8, tubelet=(2, 16, 16)), num_words=4, num_anchors=2, batch_size=2, progress=False
+    )
     stats.save(out)
     return out
 
@@ -301,8 +352,9 @@ def _write_boxes(videos: Path, out: Path) -> Path:
     """A boxes cache: a "person" over the top-left 20x20 pixels of every frame of every video."""
     lines = []
     for path in sorted(videos.glob("*.mp4")):
-        lines += [{"video": path.name, "frame": f, "box": [0, 0, 20, 20], "label": "person", "score": 1.0}
-                  for f in range(12)]
+        lines += [
+            {"video": path.name, "frame": f, "box": [0, 0, 20, 20], "label": "person", "score": 1.0} for f in range(12)
+        ]
         lines.append({"video": path.name, "done": True, "num_frames": 12, "stride": 1, "detector": {"name": "test"}})
     out.write_text("".join(json.dumps(line) + "\n" for line in lines))
     return out
@@ -316,8 +368,11 @@ def test_two_rank_difference_and_objects_maskers(tmp_path, name):
         options = {"stats": str(_fit_difference_stats(videos, tmp_path / "stats.safetensors")), "alpha": 0.5}
     else:
         options = {"boxes": str(_write_boxes(videos, tmp_path / "boxes.jsonl")), "alpha": 1.0}
-    cfg = _write_run(tmp_path, mask={"name": name, "ratio": 0.75, "options": options},
-                     train={"steps": 2, "save_every": 0, "log_every": 1})
+    cfg = _write_run(
+        tmp_path,
+        mask={"name": name, "ratio": 0.75, "options": options},
+        train={"steps": 2, "save_every": 0, "log_every": 1},
+    )
     codes = _launch(tmp_path, cfg)
     assert codes == [0, 0], f"rank exit codes {codes}"
     w0, w1 = _weights(tmp_path / "rank0.safetensors"), _weights(tmp_path / "rank1.safetensors")
@@ -336,8 +391,9 @@ def test_two_rank_kill_and_resume_gives_the_uninterrupted_weights(tmp_path):
     """2 ranks SIGKILLed after a mid-run checkpoint, resumed with 2 ranks: bit-identical to a 2-rank run
     that was never interrupted (per-rank RNG states, data position, optimizer)."""
     overrides = {**TINY_MODEL["overrides"], "depth": 2, "drop_path": 0.3}  # per-rank RNG state matters too
-    cfg = _write_run(tmp_path, model={"overrides": overrides},
-                     train={"steps": 30, "save_every": 5, "log_every": 1, "keep_last": 2})
+    cfg = _write_run(
+        tmp_path, model={"overrides": overrides}, train={"steps": 30, "save_every": 5, "log_every": 1, "keep_last": 2}
+    )
     killed = tmp_path / "killed"
     codes = _launch(tmp_path, cfg, (f"run.out_dir={killed}",), kill_when=killed / "checkpoints" / "step_00000005")
     assert codes == [-9, -9], f"the ranks were not killed mid-run (exit codes {codes})"

@@ -12,12 +12,12 @@ import torch
 from videomask.errors import VideomaskError
 from videomask.evaluate import (
     SPEED_STRIDES,
+    arrow_indices,
     build_task_samples,
     fixed_random_mask,
     knn_accuracy,
     linear_probe,
     speed_indices,
-    arrow_indices,
     task_span,
     time_split_windows,
 )
@@ -68,7 +68,7 @@ def test_time_split_windows_never_overlap(n, span, gap):
     cut = int(0.7 * n)
     frames = [set(range(s, s + span)) for s in train + test]
     for i, a in enumerate(frames):
-        for b in frames[i + 1:]:
+        for b in frames[i + 1 :]:
             assert not a & b, "two windows share a frame"
     # with a smaller step, windows overlap inside a split but never across the split
     tr_step, te_step = time_split_windows(n, span, train_share=0.7, gap=gap, step=3)
@@ -83,7 +83,9 @@ def test_time_split_windows_never_overlap(n, span, gap):
 
 
 def test_build_task_samples_labels_and_splits():
-    samples = build_task_samples([("a.mkv", "a", 200), ("b.mkv", "b", 120)], "speed", num_frames=4, train_share=0.7, gap=5)
+    samples = build_task_samples(
+        [("a.mkv", "a", 200), ("b.mkv", "b", 120)], "speed", num_frames=4, train_share=0.7, gap=5
+    )
     assert {s.split for s in samples} == {"train", "test"}
     by_window: dict[int, list] = {}
     for s in samples:
@@ -178,8 +180,27 @@ def test_probe_command_on_a_labelled_list(tmp_path, capsys):
         rows.append(f"v{i}.mkv,{'bright' if label else 'dark'},{'train' if i < 8 else 'test'}")
     (tmp_path / "list.csv").write_text("\n".join(rows) + "\n")
     out = tmp_path / "probe.json"
-    rc = main(["probe", "--checkpoint", "tiny", "--data", str(tmp_path / "list.csv"), "--split-column", "split",
-               "--num-frames", "4", "--sampling-rate", "2", "--size", str(SIZE), "--k", "3", "--json", str(out)])
+    rc = main(
+        [
+            "probe",
+            "--checkpoint",
+            "tiny",
+            "--data",
+            str(tmp_path / "list.csv"),
+            "--split-column",
+            "split",
+            "--num-frames",
+            "4",
+            "--sampling-rate",
+            "2",
+            "--size",
+            str(SIZE),
+            "--k",
+            "3",
+            "--json",
+            str(out),
+        ]
+    )
     assert rc == 0
     result = json.loads(out.read_text())
     assert result["classes"] == ["bright", "dark"]
@@ -194,12 +215,18 @@ def test_motion_energy_grows_with_playback_speed():
 
     x = torch.arange(64, dtype=torch.float32)
     base = (127 + 120 * torch.sin(2 * torch.pi * x / 64)).to(torch.uint8).expand(3, 64, 64)  # a smooth horizontal wave
-    clips = torch.stack([
-        torch.stack([torch.roll(base, shifts=s * k, dims=2) for k in range(4)], dim=1)  # [3, T, 64, 64], s px per frame
-        for s in (1, 2, 4)
-    ])  # [3, 3, 4, 64, 64]
+    clips = torch.stack(
+        [
+            torch.stack(
+                [torch.roll(base, shifts=s * k, dims=2) for k in range(4)], dim=1
+            )  # [3, T, 64, 64], s px per frame
+            for s in (1, 2, 4)
+        ]
+    )  # [3, 3, 4, 64, 64]
     feats = motion_energy_features(clips, patch=16)
     assert feats.shape == (3, 3 * 4 * 4)
     energy = feats.mean(dim=1)
     assert energy[0] < energy[1] < energy[2]
-    assert float(motion_energy_features(clips[:, :, :1].repeat(1, 1, 4, 1, 1)).abs().max()) == 0.0  # still clip: no motion
+    assert (
+        float(motion_energy_features(clips[:, :, :1].repeat(1, 1, 4, 1, 1)).abs().max()) == 0.0
+    )  # still clip: no motion

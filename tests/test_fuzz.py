@@ -19,8 +19,16 @@ import numpy as np
 import pytest
 
 HERE = Path(__file__).resolve().parent
-BASES = ["h264_bframes.mp4", "vfr.mkv", "vp9.webm", "mpeg4_bframes.avi", "mpeg2_ts.ts", "mpeg1_ps.mpg",
-         "mjpeg.mov", "hevc.mkv"]
+BASES = [
+    "h264_bframes.mp4",
+    "vfr.mkv",
+    "vp9.webm",
+    "mpeg4_bframes.avi",
+    "mpeg2_ts.ts",
+    "mpeg1_ps.mpg",
+    "mjpeg.mov",
+    "hevc.mkv",
+]
 OPEN_TIMEOUT, READ_TIMEOUT = 10.0, 5.0  # seconds per file and backend (the slack below covers the rest)
 
 
@@ -100,34 +108,63 @@ def child(folder: Path, out: Path) -> None:
     # a dataset of the mutated files plus two good ones: every item is a clip of the right shape
     good = sorted((folder / "_bases").iterdir())[:2]
     items = [VideoItem(str(p), p.name) for p in files] + [VideoItem(str(p), "good/" + p.name) for p in good]
-    ds = VideoDataset(items, num_frames=4, sampling_rate=2, size=32, train=True, seed=1, timeout=OPEN_TIMEOUT,
-                      skip_log=folder / "skipped.tsv")
+    ds = VideoDataset(
+        items,
+        num_frames=4,
+        sampling_rate=2,
+        size=32,
+        train=True,
+        seed=1,
+        timeout=OPEN_TIMEOUT,
+        skip_log=folder / "skipped.tsv",
+    )
     shapes, ids = set(), []
     for start in range(0, len(ds), 4):
         batch = collate_clips([ds[i] for i in range(start, min(len(ds), start + 4))])
         shapes.add(tuple(batch["video"].shape[1:]))
         ids += batch["video_id"]
-    out.write_text(json.dumps({"results": results, "dataset": {
-        "items": len(ids), "ids": ids, "shapes": sorted(shapes), "skipped": ds.skipped,
-        "skipped_videos": ds.skipped_videos(), "num_videos": len(ds)}}))
+    out.write_text(
+        json.dumps(
+            {
+                "results": results,
+                "dataset": {
+                    "items": len(ids),
+                    "ids": ids,
+                    "shapes": sorted(shapes),
+                    "skipped": ds.skipped,
+                    "skipped_videos": ds.skipped_videos(),
+                    "num_videos": len(ds),
+                },
+            }
+        )
+    )
 
 
 def run_fuzz(tmp_path: Path, count: int, seed: int) -> None:
     cases = make_cases(tmp_path, count, seed)
     out = tmp_path / "result.json"
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(HERE.parent), str(HERE), os.environ.get("PYTHONPATH", "")]),
-           "OMP_NUM_THREADS": "1"}
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(HERE.parent), str(HERE), os.environ.get("PYTHONPATH", "")]),
+        "OMP_NUM_THREADS": "1",
+    }
     limit = 120 + count * 3 * (OPEN_TIMEOUT + READ_TIMEOUT)
-    proc = subprocess.run([sys.executable, str(Path(__file__).resolve()), str(tmp_path), str(out)], env=env,
-                          capture_output=True, text=True, timeout=limit)
+    proc = subprocess.run(
+        [sys.executable, str(Path(__file__).resolve()), str(tmp_path), str(out)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=limit,
+    )
     # the process survived every case (no segfault, no abort)
     assert proc.returncode == 0, f"child exit code {proc.returncode}: {proc.stderr[-3000:]}"
     report = json.loads(out.read_text())
     rows = report["results"]
     assert len(rows) >= count
     problems = [r for r in rows if r["outcome"] not in ("read", "error")]
-    assert not problems, "\n".join(f"{r['file']} ({cases.get(r['file'])}) [{r['backend']}]: {r['outcome']} {r['detail']}"
-                                   for r in problems)
+    assert not problems, "\n".join(
+        f"{r['file']} ({cases.get(r['file'])}) [{r['backend']}]: {r['outcome']} {r['detail']}" for r in problems
+    )
     slow = [r for r in rows if r["seconds"] > OPEN_TIMEOUT + READ_TIMEOUT + 2.0]
     assert not slow, f"past the time-out: {slow}"
     assert all("\n" not in r["detail"] for r in rows)  # one-line errors
@@ -140,8 +177,13 @@ def run_fuzz(tmp_path: Path, count: int, seed: int) -> None:
     skipped_ids = [video_id for video_id, _ in ds["skipped_videos"]]
     assert ds["skipped"] == len(skipped_ids) == len(set(skipped_ids))
     assert not any(video_id.startswith("good/") for video_id in skipped_ids)
-    broken_everywhere = {r["file"] for r in rows if r["backend"] == "pyav" and r["outcome"] == "error"
-                         and ("cannot open" in r["detail"] or "no such" in r["detail"] or "empty file" in r["detail"])}
+    broken_everywhere = {
+        r["file"]
+        for r in rows
+        if r["backend"] == "pyav"
+        and r["outcome"] == "error"
+        and ("cannot open" in r["detail"] or "no such" in r["detail"] or "empty file" in r["detail"])
+    }
     assert broken_everywhere <= set(skipped_ids)  # files PyAV cannot open are skipped and counted
     assert not (broken_everywhere & set(ds["ids"]))
 

@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from helpers_train import TINY_MODEL, write_videos
 from safetensors.torch import load_file
 
-from helpers_train import TINY_MODEL, write_videos
 from videomask import checkpoint as ckpt
 from videomask import train as train_mod
 from videomask.config import load_config
@@ -41,13 +41,18 @@ def videos(tmp_path_factory) -> Path:
 def tiny_config(tmp_path: Path, videos: Path, overrides=()):
     raw = {
         "run": {"out_dir": str(tmp_path / "run"), "seed": 0, "device": "cpu"},
-        "data": {"path": str(videos), "num_frames": 4, "sampling_rate": 2, "size": 32, "batch_size": 2,
-                 "num_workers": 0},
+        "data": {
+            "path": str(videos),
+            "num_frames": 4,
+            "sampling_rate": 2,
+            "size": 32,
+            "batch_size": 2,
+            "num_workers": 0,
+        },
         "model": TINY_MODEL,
         "mask": {"name": "tube", "ratio": 0.75},
         "optim": {"lr": 1e-3, "warmup_steps": 2},
-        "train": {"steps": 6, "log_every": 2, "save_every": 3, "keep_last": 2, "progress": False,
-                  "tensorboard": False},
+        "train": {"steps": 6, "log_every": 2, "save_every": 3, "keep_last": 2, "progress": False, "tensorboard": False},
     }
     tmp_path.mkdir(parents=True, exist_ok=True)
     path = tmp_path / "cfg.yaml"
@@ -58,19 +63,24 @@ def tiny_config(tmp_path: Path, videos: Path, overrides=()):
 # ----------------------------------------------------------------------------- item 8: device choice
 
 
-@pytest.mark.parametrize("name, local_rank, world, visible, expected", [
-    ("auto", 0, 1, 4, "cuda:0"),
-    ("cuda", 0, 1, 4, "cuda:0"),
-    ("cuda:2", 0, 1, 4, "cuda:2"),  # one process: an explicit GPU as given
-    ("auto", 3, 4, 4, "cuda:3"),  # torchrun, every GPU visible: the local rank's GPU
-    ("cuda", 3, 4, 4, "cuda:3"),
-    ("cuda:0", 3, 4, 4, "cuda:3"),  # an explicit index would put every rank on one GPU
-    ("cuda:1", 1, 2, 1, "cuda:0"),  # one visible GPU per process (CUDA_VISIBLE_DEVICES per rank)
-    ("auto", 5, 8, 1, "cuda:0"),
-    ("cpu", 1, 2, 4, "cpu"),
-])
+@pytest.mark.parametrize(
+    "name, local_rank, world, visible, expected",
+    [
+        ("auto", 0, 1, 4, "cuda:0"),
+        ("cuda", 0, 1, 4, "cuda:0"),
+        ("cuda:2", 0, 1, 4, "cuda:2"),  # one process: an explicit GPU as given
+        ("auto", 3, 4, 4, "cuda:3"),  # torchrun, every GPU visible: the local rank's GPU
+        ("cuda", 3, 4, 4, "cuda:3"),
+        ("cuda:0", 3, 4, 4, "cuda:3"),  # an explicit index would put every rank on one GPU
+        ("cuda:1", 1, 2, 1, "cuda:0"),  # one visible GPU per process (CUDA_VISIBLE_DEVICES per rank)
+        ("auto", 5, 8, 1, "cuda:0"),
+        ("cpu", 1, 2, 4, "cpu"),
+    ],
+)
 def test_device_from_local_rank_and_visible_count(name, local_rank, world, visible, expected):
-    assert train_mod.pick_device(name, local_rank, world, cuda_available=True, visible=visible) == torch.device(expected)
+    assert train_mod.pick_device(name, local_rank, world, cuda_available=True, visible=visible) == torch.device(
+        expected
+    )
 
 
 def test_device_without_cuda_and_bad_choices():
@@ -88,17 +98,24 @@ def test_device_without_cuda_and_bad_choices():
 # ----------------------------------------------------------------------------- item 3: precision
 
 
-@pytest.mark.parametrize("capability, expected", [
-    ((6, 1), torch.float16),  # Pascal
-    ((7, 0), torch.float16),  # V100
-    ((7, 5), torch.float16),  # T4
-    ((8, 0), torch.bfloat16),  # A100
-    ((9, 0), torch.bfloat16),  # H100
-])
+@pytest.mark.parametrize(
+    "capability, expected",
+    [
+        ((6, 1), torch.float16),  # Pascal
+        ((7, 0), torch.float16),  # V100
+        ((7, 5), torch.float16),  # T4
+        ((8, 0), torch.bfloat16),  # A100
+        ((9, 0), torch.bfloat16),  # H100
+    ],
+)
 def test_auto_precision_needs_native_bf16(monkeypatch, capability, expected):
     """torch.cuda.is_bf16_supported() says True on V100/T4 (emulation); auto must pick fp16 there."""
     monkeypatch.setattr(torch.version, "hip", None)
-    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: True if including_emulation else capability >= (8, 0))
+    monkeypatch.setattr(
+        torch.cuda,
+        "is_bf16_supported",
+        lambda including_emulation=True: True if including_emulation else capability >= (8, 0),
+    )
     monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: capability)
     assert train_mod.resolve_precision("auto", torch.device("cuda:0")) is expected
     assert train_mod.resolve_precision("bf16", torch.device("cuda:0")) is torch.bfloat16  # an explicit choice stays
@@ -140,8 +157,17 @@ def test_resume_fp32_run_in_fp16_on_cuda(tmp_path, videos):
     cfg = tiny_config(tmp_path, videos, ["train.steps=3", "train.save_every=3"])
     assert train(cfg).ok
     for steps, precision in ((5, "fp16"), (7, "bf16")):
-        cfg = tiny_config(tmp_path, videos, [f"train.steps={steps}", "train.save_every=1", "run.device=cuda",
-                                             f"train.precision={precision}", "train.resume=true"])
+        cfg = tiny_config(
+            tmp_path,
+            videos,
+            [
+                f"train.steps={steps}",
+                "train.save_every=1",
+                "run.device=cuda",
+                f"train.precision={precision}",
+                "train.resume=true",
+            ],
+        )
         result = train(cfg)
         assert result.ok and result.steps == steps
 
@@ -182,8 +208,17 @@ def test_non_finite_gradient_with_finite_loss_is_skipped(tmp_path, videos, monke
 
     monkeypatch.setattr(ckpt, "save_checkpoint", save_and_keep)
     # clip_grad 0: the check must not depend on clipping
-    cfg = tiny_config(tmp_path, videos, ["train.steps=4", "train.save_every=1", "train.log_every=1",
-                                         "train.clip_grad=0", f"train.precision={precision}"])
+    cfg = tiny_config(
+        tmp_path,
+        videos,
+        [
+            "train.steps=4",
+            "train.save_every=1",
+            "train.log_every=1",
+            "train.clip_grad=0",
+            f"train.precision={precision}",
+        ],
+    )
     result = train(cfg)
     assert len(losses) == 4 and all(math.isfinite(v) for v in losses), "the losses must stay finite"
     assert result.ok and result.steps == 4 and result.skipped_steps == 1
@@ -215,9 +250,16 @@ def test_mask_checks_only_on_first_and_logged_steps(tmp_path, videos, monkeypatc
     for log_every in (1, 4):
         calls["n"] = 0
         monkeypatch.setattr(VideoMAE, "_check_mask", counting_check)
-        cfg = tiny_config(tmp_path / f"log{log_every}", videos,
-                          ["train.steps=9", "train.save_every=0", f"train.log_every={log_every}",
-                           "model.overrides.decoder_mask_ratio=0.5"])
+        cfg = tiny_config(
+            tmp_path / f"log{log_every}",
+            videos,
+            [
+                "train.steps=9",
+                "train.save_every=0",
+                f"train.log_every={log_every}",
+                "model.overrides.decoder_mask_ratio=0.5",
+            ],
+        )
         result = train(cfg)
         assert result.ok
         finals.append(load_file(str(result.final_dir / ckpt.MODEL_FILE)))
@@ -234,7 +276,9 @@ def test_trusted_counts_give_the_same_output():
     mask = torch.zeros(2, grid.num_tokens, dtype=torch.bool)
     mask[0, :6], mask[1, 2:8] = True, True
     dec = model.make_decoder_mask(mask, grid, generator=torch.Generator().manual_seed(1))
-    assert torch.equal(dec, model.make_decoder_mask(mask, grid, generator=torch.Generator().manual_seed(1), num_masked=6))
+    assert torch.equal(
+        dec, model.make_decoder_mask(mask, grid, generator=torch.Generator().manual_seed(1), num_masked=6)
+    )
     checked = model(video, mask, dec)
     trusted = model(video, mask, dec, num_masked=6, num_decoded=model.decoder_count(6))
     assert torch.equal(checked.loss, trusted.loss) and torch.equal(checked.decoder_mask, trusted.decoder_mask)

@@ -25,7 +25,9 @@ def test_dry_run_on_the_cpu_passes_every_check(tmp_path, capsys):
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        code = _load().main(["--device", "cpu", "--tiny", "--repeats", "1", "--steps", "1", "--out", str(tmp_path / "r.md")])
+        code = _load().main(
+            ["--device", "cpu", "--tiny", "--repeats", "1", "--steps", "1", "--out", str(tmp_path / "r.md")]
+        )
     finally:
         torch.set_num_threads(threads)
     out = capsys.readouterr().out

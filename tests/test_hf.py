@@ -34,9 +34,20 @@ class NotAllowed:
 
 
 def hf_config(**overrides) -> HFConfig:
-    values = dict(image_size=32, num_frames=4, patch_size=16, tubelet_size=2, hidden_size=32, num_hidden_layers=2,
-                  num_attention_heads=2, intermediate_size=64, decoder_hidden_size=16, decoder_num_hidden_layers=2,
-                  decoder_num_attention_heads=2, decoder_intermediate_size=48)
+    values = dict(
+        image_size=32,
+        num_frames=4,
+        patch_size=16,
+        tubelet_size=2,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        decoder_hidden_size=16,
+        decoder_num_hidden_layers=2,
+        decoder_num_attention_heads=2,
+        decoder_intermediate_size=48,
+    )
     values.update(overrides)
     return HFConfig(**values)
 
@@ -47,7 +58,9 @@ def random_mask(batch: int, num_tokens: int, num_masked: int, seed: int = 0) -> 
     return torch.zeros(batch, num_tokens, dtype=torch.bool).scatter_(1, order[:, :num_masked], True)
 
 
-def hf_checkpoint(tmp_path: Path, cls=VideoMAEForPreTraining, seed: int = 0, **overrides) -> tuple[Path, torch.nn.Module]:
+def hf_checkpoint(
+    tmp_path: Path, cls=VideoMAEForPreTraining, seed: int = 0, **overrides
+) -> tuple[Path, torch.nn.Module]:
     """A randomly initialised Hugging Face model saved with ``save_pretrained`` (no download)."""
     torch.manual_seed(seed)
     model = cls(hf_config(**overrides)).eval()
@@ -172,7 +185,9 @@ def test_pth_round_trip_original_layout(tmp_path: Path, wrap: str) -> None:
 
 def test_pth_finetune_layout_and_head_override(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     model = _videomae_model()  # tiny: 3 heads of 64 in the encoder, 3 of 32 in the decoder
-    encoder_only = {k[len("encoder."):]: v for k, v in to_videomae_state_dict(model).items() if k.startswith("encoder.")}
+    encoder_only = {
+        k[len("encoder.") :]: v for k, v in to_videomae_state_dict(model).items() if k.startswith("encoder.")
+    }
     path = tmp_path / "finetune.pth"
     torch.save({"module": encoder_only}, path)
     with caplog.at_level(logging.WARNING, logger="videomask.hf"):

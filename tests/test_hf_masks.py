@@ -41,14 +41,22 @@ def _options(name: str, direction: str) -> dict:
     options["direction"] = direction
     if name == "difference":
         options["stats"] = fit_statistics(
-            [_video(4, s, False) for s in range(2)], [_video(4, 10 + s) for s in range(2)],
-            PixelEmbedder(dim=16, tubelet=TUBELET), num_words=6, num_anchors=1, init_tokens=64, progress=False,
+            [_video(4, s, False) for s in range(2)],
+            [_video(4, 10 + s) for s in range(2)],
+            PixelEmbedder(dim=16, tubelet=TUBELET),
+            num_words=6,
+            num_anchors=1,
+            init_tokens=64,
+            progress=False,
         )
     if name == "objects":
         from videomask.detect import BoxCache
 
-        records = [{"video": f"v{i}", "frame": f, "box": [0, 0, 32, 32], "label": "person", "score": 1.0}
-                   for i in range(B) for f in range(T)]
+        records = [
+            {"video": f"v{i}", "frame": f, "box": [0, 0, 32, 32], "label": "person", "score": 1.0}
+            for i in range(B)
+            for f in range(T)
+        ]
         options["boxes"] = BoxCache.from_records(records)
     return options
 
@@ -56,17 +64,30 @@ def _options(name: str, direction: str) -> dict:
 @pytest.fixture(scope="module")
 def hf_model():
     config = transformers.VideoMAEConfig(
-        image_size=H, patch_size=TUBELET[1], num_channels=C, num_frames=T, tubelet_size=TUBELET[0],
-        hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64,
-        decoder_hidden_size=32, decoder_num_hidden_layers=1, decoder_num_attention_heads=2,
-        decoder_intermediate_size=64, norm_pix_loss=True,
+        image_size=H,
+        patch_size=TUBELET[1],
+        num_channels=C,
+        num_frames=T,
+        tubelet_size=TUBELET[0],
+        hidden_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=64,
+        decoder_hidden_size=32,
+        decoder_num_hidden_layers=1,
+        decoder_num_attention_heads=2,
+        decoder_intermediate_size=64,
+        norm_pix_loss=True,
     )
     torch.manual_seed(0)
     return transformers.VideoMAEForPreTraining(config).eval()
 
 
-CASES = [(name, d) for name in available_maskers()
-         for d in (("mask", "keep") if issubclass(MASKERS[name], ScoredMasker) else ("mask",))]
+CASES = [
+    (name, d)
+    for name in available_maskers()
+    for d in (("mask", "keep") if issubclass(MASKERS[name], ScoredMasker) else ("mask",))
+]
 
 
 @pytest.mark.parametrize("name,direction", CASES)

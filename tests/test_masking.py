@@ -52,8 +52,13 @@ def stats() -> DifferenceStats:
     source = [_clips(8, False, s) for s in range(3)]
     target = [_clips(8, True, 10 + s) for s in range(3)]
     return fit_statistics(
-        source, target, PixelEmbedder(dim=32, tubelet=TUBELET), num_words=16, num_anchors=1,
-        init_tokens=256, progress=False,
+        source,
+        target,
+        PixelEmbedder(dim=32, tubelet=TUBELET),
+        num_words=16,
+        num_anchors=1,
+        init_tokens=256,
+        progress=False,
     )
 
 
@@ -63,8 +68,9 @@ def _box_cache():
 
     records = []
     for i in range(100):
-        records += [{"video": f"v{i}", "frame": f, "box": [0, 0, 32, 32], "label": "person",
-                     "score": 0.9} for f in range(T)]
+        records += [
+            {"video": f"v{i}", "frame": f, "box": [0, 0, 32, 32], "label": "person", "score": 0.9} for f in range(T)
+        ]
         records.append({"video": f"v{i}", "done": True, "num_frames": T, "stride": 1})
     return BoxCache.from_records(records)
 
@@ -96,8 +102,10 @@ def make_batch(video: torch.Tensor, prefix: str = "v") -> dict:
 
 # options under which a masker finds no anchor in source-like clips (cosine similarity never exceeds 1)
 # (objects: the clips' videos are not in the boxes cache)
-NO_ANCHOR_OPTIONS = {"difference": {"scorer": "tficf", "anchor_rule": "threshold", "threshold": 1.0},
-                     "objects": {"on_missing": "fallback"}}
+NO_ANCHOR_OPTIONS = {
+    "difference": {"scorer": "tficf", "anchor_rule": "threshold", "threshold": 1.0},
+    "objects": {"on_missing": "fallback"},
+}
 
 
 # every registered masker; `objects` gets an in-memory boxes cache and loader-style batch dicts

@@ -10,8 +10,16 @@ from videomask.model import MODEL_SIZES, VideoMAE, VideoMAEConfig, build_model, 
 from videomask.patches import grid_for
 
 # a small model that still has every part (2 encoder blocks, 1 decoder block)
-SMALL = dict(img_size=32, num_frames=4, embed_dim=32, depth=2, num_heads=2, decoder_embed_dim=16,
-             decoder_depth=1, decoder_num_heads=2)
+SMALL = dict(
+    img_size=32,
+    num_frames=4,
+    embed_dim=32,
+    depth=2,
+    num_heads=2,
+    decoder_embed_dim=16,
+    decoder_depth=1,
+    decoder_num_heads=2,
+)
 
 
 def random_mask(batch: int, num_tokens: int, num_masked: int, seed: int = 0) -> torch.Tensor:
@@ -41,7 +49,7 @@ def test_registry_sizes_build(name: str) -> None:
         model = build_model(name)
     n = sum(p.numel() for p in model.parameters())
     cfg = MODEL_SIZES[name]
-    assert model.decoder_head.out_features == cfg.tubelet_size * cfg.patch_size ** 2 * 3
+    assert model.decoder_head.out_features == cfg.tubelet_size * cfg.patch_size**2 * 3
     assert n > 0 and len(model.blocks) == cfg.depth and len(model.decoder_blocks) == cfg.decoder_depth
 
 
@@ -123,8 +131,8 @@ def test_k_bias_stays_zero_under_training() -> None:
     for blk in list(model.blocks) + list(model.decoder_blocks):
         bias = blk.attn.qkv_bias()
         A = blk.attn.attn_dim
-        assert torch.count_nonzero(bias[A:2 * A]) == 0
-        assert torch.count_nonzero(bias[:A]) > 0 and torch.count_nonzero(bias[2 * A:]) > 0
+        assert torch.count_nonzero(bias[A : 2 * A]) == 0
+        assert torch.count_nonzero(bias[:A]) > 0 and torch.count_nonzero(bias[2 * A :]) > 0
     changed = [n for n, p in model.named_parameters() if not torch.equal(p, before[n])]
     assert "blocks.0.attn.q_bias" in changed and "blocks.0.attn.v_bias" in changed
 

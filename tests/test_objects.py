@@ -22,12 +22,17 @@ DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 HALF = ClipGeometry(64, 64, 0, 0, 64, 64, 32, 32, False)  # a 64x64 original resized to the 32x32 clip
 
 
-def _records(video: str, boxes: dict[int, list[tuple[list[float], str]]], num_frames: int = 40,
-             stride: int = 2) -> list[dict]:
-    out = [{"video": video, "frame": f, "box": box, "label": label, "score": 1.0}
-           for f, items in boxes.items() for box, label in items]
-    return out + [{"video": video, "done": True, "num_frames": num_frames, "stride": stride,
-                   "detector": {"name": "test"}}]
+def _records(
+    video: str, boxes: dict[int, list[tuple[list[float], str]]], num_frames: int = 40, stride: int = 2
+) -> list[dict]:
+    out = [
+        {"video": video, "frame": f, "box": box, "label": label, "score": 1.0}
+        for f, items in boxes.items()
+        for box, label in items
+    ]
+    return out + [
+        {"video": video, "done": True, "num_frames": num_frames, "stride": stride, "detector": {"name": "test"}}
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -39,8 +44,9 @@ def cache() -> BoxCache:
     return BoxCache.from_records(_records("a", person) + _records("b", dog) + _records("empty", {}))
 
 
-def _batch(video_ids: list[str], geometry: ClipGeometry = HALF, frames: list[int] | None = None,
-           device: str = "cpu") -> dict:
+def _batch(
+    video_ids: list[str], geometry: ClipGeometry = HALF, frames: list[int] | None = None, device: str = "cpu"
+) -> dict:
     B = len(video_ids)
     g = torch.Generator().manual_seed(0)
     return {
@@ -127,8 +133,14 @@ def test_vectorised_rasteriser_matches_reference():
             clips += [b] * n
             pos += [k] * n
         frame_boxes.append(per_frame)
-    got = rasterise_batch(torch.cat(all_boxes), torch.tensor(clips), torch.tensor(pos),
-                          torch.stack([geo.to_tensor() for geo in geometries]), (T, H, W), TUBELET)
+    got = rasterise_batch(
+        torch.cat(all_boxes),
+        torch.tensor(clips),
+        torch.tensor(pos),
+        torch.stack([geo.to_tensor() for geo in geometries]),
+        (T, H, W),
+        TUBELET,
+    )
     want = torch.stack([rasterise_boxes(fb, geo, TUBELET) for fb, geo in zip(frame_boxes, geometries)])
     assert got.any() and torch.equal(got, want)
 
@@ -246,8 +258,15 @@ def test_cache_lookup_is_cheap():
     records = []
     for v in range(1000):
         for f in range(0, 300, 4):
-            records.append({"video": f"v{v}", "frame": f, "box": [10.0 + f % 50, 20.0, 80.0 + f % 50, 200.0],
-                            "label": "person", "score": 1.0})
+            records.append(
+                {
+                    "video": f"v{v}",
+                    "frame": f,
+                    "box": [10.0 + f % 50, 20.0, 80.0 + f % 50, 200.0],
+                    "label": "person",
+                    "score": 1.0,
+                }
+            )
         records.append({"video": f"v{v}", "done": True, "num_frames": 300, "stride": 4, "detector": {"name": "t"}})
     cache = BoxCache.from_records(records)
     masker = build_masker("objects", boxes=cache, tubelet=(2, 16, 16))

@@ -15,7 +15,9 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def _tree_files(folder: Path, pattern: str) -> set[str]:
-    return {p.relative_to(folder).as_posix() for p in folder.glob(pattern) if p.is_file() and "__pycache__" not in p.parts}
+    return {
+        p.relative_to(folder).as_posix() for p in folder.glob(pattern) if p.is_file() and "__pycache__" not in p.parts
+    }
 
 
 @pytest.fixture(scope="module")
@@ -28,8 +30,22 @@ def wheel(tmp_path_factory) -> Path:
         shutil.copytree(ROOT / name, src / name, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
     out = tmp_path_factory.mktemp("wheel")
     proc = subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--no-index", "-q", "-w", str(out), str(src)],
-        capture_output=True, text=True, timeout=240,
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "--no-index",
+            "-q",
+            "-w",
+            str(out),
+            str(src),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=240,
     )
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     (found,) = out.glob("videomask-*.whl")
@@ -39,7 +55,9 @@ def wheel(tmp_path_factory) -> Path:
 def test_wheel_holds_every_module_config_and_clip(wheel: Path) -> None:
     names = set(zipfile.ZipFile(wheel).namelist())
     modules = {f"videomask/{n}" for n in _tree_files(ROOT / "videomask", "**/*.py")}
-    assert modules and modules <= names, f"modules missing from the wheel (list the package in pyproject.toml): {sorted(modules - names)}"
+    assert modules and modules <= names, (
+        f"modules missing from the wheel (list the package in pyproject.toml): {sorted(modules - names)}"
+    )
     assets = {f"videomask/_assets/{n}" for n in _tree_files(ROOT / "assets", "**/*")}
     configs = {f"videomask/_configs/{n}" for n in _tree_files(ROOT / "configs", "*.yaml")}
     assert "videomask/_assets/target/pedestrians_a.mp4" in assets and "videomask/_configs/demo.yaml" in configs
@@ -73,7 +91,9 @@ def test_installed_layout_finds_the_shipped_config_and_clips(wheel: Path, tmp_pa
     assert Path(module).is_relative_to(site)
     assert Path(config) == site / "videomask" / "_configs" / "demo.yaml" and shipped == "True"
     assert Path(target) == site / "videomask" / "_assets" / "target"
-    assert sorted(p.name for p in Path(target).glob("*.mp4")) == sorted(p.name for p in (ROOT / "assets" / "target").glob("*.mp4"))
+    assert sorted(p.name for p in Path(target).glob("*.mp4")) == sorted(
+        p.name for p in (ROOT / "assets" / "target").glob("*.mp4")
+    )
     assert Path(run_dir) == (work / "runs" / "demo").resolve()
 
 

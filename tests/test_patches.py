@@ -23,8 +23,13 @@ from videomask.patches import (
 
 @pytest.mark.parametrize(
     "tubelet, size",
-    [((2, 16, 16), (4, 32, 48)), ((1, 8, 8), (3, 16, 24)), ((4, 4, 4), (8, 12, 8)), ((3, 2, 5), (6, 4, 10)),
-     ((2, 7, 7), (2, 14, 21))],
+    [
+        ((2, 16, 16), (4, 32, 48)),
+        ((1, 8, 8), (3, 16, 24)),
+        ((4, 4, 4), (8, 12, 8)),
+        ((3, 2, 5), (6, 4, 10)),
+        ((2, 7, 7), (2, 14, 21)),
+    ],
 )
 def test_patchify_round_trip(tubelet, size):
     video = torch.randn(2, 3, *size)
@@ -44,7 +49,10 @@ def test_token_and_pixel_order_by_hand():
     token = tokens[0, i_t * 6 + i_h * 3 + i_w]
     expected = [
         video[0, c, i_t * 2 + dt, i_h * 2 + dy, i_w * 2 + dx]
-        for dt in range(2) for dy in range(2) for dx in range(2) for c in range(3)
+        for dt in range(2)
+        for dy in range(2)
+        for dx in range(2)
+        for c in range(3)
     ]
     assert token.tolist() == [float(v) for v in expected]
 
@@ -88,10 +96,20 @@ def _tiny_hf_config(norm_pix_loss: bool = False):
     from transformers import VideoMAEConfig
 
     return VideoMAEConfig(
-        image_size=32, patch_size=8, num_channels=3, num_frames=4, tubelet_size=2,
-        hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64,
-        decoder_hidden_size=32, decoder_num_hidden_layers=1, decoder_num_attention_heads=2,
-        decoder_intermediate_size=64, norm_pix_loss=norm_pix_loss,
+        image_size=32,
+        patch_size=8,
+        num_channels=3,
+        num_frames=4,
+        tubelet_size=2,
+        hidden_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=64,
+        decoder_hidden_size=32,
+        decoder_num_hidden_layers=1,
+        decoder_num_attention_heads=2,
+        decoder_intermediate_size=64,
+        norm_pix_loss=norm_pix_loss,
     )
 
 

@@ -39,8 +39,16 @@ def test_attentive_probe_learns_temporal_order_that_the_mean_cannot():
     tokens, labels, groups = order_only_task()
     is_train = groups < 28
     settings = ev.AttentiveSettings(steps=60, eval_every=20, weight_decays=(0.01,), width=32, heads=4, pca_dim=24)
-    res = ev.probe_tokens(tokens, labels, is_train, groups, time_slots=8, num_classes=2,
-                          probes=("linear", "knn", "temporal", "attentive"), attentive=settings)
+    res = ev.probe_tokens(
+        tokens,
+        labels,
+        is_train,
+        groups,
+        time_slots=8,
+        num_classes=2,
+        probes=("linear", "knn", "temporal", "attentive"),
+        attentive=settings,
+    )
     # the token mean of a clip and of its reversal are the same multiset average: no mean-pooled probe can tell them apart
     assert res["linear"] <= 0.6 and res["knn"] <= 0.6, res
     assert res["attentive"] >= 0.9, res
@@ -71,14 +79,29 @@ def test_motion_labels_are_right_on_generated_clips(tmp_path):
     _write_clip(assets / "source" / "flat.mp4", np.full((48, 64, 64, 3), 100, np.uint8))
     _write_clip(assets / "target" / "blob.mp4", np.full((4, 16, 16, 3), 250, np.uint8))
     out = tmp_path / "footage"
-    build_known_difference(out, assets=assets, num_source=1, num_target=10, num_frames=16, sizes=(10,), speeds=(1.0, 2.0),
-                           objects=[ObjectSource("blob", "target/blob.mp4", (0, 0, 16, 16))], square=True, seed=3)
+    build_known_difference(
+        out,
+        assets=assets,
+        num_source=1,
+        num_target=10,
+        num_frames=16,
+        sizes=(10,),
+        speeds=(1.0, 2.0),
+        objects=[ObjectSource("blob", "target/blob.mp4", (0, 0, 16, 16))],
+        square=True,
+        seed=3,
+    )
     labels = json.loads((out / "labels.json").read_text())["clips"]
     num_frames, stride = 8, 2
     starts = ev.object_clip_starts(16, num_frames, stride, windows=2)
     assert starts == [0, 1]
-    samples = [ev.ProbeSample(str(out / "target" / c["clip"]), c["clip"], tuple(s + k * stride for k in range(num_frames)), -1, "test", i)
-               for i, c in enumerate(labels) for s in starts]
+    samples = [
+        ev.ProbeSample(
+            str(out / "target" / c["clip"]), c["clip"], tuple(s + k * stride for k in range(num_frames)), -1, "test", i
+        )
+        for i, c in enumerate(labels)
+        for s in starts
+    ]
     clips = ev.decode_samples(samples, 64)
     seen_directions = set()
     for sample, clip, geom in zip(samples, clips.clips, clips.geometry):
@@ -96,7 +119,9 @@ def test_motion_labels_are_right_on_generated_clips(tmp_path):
         assert answers["direction"] == measured == label["direction"]
         seen_directions.add(measured)
         dx, dy = DIRECTIONS[measured]
-        travelled = math.hypot(x1 - x0, y1 - y0) / ((num_frames - 1) * stride)  # px per source frame (64 px clips = source size)
+        travelled = math.hypot(x1 - x0, y1 - y0) / (
+            (num_frames - 1) * stride
+        )  # px per source frame (64 px clips = source size)
         assert travelled == pytest.approx(label["speed"], abs=0.35)
         assert answers["obj_speed"] == label["speed_class"] == (0 if label["speed"] == 1.0 else 1)
         cell = min(2, int(3 * y1 / 64)) * 3 + min(2, int(3 * x1 / 64))
@@ -115,8 +140,13 @@ def test_paired_interval_on_a_hand_made_example():
     assert p["high"] == pytest.approx(0.06 + 0.04302653, abs=1e-6)
     assert math.isnan(paired_difference([0.1], [0.2])["low"])
     # paired by seed, whatever the order of the runs
-    runs = [{"variant": "tube", "seed": s, "metrics": {"direction_attentive": v}} for s, v in zip((2, 0, 1), (0.70, 0.50, 0.60))]
-    runs += [{"variant": "difference-mask", "seed": s, "metrics": {"direction_attentive": v}} for s, v in enumerate(other)]
+    runs = [
+        {"variant": "tube", "seed": s, "metrics": {"direction_attentive": v}}
+        for s, v in zip((2, 0, 1), (0.70, 0.50, 0.60))
+    ]
+    runs += [
+        {"variant": "difference-mask", "seed": s, "metrics": {"direction_attentive": v}} for s, v in enumerate(other)
+    ]
     table = paired_table(runs, "tube", ["tube", "difference-mask"], ["direction_attentive"])
     assert table["difference-mask"]["direction_attentive"]["mean"] == pytest.approx(0.06)
     assert table["difference-mask"]["direction_attentive"]["high"] == pytest.approx(p["high"])
@@ -124,7 +154,11 @@ def test_paired_interval_on_a_hand_made_example():
 
 def test_sanity_verdict_marks_cells_inconclusive():
     runs = [{"variant": "random init", "seed": 0, "metrics": {"a_linear": 0.50, "b_linear": 0.30}}]
-    runs += [{"variant": v, "seed": s, "metrics": {"a_linear": 0.52 + 0.01 * s, "b_linear": 0.45}} for v in ("tube", "random") for s in range(3)]
+    runs += [
+        {"variant": v, "seed": s, "metrics": {"a_linear": 0.52 + 0.01 * s, "b_linear": 0.45}}
+        for v in ("tube", "random")
+        for s in range(3)
+    ]
     verdicts = sanity_verdicts(summarise_runs(runs), ["tube", "random"], ["a_linear", "b_linear"], margin_pts=5.0)
     assert verdicts["a_linear"]["gap_pts"] == pytest.approx(3.0) and not verdicts["a_linear"]["conclusive"]
     assert verdicts["b_linear"]["gap_pts"] == pytest.approx(15.0) and verdicts["b_linear"]["conclusive"]
@@ -136,13 +170,28 @@ def test_motion_bench_end_to_end(tmp_path):
     from videomask.cli import main
 
     raw = yaml.safe_load((REPO / "configs" / "bench_motion_quick.yaml").read_text())
-    raw.update(assets=str(REPO / "assets"), out=str(tmp_path / "results"), work_dir=str(tmp_path / "work"), name="m",
-               seeds=[0, 1], base_steps=2, steps=1, upper_steps=0,
-               footage={"num_source": 4, "num_target": 12, "num_frames": 16, "sizes": [24], "square": True})
-    raw["variants"] = {"tube": {"name": "tube"}, "difference-mask": {"name": "difference", "options": {"direction": "mask"}},
-                       "objects-truth-mask": {"name": "objects", "boxes": "truth", "options": {"direction": "mask"}}}
-    raw["eval"] = {"tasks": ["direction", "position", "arrow"], "probes": ["linear", "attentive"], "knn_k": 3,
-                   "attentive": {"steps": 10, "eval_every": 5, "width": 16, "heads": 2, "pca_dim": 8, "weight_decays": [0.01]}}
+    raw.update(
+        assets=str(REPO / "assets"),
+        out=str(tmp_path / "results"),
+        work_dir=str(tmp_path / "work"),
+        name="m",
+        seeds=[0, 1],
+        base_steps=2,
+        steps=1,
+        upper_steps=0,
+        footage={"num_source": 4, "num_target": 12, "num_frames": 16, "sizes": [24], "square": True},
+    )
+    raw["variants"] = {
+        "tube": {"name": "tube"},
+        "difference-mask": {"name": "difference", "options": {"direction": "mask"}},
+        "objects-truth-mask": {"name": "objects", "boxes": "truth", "options": {"direction": "mask"}},
+    }
+    raw["eval"] = {
+        "tasks": ["direction", "position", "arrow"],
+        "probes": ["linear", "attentive"],
+        "knn_k": 3,
+        "attentive": {"steps": 10, "eval_every": 5, "width": 16, "heads": 2, "pca_dim": 8, "weight_decays": [0.01]},
+    }
     cfg = tmp_path / "m.yaml"
     cfg.write_text(yaml.safe_dump(raw))
     assert main(["bench", "--config", str(cfg)]) == 0
@@ -167,7 +216,16 @@ def test_motion_bench_end_to_end(tmp_path):
     assert "videomask bench --config" in md
 
 
-@pytest.mark.parametrize("name", ["bench_motion.yaml", "bench_motion_cpu.yaml", "bench_motion_long.yaml", "bench_motion_quick.yaml", "bench_gpu.yaml"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "bench_motion.yaml",
+        "bench_motion_cpu.yaml",
+        "bench_motion_long.yaml",
+        "bench_motion_quick.yaml",
+        "bench_gpu.yaml",
+    ],
+)
 def test_shipped_motion_configs_load(name):
     from videomask.bench_motion import is_motion_config, load_motion_config
 
@@ -187,8 +245,17 @@ def test_footage_square_option_crops_the_scenery(tmp_path):
     obj = [ObjectSource("blob", "target/blob.mp4", (0, 0, 16, 16))]
     for square, width in ((False, 80), (True, 48)):
         out = tmp_path / f"f{int(square)}"
-        build_known_difference(out, assets=assets, num_source=1, num_target=2, num_frames=8, sizes=(8,), speeds=(1.0,),
-                               objects=obj, square=square)
+        build_known_difference(
+            out,
+            assets=assets,
+            num_source=1,
+            num_target=2,
+            num_frames=8,
+            sizes=(8,),
+            speeds=(1.0,),
+            objects=obj,
+            square=square,
+        )
         for clip in ("source/wide_000.mp4", "target/wide_000.mp4"):
             with open_video(str(out / clip)) as reader:
                 assert (reader.meta.height, reader.meta.width) == (48, width)

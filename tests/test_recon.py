@@ -9,24 +9,32 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from PIL import Image
-
 from helpers_squares import SquareDetector, write_square_clip
 from helpers_train import TINY_MODEL, write_videos
+from PIL import Image
+
 from videomask.checkpoint import save_model_weights
 from videomask.cli import main
 from videomask.detect import build_cache
-from videomask.masking import available_maskers, build_masker
+from videomask.masking import available_maskers
 from videomask.model import VideoMAE, VideoMAEConfig
 from videomask.patches import grid_for, patchify
-from videomask.viz import NOT_RECONSTRUCTED, NORM_PIX_NOTE, MASK_GREY, draw_recon, load_clip, reconstruct
+from videomask.viz import MASK_GREY, NOT_RECONSTRUCTED, draw_recon, reconstruct
 
 NUM_FRAMES, SIZE = 8, 64
 
 
 def tiny_config(**overrides) -> VideoMAEConfig:
-    values = dict(img_size=SIZE, num_frames=NUM_FRAMES, embed_dim=32, depth=1, num_heads=2, decoder_embed_dim=16,
-                  decoder_depth=1, decoder_num_heads=2)
+    values = dict(
+        img_size=SIZE,
+        num_frames=NUM_FRAMES,
+        embed_dim=32,
+        depth=1,
+        num_heads=2,
+        decoder_embed_dim=16,
+        decoder_depth=1,
+        decoder_num_heads=2,
+    )
     values.update(overrides)
     return VideoMAEConfig(**values)
 
@@ -118,8 +126,8 @@ def test_draw_recon_panels():
     pic = draw_recon(clip, rec, model.tubelet, scale=1, title="t")
     T, H, W = NUM_FRAMES, SIZE, SIZE
     assert pic.frames.shape[0] == T and pic.frames.shape[2] == 4 * W + 3 * 4
-    body = pic.frames[0, 24:24 + H]  # below the caption and the panel labels (12 px each at scale 1)
-    masked_panel, heat = body[:, W + 4: 2 * W + 4], body[:, 3 * (W + 4):]
+    body = pic.frames[0, 24 : 24 + H]  # below the caption and the panel labels (12 px each at scale 1)
+    masked_panel, heat = body[:, W + 4 : 2 * W + 4], body[:, 3 * (W + 4) :]
     first = int(torch.nonzero(mask[0, :16])[0])  # a masked token of the first time slot
     i, j = divmod(first, W // 16)
     assert np.array_equal(masked_panel[i * 16 + 8, j * 16 + 8], MASK_GREY.astype(np.uint8))
@@ -140,8 +148,9 @@ def test_draw_recon_panels():
 @pytest.fixture(scope="module")
 def inputs(tmp_path_factory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("recon")
-    video = write_square_clip(root / "square.mp4", num_frames=20, height=72, width=96, size=16, top=20, left=20,
-                              dark=30, bright=230, crf=None)
+    video = write_square_clip(
+        root / "square.mp4", num_frames=20, height=72, width=96, size=16, top=20, left=20, dark=30, bright=230, crf=None
+    )
     boxes = root / "boxes.jsonl"
     build_cache([("square.mp4", str(video))], boxes, SquareDetector(), stride=2, progress=False)
     from videomask.stats import PixelEmbedder, fit_statistics
@@ -151,11 +160,20 @@ def inputs(tmp_path_factory) -> dict[str, Path]:
     target = [s.clone() for s in source]
     for t in target:
         t[:, :, :, :32, :32] = 2.0
-    stats = fit_statistics(source, target, PixelEmbedder(dim=16, tubelet=(2, 16, 16)), num_words=4, num_anchors=1,
-                           init_tokens=64, progress=False)
+    stats = fit_statistics(
+        source,
+        target,
+        PixelEmbedder(dim=16, tubelet=(2, 16, 16)),
+        num_words=4,
+        num_anchors=1,
+        init_tokens=64,
+        progress=False,
+    )
     stats.save(root / "stats.safetensors")
     torch.manual_seed(0)
-    model = VideoMAE(tiny_config(embed_dim=64, num_heads=1, decoder_embed_dim=64, decoder_num_heads=1))  # a .pth infers 64-wide heads
+    model = VideoMAE(
+        tiny_config(embed_dim=64, num_heads=1, decoder_embed_dim=64, decoder_num_heads=1)
+    )  # a .pth infers 64-wide heads
     from videomask.train import model_meta
 
     save_model_weights(model, root / "run" / "final" / "model.safetensors", model_meta(model))
@@ -163,8 +181,15 @@ def inputs(tmp_path_factory) -> dict[str, Path]:
 
     save_hf_checkpoint(model, root / "hf")
     torch.save({"model": to_videomae_state_dict(model)}, root / "videomae.pth")
-    return {"video": video, "boxes": boxes, "stats": root / "stats.safetensors", "root": root,
-            "videomask": root / "run" / "final", "hf": root / "hf", "pth": root / "videomae.pth"}
+    return {
+        "video": video,
+        "boxes": boxes,
+        "stats": root / "stats.safetensors",
+        "root": root,
+        "videomask": root / "run" / "final",
+        "hf": root / "hf",
+        "pth": root / "videomae.pth",
+    }
 
 
 def _options(name: str, inputs: dict[str, Path]) -> list[str]:
@@ -182,8 +207,21 @@ def _printed_loss(text: str) -> float:
 @pytest.mark.parametrize("name", available_maskers())
 def test_show_recon_writes_gif_and_png_for_every_masker(name, inputs, tmp_path, capsys):
     out = tmp_path / f"{name}.gif"
-    argv = ["show-recon", str(inputs["video"]), "--checkpoint", str(inputs["videomask"]), "--masker", name,
-            "-o", str(out), "--sampling-rate", "2", "--scale", "1", *_options(name, inputs)]
+    argv = [
+        "show-recon",
+        str(inputs["video"]),
+        "--checkpoint",
+        str(inputs["videomask"]),
+        "--masker",
+        name,
+        "-o",
+        str(out),
+        "--sampling-rate",
+        "2",
+        "--scale",
+        "1",
+        *_options(name, inputs),
+    ]
     assert main(argv) == 0
     text = capsys.readouterr().out
     masked = float(re.search(r"masked ([\d.]+)% of tokens", text).group(1))
@@ -201,8 +239,20 @@ def test_show_recon_writes_gif_and_png_for_every_masker(name, inputs, tmp_path, 
 def test_show_recon_reads_every_checkpoint_kind_to_the_same_picture(kind, inputs, tmp_path, capsys):
     """One model saved three ways: the same mask and weights give the same loss."""
     out = tmp_path / "r.gif"
-    argv = ["show-recon", str(inputs["video"]), "--checkpoint", str(inputs[kind]), "-o", str(out), "--scale", "1",
-            "--num-frames", str(NUM_FRAMES), "--size", str(SIZE)]  # a .pth does not record the clip size
+    argv = [
+        "show-recon",
+        str(inputs["video"]),
+        "--checkpoint",
+        str(inputs[kind]),
+        "-o",
+        str(out),
+        "--scale",
+        "1",
+        "--num-frames",
+        str(NUM_FRAMES),
+        "--size",
+        str(SIZE),
+    ]  # a .pth does not record the clip size
     assert main(argv) == 0
     text = capsys.readouterr().out
     assert text.split(":")[1].strip().startswith(f"{kind} model")
@@ -231,7 +281,10 @@ def test_show_recon_without_norm_pix_says_so(inputs, tmp_path, capsys):
         (["show-recon", "{video}", "--checkpoint", "{root}/nope", "-o", "x.gif"], "does not exist"),
         (["show-recon", "{video}", "--checkpoint", "{ckpt}", "--masker", "nope", "-o", "x.gif"], "unknown masker"),
         (["show-recon", "{video}", "--checkpoint", "{ckpt}", "--masker", "difference", "-o", "x.gif"], "needs --stats"),
-        (["show-recon", "{video}", "--checkpoint", "{ckpt}", "--tubelet", "2", "8", "-o", "x.gif"], "differs from the model"),
+        (
+            ["show-recon", "{video}", "--checkpoint", "{ckpt}", "--tubelet", "2", "8", "-o", "x.gif"],
+            "differs from the model",
+        ),
         (["show-recon", "{video}", "--checkpoint", "{ckpt}", "--size", "60", "-o", "x.gif"], "not divisible"),
     ],
 )
@@ -254,12 +307,24 @@ def test_training_writes_reconstruction_pictures_to_tensorboard(tmp_path):
     from videomask.train import train
 
     data = write_videos(tmp_path / "videos", count=2)
-    cfg = validate_config(config_from_dict({
-        "run": {"out_dir": str(tmp_path / "run"), "device": "cpu"},
-        "data": {"path": str(data), "num_frames": 4, "sampling_rate": 2, "size": 32, "batch_size": 2, "num_workers": 0},
-        "model": TINY_MODEL, "mask": {"name": "tube"},
-        "train": {"steps": 4, "log_every": 2, "save_every": 0, "recon_every": 2, "progress": False},
-    }))
+    cfg = validate_config(
+        config_from_dict(
+            {
+                "run": {"out_dir": str(tmp_path / "run"), "device": "cpu"},
+                "data": {
+                    "path": str(data),
+                    "num_frames": 4,
+                    "sampling_rate": 2,
+                    "size": 32,
+                    "batch_size": 2,
+                    "num_workers": 0,
+                },
+                "model": TINY_MODEL,
+                "mask": {"name": "tube"},
+                "train": {"steps": 4, "log_every": 2, "save_every": 0, "recon_every": 2, "progress": False},
+            }
+        )
+    )
     result = train(cfg)
     assert result.ok
     events = EventAccumulator(str(tmp_path / "run" / "tb"), size_guidance={"images": 0})

@@ -15,10 +15,10 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from safetensors.torch import load_file
-
 from clips import make_corrupt_files, make_garbled_file
 from helpers_train import TINY_MODEL, write_videos
+from safetensors.torch import load_file
+
 from videomask import checkpoint as ckpt
 from videomask.config import load_config
 from videomask.errors import VideomaskError
@@ -50,9 +50,16 @@ def test_checkpoint_round_trip_restores_everything(tmp_path):
     torch.manual_seed(123)
     np.random.seed(5)
     random.seed(7)
-    path = ckpt.save_checkpoint(tmp_path, 3, model, optimizer=opt, scaler=scaler,
-                                train_state={"epoch": 2, "batches_in_epoch": 1}, rng_states=[ckpt.capture_rng_state()],
-                                model_meta={"model_config": {"width": 5}})
+    path = ckpt.save_checkpoint(
+        tmp_path,
+        3,
+        model,
+        optimizer=opt,
+        scaler=scaler,
+        train_state={"epoch": 2, "batches_in_epoch": 1},
+        rng_states=[ckpt.capture_rng_state()],
+        model_meta={"model_config": {"width": 5}},
+    )
     expected_draws = (torch.rand(3), np.random.rand(2), random.random())
 
     torch.manual_seed(99)
@@ -112,14 +119,28 @@ def _write_run(tmp_path: Path, corrupt: bool = False) -> Path:
         make_garbled_file(videos / "garbled.mp4")
     raw = {
         "run": {"out_dir": "killed", "seed": 3, "device": "cpu"},
-        "data": {"path": str(videos), "num_frames": 4, "sampling_rate": 2, "size": 32, "batch_size": 1,
-                 "num_workers": 0},
+        "data": {
+            "path": str(videos),
+            "num_frames": 4,
+            "sampling_rate": 2,
+            "size": 32,
+            "batch_size": 1,
+            "num_workers": 0,
+        },
         "model": TINY_MODEL,
         "mask": {"name": "random", "ratio": 0.75},
         "optim": {"lr": 2e-3, "warmup_steps": 4},
         # 4 videos, batch 1, accumulation 2: 2 steps per epoch; a checkpoint every 5 steps is mid-epoch
-        "train": {"steps": 40, "accum_steps": 2, "clip_grad": 1.0, "log_every": 1, "save_every": 5, "keep_last": 2,
-                  "progress": False, "tensorboard": False},
+        "train": {
+            "steps": 40,
+            "accum_steps": 2,
+            "clip_grad": 1.0,
+            "log_every": 1,
+            "save_every": 5,
+            "keep_last": 2,
+            "progress": False,
+            "tensorboard": False,
+        },
     }
     cfg_path = tmp_path / "cfg.yaml"
     cfg_path.write_text(yaml.safe_dump(raw))
@@ -144,7 +165,9 @@ def _check_identical(tmp_path: Path, cfg_path: Path, killed_at: list[str]) -> No
     straight = load_file(str(tmp_path / "straight" / "final" / ckpt.MODEL_FILE))
     assert resumed.keys() == straight.keys()
     different = [k for k in straight if not torch.equal(resumed[k], straight[k])]
-    assert not different, f"resumed weights differ from the uninterrupted run in {different[:5]} (killed at {killed_at})"
+    assert not different, (
+        f"resumed weights differ from the uninterrupted run in {different[:5]} (killed at {killed_at})"
+    )
     # the metrics log holds every step exactly once (lines written after the checkpoint were replayed)
     resumed_log = [json.loads(x) for x in (tmp_path / "killed" / "metrics.jsonl").read_text().splitlines()]
     straight_log = [json.loads(x) for x in (tmp_path / "straight" / "metrics.jsonl").read_text().splitlines()]
@@ -163,9 +186,8 @@ def test_resume_after_sigkill_is_bit_identical(tmp_path, monkeypatch):
     """A forked training process is SIGKILLed after a mid-epoch checkpoint; --resume ends bit-identical."""
     import multiprocessing
 
+    import videomask.data  # noqa: F401  (imported once, before forking)
     from videomask import cli
-
-    import videomask.data, videomask.masking, videomask.model  # noqa: F401  (imported once, before forking)
 
     cfg_path = _write_run(tmp_path)
     monkeypatch.chdir(tmp_path)
@@ -191,7 +213,9 @@ def test_resume_after_sigkill_fresh_interpreters(tmp_path):
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     _wait_and_kill(proc.pid, lambda: proc.poll() is None, tmp_path / "killed" / "checkpoints" / "step_00000005")
     _, err = proc.communicate(timeout=60)
-    assert proc.returncode == -signal.SIGKILL, f"the run was not killed mid-run: rc={proc.returncode} {err.decode()[-500:]}"
+    assert proc.returncode == -signal.SIGKILL, (
+        f"the run was not killed mid-run: rc={proc.returncode} {err.decode()[-500:]}"
+    )
     killed_at = [p.name for p in ckpt.list_checkpoints(tmp_path / "killed")]
     assert killed_at and not (tmp_path / "killed" / "final").exists()
     done = subprocess.run(cmd + ["--resume"], env=env, capture_output=True, text=True, timeout=300)
@@ -208,8 +232,14 @@ def test_resume_at_an_epoch_end_keeps_the_drop_path_noise(tmp_path):
     videos = write_videos(tmp_path / "videos")
     raw = {
         "run": {"out_dir": str(tmp_path / "straight"), "seed": 1, "device": "cpu"},
-        "data": {"path": str(videos), "num_frames": 4, "sampling_rate": 2, "size": 32, "batch_size": 2,
-                 "num_workers": 0},
+        "data": {
+            "path": str(videos),
+            "num_frames": 4,
+            "sampling_rate": 2,
+            "size": 32,
+            "batch_size": 2,
+            "num_workers": 0,
+        },
         "model": {"name": "tiny", "overrides": {**TINY_MODEL["overrides"], "depth": 2, "drop_path": 0.5}},
         "mask": {"name": "tube", "ratio": 0.75},
         "optim": {"lr": 2e-3, "warmup_steps": 0, "schedule": "constant"},  # the lr does not depend on train.steps
@@ -231,9 +261,8 @@ def test_resume_with_corrupt_files_at_random_kill_points_is_bit_identical(tmp_pa
     a random checkpoint, after a random delay) and resumed each time: the weights end bit-identical."""
     import multiprocessing
 
+    import videomask.data  # noqa: F401  (imported once, before forking)
     from videomask import cli
-
-    import videomask.data, videomask.masking, videomask.model  # noqa: F401  (imported once, before forking)
 
     cfg_path = _write_run(tmp_path, corrupt=True)
     monkeypatch.chdir(tmp_path)

@@ -42,9 +42,9 @@ def _frame(k: int, rng_params: dict, obj: tuple[int, int] | None) -> np.ndarray:
     frame += rng_params["noise"].standard_normal((SIZE, SIZE, 1)) * 6
     if obj is not None:
         y0, x0 = obj
-        cells = ((yy[y0:y0 + OBJ, x0:x0 + OBJ] // 4 + xx[y0:y0 + OBJ, x0:x0 + OBJ] // 4) % 2).astype(bool)
+        cells = ((yy[y0 : y0 + OBJ, x0 : x0 + OBJ] // 4 + xx[y0 : y0 + OBJ, x0 : x0 + OBJ] // 4) % 2).astype(bool)
         patch = np.where(cells[..., None], np.array([230, 30, 220]), np.array([30, 220, 40]))
-        frame[y0:y0 + OBJ, x0:x0 + OBJ] = patch
+        frame[y0 : y0 + OBJ, x0 : x0 + OBJ] = patch
     return np.clip(frame, 0, 255).astype(np.uint8)
 
 
@@ -84,7 +84,7 @@ def _object_cover(obj: tuple[int, int]) -> torch.Tensor:
     """Share of each ``16 x 16`` patch covered by the object -> float ``[h*w]`` (token order within a slot)."""
     cover = torch.zeros(SIZE, SIZE)
     y0, x0 = obj
-    cover[y0:y0 + OBJ, x0:x0 + OBJ] = 1
+    cover[y0 : y0 + OBJ, x0 : x0 + OBJ] = 1
     return cover.view(SIZE // 16, 16, SIZE // 16, 16).mean(dim=(1, 3)).reshape(-1)
 
 
@@ -97,7 +97,13 @@ def test_pixel_embedder_deterministic_and_identity():
     assert a.shape == (2, 2 * 2 * 3, 16)
     assert torch.equal(a, PixelEmbedder(dim=16, seed=3)(video))
     assert not torch.allclose(a, PixelEmbedder(dim=16, seed=4)(video))
-    assert PixelEmbedder(dim=16, seed=3).identity == {"kind": "pixel", "seed": 3, "dim": 16, "tubelet": [2, 16, 16], "pool": 2}
+    assert PixelEmbedder(dim=16, seed=3).identity == {
+        "kind": "pixel",
+        "seed": 3,
+        "dim": 16,
+        "tubelet": [2, 16, 16],
+        "pool": 2,
+    }
     # per-token normalisation: brightness and contrast do not change the embedding
     assert torch.allclose(PixelEmbedder(dim=16, seed=3)(3 * video + 1), a, atol=1e-4)
     with pytest.raises(VideomaskError, match="pool"):
@@ -208,7 +214,9 @@ def test_model_embedder_copies_only_what_it_runs():
 def test_embedder_mismatch_and_callable_embedder():
     source = [torch.randn(4, 3, 4, 32, 32) for _ in range(2)]
     target = [torch.randn(4, 3, 4, 32, 32) + 1 for _ in range(2)]
-    stats = fit_statistics(source, target, PixelEmbedder(dim=8, seed=0), num_words=4, num_anchors=1, init_tokens=16, progress=False)
+    stats = fit_statistics(
+        source, target, PixelEmbedder(dim=8, seed=0), num_words=4, num_anchors=1, init_tokens=16, progress=False
+    )
     with pytest.raises(VideomaskError, match="embedder mismatch"):
         DifferenceMasker(stats=stats, embedder=PixelEmbedder(dim=8, seed=1))
     fn = CallableEmbedder(lambda v: PixelEmbedder(dim=8, seed=0)(v) * 2, {"name": "double"})
@@ -254,7 +262,9 @@ def test_tficf_formula():
 def test_stats_round_trip_and_bad_files(tmp_path):
     source = [torch.randn(4, 3, 4, 32, 32) for _ in range(2)]
     target = [torch.randn(4, 3, 4, 32, 32) * 2 for _ in range(2)]
-    stats = fit_statistics(source, target, PixelEmbedder(dim=8), num_words=6, num_anchors=2, init_tokens=16, progress=False)
+    stats = fit_statistics(
+        source, target, PixelEmbedder(dim=8), num_words=6, num_anchors=2, init_tokens=16, progress=False
+    )
     assert int(stats.counts_target.sum()) == 8 * 8 and int(stats.counts_source.sum()) == 8 * 8
     path = stats.save(tmp_path / "s.safetensors")
     back = DifferenceStats.load(path)
@@ -264,7 +274,9 @@ def test_stats_round_trip_and_bad_files(tmp_path):
     video = torch.randn(3, 3, 4, 32, 32)
     g = lambda: torch.Generator().manual_seed(5)  # noqa: E731
     assert torch.equal(DifferenceMasker.load(path)(video, g()), DifferenceMasker(stats=stats)(video, g()))
-    assert torch.equal(build_masker("difference", stats=str(path))(video, g()), DifferenceMasker(stats=stats)(video, g()))
+    assert torch.equal(
+        build_masker("difference", stats=str(path))(video, g()), DifferenceMasker(stats=stats)(video, g())
+    )
     with pytest.raises(VideomaskError, match="does not exist"):
         DifferenceStats.load(tmp_path / "missing.safetensors")
     (tmp_path / "junk.safetensors").write_bytes(b"not a safetensors file")
@@ -292,18 +304,66 @@ def test_fit_statistics_is_deterministic():
 
 def _fit_cli(domains, out: Path) -> int:
     root = domains["root"]
-    return cli_main([
-        "fit", "--source", str(root / "source"), "--target", str(root / "target"), "-o", str(out),
-        "--size", str(SIZE), "--num-frames", "4", "--sampling-rate", "2", "--clips-per-video", "2",
-        "--num-words", "16", "--num-anchors", "2", "--dim", "32", "--tokens-per-clip", "72",
-    ])
+    return cli_main(
+        [
+            "fit",
+            "--source",
+            str(root / "source"),
+            "--target",
+            str(root / "target"),
+            "-o",
+            str(out),
+            "--size",
+            str(SIZE),
+            "--num-frames",
+            "4",
+            "--sampling-rate",
+            "2",
+            "--clips-per-video",
+            "2",
+            "--num-words",
+            "16",
+            "--num-anchors",
+            "2",
+            "--dim",
+            "32",
+            "--tokens-per-clip",
+            "72",
+        ]
+    )
 
 
 def test_fit_cli_errors(tmp_path, domains, capsys):
-    assert cli_main(["fit", "--source", str(tmp_path / "nope"), "--target", str(domains["root"] / "target"), "-o", str(tmp_path / "s.st")]) == 2
+    assert (
+        cli_main(
+            [
+                "fit",
+                "--source",
+                str(tmp_path / "nope"),
+                "--target",
+                str(domains["root"] / "target"),
+                "-o",
+                str(tmp_path / "s.st"),
+            ]
+        )
+        == 2
+    )
     assert "does not exist" in capsys.readouterr().err
     (tmp_path / "empty").mkdir()
-    assert cli_main(["fit", "--source", str(tmp_path / "empty"), "--target", str(domains["root"] / "target"), "-o", str(tmp_path / "s.st")]) == 2
+    assert (
+        cli_main(
+            [
+                "fit",
+                "--source",
+                str(tmp_path / "empty"),
+                "--target",
+                str(domains["root"] / "target"),
+                "-o",
+                str(tmp_path / "s.st"),
+            ]
+        )
+        == 2
+    )
     err = capsys.readouterr().err
     assert "no videos" in err and len(err.strip().splitlines()) == 1
     assert cli_main(["fit", "--source", "a", "--target", "b", "-o", "c", "--embedder", "magic"]) == 2
@@ -323,8 +383,14 @@ def test_anchor_patches_find_the_target_only_object(tmp_path, domains, capsys):
     assert stats.settings["source_clips"] == 24 and stats.settings["target_clips"] == 24
 
     def batch(which):
-        ds = VideoDataset.from_folder(domains["root"] / which, num_frames=4, sampling_rate=2, sampling="center",
-                                      transform=ClipTransform.for_eval(SIZE), seed=1)
+        ds = VideoDataset.from_folder(
+            domains["root"] / which,
+            num_frames=4,
+            sampling_rate=2,
+            sampling="center",
+            transform=ClipTransform.for_eval(SIZE),
+            seed=1,
+        )
         return collate_clips([ds[i] for i in range(len(ds))])
 
     masker = DifferenceMasker.load(out, ratio=0.5)
@@ -338,7 +404,14 @@ def test_anchor_patches_find_the_target_only_object(tmp_path, domains, capsys):
     auc = roc_auc(res.scores, mostly, mostly | ~touches)  # object tokens vs untouched scenery
     chance = touches.float().mean().item()  # share of tokens that touch the object
     precision = touches[anchors].float().mean().item()  # share of anchor tokens that touch it
-    recall = DifferenceMasker.load(out, ratio=0.5, anchor_rule="threshold").generate(tgt).anchors[mostly].float().mean().item()
+    recall = (
+        DifferenceMasker.load(out, ratio=0.5, anchor_rule="threshold")
+        .generate(tgt)
+        .anchors[mostly]
+        .float()
+        .mean()
+        .item()
+    )
     src_rate = masker.generate(src).anchors.float().mean().item()
     masked_obj = res.mask[mostly].float().mean().item()  # ratio 0.5, alpha 1: object tubes masked first
     tficf = DifferenceMasker.load(out, ratio=0.5, scorer="tficf").generate(tgt)
@@ -356,6 +429,7 @@ def test_anchor_patches_find_the_target_only_object(tmp_path, domains, capsys):
     assert src_rate <= 0.5 * anchors.float().mean().item()
     assert masked_obj >= 0.9
 
+
 def test_fit_cli_with_checkpoint_embedder(tmp_path, domains):
     """``--embedder checkpoint:PATH``: the statistics record the checkpoint, and the masker rebuilds it."""
     from videomask.checkpoint import save_model_weights
@@ -368,11 +442,34 @@ def test_fit_cli_with_checkpoint_embedder(tmp_path, domains):
     save_model_weights(model, weights, model_meta(model))
     out = tmp_path / "stats.safetensors"
     root = domains["root"]
-    assert cli_main([
-        "fit", "--source", str(root / "source"), "--target", str(root / "target"), "-o", str(out),
-        "--embedder", f"checkpoint:{weights}", "--size", str(SIZE), "--num-frames", "4", "--sampling-rate", "2",
-        "--num-words", "8", "--num-anchors", "2", "--max-clips", "6",
-    ]) == 0
+    assert (
+        cli_main(
+            [
+                "fit",
+                "--source",
+                str(root / "source"),
+                "--target",
+                str(root / "target"),
+                "-o",
+                str(out),
+                "--embedder",
+                f"checkpoint:{weights}",
+                "--size",
+                str(SIZE),
+                "--num-frames",
+                "4",
+                "--sampling-rate",
+                "2",
+                "--num-words",
+                "8",
+                "--num-anchors",
+                "2",
+                "--max-clips",
+                "6",
+            ]
+        )
+        == 0
+    )
     stats = DifferenceStats.load(out)
     assert stats.embedder["kind"] == "model" and stats.embedder["source"] == str(weights)
     assert stats.centroids.shape == (8, model.config.embed_dim)
@@ -382,5 +479,7 @@ def test_fit_cli_with_checkpoint_embedder(tmp_path, domains):
     other = build_model("tiny", img_size=SIZE, num_frames=4, depth=1, decoder_depth=1)  # other weights
     with pytest.raises(VideomaskError, match="embedder mismatch"):
         DifferenceMasker.load(out, embedder=ModelEmbedder(other))
-    assert torch.equal(DifferenceMasker.load(out, embedder=ModelEmbedder(model), ratio=0.5)(video, torch.Generator().manual_seed(1)),
-                       masker(video, torch.Generator().manual_seed(1)))
+    assert torch.equal(
+        DifferenceMasker.load(out, embedder=ModelEmbedder(model), ratio=0.5)(video, torch.Generator().manual_seed(1)),
+        masker(video, torch.Generator().manual_seed(1)),
+    )

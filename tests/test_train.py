@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from helpers_train import TINY_MODEL, write_clip, write_videos
 from safetensors.torch import load_file
 
-from helpers_train import TINY_MODEL, write_clip, write_videos
 from videomask import checkpoint as ckpt
 from videomask import cli
 from videomask import train as train_mod
@@ -38,13 +38,18 @@ def videos(tmp_path_factory) -> Path:
 def tiny_raw(videos: Path, out_dir: Path, **sections) -> dict:
     raw = {
         "run": {"out_dir": str(out_dir), "seed": 0, "device": "cpu"},
-        "data": {"path": str(videos), "num_frames": 4, "sampling_rate": 2, "size": 32, "batch_size": 2,
-                 "num_workers": 0},
+        "data": {
+            "path": str(videos),
+            "num_frames": 4,
+            "sampling_rate": 2,
+            "size": 32,
+            "batch_size": 2,
+            "num_workers": 0,
+        },
         "model": TINY_MODEL,
         "mask": {"name": "tube", "ratio": 0.75},
         "optim": {"lr": 1e-3, "warmup_steps": 2},
-        "train": {"steps": 6, "log_every": 2, "save_every": 3, "keep_last": 2, "progress": False,
-                  "tensorboard": False},
+        "train": {"steps": 6, "log_every": 2, "save_every": 3, "keep_last": 2, "progress": False, "tensorboard": False},
     }
     for name, values in sections.items():
         raw[name] = {**raw[name], **values}
@@ -74,16 +79,27 @@ def test_lr_schedule_warmup_then_cosine():
 
 
 def test_base_lr_rule(tmp_path, videos):
-    cfg, _ = tiny_config(tmp_path, videos, ["optim.lr=null", "optim.blr=2.56e-4", "data.num_sample=2",
-                                            "train.accum_steps=3"])
+    cfg, _ = tiny_config(
+        tmp_path, videos, ["optim.lr=null", "optim.blr=2.56e-4", "data.num_sample=2", "train.accum_steps=3"]
+    )
     # effective batch = batch 2 x samples 2 x accum 3 x world 4 = 48 clips
     assert peak_lr(cfg, world_size=4) == pytest.approx(2.56e-4 * 48 / 256)
 
 
 def test_step_seed_is_a_pure_function():
     assert step_seed(0, 5, 0, 0) == step_seed(0, 5, 0, 0)
-    assert len({step_seed(0, 5, 0, 0), step_seed(0, 6, 0, 0), step_seed(0, 5, 1, 0), step_seed(0, 5, 0, 1),
-                step_seed(1, 5, 0, 0)}) == 5
+    assert (
+        len(
+            {
+                step_seed(0, 5, 0, 0),
+                step_seed(0, 6, 0, 0),
+                step_seed(0, 5, 1, 0),
+                step_seed(0, 5, 0, 1),
+                step_seed(1, 5, 0, 0),
+            }
+        )
+        == 5
+    )
 
 
 def test_loss_split_lines_up_with_masked_tokens():
@@ -140,9 +156,21 @@ def test_loss_decreases_on_a_repeated_batch(tmp_path, videos):
     one = tmp_path / "one"
     one.mkdir()
     write_clip(one / "only.mp4", seed=3)
-    cfg, _ = tiny_config(tmp_path, one, ["data.batch_size=1", "data.sampling=center", "train.steps=40",
-                                         "train.log_every=1", "train.save_every=0", "optim.lr=3e-3",
-                                         "optim.schedule=constant", "optim.warmup_steps=0", "mask.ratio=0.5"])
+    cfg, _ = tiny_config(
+        tmp_path,
+        one,
+        [
+            "data.batch_size=1",
+            "data.sampling=center",
+            "train.steps=40",
+            "train.log_every=1",
+            "train.save_every=0",
+            "optim.lr=3e-3",
+            "optim.schedule=constant",
+            "optim.warmup_steps=0",
+            "mask.ratio=0.5",
+        ],
+    )
     result = train(cfg)
     losses = [r["loss"] for r in result.history]
     first, last = np.mean(losses[:5]), np.mean(losses[-5:])
@@ -163,8 +191,11 @@ def test_nan_steps_are_skipped_and_last_good_checkpoint_kept(tmp_path, videos, m
         return out
 
     monkeypatch.setattr(train_mod, "forward_model", flaky_forward)
-    cfg, path = tiny_config(tmp_path, videos, ["train.steps=20", "train.save_every=2", "train.log_every=1",
-                                               "train.max_bad_steps=3", "train.keep_last=5"])
+    cfg, path = tiny_config(
+        tmp_path,
+        videos,
+        ["train.steps=20", "train.save_every=2", "train.log_every=1", "train.max_bad_steps=3", "train.keep_last=5"],
+    )
     result = train(cfg)
     run = tmp_path / "run"
     assert not result.ok and "3 consecutive non-finite losses or gradients at step 8" in result.stopped
@@ -179,8 +210,21 @@ def test_nan_steps_are_skipped_and_last_good_checkpoint_kept(tmp_path, videos, m
     assert all(torch.isfinite(v).all() for v in kept.values())
     # the CLI reports the stop with exit status 1 (resuming the same folder, NaN again at once)
     calls["n"] = 5
-    assert cli.main(["pretrain", "--config", str(path), "train.steps=20", "train.save_every=2",
-                     "train.max_bad_steps=3", "train.log_every=1", "--resume"]) == 1
+    assert (
+        cli.main(
+            [
+                "pretrain",
+                "--config",
+                str(path),
+                "train.steps=20",
+                "train.save_every=2",
+                "train.max_bad_steps=3",
+                "train.log_every=1",
+                "--resume",
+            ]
+        )
+        == 1
+    )
     assert "stopped" in capsys.readouterr().err
 
 
@@ -189,13 +233,23 @@ def test_anchor_and_other_loss_logged_with_difference_masker(tmp_path, videos):
     from videomask.data import ClipTransform, VideoDataset
     from videomask.stats import PixelEmbedder, fit_statistics
 
-    ds = VideoDataset.from_folder(videos, num_frames=4, sampling_rate=2, sampling="center",
-                                  transform=ClipTransform(size=(32, 32)))
-    stats = fit_statistics(ds, ds, PixelEmbedder(dim=8, tubelet=(2, 16, 16)), num_words=4, num_anchors=2,
-                           batch_size=2, progress=False)
+    ds = VideoDataset.from_folder(
+        videos, num_frames=4, sampling_rate=2, sampling="center", transform=ClipTransform(size=(32, 32))
+    )
+    stats = fit_statistics(
+        ds, ds, PixelEmbedder(dim=8, tubelet=(2, 16, 16)), num_words=4, num_anchors=2, batch_size=2, progress=False
+    )
     stats.save(tmp_path / "stats.safetensors")
-    cfg, _ = tiny_config(tmp_path, videos, ["mask.name=difference", f"mask.options.stats={tmp_path / 'stats.safetensors'}",
-                                            "mask.options.alpha=0.5", "train.steps=4"])
+    cfg, _ = tiny_config(
+        tmp_path,
+        videos,
+        [
+            "mask.name=difference",
+            f"mask.options.stats={tmp_path / 'stats.safetensors'}",
+            "mask.options.alpha=0.5",
+            "train.steps=4",
+        ],
+    )
     result = train(cfg)
     assert result.ok
     for r in result.history:
@@ -214,10 +268,19 @@ def test_cnn_difference_masker_reads_a_score_cache_built_once(tmp_path, videos):
     from videomask.stats import CNNEmbedder, fit_statistics
     from videomask.train import build_masker_from_config, prepare_score_cache
 
-    ds = VideoDataset.from_folder(videos, num_frames=4, sampling_rate=2, sampling="center",
-                                  transform=ClipTransform(size=(32, 32)))
-    stats = fit_statistics(ds, ds, CNNEmbedder(tubelet=(2, 16, 16)), num_words=4, num_anchors=2, num_prototypes=16,
-                           batch_size=2, progress=False)
+    ds = VideoDataset.from_folder(
+        videos, num_frames=4, sampling_rate=2, sampling="center", transform=ClipTransform(size=(32, 32))
+    )
+    stats = fit_statistics(
+        ds,
+        ds,
+        CNNEmbedder(tubelet=(2, 16, 16)),
+        num_words=4,
+        num_anchors=2,
+        num_prototypes=16,
+        batch_size=2,
+        progress=False,
+    )
     stats.save(tmp_path / "stats.safetensors")
     opts = ["mask.name=difference", f"mask.options.stats={tmp_path / 'stats.safetensors'}", "train.steps=2"]
     cfg, _ = tiny_config(tmp_path, videos, opts)
@@ -240,8 +303,17 @@ def test_cnn_difference_masker_reads_a_score_cache_built_once(tmp_path, videos):
 
 @pytest.mark.parametrize("name", ["random", "tube"])
 def test_model_free_maskers_train(tmp_path, videos, name):
-    cfg, _ = tiny_config(tmp_path, videos, [f"mask.name={name}", "train.steps=2", "train.accum_steps=2",
-                                            "train.clip_grad=1.0", "train.grad_checkpointing=true"])
+    cfg, _ = tiny_config(
+        tmp_path,
+        videos,
+        [
+            f"mask.name={name}",
+            "train.steps=2",
+            "train.accum_steps=2",
+            "train.clip_grad=1.0",
+            "train.grad_checkpointing=true",
+        ],
+    )
     result = train(cfg)
     assert result.ok and result.steps == 2
     assert result.history[-1]["grad_norm"] is not None and math.isfinite(result.history[-1]["loss"])
@@ -265,14 +337,26 @@ def test_hugging_face_checkpoint_in_and_out(tmp_path, videos):
     from transformers import VideoMAEForPreTraining
 
     torch.manual_seed(0)
-    hf_cfg = HFConfig(image_size=32, num_frames=4, tubelet_size=2, patch_size=16, hidden_size=32,
-                      num_hidden_layers=1, num_attention_heads=2, intermediate_size=64, decoder_hidden_size=16,
-                      decoder_num_hidden_layers=1, decoder_num_attention_heads=2, decoder_intermediate_size=32,
-                      norm_pix_loss=True)
+    hf_cfg = HFConfig(
+        image_size=32,
+        num_frames=4,
+        tubelet_size=2,
+        patch_size=16,
+        hidden_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=64,
+        decoder_hidden_size=16,
+        decoder_num_hidden_layers=1,
+        decoder_num_attention_heads=2,
+        decoder_intermediate_size=32,
+        norm_pix_loss=True,
+    )
     start = VideoMAEForPreTraining(hf_cfg)
     start.save_pretrained(tmp_path / "hf_start")
-    cfg, _ = tiny_config(tmp_path, videos, [f"model.checkpoint={tmp_path / 'hf_start'}", "train.steps=2",
-                                            "model.overrides={}"])
+    cfg, _ = tiny_config(
+        tmp_path, videos, [f"model.checkpoint={tmp_path / 'hf_start'}", "train.steps=2", "model.overrides={}"]
+    )
     result = train(cfg)
     assert result.ok and (result.final_dir / "hf" / "config.json").is_file()
     back = VideoMAEForPreTraining.from_pretrained(result.final_dir / "hf")
@@ -280,7 +364,8 @@ def test_hugging_face_checkpoint_in_and_out(tmp_path, videos):
     assert any(not torch.equal(before[k], after[k]) for k in before if k in after)
     # the exported weights are the run's final weights
     model, source = train_mod.build_model_from_config(
-        load_config(None, ["train.steps=1", f"model.checkpoint={result.final_dir / 'hf'}"]))
+        load_config(None, ["train.steps=1", f"model.checkpoint={result.final_dir / 'hf'}"])
+    )
     final = load_file(str(result.final_dir / ckpt.MODEL_FILE))
     assert source == "hf" and all(torch.equal(v, final[k]) for k, v in model.state_dict().items())
 
@@ -289,8 +374,9 @@ def test_loader_workers_do_not_change_the_result(tmp_path, videos):
     """Per-item randomness comes from (seed, epoch, index): 0 or 2 persistent workers, same weights over epochs."""
     finals = []
     for workers in (0, 2):
-        cfg, _ = tiny_config(tmp_path / f"w{workers}", videos, [f"data.num_workers={workers}", "train.steps=5",
-                                                                "train.save_every=0"])
+        cfg, _ = tiny_config(
+            tmp_path / f"w{workers}", videos, [f"data.num_workers={workers}", "train.steps=5", "train.save_every=0"]
+        )
         result = train(cfg)
         assert result.ok and result.history[-1]["epoch"] >= 2  # crossed epoch boundaries
         finals.append(load_file(str(result.final_dir / ckpt.MODEL_FILE)))

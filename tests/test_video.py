@@ -9,8 +9,8 @@ import weakref
 
 import numpy as np
 import pytest
-
 from clips import decode_index, make_corrupt_files, make_garbled_file, make_index_clip
+
 from videomask.errors import VideoDecodeError, VideomaskError
 from videomask.video import BACKENDS, VideoMeta, available_backends, call_with_timeout, open_video, probe
 
@@ -135,7 +135,9 @@ def test_metadata(clip_dir, backend):
     assert (meta.codec, meta.pix_fmt) == ("h264", "yuv420p")
     assert probe(clip_dir / "mpeg4_bframes.avi").codec == "mpeg4"
     vfr = probe(clip_dir / "vfr.mkv")
-    assert vfr.num_frames == N and vfr.duration == pytest.approx(((N - 1) * 40 + ((N - 1) % 3) * 11) / 1000 + 0.04, abs=0.05)
+    assert vfr.num_frames == N and vfr.duration == pytest.approx(
+        ((N - 1) * 40 + ((N - 1) % 3) * 11) / 1000 + 0.04, abs=0.05
+    )
 
 
 @pytest.mark.parametrize("backend", BACKEND_PARAMS)
@@ -270,9 +272,11 @@ def test_pyav_reader_frees_its_decoder_without_the_cyclic_gc(clip_dir, close):
     gc.disable()
     try:
         refs = []
-        for name, indices in [("h264_bframes.mp4", [30, 2, 45]),  # seeks
-                              ("raw_stream.h264", [5, 1]),  # no pts: sequential path, restarts
-                              ("vfr.mkv", list(range(N)))]:  # forward decode to the end
+        for name, indices in [
+            ("h264_bframes.mp4", [30, 2, 45]),  # seeks
+            ("raw_stream.h264", [5, 1]),  # no pts: sequential path, restarts
+            ("vfr.mkv", list(range(N))),
+        ]:  # forward decode to the end
             video = open_video(clip_dir / name)
             video.read(indices)
             refs.append(weakref.ref(video))
@@ -312,8 +316,12 @@ def test_call_with_timeout_reuses_its_worker_thread():
     # concurrent callers get workers of their own (no caller waits for another one's decode)
     gate = threading.Barrier(3, timeout=5.0)
     out: list = []
-    callers = [threading.Thread(target=lambda: out.append(call_with_timeout(lambda: (gate.wait(), threading.current_thread())[1], 5.0)))
-               for _ in range(3)]
+    callers = [
+        threading.Thread(
+            target=lambda: out.append(call_with_timeout(lambda: (gate.wait(), threading.current_thread())[1], 5.0))
+        )
+        for _ in range(3)
+    ]
     for t in callers:
         t.start()
     for t in callers:
@@ -367,7 +375,6 @@ def test_garbled_file_reads_consistently_or_raises_video_decode_error(tmp_path, 
             np.testing.assert_array_equal(got[[1, 3]], everything[[0, 3]])
     except VideoDecodeError as err:
         assert "\n" not in str(err) and str(path) in str(err)
-
 
 
 @pytest.mark.skipif("decord" not in available_backends(), reason="decord not installed")

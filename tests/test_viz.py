@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers_squares import SquareDetector, write_square_clip
 from PIL import Image
 
-from helpers_squares import SquareDetector, write_square_clip
 from videomask.cli import main
 from videomask.detect import build_cache
 from videomask.masking import available_maskers
@@ -23,8 +23,9 @@ NUM_FRAMES, SIZE, SCALE = 8, 64, 2
 @pytest.fixture(scope="module")
 def inputs(tmp_path_factory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("viz")
-    video = write_square_clip(root / "square.mp4", num_frames=20, height=72, width=96, size=16, top=20, left=20,
-                              dark=30, bright=230, crf=None)
+    video = write_square_clip(
+        root / "square.mp4", num_frames=20, height=72, width=96, size=16, top=20, left=20, dark=30, bright=230, crf=None
+    )
     boxes = root / "boxes.jsonl"
     build_cache([("square.mp4", str(video))], boxes, SquareDetector(), stride=2, progress=False)
     from videomask.stats import PixelEmbedder, fit_statistics
@@ -34,7 +35,15 @@ def inputs(tmp_path_factory) -> dict[str, Path]:
     target = [s.clone() for s in source]
     for t in target:
         t[:, :, :, :32, :32] = 2.0
-    stats = fit_statistics(source, target, PixelEmbedder(dim=16, tubelet=(2, 16, 16)), num_words=4, num_anchors=1, init_tokens=64, progress=False)
+    stats = fit_statistics(
+        source,
+        target,
+        PixelEmbedder(dim=16, tubelet=(2, 16, 16)),
+        num_words=4,
+        num_anchors=1,
+        init_tokens=64,
+        progress=False,
+    )
     stats_path = root / "stats.safetensors"
     stats.save(stats_path)
     return {"video": video, "boxes": boxes, "stats": stats_path, "root": root}
@@ -69,8 +78,23 @@ def _options(name: str, inputs: dict[str, Path]) -> list[str]:
 @pytest.mark.parametrize("name", available_maskers())
 def test_show_masks_writes_gif_and_png_for_every_masker(name, inputs, tmp_path, capsys):
     out = tmp_path / f"{name}.gif"
-    argv = ["show-masks", str(inputs["video"]), "--masker", name, "-o", str(out), "--num-frames", str(NUM_FRAMES),
-            "--sampling-rate", "2", "--size", str(SIZE), "--scale", str(SCALE), *_options(name, inputs)]
+    argv = [
+        "show-masks",
+        str(inputs["video"]),
+        "--masker",
+        name,
+        "-o",
+        str(out),
+        "--num-frames",
+        str(NUM_FRAMES),
+        "--sampling-rate",
+        "2",
+        "--size",
+        str(SIZE),
+        "--scale",
+        str(SCALE),
+        *_options(name, inputs),
+    ]
     assert main(argv) == 0
     text = capsys.readouterr().out
     masked = float(re.search(r"masked ([\d.]+)% of tokens", text).group(1))
@@ -91,12 +115,26 @@ def test_show_masks_heatmap_colours_follow_the_scores(inputs, tmp_path, capsys):
     from videomask.viz import load_clip, score_heatmap
 
     out = tmp_path / "heat.gif"
-    base = ["show-masks", str(inputs["video"]), "-o", str(out), "--num-frames", str(NUM_FRAMES), "--sampling-rate", "2",
-            "--size", str(SIZE), "--scale", str(SCALE)]
+    base = [
+        "show-masks",
+        str(inputs["video"]),
+        "-o",
+        str(out),
+        "--num-frames",
+        str(NUM_FRAMES),
+        "--sampling-rate",
+        "2",
+        "--size",
+        str(SIZE),
+        "--scale",
+        str(SCALE),
+    ]
     assert main(base + ["--masker", "difference", "--stats", str(inputs["stats"]), "--heatmap"]) == 0
     with Image.open(out.with_suffix(".png")) as png:
         rows_height = png.size[1]
-    assert main(base + ["--masker", "difference", "--stats", str(inputs["stats"]), "-o", str(tmp_path / "two.gif")]) == 0
+    assert (
+        main(base + ["--masker", "difference", "--stats", str(inputs["stats"]), "-o", str(tmp_path / "two.gif")]) == 0
+    )
     with Image.open(tmp_path / "two.png") as two:
         assert rows_height - two.size[1] == SIZE * SCALE + 2 * SCALE  # one more row and its spacer
     capsys.readouterr()
@@ -110,7 +148,7 @@ def test_show_masks_heatmap_colours_follow_the_scores(inputs, tmp_path, capsys):
     def brightness(token: int) -> float:
         i, j = divmod(token % hw, SIZE // 16)
         k = 2 * (token // hw)
-        return float(heat[k, i * cell + 4: (i + 1) * cell - 4, j * cell + 4: (j + 1) * cell - 4].mean())
+        return float(heat[k, i * cell + 4 : (i + 1) * cell - 4, j * cell + 4 : (j + 1) * cell - 4].mean())
 
     assert brightness(int(scores.argmax())) > brightness(int(scores.argmin())) + 50
     assert main(base + ["--masker", "tube", "--heatmap"]) == 2
@@ -119,8 +157,22 @@ def test_show_masks_heatmap_colours_follow_the_scores(inputs, tmp_path, capsys):
 
 def test_show_masks_with_a_detector(inputs, tmp_path, capsys):
     out = tmp_path / "detector.gif"
-    argv = ["show-masks", str(inputs["video"]), "--masker", "objects", "--detector", "haar-face", "-o", str(out),
-            "--num-frames", "4", "--size", str(SIZE), "--png", str(tmp_path / "grid.png")]
+    argv = [
+        "show-masks",
+        str(inputs["video"]),
+        "--masker",
+        "objects",
+        "--detector",
+        "haar-face",
+        "-o",
+        str(out),
+        "--num-frames",
+        "4",
+        "--size",
+        str(SIZE),
+        "--png",
+        str(tmp_path / "grid.png"),
+    ]
     assert main(argv) == 0
     assert "anchors 0.0% of tokens" in capsys.readouterr().out  # no face on a square: the tube fallback
     assert (tmp_path / "grid.png").exists() and out.exists()
@@ -134,7 +186,10 @@ def test_show_masks_with_a_detector(inputs, tmp_path, capsys):
         (["show-masks", "{video}", "--masker", "objects", "-o", "x.gif"], "needs --boxes"),
         (["show-masks", "{video}", "--masker", "difference", "-o", "x.gif"], "needs --stats"),
         (["show-masks", "{video}", "--masker", "random", "--alpha", "0.5", "-o", "x.gif"], "does not take --alpha"),
-        (["show-masks", "{video}", "--masker", "objects", "--boxes", "{root}/none.jsonl", "-o", "x.gif"], "does not exist"),
+        (
+            ["show-masks", "{video}", "--masker", "objects", "--boxes", "{root}/none.jsonl", "-o", "x.gif"],
+            "does not exist",
+        ),
     ],
 )
 def test_show_masks_bad_input_is_one_line_and_exit_2(argv, message, inputs, tmp_path, capsys, monkeypatch):

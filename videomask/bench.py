@@ -31,9 +31,10 @@ import shutil
 import statistics
 import time
 import typing
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -108,7 +109,11 @@ def _check_fields(cls: type, raw: dict[str, Any], where: str) -> dict[str, Any]:
         origin = typing.get_origin(tp) or tp
         if origin is float and isinstance(value, int) and not isinstance(value, bool):
             value = float(value)
-        if origin in (int, float, str, list, dict) and not isinstance(value, origin) or (origin is int and isinstance(value, bool)):
+        if (
+            origin in (int, float, str, list, dict)
+            and not isinstance(value, origin)
+            or (origin is int and isinstance(value, bool))
+        ):
             raise VideomaskError(f"bench config key '{where}{key}' expects {origin.__name__}, got {value!r}")
         out[key] = value
     return out
@@ -140,10 +145,10 @@ def load_bench_config(path: str | Path) -> BenchConfig:
     return cfg
 
 
-
 def report_header(title: str, command: str) -> list[str]:
     """The first lines of every benchmark report: its title and the command that made it."""
     return [f"# {title}", "", "Made by:", "", "```", command, "```", ""]
+
 
 def validate_bench_config(cfg: BenchConfig) -> BenchConfig:
     """Range checks with one-line errors."""
@@ -155,7 +160,9 @@ def validate_bench_config(cfg: BenchConfig) -> BenchConfig:
         raise VideomaskError("bench config lists no variants")
     for name, spec in cfg.variants.items():
         if not isinstance(spec, dict) or "name" not in spec:
-            raise VideomaskError(f"variant {name!r} must be a mapping with a masker 'name' (and optional 'mode', 'options')")
+            raise VideomaskError(
+                f"variant {name!r} must be a mapping with a masker 'name' (and optional 'mode', 'options')"
+            )
         unknown = set(spec) - {"name", "options", "mode"}
         if unknown:
             raise VideomaskError(f"variant {name!r} has unknown keys {sorted(unknown)} (allowed: name, mode, options)")
@@ -174,8 +181,9 @@ def validate_bench_config(cfg: BenchConfig) -> BenchConfig:
 
 def write_lossless(frames: np.ndarray, path: Path, fps: float = 25.0) -> None:
     """Write uint8 ``[N, H, W, 3]`` frames as a lossless FFV1 MKV (frame i decodes to exactly frames[i])."""
-    import av
     from fractions import Fraction
+
+    import av
 
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp.mkv")
@@ -201,7 +209,9 @@ class TargetVideo:
     train_id: str  # its id relative to the train-copy folder
 
 
-def split_target(target_root: str | Path, out_dir: Path, train_share: float, backend: str = "pyav") -> list[TargetVideo]:
+def split_target(
+    target_root: str | Path, out_dir: Path, train_share: float, backend: str = "pyav"
+) -> list[TargetVideo]:
     """Decode each target video once, count its frames and write the train-time copy of its first frames."""
     from videomask.data import list_videos
     from videomask.video import open_video
@@ -241,7 +251,11 @@ def summarise(runs: list[dict[str, Any]]) -> dict[str, dict[str, dict[str, float
             vals = [float(r["metrics"][key]) for r in rows if r["metrics"].get(key) is not None]
             vals = [v for v in vals if not math.isnan(v)]
             if vals:
-                stats[key] = {"mean": statistics.fmean(vals), "std": statistics.stdev(vals) if len(vals) > 1 else 0.0, "n": len(vals)}
+                stats[key] = {
+                    "mean": statistics.fmean(vals),
+                    "std": statistics.stdev(vals) if len(vals) > 1 else 0.0,
+                    "n": len(vals),
+                }
         out[variant] = stats
     return out
 
@@ -304,13 +318,23 @@ def headline(summary: dict[str, dict[str, dict[str, float]]], trained: list[str]
     """Summary sentences computed from the table: the ranking on person-patch reconstruction and how far
     the probe accuracies of the encoders are from chance (against the model-free motion reference)."""
     lines = []
-    ranked = sorted((v for v in trained if "recon_person" in summary.get(v, {})), key=lambda v: summary[v]["recon_person"]["mean"])
+    ranked = sorted(
+        (v for v in trained if "recon_person" in summary.get(v, {})), key=lambda v: summary[v]["recon_person"]["mean"]
+    )
     if ranked:
-        lines.append("- Reconstruction error on held-out person patches, lowest first: " + ", ".join(
-            f"{v} {_fmt(summary[v]['recon_person'], 'recon_person')}" for v in ranked) + ".")
+        lines.append(
+            "- Reconstruction error on held-out person patches, lowest first: "
+            + ", ".join(f"{v} {_fmt(summary[v]['recon_person'], 'recon_person')}" for v in ranked)
+            + "."
+        )
     encoders = [v for v in summary if v != MOTION_BASELINE]
     for task, chance in (("arrow", 50.0), ("speed", 100.0 / len(ev.SPEED_STRIDES))):
-        vals = [summary[v][f"{task}_{kind}"]["mean"] * 100 for v in encoders for kind in ("linear", "knn") if f"{task}_{kind}" in summary[v]]
+        vals = [
+            summary[v][f"{task}_{kind}"]["mean"] * 100
+            for v in encoders
+            for kind in ("linear", "knn")
+            if f"{task}_{kind}" in summary[v]
+        ]
         if not vals:
             continue
         text = f"- {task} probe: every encoder row (linear and kNN, means) lies in {min(vals):.1f}-{max(vals):.1f}% (chance {chance:.1f}%)"
@@ -321,8 +345,9 @@ def headline(summary: dict[str, dict[str, dict[str, float]]], trained: list[str]
     return lines
 
 
-def write_plot(summary: dict[str, dict[str, dict[str, float]]], path: Path, title: str,
-               runs: list[dict[str, Any]] | None = None) -> None:
+def write_plot(
+    summary: dict[str, dict[str, dict[str, float]]], path: Path, title: str, runs: list[dict[str, Any]] | None = None
+) -> None:
     """One bar panel per metric, mean with std error bars, one bar per variant; each seed as a dot."""
     import matplotlib
 
@@ -341,7 +366,9 @@ def write_plot(summary: dict[str, dict[str, dict[str, float]]], path: Path, titl
         stds = [summary[v].get(key, {}).get("std", 0.0) * scale for v in variants]
         ax.bar(range(len(variants)), means, yerr=stds, color=colours, capsize=3)
         for i, v in enumerate(variants):
-            seeds = [r["metrics"][key] * scale for r in runs or [] if r["variant"] == v and r["metrics"].get(key) is not None]
+            seeds = [
+                r["metrics"][key] * scale for r in runs or [] if r["variant"] == v and r["metrics"].get(key) is not None
+            ]
             if len(seeds) > 1:
                 ax.plot([i] * len(seeds), seeds, "k.", ms=3)
         ax.set_xticks(range(len(variants)))
@@ -354,7 +381,7 @@ def write_plot(summary: dict[str, dict[str, dict[str, float]]], path: Path, titl
             lo, hi = min(finite), max(finite)
             pad = max(1e-3, (hi - lo) * 0.5)
             ax.set_ylim(max(0.0, lo - pad), hi + pad)
-    for ax in list(axes.flat)[len(keys):]:
+    for ax in list(axes.flat)[len(keys) :]:
         ax.axis("off")
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
@@ -370,8 +397,13 @@ def write_report(result: dict[str, Any], out_dir: str | Path, name: str) -> dict
     summary = result["summary"]
     paths = {"json": out / f"{name}.json", "md": out / f"{name}.md", "png": out / f"{name}.png"}
     paths["json"].write_text(json.dumps(result, indent=1, default=str) + "\n")
-    write_plot(summary, paths["png"], f"videomask bench: {result['setup']['steps']} steps, {len(result['setup']['seeds'])} seed(s); "
-               "bars: mean ± std over seeds, dots: seeds", result["runs"])
+    write_plot(
+        summary,
+        paths["png"],
+        f"videomask bench: {result['setup']['steps']} steps, {len(result['setup']['seeds'])} seed(s); "
+        "bars: mean ± std over seeds, dots: seeds",
+        result["runs"],
+    )
     setup = result["setup"]
     trained = [v for v in summary if v in setup["variants"]]
     md = [
@@ -452,8 +484,18 @@ def derive_train_cache(target_cache: Path, out: Path, targets: list[TargetVideo]
     return out
 
 
-def _train_config(cfg: BenchConfig, base_dir: Path, *, out_dir: Path, data_path: str, checkpoint: str,
-                  masker: dict[str, Any], steps: int, seed: int, name: str):
+def _train_config(
+    cfg: BenchConfig,
+    base_dir: Path,
+    *,
+    out_dir: Path,
+    data_path: str,
+    checkpoint: str,
+    masker: dict[str, Any],
+    steps: int,
+    seed: int,
+    name: str,
+):
     """A :class:`~videomask.config.RunConfig` from the bench's shared ``train`` sections plus this run's fields."""
     from videomask.config import config_from_dict, validate_config
 
@@ -494,8 +536,18 @@ class EvalData:
     mask: torch.Tensor  # bool [L], the one fixed random mask
 
 
-def build_eval_data(cfg: BenchConfig, targets: list[TargetVideo], boxes_path: Path, *, num_frames: int,
-                    sampling_rate: int, size: int, tubelet: tuple[int, int, int], backend: str, progress: bool) -> EvalData:
+def build_eval_data(
+    cfg: BenchConfig,
+    targets: list[TargetVideo],
+    boxes_path: Path,
+    *,
+    num_frames: int,
+    sampling_rate: int,
+    size: int,
+    tubelet: tuple[int, int, int],
+    backend: str,
+    progress: bool,
+) -> EvalData:
     """Decode the probe windows (every task) and the held-out reconstruction windows once."""
     from videomask.detect import BoxCache
     from videomask.patches import grid_for, rasterise_boxes
@@ -504,19 +556,30 @@ def build_eval_data(cfg: BenchConfig, targets: list[TargetVideo], boxes_path: Pa
     videos = [(t.path, t.video_id, t.num_frames) for t in targets]
     probes = {}
     for task in e.tasks:
-        samples = ev.build_task_samples(videos, task, num_frames=num_frames, stride=e.stride, train_share=e.train_share,
-                                        gap=e.gap, max_windows=e.max_windows, step=e.window_step or None)
+        samples = ev.build_task_samples(
+            videos,
+            task,
+            num_frames=num_frames,
+            stride=e.stride,
+            train_share=e.train_share,
+            gap=e.gap,
+            max_windows=e.max_windows,
+            step=e.window_step or None,
+        )
         clips = ev.decode_samples(samples, size, backend=backend, progress=progress)
         if int(clips.is_train.sum()) == 0 or int((~clips.is_train).sum()) == 0:
-            raise VideomaskError(f"task {task}: the target videos are too short for train and test windows "
-                                 f"({num_frames} frames; lower eval.gap or max stride)")
+            raise VideomaskError(
+                f"task {task}: the target videos are too short for train and test windows "
+                f"({num_frames} frames; lower eval.gap or max stride)"
+            )
         probes[task] = clips
     # reconstruction: the held-out (test) windows, clips sampled as in training (num_frames at sampling_rate)
     span = (num_frames - 1) * sampling_rate + 1
     recon_samples = []
     for path, vid, n in videos:
-        _, test = ev.time_split_windows(n, span, train_share=e.train_share, gap=e.gap, max_windows=e.max_windows,
-                                        step=e.window_step or None)
+        _, test = ev.time_split_windows(
+            n, span, train_share=e.train_share, gap=e.gap, max_windows=e.max_windows, step=e.window_step or None
+        )
         for start in test:
             idx = tuple(start + k * sampling_rate for k in range(num_frames))
             recon_samples.append(ev.ProbeSample(path, vid, idx, -1, "test", len(recon_samples)))
@@ -538,7 +601,9 @@ def evaluate_model(model: torch.nn.Module, data: EvalData, settings: EvalSetting
         feats = ev.extract_features(model, clips.clips, batch_size=settings.batch_size)  # [N, D]
         res = ev.probe_clipset(feats, clips, k=settings.knn_k, num_classes=ev.TASKS[task])
         out[f"{task}_linear"], out[f"{task}_knn"] = res["linear"], res["knn"]
-    rec = ev.reconstruction_error(model, data.recon_clips, data.recon_anchors, data.mask, batch_size=settings.batch_size)
+    rec = ev.reconstruction_error(
+        model, data.recon_clips, data.recon_anchors, data.mask, batch_size=settings.batch_size
+    )
     out["recon_person"], out["recon_other"], out["recon_all"] = rec["anchor"], rec["other"], rec["all"]
     return out
 
@@ -565,21 +630,33 @@ def evaluate_motion_baseline(data: EvalData, settings: EvalSettings, patch: int)
     """The probe metrics of :func:`~videomask.evaluate.motion_energy_features` (a task-solvability check)."""
     out: dict[str, float] = {}
     for task, clips in data.probes.items():
-        res = ev.probe_clipset(ev.motion_energy_features(clips.clips, patch), clips, k=settings.knn_k, num_classes=ev.TASKS[task])
+        res = ev.probe_clipset(
+            ev.motion_energy_features(clips.clips, patch), clips, k=settings.knn_k, num_classes=ev.TASKS[task]
+        )
         out[f"{task}_linear"], out[f"{task}_knn"] = res["linear"], res["knn"]
     return out
 
 
-def fit_difference_stats(source: str | Path, target: str | Path, out: Path, fit: dict[str, Any], *, base: str,
-                         log: Callable[[str], None], **clip: Any) -> str:
+def fit_difference_stats(
+    source: str | Path,
+    target: str | Path,
+    out: Path,
+    fit: dict[str, Any],
+    *,
+    base: str,
+    log: Callable[[str], None],
+    **clip: Any,
+) -> str:
     """``videomask fit`` for a bench (a library call): ``fit`` options from the config (``{base}`` in a value is
     the base checkpoint, e.g. ``embedder: checkpoint:{base}``) on top of the clip geometry ``clip``; writes
     ``out`` and returns the equivalent ``videomask fit`` command line (for the report)."""
     from videomask.stats import fit_paths
 
     options = {**clip, **{k: (v.replace("{base}", base) if isinstance(v, str) else v) for k, v in fit.items()}}
-    flags = [f"--{k.replace('_', '-')} " + (" ".join(map(str, v)) if isinstance(v, (list, tuple)) else str(v))
-             for k, v in options.items()]
+    flags = [
+        f"--{k.replace('_', '-')} " + (" ".join(map(str, v)) if isinstance(v, (list, tuple)) else str(v))
+        for k, v in options.items()
+    ]
     command = f"videomask fit --source {source} --target {target} -o {out} " + " ".join(flags)
     log(f"bench: {command}")
     stats, _, _ = fit_paths(source, target, progress=False, **options)
@@ -587,7 +664,9 @@ def fit_difference_stats(source: str | Path, target: str | Path, out: Path, fit:
     return command
 
 
-def start_work(work_dir: str | Path, threads: int, log: Callable[[str], None]) -> tuple[Callable[[str], None], Path, Path]:
+def start_work(
+    work_dir: str | Path, threads: int, log: Callable[[str], None]
+) -> tuple[Callable[[str], None], Path, Path]:
     """Start a bench run: a log with elapsed seconds, the work folder, a fresh ``runs/`` under it, seed 0
     and the torch thread count; returns ``(log, work, runs_dir)``."""
     t_start = time.perf_counter()
@@ -606,8 +685,14 @@ def start_work(work_dir: str | Path, threads: int, log: Callable[[str], None]) -
     return timed, work, runs_dir
 
 
-def run_bench(cfg: BenchConfig, *, command: str, base_dir: str | Path = ".", progress: bool = True,
-              log: Callable[[str], None] = print) -> dict[str, Any]:
+def run_bench(
+    cfg: BenchConfig,
+    *,
+    command: str,
+    base_dir: str | Path = ".",
+    progress: bool = True,
+    log: Callable[[str], None] = print,
+) -> dict[str, Any]:
     """Run the whole protocol (module docstring) and return the result dict (also written by the caller)."""
     from videomask.data import list_videos
     from videomask.detect import build_cache
@@ -616,15 +701,26 @@ def run_bench(cfg: BenchConfig, *, command: str, base_dir: str | Path = ".", pro
 
     for name, folder in (("source", cfg.source), ("target", cfg.target)):
         if not Path(folder).is_dir():
-            raise VideomaskError(f"bench {name} folder {folder} does not exist: build the footage with "
-                                 "`python benchmarks/quality.py`, pass --source/--target, or run `videomask bench --quick`")
+            raise VideomaskError(
+                f"bench {name} folder {folder} does not exist: build the footage with "
+                "`python benchmarks/quality.py`, pass --source/--target, or run `videomask bench --quick`"
+            )
     t_start = time.perf_counter()
     log, work, runs_dir = start_work(cfg.work_dir, cfg.threads, log)
     base_dir = Path(base_dir)
 
     # shared clip and model settings (from the bench's train sections)
-    probe_cfg = _train_config(cfg, base_dir, out_dir=runs_dir / "probe", data_path=cfg.source, checkpoint="",
-                              masker={"name": "tube"}, steps=1, seed=0, name="probe")
+    probe_cfg = _train_config(
+        cfg,
+        base_dir,
+        out_dir=runs_dir / "probe",
+        data_path=cfg.source,
+        checkpoint="",
+        masker={"name": "tube"},
+        steps=1,
+        seed=0,
+        name="probe",
+    )
     d = probe_cfg.data
     model_cfg = make_config(probe_cfg.model.name, **probe_cfg.model.overrides)
     tubelet = model_cfg.tubelet
@@ -642,7 +738,9 @@ def run_bench(cfg: BenchConfig, *, command: str, base_dir: str | Path = ".", pro
         raise VideomaskError(f"unknown bench detect keys {sorted(det)} (allowed: detector, stride, labels)")
     tag = Path(str(detector)).stem if str(detector).endswith((".jsonl", ".json")) else str(detector)
     boxes_target = work / f"boxes_{tag}_s{stride}.jsonl"
-    log(f"bench: detecting {detector} in {len(targets)} target videos (every {stride} frames; cached in {boxes_target})")
+    log(
+        f"bench: detecting {detector} in {len(targets)} target videos (every {stride} frames; cached in {boxes_target})"
+    )
     build_cache([(t.video_id, t.path) for t in targets], boxes_target, detector, stride=stride, progress=progress)
     boxes_train = derive_train_cache(boxes_target, work / "boxes_train.jsonl", targets)
 
@@ -651,34 +749,72 @@ def run_bench(cfg: BenchConfig, *, command: str, base_dir: str | Path = ".", pro
         base, base_wall, base_desc = cfg.base_checkpoint, 0.0, f"given checkpoint `{cfg.base_checkpoint}`"
     else:
         log(f"bench: pretraining the base model on the source set ({cfg.base_steps} steps, tube masking)")
-        base_cfg = _train_config(cfg, base_dir, out_dir=runs_dir / "base", data_path=cfg.source, checkpoint="",
-                                 masker={"name": "tube"}, steps=cfg.base_steps, seed=0, name="base")
+        base_cfg = _train_config(
+            cfg,
+            base_dir,
+            out_dir=runs_dir / "base",
+            data_path=cfg.source,
+            checkpoint="",
+            masker={"name": "tube"},
+            steps=cfg.base_steps,
+            seed=0,
+            name="base",
+        )
         base_dir_final, base_wall, _ = _run_training(base_cfg)
         base = str(base_dir_final)
         base_desc = f"`{probe_cfg.model.name}` pretrained from random init on the source set, {cfg.base_steps} steps of tube masking ({base_wall:.0f} s)"
 
     fit = {"embedder": "pixel", "num_words": 64, "num_anchors": 8, "clips_per_video": 4, "dim": 64, **cfg.fit}
     stats_path = work / "stats.safetensors"
-    fit_difference_stats(cfg.source, work / "target_train", stats_path, fit, base=base, log=log,
-                         num_frames=d.num_frames, sampling_rate=d.sampling_rate, size=d.size, tubelet=tubelet[:2],
-                         backend=backend)
+    fit_difference_stats(
+        cfg.source,
+        work / "target_train",
+        stats_path,
+        fit,
+        base=base,
+        log=log,
+        num_frames=d.num_frames,
+        sampling_rate=d.sampling_rate,
+        size=d.size,
+        tubelet=tubelet[:2],
+        backend=backend,
+    )
 
     log("bench: decoding evaluation windows")
-    data = build_eval_data(cfg, targets, boxes_target, num_frames=d.num_frames, sampling_rate=d.sampling_rate,
-                           size=d.size, tubelet=tubelet, backend=backend, progress=progress)
+    data = build_eval_data(
+        cfg,
+        targets,
+        boxes_target,
+        num_frames=d.num_frames,
+        sampling_rate=d.sampling_rate,
+        size=d.size,
+        tubelet=tubelet,
+        backend=backend,
+        progress=progress,
+    )
 
     runs: list[dict[str, Any]] = []
     log("bench: evaluating reference models")
     rand = ev.load_encoder(probe_cfg.model.name, overrides=probe_cfg.model.overrides, seed=0)
     runs.append({"variant": "random init", "seed": 0, "metrics": evaluate_model(rand, data, cfg.eval)})
-    runs.append({"variant": "base", "seed": 0,
-                 "metrics": {**evaluate_model(ev.load_encoder(base), data, cfg.eval), "wall_s": base_wall}})
-    runs.append({"variant": MOTION_BASELINE, "seed": 0, "metrics": evaluate_motion_baseline(data, cfg.eval, tubelet[1])})
+    runs.append(
+        {
+            "variant": "base",
+            "seed": 0,
+            "metrics": {**evaluate_model(ev.load_encoder(base), data, cfg.eval), "wall_s": base_wall},
+        }
+    )
+    runs.append(
+        {"variant": MOTION_BASELINE, "seed": 0, "metrics": evaluate_motion_baseline(data, cfg.eval, tubelet[1])}
+    )
 
     for variant, spec in cfg.variants.items():
         # VideoMAE's random masker works on single tokens, the others on tubes unless the variant says otherwise
-        masker = {"name": spec["name"], "options": dict(spec.get("options") or {}),
-                  "mode": spec.get("mode") or ("token" if spec["name"] == "random" else None)}
+        masker = {
+            "name": spec["name"],
+            "options": dict(spec.get("options") or {}),
+            "mode": spec.get("mode") or ("token" if spec["name"] == "random" else None),
+        }
         if masker["name"] == "difference":
             masker["options"].setdefault("stats", str(stats_path))
         if masker["name"] == "objects":
@@ -688,36 +824,58 @@ def run_bench(cfg: BenchConfig, *, command: str, base_dir: str | Path = ".", pro
         for seed in cfg.seeds:
             name = f"{variant}-s{seed}"
             log(f"bench: continued pretraining {name} ({cfg.steps} steps)")
-            run_cfg = _train_config(cfg, base_dir, out_dir=runs_dir / name, data_path=str(work / "target_train"),
-                                    checkpoint=base, masker=masker, steps=cfg.steps, seed=seed, name=name)
+            run_cfg = _train_config(
+                cfg,
+                base_dir,
+                out_dir=runs_dir / name,
+                data_path=str(work / "target_train"),
+                checkpoint=base,
+                masker=masker,
+                steps=cfg.steps,
+                seed=seed,
+                name=name,
+            )
             final, wall, last = _run_training(run_cfg)
             metrics = evaluate_model(ev.load_encoder(str(final)), data, cfg.eval)
             metrics.update({"wall_s": wall, "train_loss": last.get("loss") or float("nan")})
             runs.append({"variant": variant, "seed": seed, "masker": masker, "last_log": last, "metrics": metrics})
             log(f"bench: {name}: " + ", ".join(f"{k}={v:.4f}" for k, v in metrics.items()))
 
-    n_probe = {task: f"{int(c.is_train.sum())} train / {int((~c.is_train).sum())} test clips" for task, c in data.probes.items()}
+    n_probe = {
+        task: f"{int(c.is_train.sum())} train / {int((~c.is_train).sum())} test clips"
+        for task, c in data.probes.items()
+    }
     recon_anchor_tokens = int((data.recon_anchors & data.mask).sum())
     result = {
         "command": command,
         "date": time.strftime("%Y-%m-%d %H:%M", time.gmtime()),
         "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, {torch.get_num_threads()} torch threads, torch {torch.__version__}, "
-                   f"load average at the end {os.getloadavg()[0]:.1f}",
+        f"load average at the end {os.getloadavg()[0]:.1f}",
         "total_s": time.perf_counter() - t_start,
         "setup": {
-            "source": str(cfg.source), "target": str(cfg.target), "num_source": num_source, "num_target": len(targets),
-            "base": base_desc, "steps": cfg.steps, "base_steps": cfg.base_steps, "seeds": list(cfg.seeds),
-            "variants": {k: v for k, v in cfg.variants.items()}, "mask_ratio": probe_cfg.mask.ratio,
+            "source": str(cfg.source),
+            "target": str(cfg.target),
+            "num_source": num_source,
+            "num_target": len(targets),
+            "base": base_desc,
+            "steps": cfg.steps,
+            "base_steps": cfg.base_steps,
+            "seeds": list(cfg.seeds),
+            "variants": {k: v for k, v in cfg.variants.items()},
+            "mask_ratio": probe_cfg.mask.ratio,
             "clip": f"model `{probe_cfg.model.name}` {json.dumps(probe_cfg.model.overrides)}, clips of {d.num_frames} frames at stride "
-                    f"{d.sampling_rate}, {d.size}x{d.size} px, tubelet {tubelet}, batch {d.batch_size}, "
-                    f"lr {probe_cfg.optim.lr if probe_cfg.optim.lr is not None else 'blr rule'}, mask mode {probe_cfg.mask.mode}",
+            f"{d.sampling_rate}, {d.size}x{d.size} px, tubelet {tubelet}, batch {d.batch_size}, "
+            f"lr {probe_cfg.optim.lr if probe_cfg.optim.lr is not None else 'blr rule'}, mask mode {probe_cfg.mask.mode}",
             "anchors": f"difference: `videomask fit` with {json.dumps(fit)} on source vs target train copies; objects: "
-                       f"detector `{detector}` on one frame in every {stride}, {sum(1 for _ in open(boxes_target)) - len(targets)} "
-                       f"detections in {len(targets)} target videos, anchor labels {labels or 'all'}",
+            f"detector `{detector}` on one frame in every {stride}, {sum(1 for _ in open(boxes_target)) - len(targets)} "
+            f"detections in {len(targets)} target videos, anchor labels {labels or 'all'}",
             "eval": dataclasses.asdict(cfg.eval),
             "probe_counts": "; ".join(f"{k}: {v}" for k, v in n_probe.items()),
-            "recon_tokens": {"anchor": recon_anchor_tokens, "other": int(data.mask.sum()) * len(data.recon_clips) - recon_anchor_tokens,
-                             "clips": len(data.recon_clips)},
+            "recon_tokens": {
+                "anchor": recon_anchor_tokens,
+                "other": int(data.mask.sum()) * len(data.recon_clips) - recon_anchor_tokens,
+                "clips": len(data.recon_clips),
+            },
         },
         "runs": runs,
     }

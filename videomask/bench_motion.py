@@ -37,9 +37,10 @@ import platform
 import shutil
 import statistics
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import torch
 import yaml
@@ -163,8 +164,10 @@ def validate_motion_config(cfg: MotionBenchConfig) -> MotionBenchConfig:
         raise VideomaskError("bench config lists no variants")
     for name, spec in cfg.variants.items():
         if not isinstance(spec, dict) or "name" not in spec or set(spec) - {"name", "options", "mode", "boxes"}:
-            raise VideomaskError(f"variant {name!r} must be a mapping with a masker 'name' (and optional 'mode', 'options', "
-                                 "'boxes': truth | detector for the objects masker)")
+            raise VideomaskError(
+                f"variant {name!r} must be a mapping with a masker 'name' (and optional 'mode', 'options', "
+                "'boxes': truth | detector for the objects masker)"
+            )
         if spec.get("boxes", "truth") not in ("truth", "detector"):
             raise VideomaskError(f"variant {name!r}: boxes must be 'truth' or 'detector'")
     for task in cfg.eval.tasks:
@@ -177,7 +180,17 @@ def validate_motion_config(cfg: MotionBenchConfig) -> MotionBenchConfig:
     unknown = set(cfg.eval.attentive) - allowed
     if unknown:
         raise VideomaskError(f"unknown eval.attentive keys {sorted(unknown)} (allowed: {', '.join(sorted(allowed))})")
-    bad = set(cfg.footage) - {"num_source", "num_target", "num_frames", "sizes", "speeds", "shift", "seed", "square", "fps"}
+    bad = set(cfg.footage) - {
+        "num_source",
+        "num_target",
+        "num_frames",
+        "sizes",
+        "speeds",
+        "shift",
+        "seed",
+        "square",
+        "fps",
+    }
     if bad:
         raise VideomaskError(f"unknown footage keys {sorted(bad)}")
     return cfg
@@ -229,13 +242,18 @@ def summarise_runs(runs: list[dict[str, Any]]) -> dict[str, dict[str, dict[str, 
             vals = [float(r["metrics"][key]) for r in rows if r["metrics"].get(key) is not None]
             vals = [v for v in vals if not math.isnan(v)]
             if vals:
-                stats[key] = {"mean": statistics.fmean(vals), "std": statistics.stdev(vals) if len(vals) > 1 else 0.0, "n": len(vals)}
+                stats[key] = {
+                    "mean": statistics.fmean(vals),
+                    "std": statistics.stdev(vals) if len(vals) > 1 else 0.0,
+                    "n": len(vals),
+                }
         out[variant] = stats
     return out
 
 
-def sanity_verdicts(summary: dict[str, dict[str, dict[str, float]]], trained: Sequence[str], keys: Sequence[str],
-                    margin_pts: float) -> dict[str, dict[str, Any]]:
+def sanity_verdicts(
+    summary: dict[str, dict[str, dict[str, float]]], trained: Sequence[str], keys: Sequence[str], margin_pts: float
+) -> dict[str, dict[str, Any]]:
     """Per probe metric: the mean of the trained maskers' means minus the random init (points), and
     whether that clears ``margin_pts`` (conclusive) or not (inconclusive)."""
     out = {}
@@ -245,12 +263,19 @@ def sanity_verdicts(summary: dict[str, dict[str, dict[str, float]]], trained: Se
         if not means or key not in rand:
             continue
         gap = (statistics.fmean(means) - rand[key]["mean"]) * 100
-        out[key] = {"trained_mean": statistics.fmean(means), "random_init": rand[key]["mean"], "gap_pts": gap,
-                    "best_trained": max(means), "conclusive": gap >= margin_pts}
+        out[key] = {
+            "trained_mean": statistics.fmean(means),
+            "random_init": rand[key]["mean"],
+            "gap_pts": gap,
+            "best_trained": max(means),
+            "conclusive": gap >= margin_pts,
+        }
     return out
 
 
-def paired_table(runs: list[dict[str, Any]], reference: str, trained: Sequence[str], keys: Sequence[str]) -> dict[str, dict[str, dict[str, float]]]:
+def paired_table(
+    runs: list[dict[str, Any]], reference: str, trained: Sequence[str], keys: Sequence[str]
+) -> dict[str, dict[str, dict[str, float]]]:
     """variant -> metric -> :func:`paired_difference` against ``reference`` (pairs = same seed)."""
     by = {(r["variant"], r["seed"]): r["metrics"] for r in runs}
     out: dict[str, dict[str, dict[str, float]]] = {}
@@ -326,8 +351,9 @@ def _samples_to_set(samples: list[ev.ProbeSample], size: int, backend: str) -> e
     return ev.decode_samples(samples, size, backend=backend)
 
 
-def build_probe_sets(foot: Footage, cfg: MotionBenchConfig, *, num_frames: int, sampling_rate: int, size: int,
-                     backend: str) -> dict[str, ProbeSet]:
+def build_probe_sets(
+    foot: Footage, cfg: MotionBenchConfig, *, num_frames: int, sampling_rate: int, size: int, backend: str
+) -> dict[str, ProbeSet]:
     """The evaluation clips: ``objects`` (direction, speed class, final cell share the clips), ``arrow``, ``speed``."""
     tasks = cfg.eval.tasks
     split = {n: "train" for n in foot.train} | {n: "test" for n in foot.test}
@@ -336,23 +362,43 @@ def build_probe_sets(foot: Footage, cfg: MotionBenchConfig, *, num_frames: int, 
     clip_frames = int(next(iter(foot.labels.values()))["boxes"].__len__())
     if any(t in tasks for t in OBJECT_MOTION_TASKS):
         starts = ev.object_clip_starts(clip_frames, num_frames, sampling_rate, cfg.eval.windows)
-        samples = [ev.ProbeSample(str(foot.target / n), n, tuple(s + k * sampling_rate for k in range(num_frames)), -1, split[n], vid_index[n])
-                   for n in foot.labels for s in starts]
+        samples = [
+            ev.ProbeSample(
+                str(foot.target / n),
+                n,
+                tuple(s + k * sampling_rate for k in range(num_frames)),
+                -1,
+                split[n],
+                vid_index[n],
+            )
+            for n in foot.labels
+            for s in starts
+        ]
         cs = _samples_to_set(samples, size, backend)
         labels = {t: [] for t in OBJECT_MOTION_TASKS}
         for s, geom in zip(samples, cs.geometry):
             for t, y in ev.object_task_labels(foot.labels[s.video_id], s.indices, geom).items():
                 labels[t].append(y)
-        sets["objects"] = ProbeSet(cs.clips, {t: torch.tensor(v) for t, v in labels.items() if t in tasks}, cs.is_train, cs.windows)
+        sets["objects"] = ProbeSet(
+            cs.clips, {t: torch.tensor(v) for t, v in labels.items() if t in tasks}, cs.is_train, cs.windows
+        )
     for task in ("arrow", "speed"):
         if task not in tasks:
             continue
         span = ev.task_span(task, num_frames, cfg.eval.arrow_stride)
         if span > clip_frames:
             raise VideomaskError(f"task {task} needs {span} frames per window; the footage clips have {clip_frames}")
-        starts = ev.object_clip_starts(clip_frames, num_frames, cfg.eval.arrow_stride, cfg.eval.arrow_windows) if task == "arrow" else [0]
-        samples = [ev.ProbeSample(str(foot.target / n), n, tuple(idx), label, split[n], vid_index[n])
-                   for n in foot.labels for s in starts for idx, label in ev.task_samples(task, s, num_frames, cfg.eval.arrow_stride)]
+        starts = (
+            ev.object_clip_starts(clip_frames, num_frames, cfg.eval.arrow_stride, cfg.eval.arrow_windows)
+            if task == "arrow"
+            else [0]
+        )
+        samples = [
+            ev.ProbeSample(str(foot.target / n), n, tuple(idx), label, split[n], vid_index[n])
+            for n in foot.labels
+            for s in starts
+            for idx, label in ev.task_samples(task, s, num_frames, cfg.eval.arrow_stride)
+        ]
         cs = _samples_to_set(samples, size, backend)
         sets[task] = ProbeSet(cs.clips, {task: cs.labels}, cs.is_train, cs.windows)
     return sets
@@ -365,8 +411,16 @@ class ReconData:
     mask: torch.Tensor  # bool [L], the one fixed random mask
 
 
-def build_recon_data(foot: Footage, cfg: MotionBenchConfig, *, num_frames: int, sampling_rate: int, size: int,
-                     tubelet: tuple[int, int, int], backend: str) -> ReconData:
+def build_recon_data(
+    foot: Footage,
+    cfg: MotionBenchConfig,
+    *,
+    num_frames: int,
+    sampling_rate: int,
+    size: int,
+    tubelet: tuple[int, int, int],
+    backend: str,
+) -> ReconData:
     from videomask.detect import BoxCache
     from videomask.patches import grid_for, rasterise_boxes
 
@@ -374,13 +428,22 @@ def build_recon_data(foot: Footage, cfg: MotionBenchConfig, *, num_frames: int, 
     samples = [ev.ProbeSample(str(foot.target / n), n, idx, -1, "test", i) for i, n in enumerate(foot.test)]
     cs = _samples_to_set(samples, size, backend)
     cache = BoxCache.load(foot.boxes_truth)
-    anchors = torch.stack([rasterise_boxes(cache.boxes(s.video_id, list(s.indices)), g, tubelet) for s, g in zip(samples, cs.geometry)])
+    anchors = torch.stack(
+        [rasterise_boxes(cache.boxes(s.video_id, list(s.indices)), g, tubelet) for s, g in zip(samples, cs.geometry)]
+    )
     grid = grid_for((num_frames, size, size), tubelet)
     return ReconData(cs.clips, anchors, ev.fixed_random_mask(grid.num_tokens, cfg.eval.mask_ratio, cfg.eval.mask_seed))
 
 
-def evaluate_encoder(model: torch.nn.Module | None, sets: dict[str, ProbeSet], recon: ReconData | None, cfg: MotionBenchConfig,
-                     *, time_slots: int, patch: int) -> dict[str, float]:
+def evaluate_encoder(
+    model: torch.nn.Module | None,
+    sets: dict[str, ProbeSet],
+    recon: ReconData | None,
+    cfg: MotionBenchConfig,
+    *,
+    time_slots: int,
+    patch: int,
+) -> dict[str, float]:
     """Every probe on every task for one frozen encoder (``model=None``: the motion-energy features, whose
     "tokens" are per time step and patch; only the probes that make sense for it)."""
     e = cfg.eval
@@ -391,23 +454,44 @@ def evaluate_encoder(model: torch.nn.Module | None, sets: dict[str, ProbeSet], r
             feats = ev.motion_energy_features(ps.clips, patch)  # [N, (T-1)*h*w]
             tokens = feats.view(feats.shape[0], -1, 1)  # [N, (T-1)*h*w, 1]
         else:
-            tokens = ev.extract_tokens(model.to(e.device), ps.clips, batch_size=e.batch_size, device=e.device)  # [N, L, D]
+            tokens = ev.extract_tokens(
+                model.to(e.device), ps.clips, batch_size=e.batch_size, device=e.device
+            )  # [N, L, D]
         for task, labels in ps.labels.items():
             if model is None:
                 probes = [p for p in e.probes if p in ("linear", "knn")]
                 flat = tokens.flatten(1)  # [N, F]: the linear probe sees every (time, patch) cell
                 tr = ps.is_train
                 if "linear" in probes:
-                    out[f"{task}_linear"] = ev.linear_probe(flat[tr], labels[tr], flat[~tr], labels[~tr], num_classes=TASK_CLASSES[task],
-                                                            groups=ps.groups[tr]).accuracy
+                    out[f"{task}_linear"] = ev.linear_probe(
+                        flat[tr],
+                        labels[tr],
+                        flat[~tr],
+                        labels[~tr],
+                        num_classes=TASK_CLASSES[task],
+                        groups=ps.groups[tr],
+                    ).accuracy
                 if "knn" in probes:
-                    out[f"{task}_knn"] = ev.knn_accuracy(flat[tr], labels[tr], flat[~tr], labels[~tr], k=e.knn_k, num_classes=TASK_CLASSES[task])
+                    out[f"{task}_knn"] = ev.knn_accuracy(
+                        flat[tr], labels[tr], flat[~tr], labels[~tr], k=e.knn_k, num_classes=TASK_CLASSES[task]
+                    )
                 continue
-            res = ev.probe_tokens(tokens, labels, ps.is_train, ps.groups, time_slots=time_slots, num_classes=TASK_CLASSES[task],
-                                  probes=e.probes, k=e.knn_k, attentive=settings)
+            res = ev.probe_tokens(
+                tokens,
+                labels,
+                ps.is_train,
+                ps.groups,
+                time_slots=time_slots,
+                num_classes=TASK_CLASSES[task],
+                probes=e.probes,
+                k=e.knn_k,
+                attentive=settings,
+            )
             out.update({f"{task}_{p}": v for p, v in res.items()})
     if model is not None and recon is not None:
-        rec = ev.reconstruction_error(model.to(e.device), recon.clips, recon.anchors, recon.mask, batch_size=e.batch_size, device=e.device)
+        rec = ev.reconstruction_error(
+            model.to(e.device), recon.clips, recon.anchors, recon.mask, batch_size=e.batch_size, device=e.device
+        )
         out["recon_object"], out["recon_other"] = rec["anchor"], rec["other"]
     return out
 
@@ -422,8 +506,14 @@ def _as_bench_config(cfg: MotionBenchConfig) -> BenchConfig:
     return BenchConfig(train=cfg.train, variants=cfg.variants, seeds=cfg.seeds, steps=cfg.steps)
 
 
-def run_motion_bench(cfg: MotionBenchConfig, *, command: str, base_dir: str | Path = ".", progress: bool = False,
-                     log: Callable[[str], None] = print) -> dict[str, Any]:
+def run_motion_bench(
+    cfg: MotionBenchConfig,
+    *,
+    command: str,
+    base_dir: str | Path = ".",
+    progress: bool = False,
+    log: Callable[[str], None] = print,
+) -> dict[str, Any]:
     """Run the whole protocol (module docstring); returns the result dict (written by :func:`write_motion_report`)."""
     from videomask.detect import build_cache
     from videomask.model import make_config
@@ -435,15 +525,26 @@ def run_motion_bench(cfg: MotionBenchConfig, *, command: str, base_dir: str | Pa
     log, work, runs_dir = start_work(cfg.work_dir, cfg.threads, log)
     base_dir = Path(base_dir)
     bcfg = _as_bench_config(cfg)
-    probe_cfg = _train_config(bcfg, base_dir, out_dir=runs_dir / "probe", data_path=str(work), checkpoint="",
-                              masker={"name": "tube"}, steps=1, seed=0, name="probe")
+    probe_cfg = _train_config(
+        bcfg,
+        base_dir,
+        out_dir=runs_dir / "probe",
+        data_path=str(work),
+        checkpoint="",
+        masker={"name": "tube"},
+        steps=1,
+        seed=0,
+        name="probe",
+    )
     d = probe_cfg.data
     model_cfg = make_config(probe_cfg.model.name, **probe_cfg.model.overrides)
     tubelet = model_cfg.tubelet
     grid = grid_for((d.num_frames, d.size, d.size), tubelet)
 
     foot = prepare_footage(cfg, work, log)
-    log(f"bench: {len(foot.train)} train / {len(foot.test)} test target videos, {len(list(foot.source.glob('*.mp4')))} source videos")
+    log(
+        f"bench: {len(foot.train)} train / {len(foot.test)} test target videos, {len(list(foot.source.glob('*.mp4')))} source videos"
+    )
 
     # detector boxes on the train clips
     det = dict(cfg.detect)
@@ -454,15 +555,26 @@ def run_motion_bench(cfg: MotionBenchConfig, *, command: str, base_dir: str | Pa
     needs_det = any(v.get("boxes") == "detector" for v in cfg.variants.values())
     if needs_det:
         log(f"bench: detecting {detector} in {len(foot.train)} train clips (every {stride} frames)")
-        build_cache([(n, str(foot.train_dir / n)) for n in foot.train], boxes_det, detector, stride=stride, progress=progress)
+        build_cache(
+            [(n, str(foot.train_dir / n)) for n in foot.train], boxes_det, detector, stride=stride, progress=progress
+        )
 
     # base model
     if cfg.base_checkpoint:
         base, base_wall, base_desc = cfg.base_checkpoint, 0.0, f"given checkpoint `{cfg.base_checkpoint}`"
     else:
         log(f"bench: pretraining the base model on the source clips ({cfg.base_steps} steps, tube masking)")
-        base_run = _train_config(bcfg, base_dir, out_dir=runs_dir / "base", data_path=str(foot.source), checkpoint="",
-                                 masker={"name": "tube"}, steps=cfg.base_steps, seed=0, name="base")
+        base_run = _train_config(
+            bcfg,
+            base_dir,
+            out_dir=runs_dir / "base",
+            data_path=str(foot.source),
+            checkpoint="",
+            masker={"name": "tube"},
+            steps=cfg.base_steps,
+            seed=0,
+            name="base",
+        )
         final, base_wall, _ = _run_training(base_run)
         base = str(final)
         base_desc = f"`{probe_cfg.model.name}` from random init on the source clips, {cfg.base_steps} steps of tube masking ({base_wall:.0f} s)"
@@ -472,35 +584,81 @@ def run_motion_bench(cfg: MotionBenchConfig, *, command: str, base_dir: str | Pa
     needs_stats = any(v["name"] == "difference" for v in cfg.variants.values())
     fit_command = ""
     if needs_stats:
-        fit_command = fit_difference_stats(foot.source, foot.train_dir, stats_path, dict(cfg.fit), base=base, log=log,
-                             num_frames=d.num_frames, sampling_rate=d.sampling_rate, size=d.size,
-                             tubelet=tubelet[:2], backend=d.backend)
+        fit_command = fit_difference_stats(
+            foot.source,
+            foot.train_dir,
+            stats_path,
+            dict(cfg.fit),
+            base=base,
+            log=log,
+            num_frames=d.num_frames,
+            sampling_rate=d.sampling_rate,
+            size=d.size,
+            tubelet=tubelet[:2],
+            backend=d.backend,
+        )
 
     log("bench: decoding evaluation clips")
-    sets = build_probe_sets(foot, cfg, num_frames=d.num_frames, sampling_rate=d.sampling_rate, size=d.size, backend=d.backend)
-    recon = build_recon_data(foot, cfg, num_frames=d.num_frames, sampling_rate=d.sampling_rate, size=d.size, tubelet=tubelet, backend=d.backend)
+    sets = build_probe_sets(
+        foot, cfg, num_frames=d.num_frames, sampling_rate=d.sampling_rate, size=d.size, backend=d.backend
+    )
+    recon = build_recon_data(
+        foot,
+        cfg,
+        num_frames=d.num_frames,
+        sampling_rate=d.sampling_rate,
+        size=d.size,
+        tubelet=tubelet,
+        backend=d.backend,
+    )
     evaluate = lambda model: evaluate_encoder(model, sets, recon, cfg, time_slots=grid.t, patch=tubelet[1])  # noqa: E731
 
     runs: list[dict[str, Any]] = []
     log("bench: evaluating the reference models")
     t0 = time.perf_counter()
-    runs.append({"variant": "random init", "seed": 0, "metrics": evaluate(ev.load_encoder(probe_cfg.model.name, overrides=probe_cfg.model.overrides, seed=0))})
+    runs.append(
+        {
+            "variant": "random init",
+            "seed": 0,
+            "metrics": evaluate(ev.load_encoder(probe_cfg.model.name, overrides=probe_cfg.model.overrides, seed=0)),
+        }
+    )
     eval_s = time.perf_counter() - t0
     log(f"bench: one encoder's evaluation took {eval_s:.0f} s")
     runs.append({"variant": "base", "seed": 0, "metrics": {**evaluate(ev.load_encoder(base)), "wall_s": base_wall}})
-    runs.append({"variant": MOTION_BASELINE, "seed": 0, "metrics": evaluate_encoder(None, sets, None, cfg, time_slots=grid.t, patch=tubelet[1])})
+    runs.append(
+        {
+            "variant": MOTION_BASELINE,
+            "seed": 0,
+            "metrics": evaluate_encoder(None, sets, None, cfg, time_slots=grid.t, patch=tubelet[1]),
+        }
+    )
 
     def train_variant(variant: str, spec: dict[str, Any], seed: int, steps: int) -> dict[str, Any]:
-        masker = {"name": spec["name"], "options": dict(spec.get("options") or {}),
-                  "mode": spec.get("mode") or ("token" if spec["name"] == "random" else None)}
+        masker = {
+            "name": spec["name"],
+            "options": dict(spec.get("options") or {}),
+            "mode": spec.get("mode") or ("token" if spec["name"] == "random" else None),
+        }
         if masker["name"] == "difference":
             masker["options"].setdefault("stats", str(stats_path))
         if masker["name"] == "objects":
-            masker["options"].setdefault("boxes", str(boxes_det if spec.get("boxes") == "detector" else foot.boxes_truth))
+            masker["options"].setdefault(
+                "boxes", str(boxes_det if spec.get("boxes") == "detector" else foot.boxes_truth)
+            )
         name = f"{variant}-s{seed}".replace(" ", "_").replace(":", "").replace(",", "")
         log(f"bench: continued pretraining {variant} seed {seed} ({steps} steps)")
-        run_cfg = _train_config(bcfg, base_dir, out_dir=runs_dir / name, data_path=str(foot.train_dir), checkpoint=base,
-                                masker=masker, steps=steps, seed=seed, name=name)
+        run_cfg = _train_config(
+            bcfg,
+            base_dir,
+            out_dir=runs_dir / name,
+            data_path=str(foot.train_dir),
+            checkpoint=base,
+            masker=masker,
+            steps=steps,
+            seed=seed,
+            name=name,
+        )
         final, wall, last = _run_training(run_cfg)
         metrics = evaluate(ev.load_encoder(str(final)))
         metrics.update({"wall_s": wall, "train_loss": last.get("loss") or float("nan")})
@@ -516,24 +674,38 @@ def run_motion_bench(cfg: MotionBenchConfig, *, command: str, base_dir: str | Pa
             "command": command,
             "date": time.strftime("%Y-%m-%d %H:%M", time.gmtime()),
             "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, {torch.get_num_threads()} torch threads, torch {torch.__version__}, "
-                       f"load average at the end {os.getloadavg()[0]:.1f}",
+            f"load average at the end {os.getloadavg()[0]:.1f}",
             "total_s": time.perf_counter() - t_start,
             "eval_s_per_encoder": eval_s,
             "setup": {
-                "footage": {"assets": cfg.assets, **json.loads((foot.root / "settings.json").read_text()), "train_videos": len(foot.train),
-                            "test_videos": len(foot.test), "source_videos": len(list(foot.source.glob("*.mp4")))},
-                "base": base_desc, "steps": cfg.steps, "upper_steps": cfg.upper_steps, "seeds": list(cfg.seeds),
-                "variants": cfg.variants, "mask_ratio": probe_cfg.mask.ratio,
+                "footage": {
+                    "assets": cfg.assets,
+                    **json.loads((foot.root / "settings.json").read_text()),
+                    "train_videos": len(foot.train),
+                    "test_videos": len(foot.test),
+                    "source_videos": len(list(foot.source.glob("*.mp4"))),
+                },
+                "base": base_desc,
+                "steps": cfg.steps,
+                "upper_steps": cfg.upper_steps,
+                "seeds": list(cfg.seeds),
+                "variants": cfg.variants,
+                "mask_ratio": probe_cfg.mask.ratio,
                 "clip": f"model `{probe_cfg.model.name}` {json.dumps(probe_cfg.model.overrides)}, clips of {d.num_frames} frames at stride "
-                        f"{d.sampling_rate}, {d.size}x{d.size} px, tubelet {tubelet}, batch {d.batch_size}, "
-                        f"lr {probe_cfg.optim.lr if probe_cfg.optim.lr is not None else 'blr rule'}, mask mode {probe_cfg.mask.mode}",
+                f"{d.sampling_rate}, {d.size}x{d.size} px, tubelet {tubelet}, batch {d.batch_size}, "
+                f"lr {probe_cfg.optim.lr if probe_cfg.optim.lr is not None else 'blr rule'}, mask mode {probe_cfg.mask.mode}",
                 "fit": fit_command,
-                "detector": f"`{detector}` on one frame in every {stride} of the train clips: {n_det} boxes" if needs_det else "",
-                "eval": dataclasses.asdict(cfg.eval), "attentive": dataclasses.asdict(attentive_settings(cfg)),
+                "detector": f"`{detector}` on one frame in every {stride} of the train clips: {n_det} boxes"
+                if needs_det
+                else "",
+                "eval": dataclasses.asdict(cfg.eval),
+                "attentive": dataclasses.asdict(attentive_settings(cfg)),
                 "probe_counts": counts,
-                "recon_tokens": {"object": int((recon.anchors & recon.mask).sum()),
-                                 "other": int(recon.mask.sum()) * len(recon.clips) - int((recon.anchors & recon.mask).sum()),
-                                 "clips": len(recon.clips)},
+                "recon_tokens": {
+                    "object": int((recon.anchors & recon.mask).sum()),
+                    "other": int(recon.mask.sum()) * len(recon.clips) - int((recon.anchors & recon.mask).sum()),
+                    "clips": len(recon.clips),
+                },
                 "time_slots": grid.t,
             },
             "runs": runs,
@@ -585,7 +757,11 @@ def analyse(result: dict[str, Any]) -> dict[str, Any]:
     keys = metric_keys(e["tasks"], e["probes"])
     summary = summarise_runs(result["runs"])
     verdicts = sanity_verdicts(summary, trained, keys, float(e["margin_pts"]))
-    paired = paired_table(result["runs"], "tube", trained, keys + ["recon_object", "recon_other"]) if "tube" in trained else {}
+    paired = (
+        paired_table(result["runs"], "tube", trained, keys + ["recon_object", "recon_other"])
+        if "tube" in trained
+        else {}
+    )
     result.update(summary=summary, verdicts=verdicts, paired=paired)
     return result
 
@@ -598,10 +774,16 @@ def headline(result: dict[str, Any]) -> list[str]:
     if v:
         best = max(v, key=lambda k: v[k]["gap_pts"])
         conclusive = [k for k in v if v[k]["conclusive"]]
-        lines.append(f"- Largest gap between the trained encoders (mean over maskers and seeds) and the random init: "
-                     f"{best} {v[best]['gap_pts']:+.1f} pts ({v[best]['trained_mean'] * 100:.1f}% vs {v[best]['random_init'] * 100:.1f}%). "
-                     f"The harness bar (>= 10 pts on at least one task) is {'met' if v[best]['gap_pts'] >= 10 else 'not met'}.")
-        lines.append(f"- Conclusive cells (gap >= {e['margin_pts']:g} pts): " + (", ".join(f"{k} ({v[k]['gap_pts']:+.1f})" for k in conclusive) or "none") + ".")
+        lines.append(
+            f"- Largest gap between the trained encoders (mean over maskers and seeds) and the random init: "
+            f"{best} {v[best]['gap_pts']:+.1f} pts ({v[best]['trained_mean'] * 100:.1f}% vs {v[best]['random_init'] * 100:.1f}%). "
+            f"The harness bar (>= 10 pts on at least one task) is {'met' if v[best]['gap_pts'] >= 10 else 'not met'}."
+        )
+        lines.append(
+            f"- Conclusive cells (gap >= {e['margin_pts']:g} pts): "
+            + (", ".join(f"{k} ({v[k]['gap_pts']:+.1f})" for k in conclusive) or "none")
+            + "."
+        )
         summary = result["summary"]
         rand = summary.get("random init", {})
         for ref in (UPPER, "base"):
@@ -609,13 +791,26 @@ def headline(result: dict[str, Any]) -> list[str]:
             gaps = {k: (st[k]["mean"] - rand[k]["mean"]) * 100 for k in v if k in st and k in rand}
             if gaps:
                 top = max(gaps, key=gaps.get)
-                lines.append(f"- {ref} vs random init: best cell {top} {gaps[top]:+.1f} pts; {sum(g > 0 for g in gaps.values())} of {len(gaps)} cells above the random init.")
+                lines.append(
+                    f"- {ref} vs random init: best cell {top} {gaps[top]:+.1f} pts; {sum(g > 0 for g in gaps.values())} of {len(gaps)} cells above the random init."
+                )
         motion = summary.get(MOTION_BASELINE, {})
         for t in e["tasks"]:
             if f"{t}_linear" in motion:
-                enc = max((summary[m][f"{t}_{p}"]["mean"] for m in summary if m != MOTION_BASELINE for p in e["probes"] if f"{t}_{p}" in summary[m]), default=float("nan"))
-                lines.append(f"- {TASK_TITLES[t]}: the model-free motion-energy feature reaches {motion[f'{t}_linear']['mean'] * 100:.1f}% (linear), "
-                             f"the best encoder row {enc * 100:.1f}%.")
+                enc = max(
+                    (
+                        summary[m][f"{t}_{p}"]["mean"]
+                        for m in summary
+                        if m != MOTION_BASELINE
+                        for p in e["probes"]
+                        if f"{t}_{p}" in summary[m]
+                    ),
+                    default=float("nan"),
+                )
+                lines.append(
+                    f"- {TASK_TITLES[t]}: the model-free motion-energy feature reaches {motion[f'{t}_linear']['mean'] * 100:.1f}% (linear), "
+                    f"the best encoder row {enc * 100:.1f}%."
+                )
     for variant in [k for k in result["paired"] if k.startswith("difference")]:
         row = result["paired"][variant]
         cells = [k for k in row if k.split("_")[0] in ("direction", "position") or k.startswith("obj_speed")]
@@ -626,10 +821,16 @@ def headline(result: dict[str, Any]) -> list[str]:
         wins = [k for k in cells if row[k]["mean"] * 100 >= 2 and row[k]["low"] > 0]
         lows = [k for k in cells if row[k]["high"] < 0]
         parts = ", ".join(f"{k} {_interval(row[k], 100, 1)}" for k in cells)
-        verdict = ("reaches the goal (>= 2 pts, interval above 0) on " + ", ".join(wins)) if wins else "does not reach the goal (>= 2 pts with the interval above 0) on any of them"
+        verdict = (
+            ("reaches the goal (>= 2 pts, interval above 0) on " + ", ".join(wins))
+            if wins
+            else "does not reach the goal (>= 2 pts with the interval above 0) on any of them"
+        )
         if lows:
             verdict += "; it is worse than tube (interval below 0) on " + ", ".join(lows)
-        lines.append(f"- {variant} vs tube on the conclusive object-motion cells (pts, 95% interval over seeds): {parts}. It {verdict}.")
+        lines.append(
+            f"- {variant} vs tube on the conclusive object-motion cells (pts, 95% interval over seeds): {parts}. It {verdict}."
+        )
     return lines
 
 
@@ -654,8 +855,14 @@ def write_motion_plot(result: dict[str, Any], path: Path) -> None:
         if panel == "recon":
             ms = [m for m in models if "recon_object" in summary[m]]
             for j, key in enumerate(("recon_object", "recon_other")):
-                ax.bar(np.arange(len(ms)) + (j - 0.5) * 0.4, [summary[m][key]["mean"] for m in ms], 0.4,
-                       yerr=[summary[m][key]["std"] for m in ms], label=key.replace("recon_", ""), capsize=2)
+                ax.bar(
+                    np.arange(len(ms)) + (j - 0.5) * 0.4,
+                    [summary[m][key]["mean"] for m in ms],
+                    0.4,
+                    yerr=[summary[m][key]["std"] for m in ms],
+                    label=key.replace("recon_", ""),
+                    capsize=2,
+                )
             ax.set_xticks(range(len(ms)))
             ax.set_xticklabels(ms, rotation=40, ha="right", fontsize=7)
             vals = [summary[m][k]["mean"] for m in ms for k in ("recon_object", "recon_other")]
@@ -668,16 +875,26 @@ def write_motion_plot(result: dict[str, Any], path: Path) -> None:
             key = f"{panel}_{p}"
             means = [summary[m].get(key, {}).get("mean", float("nan")) * 100 for m in models]
             stds = [summary[m].get(key, {}).get("std", 0.0) * 100 for m in models]
-            ax.bar(np.arange(len(models)) + (j - (len(probes) - 1) / 2) * width, means, width, yerr=stds, label=p, capsize=1.5)
+            ax.bar(
+                np.arange(len(models)) + (j - (len(probes) - 1) / 2) * width,
+                means,
+                width,
+                yerr=stds,
+                label=p,
+                capsize=1.5,
+            )
         ax.axhline(100.0 / TASK_CLASSES[panel], color="grey", ls="--", lw=0.8)
         ax.set_xticks(range(len(models)))
         ax.set_xticklabels(models, rotation=40, ha="right", fontsize=7)
         ax.set_title(TASK_TITLES[panel] + " accuracy %", fontsize=9)
         ax.legend(fontsize=6, ncol=2)
-    for ax in list(axes.flat)[len(panels):]:
+    for ax in list(axes.flat)[len(panels) :]:
         ax.axis("off")
-    fig.suptitle(f"known-answer bench: {result['setup']['steps']} steps, {len(result['setup']['seeds'])} seed(s); bars: mean ± std over seeds; "
-                 "dashed: chance", fontsize=10)
+    fig.suptitle(
+        f"known-answer bench: {result['setup']['steps']} steps, {len(result['setup']['seeds'])} seed(s); bars: mean ± std over seeds; "
+        "dashed: chance",
+        fontsize=10,
+    )
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=100)
@@ -713,7 +930,9 @@ def write_motion_report(result: dict[str, Any], out_dir: str | Path, name: str) 
         f"- Model / clips: {s['clip']}.",
         f"- Difference statistics: `{s['fit'] or 'not used'}` (the fit command's default scorer and embedder).",
         f"- Objects masker: ground-truth boxes from the generator (`boxes: truth`) or detector boxes (`boxes: detector`, {s['detector'] or 'not used'}).",
-        f"- Upper reference: tube masking trained {s['upper_steps']} steps (vs {s['steps']}) on the same data, seed 0." if s["upper_steps"] else "- Upper reference: none in this run.",
+        f"- Upper reference: tube masking trained {s['upper_steps']} steps (vs {s['steps']}) on the same data, seed 0."
+        if s["upper_steps"]
+        else "- Upper reference: none in this run.",
         f"- Tasks: {', '.join(TASK_TITLES[t] for t in e['tasks'])}. Object labels come from the generator "
         f"(final cell: the object box centre at the clip's last frame in a 3x3 grid), arrow/speed from the frame order. "
         f"Clips: {'; '.join(f'{k}: {v}' for k, v in s['probe_counts'].items())}.",
@@ -737,13 +956,21 @@ def write_motion_report(result: dict[str, Any], out_dir: str | Path, name: str) 
         cells = []
         for p in e["probes"]:
             vd = verdicts.get(f"{t}_{p}")
-            cells.append("–" if not vd else f"{vd['trained_mean'] * 100:.1f} vs {vd['random_init'] * 100:.1f}: {vd['gap_pts']:+.1f} "
-                         + ("(conclusive)" if vd["conclusive"] else "(inconclusive)"))
+            cells.append(
+                "–"
+                if not vd
+                else f"{vd['trained_mean'] * 100:.1f} vs {vd['random_init'] * 100:.1f}: {vd['gap_pts']:+.1f} "
+                + ("(conclusive)" if vd["conclusive"] else "(inconclusive)")
+            )
         md.append(f"| {TASK_TITLES[t]} | " + " | ".join(cells) + " |")
     md += ["", "## Accuracy per task (%, mean ± std over seeds; chance in the title)", ""]
     for t in e["tasks"]:
-        md += [f"### {TASK_TITLES[t]}, chance {100 / TASK_CLASSES[t]:.1f}%", "",
-               "| model | seeds | " + " | ".join(e["probes"]) + " |", "|---|---|" + "---|" * len(e["probes"])]
+        md += [
+            f"### {TASK_TITLES[t]}, chance {100 / TASK_CLASSES[t]:.1f}%",
+            "",
+            "| model | seeds | " + " | ".join(e["probes"]) + " |",
+            "|---|---|" + "---|" * len(e["probes"]),
+        ]
         for m in models:
             st = summary[m]
             if not any(f"{t}_{p}" in st for p in e["probes"]):
@@ -751,19 +978,34 @@ def write_motion_report(result: dict[str, Any], out_dir: str | Path, name: str) 
             n = max(int(st[k]["n"]) for k in st if k.startswith(t + "_"))
             md.append(f"| {m} | {n} | " + " | ".join(_pct(st.get(f"{t}_{p}")) for p in e["probes"]) + " |")
         md.append("")
-    md += ["## Reconstruction error and wall clock", "", "| model | seeds | recon. object ↓ | recon. other ↓ | train loss | wall s / run |", "|---|---|---|---|---|---|"]
+    md += [
+        "## Reconstruction error and wall clock",
+        "",
+        "| model | seeds | recon. object ↓ | recon. other ↓ | train loss | wall s / run |",
+        "|---|---|---|---|---|---|",
+    ]
     for m in models:
         st = summary[m]
         if "recon_object" not in st:
             continue
-        md.append(f"| {m} | {int(st['recon_object']['n'])} | {_num(st.get('recon_object'))} | {_num(st.get('recon_other'))} | "
-                  f"{_num(st.get('train_loss'))} | {_num(st.get('wall_s'), 0)} |")
-    md += ["", "## Paired difference to tube (same seed; mean [95% t interval over seeds]; * = interval excludes 0)", ""]
+        md.append(
+            f"| {m} | {int(st['recon_object']['n'])} | {_num(st.get('recon_object'))} | {_num(st.get('recon_other'))} | "
+            f"{_num(st.get('train_loss'))} | {_num(st.get('wall_s'), 0)} |"
+        )
+    md += [
+        "",
+        "## Paired difference to tube (same seed; mean [95% t interval over seeds]; * = interval excludes 0)",
+        "",
+    ]
     if result["paired"]:
         cols = [k for k in metric_keys(e["tasks"], [p for p in e["probes"] if p in ("temporal", "attentive")])]
         head = [k for k in cols] + ["recon_object", "recon_other"]
-        md += ["Accuracy in points (inconclusive cells are not ranked); reconstruction error in loss units (negative = better).", "",
-               "| variant | " + " | ".join(head) + " |", "|---|" + "---|" * len(head)]
+        md += [
+            "Accuracy in points (inconclusive cells are not ranked); reconstruction error in loss units (negative = better).",
+            "",
+            "| variant | " + " | ".join(head) + " |",
+            "|---|" + "---|" * len(head),
+        ]
         for variant, row in result["paired"].items():
             cells = []
             for k in cols:
@@ -772,14 +1014,26 @@ def write_motion_report(result: dict[str, Any], out_dir: str | Path, name: str) 
             md.append(f"| {variant} | " + " | ".join(cells) + " |")
         md += ["", "The mean-pooled probes (`linear`, `knn`) are in the JSON (`paired`) with the same statistics."]
         if any(not verdicts.get(k, {}).get("conclusive") for k in cols):
-            md += ["", "For the record, the same paired differences on every cell, inconclusive ones included (on an inconclusive "
-                   "cell the trained encoders do not beat a random one, so these are not a ranking):", "",
-                   "| variant | " + " | ".join(cols) + " |", "|---|" + "---|" * len(cols)]
+            md += [
+                "",
+                "For the record, the same paired differences on every cell, inconclusive ones included (on an inconclusive "
+                "cell the trained encoders do not beat a random one, so these are not a ranking):",
+                "",
+                "| variant | " + " | ".join(cols) + " |",
+                "|---|" + "---|" * len(cols),
+            ]
             for variant, row in result["paired"].items():
                 md.append(f"| {variant} | " + " | ".join(_interval(row.get(k), 100, 1) for k in cols) + " |")
     else:
         md.append("No `tube` variant in this run.")
-    md += ["", "## Summary (computed from the tables)", "", *headline(result), "",
-           f"Plot: `{paths['png'].name}`. Every run (per seed) is in `{paths['json'].name}`.", ""]
+    md += [
+        "",
+        "## Summary (computed from the tables)",
+        "",
+        *headline(result),
+        "",
+        f"Plot: `{paths['png'].name}`. Every run (per seed) is in `{paths['json'].name}`.",
+        "",
+    ]
     paths["md"].write_text("\n".join(md))
     return paths

@@ -110,6 +110,7 @@ def load_model_weights(model: torch.nn.Module, path: str | Path, strict: bool = 
     state = st_load(path.read_bytes())
     missing, unexpected = model.load_state_dict(state, strict=False)
     if strict and (missing or unexpected):
+
         def head(keys: list[str]) -> str:
             return ", ".join(keys[:5]) + (f" (+{len(keys) - 5} more)" if len(keys) > 5 else "")
 
@@ -150,9 +151,13 @@ def load_model(
             known = {f.name for f in dataclasses.fields(VideoMAEConfig)}
             unknown = sorted(set(overrides) - known)
             if unknown:
-                raise VideomaskError(f"unknown model.overrides {', '.join(unknown)} (known: {', '.join(sorted(known))})")
+                raise VideomaskError(
+                    f"unknown model.overrides {', '.join(unknown)} (known: {', '.join(sorted(known))})"
+                )
             stored = {k: v for k, v in json.loads(meta["model_config"]).items() if k in known}
-            model = VideoMAE(dataclasses.replace(VideoMAEConfig(**stored), **overrides))  # lists -> tuples in __post_init__
+            model = VideoMAE(
+                dataclasses.replace(VideoMAEConfig(**stored), **overrides)
+            )  # lists -> tuples in __post_init__
         elif name is not None:
             model = build_model(name, **overrides)
         else:
@@ -376,5 +381,5 @@ def load_checkpoint(
     rng = []
     for rank, rng_info in enumerate(info.get("rng", [])):
         prefix = f"rng.{rank}."
-        rng.append(({k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}, rng_info))
+        rng.append(({k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}, rng_info))
     return {"step": info["step"], "train": info.get("train", {}), "rng": rng, "scaler_restored": scaler_restored}

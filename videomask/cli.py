@@ -36,8 +36,9 @@ def _load(name: str) -> ModuleType:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="videomask",
-                                     description="Masked video pretraining that chooses what to mask.")
+    parser = argparse.ArgumentParser(
+        prog="videomask", description="Masked video pretraining that chooses what to mask."
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMANDS:
         sub.add_parser(name, help=_load(name).HELP, add_help=False)

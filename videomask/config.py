@@ -28,9 +28,10 @@ import dataclasses
 import re
 import types
 import typing
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Sequence, Union
+from typing import Any, Literal, Union
 
 import yaml
 
@@ -53,7 +54,9 @@ class RunSection:
 class DataSection:
     """Training videos and clip sampling (see videomask.data)."""
 
-    path: str = field(default="", metadata=_PATH)  # a folder of videos (recursive), a list file (csv/tsv/txt) or a video
+    path: str = field(
+        default="", metadata=_PATH
+    )  # a folder of videos (recursive), a list file (csv/tsv/txt) or a video
     num_frames: int = 16  # frames per clip
     sampling_rate: int = 4  # stride between sampled frames
     size: int = 224  # output clip height = width
@@ -240,7 +243,9 @@ def _resolve(value: str, base: Path) -> str:
 
 
 def _resolve_options(options: dict[str, Any], base: Path) -> dict[str, Any]:
-    return {k: (_resolve(v, base) if isinstance(v, str) and _OPTION_PATH_KEY.match(k) else v) for k, v in options.items()}
+    return {
+        k: (_resolve(v, base) if isinstance(v, str) and _OPTION_PATH_KEY.match(k) else v) for k, v in options.items()
+    }
 
 
 def _resolve_field(section: str, key: str, field_: dataclasses.Field, value: Any, base: Path) -> Any:
@@ -347,7 +352,9 @@ def config_from_dict(raw: dict[str, Any], base_dir: str | Path = ".", extra_sect
     return RunConfig(**{name: _section_from_dict(name, hints[name], raw.get(name), base) for name in sections})
 
 
-def load_config(path: str | Path | None, overrides: Sequence[str] = (), extra_sections: Sequence[str] = ()) -> RunConfig:
+def load_config(
+    path: str | Path | None, overrides: Sequence[str] = (), extra_sections: Sequence[str] = ()
+) -> RunConfig:
     """Load a YAML config (or the defaults when ``path`` is None), apply ``section.key=value`` overrides.
 
     Unknown keys, wrong types and out-of-range values raise a one-line :class:`VideomaskError`.

@@ -52,10 +52,11 @@ import os
 import tempfile
 import uuid
 import weakref
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from multiprocessing.context import get_spawning_popen
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -112,7 +113,19 @@ def keep_mmap_threshold(threshold: int = MMAP_THRESHOLD) -> bool:
 
 
 VIDEO_EXTENSIONS: tuple[str, ...] = (
-    ".mp4", ".m4v", ".mov", ".avi", ".mkv", ".webm", ".mpg", ".mpeg", ".wmv", ".flv", ".ts", ".3gp", ".ogv",
+    ".mp4",
+    ".m4v",
+    ".mov",
+    ".avi",
+    ".mkv",
+    ".webm",
+    ".mpg",
+    ".mpeg",
+    ".wmv",
+    ".flv",
+    ".ts",
+    ".3gp",
+    ".ogv",
 )
 from videomask.constants import IMAGENET_MEAN, IMAGENET_STD  # noqa: E402  (one definition, re-exported here)
 
@@ -237,7 +250,9 @@ def frames_to_tensor(frames: np.ndarray | Tensor) -> Tensor:
     return video.permute(0, 3, 1, 2)  # [T, 3, H, W]
 
 
-def crop(video: Tensor, geometry: ClipGeometry, top: int, left: int, height: int, width: int) -> tuple[Tensor, ClipGeometry]:
+def crop(
+    video: Tensor, geometry: ClipGeometry, top: int, left: int, height: int, width: int
+) -> tuple[Tensor, ClipGeometry]:
     """Crop ``[T, C, H, W]`` to rows ``top:top+height`` and columns ``left:left+width`` of the *current* clip."""
     H, W = video.shape[-2:]
     if top < 0 or left < 0 or height <= 0 or width <= 0 or top + height > H or left + width > W:
@@ -247,11 +262,14 @@ def crop(video: Tensor, geometry: ClipGeometry, top: int, left: int, height: int
     left_unflipped = (g.out_w - left - width) if g.flip else left  # the current clip may be mirrored
     new = replace(
         g,
-        y0=g.y0 + top * sy, x0=g.x0 + left_unflipped * sx,
-        crop_h=height * sy, crop_w=width * sx,
-        out_h=float(height), out_w=float(width),
+        y0=g.y0 + top * sy,
+        x0=g.x0 + left_unflipped * sx,
+        crop_h=height * sy,
+        crop_w=width * sx,
+        out_h=float(height),
+        out_w=float(width),
     )
-    return video[..., top:top + height, left:left + width], new  # [T, C, height, width]
+    return video[..., top : top + height, left : left + width], new  # [T, C, height, width]
 
 
 def resize(video: Tensor, geometry: ClipGeometry, height: int, width: int) -> tuple[Tensor, ClipGeometry]:
@@ -344,12 +362,25 @@ def multiscale_crop_params(
         if abs(i - j) <= max_distort and min(h, w) > 0
     ]
     if not pairs:
-        raise VideomaskError(f"multiscale crop: no valid crop size for a {height}x{width} frame and scales {tuple(scales)}")
+        raise VideomaskError(
+            f"multiscale crop: no valid crop size for a {height}x{width} frame and scales {tuple(scales)}"
+        )
     ch, cw = pairs[_randint(len(pairs), generator)]
     hs, ws = (height - ch) // 4, (width - cw) // 4
     offsets = [  # (row step, column step) in quarters: corners, centre, then the 8 "more fix crop" spots
-        (0, 0), (0, 4), (4, 0), (4, 4), (2, 2),
-        (2, 0), (2, 4), (4, 2), (0, 2), (1, 1), (1, 3), (3, 1), (3, 3),
+        (0, 0),
+        (0, 4),
+        (4, 0),
+        (4, 4),
+        (2, 2),
+        (2, 0),
+        (2, 4),
+        (4, 2),
+        (0, 2),
+        (1, 1),
+        (1, 3),
+        (3, 1),
+        (3, 3),
     ]
     oy, ox = offsets[_randint(len(offsets), generator)]
     return oy * hs, ox * ws, ch, cw
@@ -426,7 +457,9 @@ class ClipTransform:
         """Shorter side to ``short_side`` (default: the size), then the centre crop."""
         return cls(size=size, train=False, **options)  # type: ignore[arg-type]
 
-    def __call__(self, frames: np.ndarray | Tensor, generator: torch.Generator | None = None) -> tuple[Tensor, ClipGeometry]:
+    def __call__(
+        self, frames: np.ndarray | Tensor, generator: torch.Generator | None = None
+    ) -> tuple[Tensor, ClipGeometry]:
         """uint8 ``[T, H, W, 3]`` -> (float ``[C, T, h, w]`` normalised, geometry in original pixels)."""
         video = frames_to_tensor(frames)  # [T, 3, H, W] uint8
         H, W = int(video.shape[-2]), int(video.shape[-1])
@@ -471,7 +504,9 @@ def _normalise_extensions(extensions: Iterable[str]) -> tuple[str, ...]:
     return tuple(e.lower() if e.startswith(".") else "." + e.lower() for e in extensions)
 
 
-def list_videos(root: str | os.PathLike, extensions: Iterable[str] = VIDEO_EXTENSIONS, recursive: bool = True) -> list[VideoItem]:
+def list_videos(
+    root: str | os.PathLike, extensions: Iterable[str] = VIDEO_EXTENSIONS, recursive: bool = True
+) -> list[VideoItem]:
     """Video files under ``root`` (by extension, case-insensitive), sorted by relative path.
 
     Hidden files and folders (names starting with ``.``, e.g. macOS ``._clip.mp4``) are left out.
@@ -556,7 +591,11 @@ def read_video_list(list_path: str | os.PathLike) -> tuple[list[VideoItem], list
                 raise VideomaskError(f"the list {list_path} has a header but no entries")
         for n, line, cells in parsed:
             if len(cells) != width:
-                raise bad(n, line, f"expected {width} {'tab' if delimiter == chr(9) else 'comma'}-separated columns, got {len(cells)}")
+                raise bad(
+                    n,
+                    line,
+                    f"expected {width} {'tab' if delimiter == chr(9) else 'comma'}-separated columns, got {len(cells)}",
+                )
             if not cells[path_col]:
                 raise bad(n, line, "empty video path")
             rows.append((n, cells[path_col], cells[label_col] if label_col is not None else ""))
@@ -591,6 +630,7 @@ def read_video_list(list_path: str | os.PathLike) -> tuple[list[VideoItem], list
 # --------------------------------------------------------------------------------------------------
 # Dataset
 # --------------------------------------------------------------------------------------------------
+
 
 def _remove_file(path: str, owner_pid: int) -> None:
     if os.getpid() == owner_pid:
@@ -652,7 +692,9 @@ class VideoDataset(Dataset):
             sampling = "center" if train is False else "random"
         if train is None:
             train = sampling == "random"
-        sample_indices(clip_span(num_frames, sampling_rate), num_frames, sampling_rate, sampling, short)  # validates names
+        sample_indices(
+            clip_span(num_frames, sampling_rate), num_frames, sampling_rate, sampling, short
+        )  # validates names
         self.num_frames, self.sampling_rate, self.sampling, self.short = num_frames, sampling_rate, sampling, short
         self.min_frames, self.num_sample = min_frames, num_sample
         self.tubelet: Tubelet | None = as_tubelet(tubelet) if tubelet is not None else None
@@ -683,7 +725,11 @@ class VideoDataset(Dataset):
 
     @classmethod
     def from_folder(
-        cls, root: str | os.PathLike, extensions: Iterable[str] = VIDEO_EXTENSIONS, recursive: bool = True, **options: Any
+        cls,
+        root: str | os.PathLike,
+        extensions: Iterable[str] = VIDEO_EXTENSIONS,
+        recursive: bool = True,
+        **options: Any,
     ) -> "VideoDataset":
         """All videos under ``root`` (see :func:`list_videos`); ids are paths relative to ``root``."""
         return cls(list_videos(root, extensions, recursive), **options)
@@ -786,7 +832,9 @@ class VideoDataset(Dataset):
     def __len__(self) -> int:
         return len(self.items)
 
-    def _decode(self, index: int, draw_index: int, epoch: int) -> tuple[Any, list[list[int]], np.ndarray, list[list[int]], list[torch.Generator]]:
+    def _decode(
+        self, index: int, draw_index: int, epoch: int
+    ) -> tuple[Any, list[list[int]], np.ndarray, list[list[int]], list[torch.Generator]]:
         """Open, sample and read (run under the time-out): (meta, clip indices, frames, positions, generators)."""
         item = self.items[index]
         with open_video(item.path, backend=self.backend) as reader:
@@ -804,7 +852,9 @@ class VideoDataset(Dataset):
             except VideoDecodeError as err:  # depends on which frames were drawn
                 raise ClipDecodeError(str(err)) from None
         if frames.ndim != 4 or frames.shape[0] != len(unique) or frames.shape[-1] != 3 or frames.dtype != np.uint8:
-            raise ClipDecodeError(f"decoded {tuple(frames.shape)} {frames.dtype} frames, expected {len(unique)} uint8 RGB frames")
+            raise ClipDecodeError(
+                f"decoded {tuple(frames.shape)} {frames.dtype} frames, expected {len(unique)} uint8 RGB frames"
+            )
         return meta, clips, frames, positions, generators
 
     def load_clips(self, index: int, draw_index: int | None = None) -> tuple[Any, list[dict[str, Any]]]:
@@ -820,14 +870,16 @@ class VideoDataset(Dataset):
         out = []
         for clip, pos, generator in zip(clips, positions, generators):
             video, geometry = self.transform(frames[pos], generator)  # [C, T, H, W]
-            out.append({
-                "video": video,
-                "video_id": item.video_id,
-                "frame_indices": torch.tensor(clip, dtype=torch.long),  # [T]
-                "geometry": geometry.to_tensor(),  # [9] float64
-                "label": item.label,
-                "index": index,
-            })
+            out.append(
+                {
+                    "video": video,
+                    "video_id": item.video_id,
+                    "frame_indices": torch.tensor(clip, dtype=torch.long),  # [T]
+                    "geometry": geometry.to_tensor(),  # [9] float64
+                    "label": item.label,
+                    "index": index,
+                }
+            )
         return meta, out
 
     def __getitem__(self, index: int) -> dict[str, Any] | list[dict[str, Any]]:

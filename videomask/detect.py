@@ -20,16 +20,16 @@ boxes of the nearest scanned frame within the stride.
 
 from __future__ import annotations
 
-import inspect
 import json
 import math
 import os
 import sys
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field
 from multiprocessing import get_context
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, Protocol, Sequence
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
@@ -187,7 +187,9 @@ class HogPeopleDetector:
                 if float(score) < self.min_score:
                     continue
                 pw, ph = 0.15 * bw, 0.05 * bh
-                box = _clip_box((x + pw) / factor, (y + ph) / factor, (x + bw - pw) / factor, (y + bh - ph) / factor, w, h)
+                box = _clip_box(
+                    (x + pw) / factor, (y + ph) / factor, (x + bw - pw) / factor, (y + bh - ph) / factor, w, h
+                )
                 found.append(Detection(box, "person", round(float(score), 4)))
             out.append(found)
         return out
@@ -333,7 +335,11 @@ class CallableDetector:
 
     def __init__(self, fn: Callable[[np.ndarray], Any], identity: Mapping[str, Any] | None = None) -> None:
         self.fn = fn
-        self._identity = dict(identity) if identity else {"name": f"{getattr(fn, '__module__', '?')}.{getattr(fn, '__qualname__', type(fn).__name__)}"}
+        self._identity = (
+            dict(identity)
+            if identity
+            else {"name": f"{getattr(fn, '__module__', '?')}.{getattr(fn, '__qualname__', type(fn).__name__)}"}
+        )
 
     @property
     def identity(self) -> dict:
@@ -343,7 +349,9 @@ class CallableDetector:
         frames = _check_frames(frames)
         raw = self.fn(frames)
         if len(raw) != len(frames):
-            raise VideomaskError(f"detector {self._identity['name']} returned {len(raw)} frame lists for {len(frames)} frames")
+            raise VideomaskError(
+                f"detector {self._identity['name']} returned {len(raw)} frame lists for {len(frames)} frames"
+            )
         return [[_as_detection(d) for d in found] for found in raw]
 
 
@@ -389,18 +397,41 @@ def available_detectors() -> list[str]:
 register_detector("hog")(lambda: HogPeopleDetector())
 register_detector("haar-fullbody")(lambda: HaarDetector("haarcascade_fullbody.xml", "person", name="haar-fullbody"))
 register_detector("haar-upperbody")(lambda: HaarDetector("haarcascade_upperbody.xml", "person", name="haar-upperbody"))
-register_detector("haar-face")(lambda: HaarDetector("haarcascade_frontalface_default.xml", "face", name="haar-face", min_neighbors=5))
-register_detector("haar-profileface")(lambda: HaarDetector("haarcascade_profileface.xml", "face", name="haar-profileface", min_neighbors=5))
-register_detector("haar-catface")(lambda: HaarDetector("haarcascade_frontalcatface.xml", "cat", name="haar-catface", min_neighbors=5))
-register_detector("haar-plate")(lambda: HaarDetector("haarcascade_russian_plate_number.xml", "license_plate", name="haar-plate", min_neighbors=5))
-register_detector("people")(lambda: CombinedDetector([DETECTORS["hog"](), DETECTORS["haar-upperbody"]()], name="people"))
+register_detector("haar-face")(
+    lambda: HaarDetector("haarcascade_frontalface_default.xml", "face", name="haar-face", min_neighbors=5)
+)
+register_detector("haar-profileface")(
+    lambda: HaarDetector("haarcascade_profileface.xml", "face", name="haar-profileface", min_neighbors=5)
+)
+register_detector("haar-catface")(
+    lambda: HaarDetector("haarcascade_frontalcatface.xml", "cat", name="haar-catface", min_neighbors=5)
+)
+register_detector("haar-plate")(
+    lambda: HaarDetector("haarcascade_russian_plate_number.xml", "license_plate", name="haar-plate", min_neighbors=5)
+)
+register_detector("people")(
+    lambda: CombinedDetector([DETECTORS["hog"](), DETECTORS["haar-upperbody"]()], name="people")
+)
 register_detector("bodies")(
     lambda: CombinedDetector([DETECTORS[n]() for n in ("hog", "haar-fullbody", "haar-upperbody")], name="bodies")
 )
-register_detector("faces")(lambda: CombinedDetector([DETECTORS["haar-face"](), DETECTORS["haar-profileface"]()], name="faces"))
+register_detector("faces")(
+    lambda: CombinedDetector([DETECTORS["haar-face"](), DETECTORS["haar-profileface"]()], name="faces")
+)
 register_detector("all")(
     lambda: CombinedDetector(
-        [DETECTORS[n]() for n in ("hog", "haar-fullbody", "haar-upperbody", "haar-face", "haar-profileface", "haar-catface", "haar-plate")],
+        [
+            DETECTORS[n]()
+            for n in (
+                "hog",
+                "haar-fullbody",
+                "haar-upperbody",
+                "haar-face",
+                "haar-profileface",
+                "haar-catface",
+                "haar-plate",
+            )
+        ],
         name="all",
     )
 )
@@ -414,7 +445,9 @@ def build_detector(spec: Any) -> Any:
             return DETECTORS[name]()
         if name.endswith((".jsonl", ".json")) or os.path.isfile(name):
             return PrecomputedDetector(name)
-        raise VideomaskError(f"unknown detector {name!r} (choose from {', '.join(available_detectors())}, or a boxes .jsonl file)")
+        raise VideomaskError(
+            f"unknown detector {name!r} (choose from {', '.join(available_detectors())}, or a boxes .jsonl file)"
+        )
     if hasattr(spec, "identity") and callable(spec):
         return spec
     if callable(spec):
@@ -426,7 +459,9 @@ def _wants_context(detector: Any) -> bool:
     return bool(getattr(detector, "wants_context", False))
 
 
-def detect_frames(detector: Any, frames: np.ndarray, *, video_id: str | None = None, frame_indices: Sequence[int] | None = None) -> list[list[Detection]]:
+def detect_frames(
+    detector: Any, frames: np.ndarray, *, video_id: str | None = None, frame_indices: Sequence[int] | None = None
+) -> list[list[Detection]]:
     """Run ``detector`` on frames; detectors that need the frames' identity (precomputed files) get it."""
     if _wants_context(detector):
         return detector(frames, video_id=video_id, frame_indices=frame_indices)
@@ -491,7 +526,9 @@ class BoxCache:
     to :meth:`load` or, by default, the greatest common divisor of their frame indices' gaps.
     """
 
-    def __init__(self, videos: dict[str, _VideoBoxes], labels: list[str], path: str | None = None, detector: dict | None = None) -> None:
+    def __init__(
+        self, videos: dict[str, _VideoBoxes], labels: list[str], path: str | None = None, detector: dict | None = None
+    ) -> None:
         self.videos = videos
         self.labels = labels
         self.label_ids = {name: i for i, name in enumerate(labels)}
@@ -505,9 +542,13 @@ class BoxCache:
         self._number = {vid: i for i, vid in enumerate(order)}
         vids = [self.videos[vid] for vid in order]
         frames = [v.frames for v in vids]
-        self._keys = np.concatenate([np.int64(i) * _KEY + f for i, f in enumerate(frames)]) if vids else np.zeros(0, np.int64)
+        self._keys = (
+            np.concatenate([np.int64(i) * _KEY + f for i, f in enumerate(frames)]) if vids else np.zeros(0, np.int64)
+        )
         starts = np.cumsum([0] + [len(v.boxes) for v in vids])
-        self._offsets = np.concatenate([v.offsets[:-1] + s for v, s in zip(vids, starts)] + [starts[-1:]]).astype(np.int64)
+        self._offsets = np.concatenate([v.offsets[:-1] + s for v, s in zip(vids, starts)] + [starts[-1:]]).astype(
+            np.int64
+        )
         self._boxes = np.concatenate([v.boxes for v in vids]) if vids else np.zeros((0, 4), np.float32)
         self._labels = np.concatenate([v.labels for v in vids]) if vids else np.zeros(0, np.int32)
         self._scores = np.concatenate([v.scores for v in vids]) if vids else np.zeros(0, np.float32)
@@ -526,7 +567,9 @@ class BoxCache:
         return cls.from_records(records, stride=stride, path=str(path))
 
     @classmethod
-    def from_records(cls, records: Iterable[Mapping[str, Any]], *, stride: int | None = None, path: str | None = None) -> "BoxCache":
+    def from_records(
+        cls, records: Iterable[Mapping[str, Any]], *, stride: int | None = None, path: str | None = None
+    ) -> "BoxCache":
         """Index records (dicts in the cache's line format)."""
         boxes: dict[str, list[tuple[int, list[float], str, float]]] = {}
         done: dict[str, Mapping[str, Any]] = {}
@@ -536,7 +579,9 @@ class BoxCache:
                 done[vid] = rec
                 boxes.setdefault(vid, [])
             elif "box" in rec:
-                boxes.setdefault(vid, []).append((int(rec["frame"]), rec["box"], str(rec.get("label", "object")), float(rec.get("score", 1.0))))
+                boxes.setdefault(vid, []).append(
+                    (int(rec["frame"]), rec["box"], str(rec.get("label", "object")), float(rec.get("score", 1.0)))
+                )
         labels = sorted({label for items in boxes.values() for _, _, label, _ in items})
         label_ids = {name: i for i, name in enumerate(labels)}
         videos: dict[str, _VideoBoxes] = {}
@@ -577,12 +622,21 @@ class BoxCache:
         return cls(videos, labels, path, detector)
 
     @classmethod
-    def from_detections(cls, video_id: str, frame_indices: Sequence[int], detections: Sequence[Sequence[Detection]], *, num_frames: int | None = None) -> "BoxCache":
+    def from_detections(
+        cls,
+        video_id: str,
+        frame_indices: Sequence[int],
+        detections: Sequence[Sequence[Detection]],
+        *,
+        num_frames: int | None = None,
+    ) -> "BoxCache":
         """An in-memory cache of one video from detections on the given frames (e.g. ``show-masks --detector``)."""
         records: list[dict] = []
         for frame, found in zip(frame_indices, detections):
             for d in found:
-                records.append({"video": video_id, "frame": int(frame), "box": list(d.box), "label": d.label, "score": d.score})
+                records.append(
+                    {"video": video_id, "frame": int(frame), "box": list(d.box), "label": d.label, "score": d.score}
+                )
         cache = cls.from_records(records)
         frames = np.unique(np.asarray(list(frame_indices), dtype=np.int64))
         if video_id in cache.videos:  # every asked frame was scanned, also those without boxes
@@ -593,8 +647,14 @@ class BoxCache:
             old.done = True
         else:
             cache.videos[video_id] = _VideoBoxes(
-                frames, np.zeros(len(frames) + 1, np.int64), np.zeros((0, 4), np.float32), np.zeros(0, np.int32),
-                np.zeros(0, np.float32), 1, num_frames, True,
+                frames,
+                np.zeros(len(frames) + 1, np.int64),
+                np.zeros((0, 4), np.float32),
+                np.zeros(0, np.int32),
+                np.zeros(0, np.float32),
+                1,
+                num_frames,
+                True,
             )
         gaps = np.diff(frames)
         cache.videos[video_id].stride = int(gaps.max()) if gaps.size else 1
@@ -634,9 +694,13 @@ class BoxCache:
 
     def _check(self, video_id: str) -> None:
         if video_id not in self.videos:
-            raise VideomaskError(f"video {video_id!r} is not in boxes cache {self.path or '(in memory)'} (run `videomask detect` on this data)")
+            raise VideomaskError(
+                f"video {video_id!r} is not in boxes cache {self.path or '(in memory)'} (run `videomask detect` on this data)"
+            )
 
-    def _lookup(self, video_ids: Sequence[str | None], frame_indices: np.ndarray, keep: np.ndarray | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def _lookup(
+        self, video_ids: Sequence[str | None], frame_indices: np.ndarray, keep: np.ndarray | None
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Rows of the flat box table answering a batch of clips: ``(rows [N], clip [N], frame_pos [N])``.
 
         Each asked frame takes the boxes of the nearest scanned frame of its video (the earlier one on
@@ -673,7 +737,9 @@ class BoxCache:
         clip = np.asarray(present, dtype=np.int64)[query_of // T]
         return rows[ok], clip[ok], (query_of % T)[ok]
 
-    def gather_batch(self, video_ids: Sequence[str | None], frame_indices: np.ndarray, keep: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def gather_batch(
+        self, video_ids: Sequence[str | None], frame_indices: np.ndarray, keep: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Flat lookup for a batch of clips in one pass: ``(boxes [N, 4] float32, clip [N], frame_pos [N])``.
 
         ``frame_indices [B, T]``; ``video_ids[b] = None`` skips clip ``b``; other ids must be in the
@@ -682,7 +748,12 @@ class BoxCache:
         rows, clip, pos = self._lookup(video_ids, frame_indices, keep)
         return self._boxes[rows], clip, pos
 
-    def boxes(self, video_id: str, frame_indices: Sequence[int] | np.ndarray | Tensor, labels: Sequence[str] | str | None = None) -> list[Tensor]:
+    def boxes(
+        self,
+        video_id: str,
+        frame_indices: Sequence[int] | np.ndarray | Tensor,
+        labels: Sequence[str] | str | None = None,
+    ) -> list[Tensor]:
         """Boxes ``[N_k, 4]`` (float32, original pixels) for each asked frame; ``labels`` filters (None = all)."""
         import torch
 
@@ -694,7 +765,9 @@ class BoxCache:
         split = np.searchsorted(pos, np.arange(1, asked.shape[1]))  # pos is sorted
         return [torch.from_numpy(np.ascontiguousarray(b)) for b in np.split(self._boxes[rows], split)]
 
-    def detections(self, video_id: str, frame_indices: Sequence[int], labels: Sequence[str] | str | None = None) -> list[list[Detection]]:
+    def detections(
+        self, video_id: str, frame_indices: Sequence[int], labels: Sequence[str] | str | None = None
+    ) -> list[list[Detection]]:
         """Like :meth:`boxes` but as :class:`Detection` lists (with labels and scores), for drawing."""
         self._check(video_id)
         asked = np.asarray(frame_indices, dtype=np.int64).reshape(1, -1)  # [1, T]
@@ -730,7 +803,9 @@ class BoxCache:
         det = self.label_counts()
         lines = [f"{len(self.videos)} videos, {scanned} scanned frames, {sum(det.values())} detections"]
         for name in self.labels:
-            lines.append(f"  {name:16s} {det[name]:8d} boxes  in {per_frame[name]:7d} frames ({per_frame[name] / max(scanned, 1):.1%})")
+            lines.append(
+                f"  {name:16s} {det[name]:8d} boxes  in {per_frame[name]:7d} frames ({per_frame[name] / max(scanned, 1):.1%})"
+            )
         return "\n".join(lines)
 
 
@@ -746,7 +821,9 @@ class PrecomputedDetector:
     def identity(self) -> dict:
         return {"name": "precomputed", "path": self.cache.path}
 
-    def __call__(self, frames: np.ndarray, *, video_id: str | None = None, frame_indices: Sequence[int] | None = None) -> list[list[Detection]]:
+    def __call__(
+        self, frames: np.ndarray, *, video_id: str | None = None, frame_indices: Sequence[int] | None = None
+    ) -> list[list[Detection]]:
         if video_id is None or frame_indices is None:
             raise VideomaskError("a precomputed boxes file needs the video id and frame indices of the frames")
         vid = self.cache.resolve_video_id(video_id)
@@ -760,7 +837,9 @@ class PrecomputedDetector:
 # --------------------------------------------------------------------------------------------- #
 
 
-def detect_video(path: str | Path, detector: Any, *, video_id: str, stride: int = 4, chunk: int = 16) -> tuple[list[dict], int]:
+def detect_video(
+    path: str | Path, detector: Any, *, video_id: str, stride: int = 4, chunk: int = 16
+) -> tuple[list[dict], int]:
     """Detect on frames ``0, stride, ... < num_frames`` of one video -> ``(box records, num_frames)``."""
     from videomask.video import open_video
 
@@ -775,7 +854,15 @@ def detect_video(path: str | Path, detector: Any, *, video_id: str, stride: int 
             frames = reader.read(indices)  # uint8 [N, H, W, 3]
             for frame, found in zip(indices, detect_frames(detector, frames, video_id=video_id, frame_indices=indices)):
                 for d in found:
-                    records.append({"video": video_id, "frame": frame, "box": [round(float(v), 2) for v in d.box], "label": d.label, "score": round(float(d.score), 4)})
+                    records.append(
+                        {
+                            "video": video_id,
+                            "frame": frame,
+                            "box": [round(float(v), 2) for v in d.box],
+                            "label": d.label,
+                            "score": round(float(d.score), 4),
+                        }
+                    )
     return records, n
 
 
@@ -873,7 +960,14 @@ def build_cache(
     done = _prepare_cache(path, identity, stride)
     todo = [(vid, str(p)) for vid, p in videos if vid not in done]
     report = DetectReport(already_done=len(videos) - len(todo))
-    bar = tqdm(total=len(videos), initial=report.already_done, desc="detect", unit="video", disable=not progress, file=sys.stderr)
+    bar = tqdm(
+        total=len(videos),
+        initial=report.already_done,
+        desc="detect",
+        unit="video",
+        disable=not progress,
+        file=sys.stderr,
+    )
 
     def write(result: tuple[str, list[dict] | None, int, str | None], f) -> None:
         vid, records, n, error = result
@@ -882,7 +976,9 @@ def build_cache(
             log(f"videomask detect: skipping {vid}: {error}")
         else:
             lines = [json.dumps(r) for r in records]
-            lines.append(json.dumps({"video": vid, "done": True, "num_frames": n, "stride": stride, "detector": identity}))
+            lines.append(
+                json.dumps({"video": vid, "done": True, "num_frames": n, "stride": stride, "detector": identity})
+            )
             f.write("\n".join(lines) + "\n")  # one write per video: an interruption leaves at most a partial tail
             f.flush()
             report.detected += 1
@@ -898,7 +994,12 @@ def build_cache(
                     write(_detect_task(vid, p, stride, chunk), f)
             else:
                 # spawned, not forked: a forked child can crash finalising decoder (PyAV) objects of the parent
-                with ProcessPoolExecutor(max_workers=min(workers, len(todo)), mp_context=get_context("spawn"), initializer=_init_worker, initargs=(detector,)) as pool:
+                with ProcessPoolExecutor(
+                    max_workers=min(workers, len(todo)),
+                    mp_context=get_context("spawn"),
+                    initializer=_init_worker,
+                    initargs=(detector,),
+                ) as pool:
                     pending = {pool.submit(_detect_task, vid, p, stride, chunk) for vid, p in todo}
                     try:
                         while pending:
@@ -933,7 +1034,9 @@ def label_tficf(target: BoxCache, source: BoxCache) -> dict[str, float]:
     return scores
 
 
-def choose_anchor_labels(target_cache: BoxCache | str | Path, source_cache: BoxCache | str | Path, top_k: int = 1) -> list[str]:
+def choose_anchor_labels(
+    target_cache: BoxCache | str | Path, source_cache: BoxCache | str | Path, top_k: int = 1
+) -> list[str]:
     """The ``top_k`` labels most typical of the target and rare in the source, by TF-ICF over scanned frames.
 
     With ``f_T(l)`` / ``f_S(l)`` the number of scanned target / source frames holding at least one
@@ -953,6 +1056,8 @@ def choose_anchor_labels(target_cache: BoxCache | str | Path, source_cache: BoxC
         raise VideomaskError(f"top_k must be >= 1, got {top_k}")
     scores = label_tficf(target, source)
     if not scores:
-        raise VideomaskError(f"the target boxes cache {target.path or ''} holds no detections to choose anchor labels from")
+        raise VideomaskError(
+            f"the target boxes cache {target.path or ''} holds no detections to choose anchor labels from"
+        )
     ranked = sorted(scores, key=lambda name: (-scores[name], name))
     return ranked[:top_k]

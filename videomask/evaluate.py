@@ -25,19 +25,18 @@ from __future__ import annotations
 
 import csv
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from videomask.constants import IMAGENET_MEAN, IMAGENET_STD  # noqa: E402  (one definition, re-exported here)
 from videomask.errors import VideomaskError
 from videomask.patches import ClipGeometry
-
-from videomask.constants import IMAGENET_MEAN, IMAGENET_STD  # noqa: E402  (one definition, re-exported here)
 
 SPEED_STRIDES: tuple[int, ...] = (1, 2, 4)  # class k = playback at stride SPEED_STRIDES[k]
 TASKS: dict[str, int] = {"arrow": 2, "speed": len(SPEED_STRIDES)}  # task -> number of classes
@@ -171,12 +170,14 @@ def centre_square(frames: np.ndarray, size: int) -> tuple[Tensor, ClipGeometry]:
     T, H, W, _ = frames.shape
     side = min(H, W)
     y0, x0 = (H - side) // 2, (W - side) // 2
-    clip = torch.from_numpy(np.ascontiguousarray(frames[:, y0:y0 + side, x0:x0 + side]))  # [T, s, s, 3]
+    clip = torch.from_numpy(np.ascontiguousarray(frames[:, y0 : y0 + side, x0 : x0 + side]))  # [T, s, s, 3]
     clip = clip.permute(0, 3, 1, 2).float()  # [T, 3, s, s]
     if side != size:
         clip = F.interpolate(clip, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
     clip = clip.round().clamp(0, 255).to(torch.uint8).permute(1, 0, 2, 3).contiguous()  # [3, T, size, size]
-    return clip, ClipGeometry(float(H), float(W), float(y0), float(x0), float(side), float(side), float(size), float(size))
+    return clip, ClipGeometry(
+        float(H), float(W), float(y0), float(x0), float(side), float(side), float(size), float(size)
+    )
 
 
 def normalise(clips: Tensor, mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD) -> Tensor:
@@ -203,7 +204,9 @@ class ClipSet:
         return int(self.labels.numel())
 
 
-def decode_samples(samples: Sequence[ProbeSample], size: int, *, backend: str = "pyav", progress: bool = False) -> ClipSet:
+def decode_samples(
+    samples: Sequence[ProbeSample], size: int, *, backend: str = "pyav", progress: bool = False
+) -> ClipSet:
     """Decode every sample (one open per video, one read per window) into a :class:`ClipSet`."""
     from videomask.video import open_video
 
@@ -244,13 +247,15 @@ def decode_samples(samples: Sequence[ProbeSample], size: int, *, backend: str = 
 
 
 @torch.no_grad()
-def extract_features(model: torch.nn.Module, clips: Tensor, *, batch_size: int = 16, device: str | torch.device = "cpu") -> Tensor:
+def extract_features(
+    model: torch.nn.Module, clips: Tensor, *, batch_size: int = 16, device: str | torch.device = "cpu"
+) -> Tensor:
     """Frozen pooled features: uint8 ``[N, 3, T, H, W]`` (or normalised float) -> float ``[N, D]``."""
     was_training = model.training
     model.eval()
     out = []
     for lo in range(0, clips.shape[0], batch_size):
-        batch = clips[lo:lo + batch_size]
+        batch = clips[lo : lo + batch_size]
         video = normalise(batch) if batch.dtype == torch.uint8 else batch.float()  # [b, 3, T, H, W]
         out.append(model.features(video.to(device)).float().cpu())  # [b, D]
     model.train(was_training)
@@ -285,19 +290,35 @@ def _standardise(train_x: Tensor, test_x: Tensor) -> tuple[Tensor, Tensor]:
     return (train_x - mean) / std, (test_x - mean) / std
 
 
-def _fit_logistic(x: Tensor, y: Tensor, num_classes: int, weight_decay: float, max_iter: int,
-                  init: tuple[Tensor, Tensor] | None = None) -> tuple[Tensor, Tensor]:
+def _fit_logistic(
+    x: Tensor,
+    y: Tensor,
+    num_classes: int,
+    weight_decay: float,
+    max_iter: int,
+    init: tuple[Tensor, Tensor] | None = None,
+) -> tuple[Tensor, Tensor]:
     """Multinomial logistic regression, full-batch L-BFGS, loss = CE + weight_decay/2 * |W|^2.
 
     Starts from zero, or from ``init`` (a warm start from a nearby weight decay's solution).
     """
     x = x.double()
-    w0, b0 = init if init is not None else (torch.zeros(x.shape[1], num_classes, dtype=torch.float64),
-                                            torch.zeros(num_classes, dtype=torch.float64))
+    w0, b0 = (
+        init
+        if init is not None
+        else (torch.zeros(x.shape[1], num_classes, dtype=torch.float64), torch.zeros(num_classes, dtype=torch.float64))
+    )
     weight = w0.clone().requires_grad_(True)  # [D, K]
     bias = b0.clone().requires_grad_(True)  # [K]
-    opt = torch.optim.LBFGS([weight, bias], lr=1.0, max_iter=max_iter, history_size=20,
-                            tolerance_grad=1e-6, tolerance_change=1e-9, line_search_fn="strong_wolfe")
+    opt = torch.optim.LBFGS(
+        [weight, bias],
+        lr=1.0,
+        max_iter=max_iter,
+        history_size=20,
+        tolerance_grad=1e-6,
+        tolerance_change=1e-9,
+        line_search_fn="strong_wolfe",
+    )
 
     def closure() -> Tensor:
         opt.zero_grad()
@@ -372,7 +393,9 @@ def linear_probe(
     )
 
 
-def knn_accuracy(train_x: Tensor, train_y: Tensor, test_x: Tensor, test_y: Tensor, *, k: int = 5, num_classes: int | None = None) -> float:
+def knn_accuracy(
+    train_x: Tensor, train_y: Tensor, test_x: Tensor, test_y: Tensor, *, k: int = 5, num_classes: int | None = None
+) -> float:
     """Cosine kNN: each test sample takes the majority label of its ``k`` most similar train samples."""
     if train_x.shape[0] == 0 or test_x.shape[0] == 0:
         raise VideomaskError("kNN needs at least one train and one test sample")
@@ -387,8 +410,14 @@ def knn_accuracy(train_x: Tensor, train_y: Tensor, test_x: Tensor, test_y: Tenso
     return float((score.argmax(1) == test_y.long()).float().mean())
 
 
-def probe_clipset(features: Tensor, clips: ClipSet, *, k: int = 5, num_classes: int | None = None,
-                  weight_decays: Sequence[float] = DEFAULT_WEIGHT_DECAYS) -> dict[str, float]:
+def probe_clipset(
+    features: Tensor,
+    clips: ClipSet,
+    *,
+    k: int = 5,
+    num_classes: int | None = None,
+    weight_decays: Sequence[float] = DEFAULT_WEIGHT_DECAYS,
+) -> dict[str, float]:
     """Linear-probe and kNN accuracy of ``features [N, D]`` on a :class:`ClipSet`'s train/test split.
 
     The weight decay's cross-validation folds group train clips by video (windows of one video may
@@ -398,11 +427,24 @@ def probe_clipset(features: Tensor, clips: ClipSet, *, k: int = 5, num_classes: 
     video_index = {v: i for i, v in enumerate(dict.fromkeys(clips.video_ids))}
     by_video = torch.tensor([video_index[v] for v in clips.video_ids], dtype=torch.long)
     groups = by_video[tr] if torch.unique(by_video[tr]).numel() >= 3 else clips.windows[tr]
-    lin = linear_probe(features[tr], clips.labels[tr], features[te], clips.labels[te], num_classes=num_classes,
-                       weight_decays=weight_decays, groups=groups)
+    lin = linear_probe(
+        features[tr],
+        clips.labels[tr],
+        features[te],
+        clips.labels[te],
+        num_classes=num_classes,
+        weight_decays=weight_decays,
+        groups=groups,
+    )
     knn = knn_accuracy(features[tr], clips.labels[tr], features[te], clips.labels[te], k=k, num_classes=num_classes)
-    return {"linear": lin.accuracy, "knn": knn, "linear_train": lin.train_accuracy,
-            "weight_decay": lin.weight_decay, "num_train": lin.num_train, "num_test": lin.num_test}
+    return {
+        "linear": lin.accuracy,
+        "knn": knn,
+        "linear_train": lin.train_accuracy,
+        "weight_decay": lin.weight_decay,
+        "num_train": lin.num_train,
+        "num_test": lin.num_test,
+    }
 
 
 # ----------------------------------------------------------------------------------------------
@@ -414,7 +456,9 @@ def fixed_random_mask(num_tokens: int, ratio: float, seed: int = 1234) -> Tensor
     """One random token mask ``[L]`` (True = masked, ``int(ratio * L)`` masked), the same for a given seed."""
     count = int(ratio * num_tokens)
     if not 0 < count < num_tokens:
-        raise VideomaskError(f"mask ratio {ratio} masks {count} of {num_tokens} tokens; need at least one masked and one visible")
+        raise VideomaskError(
+            f"mask ratio {ratio} masks {count} of {num_tokens} tokens; need at least one masked and one visible"
+        )
     order = torch.randperm(num_tokens, generator=torch.Generator().manual_seed(seed))
     mask = torch.zeros(num_tokens, dtype=torch.bool)
     mask[order[:count]] = True
@@ -442,12 +486,12 @@ def reconstruction_error(
     sums = {"anchor": 0.0, "other": 0.0}
     counts = {"anchor": 0, "other": 0}
     for lo in range(0, clips.shape[0], batch_size):
-        video = normalise(clips[lo:lo + batch_size]).to(device)  # [b, 3, T, H, W]
+        video = normalise(clips[lo : lo + batch_size]).to(device)  # [b, 3, T, H, W]
         b = video.shape[0]
         m = mask.to(device).unsqueeze(0).expand(b, -1).contiguous()  # [b, L]
         out = model(video, m, decoder_mask=m)  # reconstruct every masked token (no decoder masking)
         token_loss = out.token_loss.float().cpu()  # [b, L_mask]
-        on_anchor = anchors[lo:lo + batch_size][m.cpu()].view(b, -1)  # [b, L_mask], lines up with token_loss
+        on_anchor = anchors[lo : lo + batch_size][m.cpu()].view(b, -1)  # [b, L_mask], lines up with token_loss
         sums["anchor"] += float(token_loss[on_anchor].sum())
         sums["other"] += float(token_loss[~on_anchor].sum())
         counts["anchor"] += int(on_anchor.sum())
@@ -484,7 +528,9 @@ def load_encoder(spec: str, *, name: str = "tiny", overrides: dict | None = None
         torch.manual_seed(seed)
         return build_model(spec or name, **overrides).eval()
     if not Path(spec).exists():
-        raise VideomaskError(f"checkpoint {spec!r} is neither an existing file/folder nor a model size ({', '.join(MODEL_SIZES)})")
+        raise VideomaskError(
+            f"checkpoint {spec!r} is neither an existing file/folder nor a model size ({', '.join(MODEL_SIZES)})"
+        )
     torch.manual_seed(seed)  # layers a checkpoint does not hold start from the same init as before
     model, _ = load_model(spec, name=name, what="checkpoint", **overrides)
     return model.eval()
@@ -493,6 +539,7 @@ def load_encoder(spec: str, *, name: str = "tiny", overrides: dict | None = None
 # ----------------------------------------------------------------------------------------------
 # Labelled list files (the user's own labels) for `videomask probe --data list.csv`
 # ----------------------------------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class ListRow:
@@ -523,7 +570,9 @@ def read_labelled_list(path: str | Path, split_column: str | None = None) -> tup
         rows = list(csv.reader(lines, delimiter=delimiter))
         header = [c.strip().lower() for c in rows[0]]
         if split_column.lower() not in header:
-            raise VideomaskError(f"split column {split_column!r} is not in the header of {path} (columns: {', '.join(header)})")
+            raise VideomaskError(
+                f"split column {split_column!r} is not in the header of {path} (columns: {', '.join(header)})"
+            )
         col = header.index(split_column.lower())
         body = rows[1:]
         if len(body) != len(items):
@@ -551,8 +600,15 @@ def stratified_split(labels: Sequence[int], train_share: float = 0.7, seed: int 
     return split
 
 
-def list_samples(rows: Sequence[ListRow], *, num_frames: int, sampling_rate: int, train_share: float = 0.7,
-                 seed: int = 0, backend: str = "pyav") -> list[ProbeSample]:
+def list_samples(
+    rows: Sequence[ListRow],
+    *,
+    num_frames: int,
+    sampling_rate: int,
+    train_share: float = 0.7,
+    seed: int = 0,
+    backend: str = "pyav",
+) -> list[ProbeSample]:
     """One centre clip per row (short videos loop); the split from the list, or :func:`stratified_split`."""
     from videomask.data import sample_indices
     from videomask.video import open_video
@@ -575,14 +631,16 @@ def list_samples(rows: Sequence[ListRow], *, num_frames: int, sampling_rate: int
 
 
 @torch.no_grad()
-def extract_tokens(model: torch.nn.Module, clips: Tensor, *, batch_size: int = 16, device: str | torch.device = "cpu") -> Tensor:
+def extract_tokens(
+    model: torch.nn.Module, clips: Tensor, *, batch_size: int = 16, device: str | torch.device = "cpu"
+) -> Tensor:
     """Frozen encoder tokens of every clip: uint8 ``[N, 3, T, H, W]`` -> float ``[N, L, D]`` (token order
     ``i_t*(h*w) + i_h*w + i_w``; the encoder output before any pooling)."""
     was_training = model.training
     model.eval()
     out = []
     for lo in range(0, clips.shape[0], batch_size):
-        batch = clips[lo:lo + batch_size]
+        batch = clips[lo : lo + batch_size]
         video = normalise(batch) if batch.dtype == torch.uint8 else batch.float()  # [b, 3, T, H, W]
         out.append(model.encode(video.to(device)).float().cpu())  # [b, L, D]
     model.train(was_training)
@@ -623,8 +681,12 @@ class AttentiveProbe(torch.nn.Module):
         self.register_buffer("pos", sinusoid_table(num_tokens, width), persistent=False)  # [L, width]
         self.query = torch.nn.Parameter(torch.randn(heads, width // heads) * 0.02)  # [h, d]
         self.proj = torch.nn.Linear(width, width)
-        self.mlp = torch.nn.Sequential(torch.nn.LayerNorm(width), torch.nn.Linear(width, 2 * width), torch.nn.GELU(),
-                                       torch.nn.Linear(2 * width, width))
+        self.mlp = torch.nn.Sequential(
+            torch.nn.LayerNorm(width),
+            torch.nn.Linear(width, 2 * width),
+            torch.nn.GELU(),
+            torch.nn.Linear(2 * width, width),
+        )
         self.head = torch.nn.Sequential(torch.nn.LayerNorm(width), torch.nn.Linear(width, num_classes))
 
     def forward(self, tokens: Tensor) -> Tensor:
@@ -659,8 +721,15 @@ class AttentiveSettings:
     batch_size: int = 0  # samples per step (seeded random minibatches); 0 = the whole train set every step
 
 
-def _train_attentive(x: Tensor, y: Tensor, num_classes: int, weight_decay: float, s: AttentiveSettings, steps: int,
-                     val: tuple[Tensor, Tensor] | None = None) -> tuple[AttentiveProbe, list[tuple[int, float]]]:
+def _train_attentive(
+    x: Tensor,
+    y: Tensor,
+    num_classes: int,
+    weight_decay: float,
+    s: AttentiveSettings,
+    steps: int,
+    val: tuple[Tensor, Tensor] | None = None,
+) -> tuple[AttentiveProbe, list[tuple[int, float]]]:
     """Fit one probe; with ``val``, its accuracy every ``eval_every`` steps is returned as ``[(step, acc)]``."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(s.seed)
@@ -727,7 +796,9 @@ def attentive_probe(
         val = torch.isin(g, held)
         scores = []
         for wd in settings.weight_decays:
-            _, curve = _train_attentive(tr[~val], train_y[~val], k, wd, settings, settings.steps, (tr[val], train_y[val]))
+            _, curve = _train_attentive(
+                tr[~val], train_y[~val], k, wd, settings, settings.steps, (tr[val], train_y[val])
+            )
             scores += [(acc, -step, -wd) for step, acc in curve]  # ties -> fewer steps, weaker decay
         acc, neg_step, neg_wd = max(scores)
         best = (-neg_wd, -neg_step)
@@ -742,9 +813,18 @@ def attentive_probe(
 PROBES: tuple[str, ...] = ("linear", "knn", "temporal", "attentive")  # mean-linear, mean-kNN, time slots, attentive
 
 
-def probe_tokens(tokens: Tensor, labels: Tensor, is_train: Tensor, groups: Tensor, *, time_slots: int,
-                 num_classes: int, probes: Sequence[str] = PROBES, k: int = 5,
-                 attentive: AttentiveSettings = AttentiveSettings()) -> dict[str, float]:
+def probe_tokens(
+    tokens: Tensor,
+    labels: Tensor,
+    is_train: Tensor,
+    groups: Tensor,
+    *,
+    time_slots: int,
+    num_classes: int,
+    probes: Sequence[str] = PROBES,
+    k: int = 5,
+    attentive: AttentiveSettings = AttentiveSettings(),
+) -> dict[str, float]:
     """Test accuracy of each probe in ``probes`` on frozen ``tokens [N, L, D]`` (split ``is_train [N]``;
     ``groups [N]`` keep related samples, e.g. one video's clips, in one fold of every hyper-parameter choice)."""
     tr, te = is_train, ~is_train
@@ -752,15 +832,26 @@ def probe_tokens(tokens: Tensor, labels: Tensor, is_train: Tensor, groups: Tenso
     mean = mean_pool(tokens)  # [N, D]
     for name in probes:
         if name == "linear":
-            out[name] = linear_probe(mean[tr], labels[tr], mean[te], labels[te], num_classes=num_classes, groups=groups[tr]).accuracy
+            out[name] = linear_probe(
+                mean[tr], labels[tr], mean[te], labels[te], num_classes=num_classes, groups=groups[tr]
+            ).accuracy
         elif name == "knn":
             out[name] = knn_accuracy(mean[tr], labels[tr], mean[te], labels[te], k=k, num_classes=num_classes)
         elif name == "temporal":
             feats = temporal_pool(tokens, time_slots)  # [N, t*D]
-            out[name] = linear_probe(feats[tr], labels[tr], feats[te], labels[te], num_classes=num_classes, groups=groups[tr]).accuracy
+            out[name] = linear_probe(
+                feats[tr], labels[tr], feats[te], labels[te], num_classes=num_classes, groups=groups[tr]
+            ).accuracy
         elif name == "attentive":
-            out[name] = attentive_probe(tokens[tr], labels[tr], tokens[te], labels[te], num_classes=num_classes,
-                                        groups=groups[tr], settings=attentive).accuracy
+            out[name] = attentive_probe(
+                tokens[tr],
+                labels[tr],
+                tokens[te],
+                labels[te],
+                num_classes=num_classes,
+                groups=groups[tr],
+                settings=attentive,
+            ).accuracy
         else:
             raise VideomaskError(f"unknown probe {name!r} (choose from {', '.join(PROBES)})")
     return out
@@ -789,7 +880,9 @@ def object_clip_starts(clip_frames: int, num_frames: int, stride: int, windows: 
     ``clip_frames`` frames: the first and the last possible start, and evenly between."""
     span = (num_frames - 1) * stride + 1
     if span > clip_frames:
-        raise VideomaskError(f"{num_frames} frames at stride {stride} need {span} frames; the footage clips have {clip_frames}")
+        raise VideomaskError(
+            f"{num_frames} frames at stride {stride} need {span} frames; the footage clips have {clip_frames}"
+        )
     last = clip_frames - span
     starts = sorted({int(round(x)) for x in np.linspace(0, last, max(1, windows))})
     return starts
@@ -799,5 +892,8 @@ def object_task_labels(label: dict, indices: Sequence[int], geometry: ClipGeomet
     """The known answers of one evaluation clip of a known-difference target clip (a ``labels.json`` entry):
     motion direction (0..7, from the generator), speed class, and the 3x3 cell of the object's centre at
     the clip's last frame (from the generator's box of that frame, mapped into the evaluation crop)."""
-    return {"direction": int(label["direction"]), "obj_speed": int(label["speed_class"]),
-            "position": position_cell(label["boxes"][int(indices[-1])], geometry)}
+    return {
+        "direction": int(label["direction"]),
+        "obj_speed": int(label["speed_class"]),
+        "position": position_cell(label["boxes"][int(indices[-1])], geometry),
+    }

@@ -28,10 +28,10 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from fractions import Fraction
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
@@ -247,15 +247,35 @@ def build_known_difference(
             box = _paste(frames[f], obj[f % obj.shape[0]], alpha, x + dx * speed * f, y + dy * speed * f)
             boxes.append(box)
             if box[2] > box[0]:
-                cache_lines.append(json.dumps({"video": clip_name, "frame": f, "box": box, "label": "object", "score": 1.0}))
-        cache_lines.append(json.dumps({"video": clip_name, "done": True, "num_frames": num_frames, "stride": 1,
-                                       "detector": {"kind": "ground_truth", "builder": "videomask.footage"}}))
+                cache_lines.append(
+                    json.dumps({"video": clip_name, "frame": f, "box": box, "label": "object", "score": 1.0})
+                )
+        cache_lines.append(
+            json.dumps(
+                {
+                    "video": clip_name,
+                    "done": True,
+                    "num_frames": num_frames,
+                    "stride": 1,
+                    "detector": {"kind": "ground_truth", "builder": "videomask.footage"},
+                }
+            )
+        )
         write_clip(out / "target" / clip_name, frames, fps)
         labels.append(asdict(PastedObject(clip_name, name, src.name, ow, oh, speed, speed_class, direction, boxes)))
 
     (out / "target_boxes.jsonl").write_text("\n".join(cache_lines) + "\n")
-    summary = {"source_clips": num_source, "target_clips": num_target, "num_frames": num_frames, "sizes": list(sizes),
-               "speeds": list(speeds), "shift": shift, "seed": seed, "square": square, "scenery": names,
-               "objects": [o.name for o in objects]}
+    summary = {
+        "source_clips": num_source,
+        "target_clips": num_target,
+        "num_frames": num_frames,
+        "sizes": list(sizes),
+        "speeds": list(speeds),
+        "shift": shift,
+        "seed": seed,
+        "square": square,
+        "scenery": names,
+        "objects": [o.name for o in objects],
+    }
     (out / "labels.json").write_text(json.dumps({"summary": summary, "clips": labels}, indent=1))
     return summary

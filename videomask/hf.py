@@ -51,8 +51,10 @@ _HF_BLOCK = {
     "mlp.fc2.bias": "output.dense.bias",
 }
 _QKV_HF = ("attention.attention.query.weight", "attention.attention.key.weight", "attention.attention.value.weight")
-_DISK_TO_MODULE = {"attention.attention.q_bias": "attention.attention.query.bias",
-                   "attention.attention.v_bias": "attention.attention.value.bias"}
+_DISK_TO_MODULE = {
+    "attention.attention.q_bias": "attention.attention.query.bias",
+    "attention.attention.v_bias": "attention.attention.value.bias",
+}
 _MODULE_TO_DISK = {v: k for k, v in _DISK_TO_MODULE.items()}
 _DISK_BIAS_RE = re.compile(r"attention\.attention\.[qv]_bias$")
 _DECODER_PREFIXES = ("encoder_to_decoder.", "mask_token", "decoder_blocks.", "decoder_norm.", "decoder_head.")
@@ -79,7 +81,10 @@ def config_from_hf(hf_config: Any, **overrides: Any) -> VideoMAEConfig:
 
     hidden, dec_hidden = int(c.get("hidden_size", 768)), int(c.get("decoder_hidden_size", 384))
     inter, dec_inter = int(c.get("intermediate_size", 3072)), int(c.get("decoder_intermediate_size", 1536))
-    for name, width, size in (("intermediate_size", hidden, inter), ("decoder_intermediate_size", dec_hidden, dec_inter)):
+    for name, width, size in (
+        ("intermediate_size", hidden, inter),
+        ("decoder_intermediate_size", dec_hidden, dec_inter),
+    ):
         if int(width * (size / width)) != size:
             raise VideomaskError(f"{name}={size} is not representable as int(width * mlp_ratio) for width {width}")
     values = dict(
@@ -166,20 +171,28 @@ def _hf_names(key: str, prefix: str) -> list[str] | None:
 
 def _from_videomae_key(key: str) -> str:
     """Original VideoMAE key -> videomask key (pretrain ``encoder.``/``decoder.`` layout or fine-tune layout)."""
-    key = key[len("module."):] if key.startswith("module.") else key
+    key = key[len("module.") :] if key.startswith("module.") else key
     if key.startswith("encoder.") and not key.startswith("encoder_to_decoder"):
-        return key[len("encoder."):]
-    for src, dst in (("decoder.blocks.", "decoder_blocks."), ("decoder.norm.", "decoder_norm."), ("decoder.head.", "decoder_head.")):
+        return key[len("encoder.") :]
+    for src, dst in (
+        ("decoder.blocks.", "decoder_blocks."),
+        ("decoder.norm.", "decoder_norm."),
+        ("decoder.head.", "decoder_head."),
+    ):
         if key.startswith(src):
-            return dst + key[len(src):]
+            return dst + key[len(src) :]
     return key
 
 
 def _to_videomae_key(key: str) -> str:
     """videomask key -> original VideoMAE pretraining key (inverse of :func:`_from_videomae_key`)."""
-    for src, dst in (("decoder_blocks.", "decoder.blocks."), ("decoder_norm.", "decoder.norm."), ("decoder_head.", "decoder.head.")):
+    for src, dst in (
+        ("decoder_blocks.", "decoder.blocks."),
+        ("decoder_norm.", "decoder.norm."),
+        ("decoder_head.", "decoder.head."),
+    ):
         if key.startswith(src):
-            return dst + key[len(src):]
+            return dst + key[len(src) :]
     if key.startswith(("patch_embed.", "blocks.", "norm.", "fc_norm.")):
         return "encoder." + key
     return key
@@ -208,11 +221,16 @@ def _load_into(model: VideoMAE, state: dict[str, Tensor], unknown: list[str], so
     expected = model.state_dict()
     unknown = sorted(set(unknown) | {k for k in state if k not in expected})
     missing = sorted(k for k in expected if k not in state)
-    shape_errors = [f"{k}: checkpoint {tuple(v.shape)} vs model {tuple(expected[k].shape)}"
-                    for k, v in state.items() if k in expected and v.shape != expected[k].shape]
+    shape_errors = [
+        f"{k}: checkpoint {tuple(v.shape)} vs model {tuple(expected[k].shape)}"
+        for k, v in state.items()
+        if k in expected and v.shape != expected[k].shape
+    ]
     if shape_errors:
-        raise VideomaskError(f"{source}: shape mismatch for {len(shape_errors)} key(s): {'; '.join(shape_errors[:5])}"
-                             " (a different model size? pass the matching config or size overrides)")
+        raise VideomaskError(
+            f"{source}: shape mismatch for {len(shape_errors)} key(s): {'; '.join(shape_errors[:5])}"
+            " (a different model size? pass the matching config or size overrides)"
+        )
     if unknown:
         msg = f"{source}: {len(unknown)} unknown key(s) not used by the model: {_list_keys(unknown)}"
         if strict:
@@ -229,8 +247,12 @@ def _load_into(model: VideoMAE, state: dict[str, Tensor], unknown: list[str], so
     if fresh_fc:
         log.info("%s: no fc_norm in the checkpoint; features() uses a fresh (identity-affine) fc_norm", source)
     if fresh_decoder:
-        log.warning("%s: the checkpoint has no decoder; %d decoder key(s) freshly initialised: %s", source,
-                    len(fresh_decoder), _group_keys(fresh_decoder))
+        log.warning(
+            "%s: the checkpoint has no decoder; %d decoder key(s) freshly initialised: %s",
+            source,
+            len(fresh_decoder),
+            _group_keys(fresh_decoder),
+        )
     result = model.load_state_dict({k: v for k, v in state.items() if k in expected}, strict=False)
     assert not result.unexpected_keys, result.unexpected_keys
     return model
@@ -325,7 +347,9 @@ def to_videomae_state_dict(model: VideoMAE) -> dict[str, Tensor]:
 def _infer_config(state: dict[str, Tensor], overrides: dict[str, Any]) -> VideoMAEConfig:
     """Sizes from weight shapes; head counts default to width // 64 (all VideoMAE sizes but ViT-H/g)."""
     if "patch_embed.proj.weight" not in state:
-        raise VideomaskError("checkpoint has no patch embedding (encoder.patch_embed.proj.weight): not a VideoMAE layout")
+        raise VideomaskError(
+            "checkpoint has no patch embedding (encoder.patch_embed.proj.weight): not a VideoMAE layout"
+        )
     D, C, t, p, _ = state["patch_embed.proj.weight"].shape
 
     def count(prefix: str) -> int:
@@ -336,20 +360,31 @@ def _infer_config(state: dict[str, Tensor], overrides: dict[str, Any]) -> VideoM
         return state[key].shape[0] / width if key in state else default
 
     values: dict[str, Any] = dict(
-        in_chans=C, tubelet_size=t, patch_size=p, embed_dim=D, depth=count("blocks"), num_heads=max(1, D // 64),
-        mlp_ratio=ratio("blocks", D, 4.0), qkv_bias="blocks.0.attn.q_bias" in state,
+        in_chans=C,
+        tubelet_size=t,
+        patch_size=p,
+        embed_dim=D,
+        depth=count("blocks"),
+        num_heads=max(1, D // 64),
+        mlp_ratio=ratio("blocks", D, 4.0),
+        qkv_bias="blocks.0.attn.q_bias" in state,
         use_mean_pooling="norm.weight" not in state,
     )
     if "encoder_to_decoder.weight" in state:
         Dd = state["encoder_to_decoder.weight"].shape[0]
-        values.update(decoder_embed_dim=Dd, decoder_depth=count("decoder_blocks"), decoder_num_heads=max(1, Dd // 64),
-                      decoder_mlp_ratio=ratio("decoder_blocks", Dd, 4.0))
+        values.update(
+            decoder_embed_dim=Dd,
+            decoder_depth=count("decoder_blocks"),
+            decoder_num_heads=max(1, Dd // 64),
+            decoder_mlp_ratio=ratio("decoder_blocks", Dd, 4.0),
+        )
     values.update(overrides)
     return VideoMAEConfig(**values)
 
 
-def load_videomae_pth(path: str | Path, *, strict: bool = True, config: VideoMAEConfig | None = None,
-                      **overrides: Any) -> VideoMAE:
+def load_videomae_pth(
+    path: str | Path, *, strict: bool = True, config: VideoMAEConfig | None = None, **overrides: Any
+) -> VideoMAE:
     """Load an original VideoMAE checkpoint (``torch.load(weights_only=True)``; ``checkpoint['model']``).
 
     The config is inferred from the weight shapes unless given; pass ``num_heads=`` / ``decoder_num_heads=``
@@ -362,7 +397,9 @@ def load_videomae_pth(path: str | Path, *, strict: bool = True, config: VideoMAE
         with torch.serialization.safe_globals([argparse.Namespace]):
             ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # a pickle with arbitrary objects, or not a torch file at all
-        raise VideomaskError(f"{path}: cannot be read with weights-only loading ({type(err).__name__}: {str(err).splitlines()[0]})") from None
+        raise VideomaskError(
+            f"{path}: cannot be read with weights-only loading ({type(err).__name__}: {str(err).splitlines()[0]})"
+        ) from None
     raw = ckpt
     if isinstance(ckpt, dict):
         for key in ("model", "module", "state_dict"):
@@ -370,7 +407,9 @@ def load_videomae_pth(path: str | Path, *, strict: bool = True, config: VideoMAE
                 raw = ckpt[key]
                 break
     if not isinstance(raw, dict) or not all(isinstance(v, Tensor) for v in raw.values()):
-        raise VideomaskError(f"{path}: no state dict of tensors (looked at 'model', 'module', 'state_dict' and the top level)")
+        raise VideomaskError(
+            f"{path}: no state dict of tensors (looked at 'model', 'module', 'state_dict' and the top level)"
+        )
     renamed = {k: _from_videomae_key(k) for k in raw}  # checkpoint key -> videomask key
     state = {renamed[k]: v for k, v in raw.items()}
     if config is not None and overrides:
@@ -399,13 +438,17 @@ class MaskingCollator:
     ``seed`` is given (reproducible, different in every worker), else from torch's global RNG.
     """
 
-    def __init__(self, masker: Any, *, return_anchors: bool = False, seed: int | None = None, **masker_options: Any) -> None:
+    def __init__(
+        self, masker: Any, *, return_anchors: bool = False, seed: int | None = None, **masker_options: Any
+    ) -> None:
         if isinstance(masker, str):
             from videomask.masking import build_masker
 
             masker = build_masker(masker, **masker_options)
         elif masker_options:
-            raise VideomaskError("masker options are only taken with a masker name, e.g. MaskingCollator('tube', ratio=0.9)")
+            raise VideomaskError(
+                "masker options are only taken with a masker name, e.g. MaskingCollator('tube', ratio=0.9)"
+            )
         self.masker, self.return_anchors, self.seed = masker, bool(return_anchors), seed
         self.calls = 0
 
@@ -438,26 +481,43 @@ class MaskingCollator:
                 return collate_clips(items)
             return {"video": torch.stack([i["video"] for i in items]).float()}  # [B, C, T, H, W]
         if "pixel_values" in first:
-            return {"video": torch.stack([i["pixel_values"] for i in items]).float().transpose(1, 2)}  # [B, T, C, H, W] -> [B, C, T, H, W]
-        raise VideomaskError(f"MaskingCollator items need a 'video' or 'pixel_values' key, got keys {sorted(first)}"
-                             " (with transformers.Trainer set remove_unused_columns=False)")
+            return {
+                "video": torch.stack([i["pixel_values"] for i in items]).float().transpose(1, 2)
+            }  # [B, T, C, H, W] -> [B, C, T, H, W]
+        raise VideomaskError(
+            f"MaskingCollator items need a 'video' or 'pixel_values' key, got keys {sorted(first)}"
+            " (with transformers.Trainer set remove_unused_columns=False)"
+        )
 
     def __call__(self, items: Any) -> dict[str, Tensor]:
         batch = self.batch_of(items)
         video = batch["video"]  # [B, C, T, H, W]
         if video.dim() != 5:
-            raise VideomaskError(f"MaskingCollator: clips must be [C, T, H, W], got a batch of shape {tuple(video.shape)}")
+            raise VideomaskError(
+                f"MaskingCollator: clips must be [C, T, H, W], got a batch of shape {tuple(video.shape)}"
+            )
         with torch.no_grad():
             result = self.masker.generate(batch, generator=self._generator())
         self.calls += 1
-        out = {"pixel_values": video.transpose(1, 2).contiguous(),  # [B, T, C, H, W] (Hugging Face)
-               "bool_masked_pos": result.mask.bool()}  # [B, L]
+        out = {
+            "pixel_values": video.transpose(1, 2).contiguous(),  # [B, T, C, H, W] (Hugging Face)
+            "bool_masked_pos": result.mask.bool(),
+        }  # [B, L]
         if self.return_anchors:
-            out["anchors"] = result.anchors.bool() if result.anchors is not None else torch.zeros_like(out["bool_masked_pos"])
+            out["anchors"] = (
+                result.anchors.bool() if result.anchors is not None else torch.zeros_like(out["bool_masked_pos"])
+            )
         return out
 
 
 __all__ = [
-    "MaskingCollator", "config_from_hf", "config_to_hf", "hf_state_to_videomask", "load_hf_checkpoint", "load_videomae_pth",
-    "save_hf_checkpoint", "to_videomae_state_dict", "videomask_state_to_hf",
+    "MaskingCollator",
+    "config_from_hf",
+    "config_to_hf",
+    "hf_state_to_videomask",
+    "load_hf_checkpoint",
+    "load_videomae_pth",
+    "save_hf_checkpoint",
+    "to_videomae_state_dict",
+    "videomask_state_to_hf",
 ]

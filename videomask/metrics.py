@@ -8,7 +8,7 @@ otherwise; border tokens are left out of every metric, so a score is judged on t
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import Tensor
@@ -18,7 +18,9 @@ from videomask.patches import ClipGeometry, Tubelet, grid_for
 __all__ = ["token_coverage", "token_labels", "roc_auc", "anchor_agreement"]
 
 
-def token_coverage(frame_boxes: Sequence[Tensor | Sequence[Sequence[float]]], geometry: ClipGeometry, tubelet: Tubelet) -> tuple[Tensor, Tensor]:
+def token_coverage(
+    frame_boxes: Sequence[Tensor | Sequence[Sequence[float]]], geometry: ClipGeometry, tubelet: Tubelet
+) -> tuple[Tensor, Tensor]:
     """Per-frame boxes of one clip (original pixels, ``x0, y0, x1, y1``) -> ``(mean share [L], any [L])``.
 
     ``mean share``: the share of each token's patch covered by a box (the largest over boxes), averaged

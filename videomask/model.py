@@ -96,15 +96,26 @@ class VideoMAEConfig:
     def __post_init__(self) -> None:
         self.mean = tuple(float(v) for v in self.mean)
         self.std = tuple(float(v) for v in self.std)
-        for name in ("img_size", "num_frames", "tubelet_size", "patch_size", "in_chans", "embed_dim",
-                     "depth", "num_heads", "decoder_embed_dim", "decoder_num_heads"):
+        for name in (
+            "img_size",
+            "num_frames",
+            "tubelet_size",
+            "patch_size",
+            "in_chans",
+            "embed_dim",
+            "depth",
+            "num_heads",
+            "decoder_embed_dim",
+            "decoder_num_heads",
+        ):
             if int(getattr(self, name)) <= 0:
                 raise VideomaskError(f"model config: {name} must be positive, got {getattr(self, name)!r}")
         if self.decoder_depth < 0:
             raise VideomaskError(f"model config: decoder_depth must be >= 0, got {self.decoder_depth}")
         if self.embed_dim % self.num_heads:
-            raise VideomaskError(f"model config: embed_dim={self.embed_dim} is not divisible by "
-                                 f"num_heads={self.num_heads}")
+            raise VideomaskError(
+                f"model config: embed_dim={self.embed_dim} is not divisible by num_heads={self.num_heads}"
+            )
         if self.decoder_embed_dim % self.decoder_num_heads:
             raise VideomaskError(
                 f"model config: decoder_embed_dim={self.decoder_embed_dim} is not divisible by "
@@ -139,14 +150,38 @@ class VideoMAEConfig:
 
 MODEL_SIZES: dict[str, VideoMAEConfig] = {
     # tests and the demo: 16x112x112 clips -> 8*7*7 = 392 tokens
-    "tiny": VideoMAEConfig(img_size=112, num_frames=16, embed_dim=192, depth=4, num_heads=3,
-                           decoder_embed_dim=96, decoder_depth=2, decoder_num_heads=3),
+    "tiny": VideoMAEConfig(
+        img_size=112,
+        num_frames=16,
+        embed_dim=192,
+        depth=4,
+        num_heads=3,
+        decoder_embed_dim=96,
+        decoder_depth=2,
+        decoder_num_heads=3,
+    ),
     # ViT-S/16 (VideoMAE small: decoder 192 x 4)
-    "small": VideoMAEConfig(img_size=224, num_frames=16, embed_dim=384, depth=12, num_heads=6,
-                            decoder_embed_dim=192, decoder_depth=4, decoder_num_heads=3),
+    "small": VideoMAEConfig(
+        img_size=224,
+        num_frames=16,
+        embed_dim=384,
+        depth=12,
+        num_heads=6,
+        decoder_embed_dim=192,
+        decoder_depth=4,
+        decoder_num_heads=3,
+    ),
     # VideoMAE ViT-B/16 at 16x224, decoder 384 x 4
-    "base": VideoMAEConfig(img_size=224, num_frames=16, embed_dim=768, depth=12, num_heads=12,
-                           decoder_embed_dim=384, decoder_depth=4, decoder_num_heads=6),
+    "base": VideoMAEConfig(
+        img_size=224,
+        num_frames=16,
+        embed_dim=768,
+        depth=12,
+        num_heads=12,
+        decoder_embed_dim=384,
+        decoder_depth=4,
+        decoder_num_heads=6,
+    ),
 }
 
 
@@ -219,8 +254,12 @@ class QVBiasAttention(Attention):
         q, k = self.q_norm(q), self.k_norm(k)
         if self.fused_attn:
             x = F.scaled_dot_product_attention(
-                q, k, v, attn_mask=attn_mask,
-                dropout_p=self.attn_drop.p if self.training else 0.0, is_causal=is_causal,
+                q,
+                k,
+                v,
+                attn_mask=attn_mask,
+                dropout_p=self.attn_drop.p if self.training else 0.0,
+                is_causal=is_causal,
             )  # [B, heads, N, hd]
         else:
             attn = (q * self.scale) @ k.transpose(-2, -1)  # [B, heads, N, N]
@@ -247,13 +286,21 @@ def _attn_bias(n: int, attn: Tensor, attn_mask: Tensor | None, is_causal: bool) 
     return attn_mask
 
 
-def _blocks(dim: int, depth: int, num_heads: int, mlp_ratio: float, qkv_bias: bool, eps: float,
-            drop_path: float) -> nn.ModuleList:
+def _blocks(
+    dim: int, depth: int, num_heads: int, mlp_ratio: float, qkv_bias: bool, eps: float, drop_path: float
+) -> nn.ModuleList:
     norm = lambda d, **kw: nn.LayerNorm(d, eps=eps, **kw)  # noqa: E731
     rates = [drop_path * i / max(depth - 1, 1) for i in range(depth)]
     return nn.ModuleList(
-        Block(dim, num_heads, mlp_ratio=mlp_ratio, qkv_bias=qkv_bias, drop_path=rate, norm_layer=norm,
-              attn_layer=QVBiasAttention)
+        Block(
+            dim,
+            num_heads,
+            mlp_ratio=mlp_ratio,
+            qkv_bias=qkv_bias,
+            drop_path=rate,
+            norm_layer=norm,
+            attn_layer=QVBiasAttention,
+        )
         for rate in rates
     )
 
@@ -289,8 +336,15 @@ class VideoMAE(nn.Module):
 
         self.encoder_to_decoder = nn.Linear(c.embed_dim, c.decoder_embed_dim, bias=False)
         self.mask_token = nn.Parameter(torch.zeros(1, 1, c.decoder_embed_dim))
-        self.decoder_blocks = _blocks(c.decoder_embed_dim, c.decoder_depth, c.decoder_num_heads,
-                                      c.decoder_mlp_ratio, c.qkv_bias, c.layer_norm_eps, 0.0)
+        self.decoder_blocks = _blocks(
+            c.decoder_embed_dim,
+            c.decoder_depth,
+            c.decoder_num_heads,
+            c.decoder_mlp_ratio,
+            c.qkv_bias,
+            c.layer_norm_eps,
+            0.0,
+        )
         self.decoder_norm = nn.LayerNorm(c.decoder_embed_dim, eps=c.decoder_norm_eps)
         self.decoder_head = nn.Linear(c.decoder_embed_dim, c.patch_dim)
 
@@ -363,8 +417,9 @@ class VideoMAE(nn.Module):
         if mask.dtype != torch.bool:
             raise VideomaskError(f"mask must be a bool tensor (True = masked), got {mask.dtype}")
         if tuple(mask.shape) != (batch, num_tokens):
-            raise VideomaskError(f"mask shape {tuple(mask.shape)} does not match the video's [B, L] = [{batch}, "
-                                 f"{num_tokens}]")
+            raise VideomaskError(
+                f"mask shape {tuple(mask.shape)} does not match the video's [B, L] = [{batch}, {num_tokens}]"
+            )
         lo, hi = torch.aminmax(mask.sum(dim=1))
         lo, hi = int(lo), int(hi)  # one host sync per step
         if lo != hi:
@@ -456,14 +511,19 @@ class VideoMAE(nn.Module):
 
     # ------------------------------------------------------------------ decoder
     def decoder_count(self, num_masked: int, ratio: float | None = None) -> int:
-        """Tokens per row the decoder reconstructs out of ``num_masked``: ``max(1, round(num_masked * (1 - ratio)))``.
-        """
+        """Tokens per row the decoder reconstructs out of ``num_masked``: ``max(1, round(num_masked * (1 - ratio)))``."""
         ratio = self.config.decoder_mask_ratio if ratio is None else ratio
         return max(1, int(round(num_masked * (1.0 - ratio))))
 
-    def make_decoder_mask(self, mask: Tensor, grid: Grid, ratio: float | None = None,
-                          kind: str | None = None, generator: torch.Generator | None = None,
-                          num_masked: int | None = None) -> Tensor:
+    def make_decoder_mask(
+        self,
+        mask: Tensor,
+        grid: Grid,
+        ratio: float | None = None,
+        kind: str | None = None,
+        generator: torch.Generator | None = None,
+        num_masked: int | None = None,
+    ) -> Tensor:
         """VideoMAE V2 decoder masking: choose the masked tokens the decoder reconstructs.
 
         Keeps ``round(L_mask * (1 - ratio))`` of the ``L_mask`` masked tokens of every row (``[B, L]`` bool,
@@ -494,15 +554,14 @@ class VideoMAE(nn.Module):
         return torch.zeros_like(mask).scatter_(1, chosen, True)  # [B, L]
 
     def forward_decoder(self, latent: Tensor, ids_keep: Tensor, ids_dec: Tensor, num_tokens: int) -> Tensor:
-        """Decode: visible latents ``[B, L_vis, D]`` + mask tokens at ``ids_dec [B, L_dec]`` -> ``[B, L_dec, t*p*p*C]``.
-        """
+        """Decode: visible latents ``[B, L_vis, D]`` + mask tokens at ``ids_dec [B, L_dec]`` -> ``[B, L_dec, t*p*p*C]``."""
         x_vis = self.encoder_to_decoder(latent)  # [B, L_vis, Dd]
         B, _, Dd = x_vis.shape
         pos = self.pos_table(num_tokens, Dd, latent.device).to(x_vis.dtype)  # [L, Dd]
         # [B, L_vis+L_dec, Dd]
         x = torch.cat([x_vis + pos[ids_keep], self.mask_token.to(x_vis.dtype) + pos[ids_dec]], dim=1)
         x = self._run(self.decoder_blocks, x)  # [B, L_vis+L_dec, Dd]
-        x = self.decoder_norm(x[:, -ids_dec.shape[1]:])  # [B, L_dec, Dd]
+        x = self.decoder_norm(x[:, -ids_dec.shape[1] :])  # [B, L_dec, Dd]
         return self.decoder_head(x)  # [B, L_dec, t*p*p*C]
 
     @staticmethod
@@ -511,9 +570,16 @@ class VideoMAE(nn.Module):
         token_loss = (pred.float() - target).pow(2).mean(dim=-1)  # [B, L_dec]
         return token_loss.mean(), token_loss
 
-    def prepare_masks(self, video: Tensor, mask: Tensor, decoder_mask: Tensor | None = None, *,
-                      num_masked: int | None = None, num_decoded: int | None = None,
-                      generator: torch.Generator | None = None) -> tuple[Grid, Tensor, Tensor, Tensor]:
+    def prepare_masks(
+        self,
+        video: Tensor,
+        mask: Tensor,
+        decoder_mask: Tensor | None = None,
+        *,
+        num_masked: int | None = None,
+        num_decoded: int | None = None,
+        generator: torch.Generator | None = None,
+    ) -> tuple[Grid, Tensor, Tensor, Tensor]:
         """Check the masks of :meth:`forward` and index them -> ``(grid, ids_keep, ids_dec, decoder_mask)``.
 
         ``ids_keep [B, L_vis]``: the visible tokens; ``ids_dec [B, L_dec]``: the tokens the decoder
@@ -546,9 +612,16 @@ class VideoMAE(nn.Module):
         _, ids_dec, _ = mask_to_ids(decoder_mask, num_decoded)  # [B, L_dec]
         return grid, ids_keep, ids_dec, decoder_mask
 
-    def forward(self, video: Tensor, mask: Tensor, decoder_mask: Tensor | None = None, *,
-                num_masked: int | None = None, num_decoded: int | None = None,
-                generator: torch.Generator | None = None) -> VideoMAEOutput:
+    def forward(
+        self,
+        video: Tensor,
+        mask: Tensor,
+        decoder_mask: Tensor | None = None,
+        *,
+        num_masked: int | None = None,
+        num_decoded: int | None = None,
+        generator: torch.Generator | None = None,
+    ) -> VideoMAEOutput:
         """Reconstruct the masked tubelets of ``video [B, C, T, H, W]`` hidden by ``mask [B, L]`` (True = masked).
 
         ``decoder_mask [B, L]`` (a subset of ``mask``, same count per row) restricts the reconstruction and
@@ -558,7 +631,8 @@ class VideoMAE(nn.Module):
         read the counts back to the host (a GPU sync), are then skipped, so they must be right.
         """
         grid, ids_keep, ids_dec, decoder_mask = self.prepare_masks(
-            video, mask, decoder_mask, num_masked=num_masked, num_decoded=num_decoded, generator=generator)
+            video, mask, decoder_mask, num_masked=num_masked, num_decoded=num_decoded, generator=generator
+        )
         latent = self.forward_encoder(video, ids_keep)  # [B, L_vis, D]
         pred = self.forward_decoder(latent, ids_keep, ids_dec, grid.num_tokens)  # [B, L_dec, t*p*p*C]
         target = self.patchify_target(video, ids_dec)  # [B, L_dec, t*p*p*C]
@@ -567,6 +641,14 @@ class VideoMAE(nn.Module):
 
 
 __all__ = [
-    "IMAGENET_MEAN", "IMAGENET_STD", "MODEL_SIZES", "QVBiasAttention", "VideoMAE", "VideoMAEConfig",
-    "VideoMAEOutput", "build_model", "make_config", "sinusoid_table",
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
+    "MODEL_SIZES",
+    "QVBiasAttention",
+    "VideoMAE",
+    "VideoMAEConfig",
+    "VideoMAEOutput",
+    "build_model",
+    "make_config",
+    "sinusoid_table",
 ]

@@ -87,7 +87,13 @@ def unpatchify(tokens: Tensor, grid: Grid, tubelet: Tubelet, channels: int = 3) 
     return rearrange(
         tokens,
         "b (gt gh gw) (t ph pw c) -> b c (gt t) (gh ph) (gw pw)",
-        gt=grid.t, gh=grid.h, gw=grid.w, t=t, ph=ph, pw=pw, c=channels,
+        gt=grid.t,
+        gh=grid.h,
+        gw=grid.w,
+        t=t,
+        ph=ph,
+        pw=pw,
+        c=channels,
     )
 
 
@@ -232,8 +238,9 @@ def rasterise_batch(
     return torch.from_numpy(covered.reshape(B, gt * gh * gw))  # [B, L] token order i_t*(h*w) + i_h*w + i_w
 
 
-def boxes_to_patch_grid(boxes: Tensor, height: int, width: int, patch: tuple[int, int],
-                        min_overlap: float = 0.0) -> Tensor:
+def boxes_to_patch_grid(
+    boxes: Tensor, height: int, width: int, patch: tuple[int, int], min_overlap: float = 0.0
+) -> Tensor:
     """Boxes ``[N, 4]`` in output pixels -> bool ``[h, w]``: patches whose covered share is > ``min_overlap``.
 
     With ``min_overlap = 0`` a patch is covered as soon as a box overlaps it with positive area.
@@ -241,8 +248,15 @@ def boxes_to_patch_grid(boxes: Tensor, height: int, width: int, patch: tuple[int
     boxes = torch.as_tensor(boxes, dtype=torch.float64).reshape(-1, 4)
     geometry = ClipGeometry.identity(height, width).to_tensor()[None]  # [1, 9]: the boxes are already in output pixels
     ph, pw = patch
-    covered = rasterise_batch(boxes, np.zeros(len(boxes), dtype=np.int64), np.zeros(len(boxes), dtype=np.int64),
-                              geometry, (1, height, width), (1, ph, pw), min_overlap)  # [1, h*w]
+    covered = rasterise_batch(
+        boxes,
+        np.zeros(len(boxes), dtype=np.int64),
+        np.zeros(len(boxes), dtype=np.int64),
+        geometry,
+        (1, height, width),
+        (1, ph, pw),
+        min_overlap,
+    )  # [1, h*w]
     return covered.view(height // ph, width // pw)  # [h, w]
 
 
@@ -264,6 +278,13 @@ def rasterise_boxes(
     per_frame = [torch.as_tensor(b, dtype=torch.float64).reshape(-1, 4) for b in frame_boxes if b is not None]
     pos = [k for k, b in enumerate(frame_boxes) if b is not None for _ in range(len(b))]
     boxes = torch.cat(per_frame) if per_frame else torch.zeros(0, 4, dtype=torch.float64)  # [N, 4]
-    covered = rasterise_batch(boxes, np.zeros(len(pos), dtype=np.int64), np.asarray(pos, dtype=np.int64),
-                              geometry.to_tensor()[None], (T, H, W), tubelet, min_overlap)  # [1, L]
+    covered = rasterise_batch(
+        boxes,
+        np.zeros(len(pos), dtype=np.int64),
+        np.asarray(pos, dtype=np.int64),
+        geometry.to_tensor()[None],
+        (T, H, W),
+        tubelet,
+        min_overlap,
+    )  # [1, L]
     return covered[0]  # [L] in token order i_t*(h*w) + i_h*w + i_w

@@ -20,8 +20,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -42,7 +43,11 @@ def stats_fingerprint(stats: Any, scorer: str) -> str:
     h = hashlib.sha1()
     h.update(scorer.encode())
     h.update(json.dumps(stats.embedder, sort_keys=True).encode())
-    tensors = [stats.prototypes, stats.source_quantiles] if scorer == "distance" else [stats.centroids, stats.enrichment, stats.anchors]
+    tensors = (
+        [stats.prototypes, stats.source_quantiles]
+        if scorer == "distance"
+        else [stats.centroids, stats.enrichment, stats.anchors]
+    )
     for t in tensors:
         if t is not None:
             h.update(t.detach().float().cpu().contiguous().numpy().tobytes())
@@ -52,7 +57,9 @@ def stats_fingerprint(stats: Any, scorer: str) -> str:
 class ScoreCache:
     """Per-video score maps (see the module docstring). ``videos[id] = (first_frames [F] int64, maps [F, h, w])``."""
 
-    def __init__(self, videos: dict[str, tuple[np.ndarray, Tensor, tuple[int, int]]], meta: dict, path: str | None = None) -> None:
+    def __init__(
+        self, videos: dict[str, tuple[np.ndarray, Tensor, tuple[int, int]]], meta: dict, path: str | None = None
+    ) -> None:
         self.videos = videos  # id -> (first frames [F], maps float [F, h, w], (src_h, src_w))
         self.meta = meta
         self.path = path
@@ -118,10 +125,16 @@ class ScoreCache:
         out = torch.empty(len(video_ids), grid.t, grid.h, grid.w)
         for b, vid in enumerate(video_ids):
             if vid not in self.videos:
-                raise VideomaskError(f"video {vid!r} is not in score cache {self.path or '(in memory)'}; rebuild it on this data")
+                raise VideomaskError(
+                    f"video {vid!r} is not in score cache {self.path or '(in memory)'}; rebuild it on this data"
+                )
             starts, maps, _ = self.videos[vid]
-            slot_first = frames[b, :: t][: grid.t]  # [t'] first frame of each time slot
-            pos = np.clip(np.searchsorted(starts, slot_first), 1, len(starts) - 1) if len(starts) > 1 else np.zeros_like(slot_first)
+            slot_first = frames[b, ::t][: grid.t]  # [t'] first frame of each time slot
+            pos = (
+                np.clip(np.searchsorted(starts, slot_first), 1, len(starts) - 1)
+                if len(starts) > 1
+                else np.zeros_like(slot_first)
+            )
             if len(starts) > 1:
                 left = starts[pos - 1]
                 pos = np.where(np.abs(slot_first - left) <= np.abs(starts[pos] - slot_first), pos - 1, pos)
@@ -138,8 +151,13 @@ class ScoreCache:
             gx = (ox / src_w) * 2 - 1
             sample = torch.stack(torch.meshgrid(gx, gy, indexing="xy"), dim=-1).float()  # [h, w, 2] (x, y)
             chosen = maps[torch.as_tensor(pos, dtype=torch.long)]  # [t', mh, mw]
-            vals = F.grid_sample(chosen[:, None], sample[None].expand(grid.t, -1, -1, -1), mode="bilinear",
-                                 padding_mode="border", align_corners=False)  # [t', 1, h, w]
+            vals = F.grid_sample(
+                chosen[:, None],
+                sample[None].expand(grid.t, -1, -1, -1),
+                mode="bilinear",
+                padding_mode="border",
+                align_corners=False,
+            )  # [t', 1, h, w]
             out[b] = vals[:, 0]
         return out.reshape(len(video_ids), grid.num_tokens)  # [B, L] token order
 
@@ -147,8 +165,10 @@ class ScoreCache:
 def _cache_size(height: int, width: int, size: int, patch: tuple[int, int]) -> tuple[int, int]:
     """Frame size for the cache: shorter side ``size``, each side rounded to a multiple of the patch."""
     scale = size / min(height, width)
-    return (max(patch[0], int(round(height * scale / patch[0])) * patch[0]),
-            max(patch[1], int(round(width * scale / patch[1])) * patch[1]))
+    return (
+        max(patch[0], int(round(height * scale / patch[0])) * patch[0]),
+        max(patch[1], int(round(width * scale / patch[1])) * patch[1]),
+    )
 
 
 def _windows(num_video_frames: int, num_frames: int, sampling_rate: int, t: int) -> list[list[int]]:
@@ -220,7 +240,13 @@ def build_score_cache(
             continue
         order = np.argsort(np.asarray(starts), kind="stable")
         entries[vid] = (np.asarray(starts, dtype=np.int64)[order], torch.cat(maps)[torch.as_tensor(order)], (H, W))
-    meta = {"scorer": masker.scorer, "stats": stats_fingerprint(masker.stats, masker.scorer), "size": size,
-            "num_frames": num_frames, "sampling_rate": sampling_rate, "tubelet": list(masker.tubelet),
-            "embedder": masker.stats.embedder}
+    meta = {
+        "scorer": masker.scorer,
+        "stats": stats_fingerprint(masker.stats, masker.scorer),
+        "size": size,
+        "num_frames": num_frames,
+        "sampling_rate": sampling_rate,
+        "tubelet": list(masker.tubelet),
+        "embedder": masker.stats.embedder,
+    }
     return ScoreCache(entries, meta), skipped

@@ -32,10 +32,11 @@ import copy
 import hashlib
 import json
 import math
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from itertools import zip_longest
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Mapping, Protocol, Sequence, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import torch
 import torch.nn.functional as F
@@ -105,7 +106,9 @@ class PixelEmbedder:
     Deterministic from ``(seed, dim, tubelet, pool)``, which is its identity.
     """
 
-    def __init__(self, *, dim: int = 64, seed: int = 0, tubelet: int | Sequence[int] = (2, 16, 16), pool: int = 2) -> None:
+    def __init__(
+        self, *, dim: int = 64, seed: int = 0, tubelet: int | Sequence[int] = (2, 16, 16), pool: int = 2
+    ) -> None:
         if dim <= 0:
             raise VideomaskError(f"pixel embedder dim must be > 0, got {dim}")
         self.dim = int(dim)
@@ -366,7 +369,9 @@ def mobilenet_trunk(weights: str | Path | None = None) -> torch.nn.Module:
         state = {k: v.float() for (k, _), (_, v) in zip(mine, theirs)}
     missing, unexpected = trunk.load_state_dict(state, strict=False)
     if missing or unexpected:
-        raise VideomaskError(f"{path}: MobileNetV2 weights do not match (missing {missing[:3]}, unexpected {unexpected[:3]})")
+        raise VideomaskError(
+            f"{path}: MobileNetV2 weights do not match (missing {missing[:3]}, unexpected {unexpected[:3]})"
+        )
     return trunk.eval()
 
 
@@ -388,7 +393,12 @@ class CNNEmbedder:
 
     @property
     def identity(self) -> dict:
-        return {"kind": "cnn", "model": "mobilenet_v2_s16", "fingerprint": self._fingerprint, "tubelet": list(self.tubelet)}
+        return {
+            "kind": "cnn",
+            "model": "mobilenet_v2_s16",
+            "fingerprint": self._fingerprint,
+            "tubelet": list(self.tubelet),
+        }
 
     @torch.no_grad()
     def __call__(self, video: Tensor) -> Tensor:
@@ -459,13 +469,19 @@ def build_embedder(
     if isinstance(spec, Mapping):
         kind = spec.get("kind")
         if kind == "pixel":
-            return PixelEmbedder(dim=int(spec["dim"]), seed=int(spec["seed"]), tubelet=spec["tubelet"], pool=int(spec.get("pool", 1)))
+            return PixelEmbedder(
+                dim=int(spec["dim"]), seed=int(spec["seed"]), tubelet=spec["tubelet"], pool=int(spec.get("pool", 1))
+            )
         if kind == "cnn":
             embedder = CNNEmbedder(tubelet=spec["tubelet"], weights=spec.get("weights"))
             check_identity(spec, embedder.identity)
             return embedder
         if kind == "model" and spec.get("source"):
-            embedder = ModelEmbedder(_load_checkpoint_model(str(spec["source"])), layer=str(spec.get("layer", "patch")), source=str(spec["source"]))
+            embedder = ModelEmbedder(
+                _load_checkpoint_model(str(spec["source"])),
+                layer=str(spec.get("layer", "patch")),
+                source=str(spec["source"]),
+            )
             check_identity(spec, embedder.identity)
             return embedder
         raise VideomaskError(
@@ -816,19 +832,27 @@ class DifferenceStats:
         ]
         if "distance" in self.scorers:
             assert self.prototypes is not None
-            lines.append(f"distance (default): cosine distance to the nearest of {self.prototypes.shape[0]} source prototypes")
+            lines.append(
+                f"distance (default): cosine distance to the nearest of {self.prototypes.shape[0]} source prototypes"
+            )
             lines.append("  source level  distance  target share above  source share above  enrichment")
             for level in (0.9, 0.95, 0.99):
                 t_share, s_share = self.novelty_share(level)
-                lines.append(f"  {level:12.2f}  {self.source_quantile(level):8.4f}  {t_share:17.4f}  {s_share:18.4f}  "
-                             f"{t_share / max(s_share, 1e-9):9.2f}x")
+                lines.append(
+                    f"  {level:12.2f}  {self.source_quantile(level):8.4f}  {t_share:17.4f}  {s_share:18.4f}  "
+                    f"{t_share / max(s_share, 1e-9):9.2f}x"
+                )
         if self.enrichment is not None:
             enriched = self.enriched if self.enriched is not None else torch.zeros(0, dtype=torch.long)
-            lines.append(f"enrichment: {enriched.numel()} word(s) significantly more frequent in the target "
-                         f"(log-odds z >= {self.settings.get('z_min', 1.96)})")
+            lines.append(
+                f"enrichment: {enriched.numel()} word(s) significantly more frequent in the target "
+                f"(log-odds z >= {self.settings.get('z_min', 1.96)})"
+            )
             lines.append("  word  z-score  target share  source share")
             for w in enriched.tolist()[:top]:
-                lines.append(f"  {w:4d}  {float(self.enrichment[w]):7.2f}  {float(share_t[w]):12.4f}  {float(share_s[w]):12.4f}")
+                lines.append(
+                    f"  {w:4d}  {float(self.enrichment[w]):7.2f}  {float(share_t[w]):12.4f}  {float(share_s[w]):12.4f}"
+                )
         lines.append(f"tficf (the text paper's rule): top {self.anchors.numel()} words")
         lines.append("  word  tf-icf   target share  source share")
         for w in self.anchors.tolist()[:top]:
@@ -841,8 +865,10 @@ class DifferenceStats:
         if "distance" in self.scorers:
             t_share, s_share = self.novelty_share(0.99)
             if t_share < 1.5 * s_share:
-                out.append(f"warning: only {t_share:.1%} of target tokens lie beyond the source's 99th distance "
-                           f"percentile (source: {s_share:.1%}): nothing in the target looks new to this embedder")
+                out.append(
+                    f"warning: only {t_share:.1%} of target tokens lie beyond the source's 99th distance "
+                    f"percentile (source: {s_share:.1%}): nothing in the target looks new to this embedder"
+                )
         if self.enriched is not None and self.enriched.numel() == 0:
             out.append("warning: no visual word is significantly more frequent in the target than in the source")
         return out
@@ -869,12 +895,16 @@ def _batches(data: Any, batch_size: int, num_workers: int) -> Iterable[Any]:
         return data
     if isinstance(data, Tensor):  # one batch of videos [B, C, T, H, W]
         return [data]
-    if isinstance(data, Dataset) or (hasattr(data, "__getitem__") and hasattr(data, "__len__") and not isinstance(data, (list, tuple))):
+    if isinstance(data, Dataset) or (
+        hasattr(data, "__getitem__") and hasattr(data, "__len__") and not isinstance(data, (list, tuple))
+    ):
         from videomask.data import collate_clips
 
         return DataLoader(data, batch_size=batch_size, shuffle=False, num_workers=num_workers, collate_fn=collate_clips)
     if isinstance(data, Iterator):
-        raise VideomaskError("fit_statistics needs a re-iterable source (a dataset, DataLoader or list), not a one-shot iterator")
+        raise VideomaskError(
+            "fit_statistics needs a re-iterable source (a dataset, DataLoader or list), not a one-shot iterator"
+        )
     return data
 
 
@@ -913,7 +943,9 @@ class _HoldOut:
         if ids is None:
             out = (torch.arange(self.clips, self.clips + batch) % self.every) == self.every - 1
         else:
-            out = torch.tensor([self.order.setdefault(str(v), len(self.order)) % self.every == self.every - 1 for v in ids])
+            out = torch.tensor(
+                [self.order.setdefault(str(v), len(self.order)) % self.every == self.every - 1 for v in ids]
+            )
         self.clips += batch
         return out  # [B] bool
 
@@ -1019,7 +1051,9 @@ def fit_statistics(
         hist = torch.zeros(HIST_BINS, dtype=torch.long)
         n_clips = 0
         hold = _HoldOut(holdout_every)
-        for video, ids in tqdm(_limited(data, max_clips), desc=f"count {name} tokens", unit="batch", disable=not progress):
+        for video, ids in tqdm(
+            _limited(data, max_clips), desc=f"count {name} tokens", unit="batch", disable=not progress
+        ):
             emb = _embed(embedder, video, device)  # [B, L, D]
             word = StreamingKMeans.assign(emb.reshape(-1, emb.shape[-1]), centroids)  # [B*L]
             c += torch.bincount(word, minlength=num_words)
@@ -1044,7 +1078,8 @@ def fit_statistics(
         "z_min": z_min,
         "prior": prior,
         "holdout_every": holdout_every,
-        "calibration": ("held-out source videos (every %d-th)" % holdout_every) if calibrate_on_held_out
+        "calibration": ("held-out source videos (every %d-th)" % holdout_every)
+        if calibrate_on_held_out
         else "all source clips (too few to hold any out)",
         "tokens_per_clip": tokens_per_clip,
         "epochs": int(epochs),
@@ -1117,18 +1152,32 @@ def fit_paths(
             raise VideomaskError(f"{which} {path} does not exist (give a folder of videos or a list file)")
         try:
             return VideoDataset.from_path(
-                Path(path), num_frames=num_frames, sampling_rate=sampling_rate,
+                Path(path),
+                num_frames=num_frames,
+                sampling_rate=sampling_rate,
                 sampling="random",  # seeded per (seed, epoch, video, clip): both passes see the same clips
-                num_sample=clips_per_video, transform=ClipTransform.for_eval(size, patch=tube[1:]), tubelet=tube,
-                backend=backend, seed=seed,
+                num_sample=clips_per_video,
+                transform=ClipTransform.for_eval(size, patch=tube[1:]),
+                tubelet=tube,
+                backend=backend,
+                seed=seed,
             )
         except VideomaskError as err:
             raise VideomaskError(f"{which} {path}: {err}") from None
 
     src, tgt = dataset(source, "source"), dataset(target, "target")
     stats = fit_statistics(src, tgt, built, seed=seed, num_workers=workers, **fit_options)
-    stats.settings.update({
-        "source": str(source), "target": str(target), "tubelet": list(tube),
-        "clip": {"num_frames": num_frames, "sampling_rate": sampling_rate, "size": size, "clips_per_video": clips_per_video},
-    })
+    stats.settings.update(
+        {
+            "source": str(source),
+            "target": str(target),
+            "tubelet": list(tube),
+            "clip": {
+                "num_frames": num_frames,
+                "sampling_rate": sampling_rate,
+                "size": size,
+                "clips_per_video": clips_per_video,
+            },
+        }
+    )
     return stats, src, tgt

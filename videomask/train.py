@@ -33,9 +33,10 @@ import math
 import os
 import sys
 import time
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -44,7 +45,6 @@ from torch.utils.data import DataLoader, DistributedSampler
 from videomask import checkpoint as ckpt
 from videomask.config import RunConfig, save_config
 from videomask.errors import VideomaskError
-
 
 # ----------------------------------------------------------------------------- results
 
@@ -88,8 +88,14 @@ class DistInfo:
         return self.rank == 0
 
 
-def pick_device(device_name: str, local_rank: int, world_size: int, *, cuda_available: bool | None = None,
-                visible: int | None = None) -> torch.device:
+def pick_device(
+    device_name: str,
+    local_rank: int,
+    world_size: int,
+    *,
+    cuda_available: bool | None = None,
+    visible: int | None = None,
+) -> torch.device:
     """The training device of one process (``run.device``, torchrun's ``LOCAL_RANK``, the visible GPUs).
 
     Single process: ``auto`` = ``cuda:0`` (else ``cpu``); ``cuda`` = ``cuda:0``; ``cuda:N`` as given. Under
@@ -116,12 +122,16 @@ def pick_device(device_name: str, local_rank: int, world_size: int, *, cuda_avai
         if visible == 1:
             return torch.device("cuda:0")
         if local_rank >= visible:
-            raise VideomaskError(f"local rank {local_rank} has no GPU of its own: this process sees {visible} "
-                                 "GPUs; start at most that many processes per node (torchrun --nproc_per_node)")
+            raise VideomaskError(
+                f"local rank {local_rank} has no GPU of its own: this process sees {visible} "
+                "GPUs; start at most that many processes per node (torchrun --nproc_per_node)"
+            )
         return torch.device(f"cuda:{local_rank}")
     index = 0 if device.index is None else device.index
     if index >= visible:
-        raise VideomaskError(f"run.device={device_name!r} but only {visible} GPU(s) are visible (cuda:0..cuda:{visible - 1})")
+        raise VideomaskError(
+            f"run.device={device_name!r} but only {visible} GPU(s) are visible (cuda:0..cuda:{visible - 1})"
+        )
     return torch.device(f"cuda:{index}")
 
 
@@ -245,7 +255,7 @@ class ResumableSampler(DistributedSampler):
         self.start = 0
 
     def __iter__(self) -> Iterator[int]:
-        return iter(list(super().__iter__())[self.start:])
+        return iter(list(super().__iter__())[self.start :])
 
     def __len__(self) -> int:
         return max(0, self.num_samples - self.start)
@@ -281,8 +291,15 @@ def build_dataset(cfg: RunConfig, model_config: Any = None) -> Any:
     except TypeError as err:
         raise VideomaskError(f"data.options: {err}") from None
     options: dict[str, Any] = dict(
-        num_frames=d.num_frames, sampling_rate=d.sampling_rate, sampling=d.sampling, short=d.short,
-        num_sample=d.num_sample, backend=d.backend, seed=cfg.run.seed, transform=transform, tubelet=tubelet,
+        num_frames=d.num_frames,
+        sampling_rate=d.sampling_rate,
+        sampling=d.sampling,
+        short=d.short,
+        num_sample=d.num_sample,
+        backend=d.backend,
+        seed=cfg.run.seed,
+        transform=transform,
+        tubelet=tubelet,
     )
     options.update(ds_opts)
     try:
@@ -294,8 +311,15 @@ def build_dataset(cfg: RunConfig, model_config: Any = None) -> Any:
 class BatchStream:
     """Endless micro-batches over epochs that knows its position (epoch, batches consumed in the epoch)."""
 
-    def __init__(self, dataset: Any, sampler: ResumableSampler, loader_kwargs: dict[str, Any], batch_size: int,
-                 epoch: int = 0, consumed: int = 0) -> None:
+    def __init__(
+        self,
+        dataset: Any,
+        sampler: ResumableSampler,
+        loader_kwargs: dict[str, Any],
+        batch_size: int,
+        epoch: int = 0,
+        consumed: int = 0,
+    ) -> None:
         self.dataset, self.sampler, self.loader_kwargs, self.batch_size = dataset, sampler, loader_kwargs, batch_size
         self.epoch, self.consumed = epoch, consumed
         self._it: Iterator[Any] | None = None
@@ -312,8 +336,14 @@ class BatchStream:
             self.dataset.set_epoch(self.epoch)  # shared with the (persistent) workers
         if self._loader is None:  # one loader; persistent workers survive epochs, the sampler restarts
             workers = self.loader_kwargs.get("num_workers", 0)
-            self._loader = DataLoader(self.dataset, batch_size=self.batch_size, sampler=self.sampler, drop_last=True,
-                                      persistent_workers=workers > 0, **self.loader_kwargs)
+            self._loader = DataLoader(
+                self.dataset,
+                batch_size=self.batch_size,
+                sampler=self.sampler,
+                drop_last=True,
+                persistent_workers=workers > 0,
+                **self.loader_kwargs,
+            )
         self._it = iter(self._loader)
 
     def next(self) -> dict[str, Any]:
@@ -381,11 +411,17 @@ def model_meta(model: torch.nn.Module) -> dict[str, Any]:
     """Header metadata stored with the weights so a checkpoint rebuilds its own architecture."""
     config = getattr(model, "config", None)
     if dataclasses.is_dataclass(config):
-        return {"model_config": {k: (list(v) if isinstance(v, tuple) else v) for k, v in dataclasses.asdict(config).items()}}
+        return {
+            "model_config": {k: (list(v) if isinstance(v, tuple) else v) for k, v in dataclasses.asdict(config).items()}
+        }
     return {}
 
 
-CACHED_EMBEDDERS = ("cnn", "model-patch", "model-block")  # read from a score cache by default (> 5% of a step in the loop)
+CACHED_EMBEDDERS = (
+    "cnn",
+    "model-patch",
+    "model-block",
+)  # read from a score cache by default (> 5% of a step in the loop)
 
 
 def _embedder_kind(stats_path: Any) -> str:
@@ -425,10 +461,18 @@ def prepare_score_cache(cfg: RunConfig, dataset: Any, info: DistInfo, device: to
         masker = DifferenceMasker.load(stats_path, anchor_rule="share", **options)
         _say(info, f"scoring {len(dataset.items)} videos once into {path} (embedder {kind})")
         transform = dataset.transform  # the training clips' normalisation, so the cache sees the same pixels
-        built, skipped = build_score_cache(masker, [(it.video_id, it.path) for it in dataset.items], size=cfg.data.size,
-                                           num_frames=cfg.data.num_frames, sampling_rate=cfg.data.sampling_rate,
-                                           backend=cfg.data.backend, device=device, progress=cfg.train.progress,
-                                           mean=transform.mean, std=transform.std)
+        built, skipped = build_score_cache(
+            masker,
+            [(it.video_id, it.path) for it in dataset.items],
+            size=cfg.data.size,
+            num_frames=cfg.data.num_frames,
+            sampling_rate=cfg.data.sampling_rate,
+            backend=cfg.data.backend,
+            device=device,
+            progress=cfg.train.progress,
+            mean=transform.mean,
+            std=transform.std,
+        )
         built.save(path)
         if skipped:
             _say(info, f"score cache: {len(skipped)} unreadable video(s) skipped")
@@ -436,7 +480,9 @@ def prepare_score_cache(cfg: RunConfig, dataset: Any, info: DistInfo, device: to
     return str(path)
 
 
-def build_masker_from_config(cfg: RunConfig, model: torch.nn.Module, device: torch.device, cache: str | None = None) -> Any:
+def build_masker_from_config(
+    cfg: RunConfig, model: torch.nn.Module, device: torch.device, cache: str | None = None
+) -> Any:
     """The masker from ``cfg.mask``, with the model's tubelet, moved to the training device
     (``cache``: the difference masker's score cache from :func:`prepare_score_cache`)."""
     from videomask.masking import build_masker
@@ -462,13 +508,14 @@ def loss_split(token_loss: torch.Tensor, dec_mask: torch.Tensor, anchors: torch.
         return torch.stack([tl.new_zeros(()), tl.new_zeros(()), tl.sum(), tl.new_full((), float(tl.numel()))])
     # the reconstructed tokens in increasing index, found without a host sync (no boolean indexing)
     n_dec = tl.shape[1]
-    ids = torch.argsort(dec_mask.to(torch.int8), dim=1, stable=True)[:, dec_mask.shape[1] - n_dec:]  # [B, L_dec]
+    ids = torch.argsort(dec_mask.to(torch.int8), dim=1, stable=True)[:, dec_mask.shape[1] - n_dec :]  # [B, L_dec]
     a = anchors.to(dec_mask.device, non_blocking=True).gather(1, ids).float()  # [B, L_dec] 1 = anchor patch
     return torch.stack([(tl * a).sum(), a.sum(), (tl * (1 - a)).sum(), (1 - a).sum()])
 
 
-def forward_model(model: torch.nn.Module, video: torch.Tensor, mask: torch.Tensor,
-                  decoder_mask: torch.Tensor | None, **kwargs: Any) -> Any:
+def forward_model(
+    model: torch.nn.Module, video: torch.Tensor, mask: torch.Tensor, decoder_mask: torch.Tensor | None, **kwargs: Any
+) -> Any:
     """One forward pass (a seam for tests that inject failures); ``kwargs`` go to the model."""
     return model(video, mask, decoder_mask, **kwargs)
 
@@ -482,7 +529,11 @@ class MetricsLog:
     def __init__(self, out_dir: Path, start_step: int, tensorboard: bool) -> None:
         self.path = out_dir / "metrics.jsonl"
         if self.path.exists():  # after a crash, lines beyond the checkpoint we resume from are replayed
-            kept = [ln for ln in self.path.read_text().splitlines() if ln.strip() and json.loads(ln).get("step", 0) <= start_step]
+            kept = [
+                ln
+                for ln in self.path.read_text().splitlines()
+                if ln.strip() and json.loads(ln).get("step", 0) <= start_step
+            ]
             ckpt.write_bytes_atomic(self.path, "".join(ln + "\n" for ln in kept).encode())
         self.fh = open(self.path, "a")
         self.writer = None
@@ -534,8 +585,10 @@ def _train(cfg: RunConfig, info: DistInfo, device: torch.device) -> RunResult:
         seen: list[Any] = [None] * info.world_size
         dist.all_gather_object(seen, latest.name if latest is not None else None)
         if len(set(seen)) > 1:
-            raise VideomaskError(f"ranks see different checkpoints in {out_dir} ({seen}); run.out_dir must be "
-                                 "on a filesystem shared by all nodes")
+            raise VideomaskError(
+                f"ranks see different checkpoints in {out_dir} ({seen}); run.out_dir must be "
+                "on a filesystem shared by all nodes"
+            )
     if latest is not None and not cfg.train.resume:
         raise VideomaskError(
             f"run folder {out_dir} already has checkpoints (latest {latest.name}); pass --resume "
@@ -554,8 +607,12 @@ def _train(cfg: RunConfig, info: DistInfo, device: torch.device) -> RunResult:
     sampler = ResumableSampler(dataset, num_replicas=info.world_size, rank=info.rank, seed=cfg.run.seed)
     # the loader's own generator: starting an epoch's iterator must not draw from the global torch RNG,
     # which drop-path uses (a resumed run starts one more iterator than the uninterrupted run)
-    loader_kwargs = dict(num_workers=cfg.data.num_workers, pin_memory=on_cuda, collate_fn=collate_clips,
-                         generator=torch.Generator().manual_seed(cfg.run.seed))
+    loader_kwargs = dict(
+        num_workers=cfg.data.num_workers,
+        pin_memory=on_cuda,
+        collate_fn=collate_clips,
+        generator=torch.Generator().manual_seed(cfg.run.seed),
+    )
     stream = BatchStream(dataset, sampler, loader_kwargs, cfg.data.batch_size)
     if stream.batches_per_epoch == 0:
         raise VideomaskError(
@@ -573,8 +630,14 @@ def _train(cfg: RunConfig, info: DistInfo, device: torch.device) -> RunResult:
     groups = model.param_groups(cfg.optim.weight_decay) if hasattr(model, "param_groups") else model.parameters()
     lr_peak = peak_lr(cfg, info.world_size)
     fused = fused_adamw_supported(model.parameters()) or None  # None: torch's default kernel (foreach)
-    optimizer = torch.optim.AdamW(groups, lr=lr_peak, betas=tuple(cfg.optim.betas), eps=cfg.optim.eps,
-                                  weight_decay=cfg.optim.weight_decay, fused=fused)
+    optimizer = torch.optim.AdamW(
+        groups,
+        lr=lr_peak,
+        betas=tuple(cfg.optim.betas),
+        eps=cfg.optim.eps,
+        weight_decay=cfg.optim.weight_decay,
+        fused=fused,
+    )
     scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16)
     masker = build_masker_from_config(cfg, raw_model, device, prepare_score_cache(cfg, dataset, info, device))
     # every rank draws its own drop-path / dropout noise (the model init above used run.seed on all ranks)
@@ -587,9 +650,15 @@ def _train(cfg: RunConfig, info: DistInfo, device: torch.device) -> RunResult:
             _say(info, f"note: {latest.name} was written without fp16 loss scaling; the GradScaler starts afresh")
         t = state["train"]
         start_step, skipped = int(state["step"]), int(t.get("skipped_steps", 0))
-        if t.get("world_size", info.world_size) != info.world_size or t.get("batch_size", cfg.data.batch_size) != cfg.data.batch_size:
-            _say(info, f"warning: resuming with a different world size / batch size than {latest.name}; "
-                       "the data position is approximate")
+        if (
+            t.get("world_size", info.world_size) != info.world_size
+            or t.get("batch_size", cfg.data.batch_size) != cfg.data.batch_size
+        ):
+            _say(
+                info,
+                f"warning: resuming with a different world size / batch size than {latest.name}; "
+                "the data position is approximate",
+            )
         stream.epoch, stream.consumed = int(t.get("epoch", 0)), int(t.get("batches_in_epoch", 0))
         rng = state["rng"]
         if rng:
@@ -600,23 +669,28 @@ def _train(cfg: RunConfig, info: DistInfo, device: torch.device) -> RunResult:
 
     if info.enabled:
         unused = unused_in_pretraining(raw_model)  # e.g. fc_norm: DDP would wait for its gradients forever
-        model = torch.nn.parallel.DistributedDataParallel(raw_model, device_ids=[device.index] if on_cuda else None,
-                                                          find_unused_parameters=bool(unused))
+        model = torch.nn.parallel.DistributedDataParallel(
+            raw_model, device_ids=[device.index] if on_cuda else None, find_unused_parameters=bool(unused)
+        )
     params = [p for p in raw_model.parameters() if p.requires_grad]
 
     n_params = sum(p.numel() for p in raw_model.parameters())
-    _say(info, f"videomask pretrain: {n_params / 1e6:.2f}M params ({source}), device {device}"
-               f"{f' x {info.world_size} ranks' if info.enabled else ''}, precision "
-               f"{'fp32' if amp_dtype is None else str(amp_dtype).split('.')[-1]}, masker {masker!r}, "
-               f"{len(dataset)} videos, {total_steps} steps of {effective_batch(cfg, info.world_size)} clips, "
-               f"peak lr {lr_peak:.3g}, run folder {out_dir}")
+    _say(
+        info,
+        f"videomask pretrain: {n_params / 1e6:.2f}M params ({source}), device {device}"
+        f"{f' x {info.world_size} ranks' if info.enabled else ''}, precision "
+        f"{'fp32' if amp_dtype is None else str(amp_dtype).split('.')[-1]}, masker {masker!r}, "
+        f"{len(dataset)} videos, {total_steps} steps of {effective_batch(cfg, info.world_size)} clips, "
+        f"peak lr {lr_peak:.3g}, run folder {out_dir}",
+    )
 
     log = MetricsLog(out_dir, start_step, cfg.train.tensorboard) if info.is_main else None
     from videomask.viz import ReconLogger
 
     recon = ReconLogger.for_run(cfg, dataset, masker, log.writer) if log is not None else None  # TensorBoard pictures
-    result = RunResult(out_dir=out_dir, steps=start_step, total_steps=total_steps, skipped_steps=skipped,
-                       last_checkpoint=latest)
+    result = RunResult(
+        out_dir=out_dir, steps=start_step, total_steps=total_steps, skipped_steps=skipped, last_checkpoint=latest
+    )
     bar = None
     if info.is_main and cfg.train.progress:
         from tqdm.auto import tqdm
@@ -635,13 +709,29 @@ def _train(cfg: RunConfig, info: DistInfo, device: torch.device) -> RunResult:
         path = ckpt.checkpoint_dir(out_dir, step)
         if info.is_main:
             train_state = {
-                "epoch": stream.epoch, "batches_in_epoch": stream.consumed, "world_size": info.world_size,
-                "batch_size": cfg.data.batch_size, "skipped_steps": skipped, "total_steps": total_steps,
-                "scheduler": {"kind": f"warmup+{cfg.optim.schedule}", "peak_lr": lr_peak,
-                              "warmup_steps": cfg.optim.warmup_steps, "min_lr_ratio": cfg.optim.min_lr_ratio},
+                "epoch": stream.epoch,
+                "batches_in_epoch": stream.consumed,
+                "world_size": info.world_size,
+                "batch_size": cfg.data.batch_size,
+                "skipped_steps": skipped,
+                "total_steps": total_steps,
+                "scheduler": {
+                    "kind": f"warmup+{cfg.optim.schedule}",
+                    "peak_lr": lr_peak,
+                    "warmup_steps": cfg.optim.warmup_steps,
+                    "min_lr_ratio": cfg.optim.min_lr_ratio,
+                },
             }
-            path = ckpt.save_checkpoint(out_dir, step, raw_model, optimizer=optimizer, scaler=scaler,
-                                        train_state=train_state, rng_states=states, model_meta=model_meta(raw_model))
+            path = ckpt.save_checkpoint(
+                out_dir,
+                step,
+                raw_model,
+                optimizer=optimizer,
+                scaler=scaler,
+                train_state=train_state,
+                rng_states=states,
+                model_meta=model_meta(raw_model),
+            )
             ckpt.prune_checkpoints(out_dir, cfg.train.keep_last)
         _barrier(info)
         return path
@@ -673,14 +763,16 @@ def _train(cfg: RunConfig, info: DistInfo, device: torch.device) -> RunResult:
                     mres = masker.generate({**batch, "video": video}, generator=gen)  # mask [B, L]
                     decoder_mask = None
                     if raw_model.config.decoder_mask_ratio > 0:
-                        decoder_mask = raw_model.make_decoder_mask(mres.mask, grid, generator=gen,
-                                                                   num_masked=counts.get("num_masked"))
+                        decoder_mask = raw_model.make_decoder_mask(
+                            mres.mask, grid, generator=gen, num_masked=counts.get("num_masked")
+                        )
                         if counts:
                             counts["num_decoded"] = raw_model.decoder_count(counts["num_masked"])
                 sync = contextlib.nullcontext() if not info.enabled or micro == accum - 1 else model.no_sync()
                 with sync:
-                    with torch.autocast(device_type=device.type, dtype=amp_dtype or torch.float32,
-                                        enabled=amp_dtype is not None):
+                    with torch.autocast(
+                        device_type=device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None
+                    ):
                         out = forward_model(model, video, mres.mask, decoder_mask, **counts)
                     loss = out.loss.float()
                     scaler.scale(loss / accum).backward()
@@ -707,8 +799,11 @@ def _train(cfg: RunConfig, info: DistInfo, device: torch.device) -> RunResult:
                 optimizer.zero_grad(set_to_none=True)
                 skipped += 1
                 bad_streak += 1
-                _say(info, f"step {step + 1}: non-finite {'loss' if bad_loss else 'gradient'}, step skipped "
-                           f"({bad_streak} in a row, {skipped} in all)")
+                _say(
+                    info,
+                    f"step {step + 1}: non-finite {'loss' if bad_loss else 'gradient'}, step skipped "
+                    f"({bad_streak} in a row, {skipped} in all)",
+                )
             else:
                 bad_streak = 0
                 if scaler.is_enabled() and cfg.train.clip_grad > 0:
@@ -734,13 +829,15 @@ def _train(cfg: RunConfig, info: DistInfo, device: torch.device) -> RunResult:
                 w = window.tolist()
                 elapsed = time.perf_counter() - t_window
                 record = {
-                    "step": step, "epoch": stream.epoch,
+                    "step": step,
+                    "epoch": stream.epoch,
                     "loss": w[0] / w[1] if w[1] else None,  # mean over ranks and finite steps of the interval
                     "loss_anchor": w[2] / w[3] if w[3] else None,
                     "loss_other": w[4] / w[5] if w[5] else None,
                     # share of the reconstructed (masked) tokens that are anchor patches
                     "anchor_share": w[3] / (w[3] + w[5]) if w[7] and w[3] + w[5] else None,
-                    "lr": lr, "grad_norm": None if grad_norm is None else float(grad_norm),
+                    "lr": lr,
+                    "grad_norm": None if grad_norm is None else float(grad_norm),
                     "clips_per_s": w[6] / elapsed if elapsed > 0 else None,
                     "skipped_steps": skipped,
                 }
@@ -755,8 +852,10 @@ def _train(cfg: RunConfig, info: DistInfo, device: torch.device) -> RunResult:
             if recon is not None and not bad:
                 recon.maybe_log(raw_model, step)
             if stopping:
-                result.stopped = (f"{bad_streak} consecutive non-finite losses or gradients at step {step}; "
-                                  f"last good checkpoint: {result.last_checkpoint or 'none'}")
+                result.stopped = (
+                    f"{bad_streak} consecutive non-finite losses or gradients at step {step}; "
+                    f"last good checkpoint: {result.last_checkpoint or 'none'}"
+                )
                 _say(info, f"stopping: {result.stopped}")
                 break
             if cfg.train.save_every and step % cfg.train.save_every == 0 and step < total_steps and bad_streak == 0:
@@ -773,8 +872,9 @@ def _train(cfg: RunConfig, info: DistInfo, device: torch.device) -> RunResult:
             result.last_checkpoint = save(step)
         result.final_dir = out_dir / "final"
         if info.is_main:
-            ckpt.save_model_weights(raw_model, result.final_dir / ckpt.MODEL_FILE,
-                                    {**model_meta(raw_model), "step": str(step)})
+            ckpt.save_model_weights(
+                raw_model, result.final_dir / ckpt.MODEL_FILE, {**model_meta(raw_model), "step": str(step)}
+            )
             if source == "hf" or cfg.train.export_hf:
                 from videomask.hf import save_hf_checkpoint
 

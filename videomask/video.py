@@ -38,8 +38,8 @@ Corrupt, empty, unreadable or zero-frame files raise :class:`~videomask.errors.V
 
 from __future__ import annotations
 
-import bisect
 import atexit
+import bisect
 import ctypes
 import ctypes.util
 import glob
@@ -52,10 +52,11 @@ import re
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
-from typing import Callable, Iterator, Sequence, TypeVar
+from typing import TypeVar
 
 import av
 import numpy as np
@@ -63,13 +64,22 @@ import numpy as np
 from videomask.errors import VideoDecodeError
 
 __all__ = [
-    "VideoMeta", "VideoReader", "PyAVReader", "DecordReader", "OpenCVReader",
-    "open_video", "BACKENDS", "available_backends", "probe", "call_with_timeout",
+    "VideoMeta",
+    "VideoReader",
+    "PyAVReader",
+    "DecordReader",
+    "OpenCVReader",
+    "open_video",
+    "BACKENDS",
+    "available_backends",
+    "probe",
+    "call_with_timeout",
 ]
 
 T = TypeVar("T")
 
 log = logging.getLogger("videomask.video")
+
 
 @dataclass(frozen=True)
 class VideoMeta:
@@ -409,7 +419,7 @@ def frames_differ(got: np.ndarray, reference: np.ndarray) -> str | None:
     rows_a, rows_b = got.reshape(-1, got.shape[-1]), reference.reshape(-1, reference.shape[-1])
     total, far, step = 0, 0, 1 << 16  # in blocks: a few small temporaries even for 4K frames
     for start in range(0, len(rows_a), step):
-        a, b = rows_a[start:start + step], rows_b[start:start + step]
+        a, b = rows_a[start : start + step], rows_b[start : start + step]
         diff = np.maximum(a, b)
         np.subtract(diff, np.minimum(a, b), out=diff)  # |a - b| without leaving uint8
         total += int(diff.sum(dtype=np.int64))
@@ -584,8 +594,13 @@ def _report_libav_messages(path: str, backend: str) -> None:
     reported[path] = None
     while len(reported) > 4096:
         reported.popitem(last=False)
-    log.warning("videomask: %s: %s's FFmpeg reported %d problem(s) while decoding; first: %s",
-                path, backend, count, first or "?")
+    log.warning(
+        "videomask: %s: %s's FFmpeg reported %d problem(s) while decoding; first: %s",
+        path,
+        backend,
+        count,
+        first or "?",
+    )
 
 
 class VideoReader:
@@ -736,8 +751,10 @@ class VideoReader:
             assert self._first_frame is not None
             reference = _rotate(_to_rgb(self._first_frame), self._meta.rotation)  # [H, W, 3]
         if got.shape != reference.shape:
-            raise _Refused(f"{self.backend}'s frames are {got.shape[1]}x{got.shape[0]}, PyAV's "
-                           f"{reference.shape[1]}x{reference.shape[0]}")
+            raise _Refused(
+                f"{self.backend}'s frames are {got.shape[1]}x{got.shape[0]}, PyAV's "
+                f"{reference.shape[1]}x{reference.shape[0]}"
+            )
         why = frames_differ(got, reference)
         if why is not None:
             raise _Refused(f"{self.backend}'s frame 0 differs from PyAV's ({why})")
@@ -1125,9 +1142,11 @@ class OpenCVReader(VideoReader):
         cv2 = self._cv2
         self._msec: np.ndarray | None = None
         if self._index.pts is not None:
-            self._msec = (np.asarray(self._index.pts, dtype=np.float64) - self._index.pts[0]) * float(
-                self._index.time_base
-            ) * 1000.0  # [n] ms from the first frame
+            self._msec = (
+                (np.asarray(self._index.pts, dtype=np.float64) - self._index.pts[0])
+                * float(self._index.time_base)
+                * 1000.0
+            )  # [n] ms from the first frame
             gaps = np.diff(self._msec)
             self._tol = 0.4 * float(gaps.min()) if len(gaps) else 1.0
         self._open()

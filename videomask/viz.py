@@ -14,9 +14,10 @@ arithmetic). :class:`ReconLogger` puts the same grid into TensorBoard during tra
 from __future__ import annotations
 
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -85,7 +86,9 @@ def load_clip(
     return Clip(video_id or path.name, frames, video[None], [int(i) for i in indices], geometry, original)
 
 
-def _outline(image: np.ndarray, cells: np.ndarray, patch: tuple[int, int], scale: int, colour: tuple[int, int, int]) -> None:
+def _outline(
+    image: np.ndarray, cells: np.ndarray, patch: tuple[int, int], scale: int, colour: tuple[int, int, int]
+) -> None:
     """Draw the border of the region ``cells`` (bool ``[h, w]``) on ``image`` (already upscaled by ``scale``)."""
     ph, pw = patch[0] * scale, patch[1] * scale
     gh, gw = cells.shape
@@ -110,7 +113,16 @@ def _draw_boxes(image: np.ndarray, boxes: Sequence[tuple[Sequence[float], str]],
         if x1 <= x0 or y1 <= y0:
             continue
         cv2.rectangle(image, (x0, y0), (x1 - 1, y1 - 1), BOX_COLOUR, max(1, scale // 2))
-        cv2.putText(image, label, (x0 + 1, max(y0 - 2, 4 * scale)), cv2.FONT_HERSHEY_PLAIN, 0.4 * scale, BOX_COLOUR, 1, cv2.LINE_AA)
+        cv2.putText(
+            image,
+            label,
+            (x0 + 1, max(y0 - 2, 4 * scale)),
+            cv2.FONT_HERSHEY_PLAIN,
+            0.4 * scale,
+            BOX_COLOUR,
+            1,
+            cv2.LINE_AA,
+        )
 
 
 def draw_frames(
@@ -240,7 +252,9 @@ def show_masks(
         panels.append(score_heatmap(plain, result.scores[0], masker.tubelet, scale, anchors))
     masked_share = float(mask.float().mean())
     anchor_share = float(anchors.float().mean()) if anchors is not None else None
-    title = f"{masker.name}  masked {masked_share:.0%}" + (f"  anchors {anchor_share:.0%}" if anchor_share is not None else "")
+    title = f"{masker.name}  masked {masked_share:.0%}" + (
+        f"  anchors {anchor_share:.0%}" if anchor_share is not None else ""
+    )
     gap = np.full((plain.shape[1], 4 * scale, 3), 255, dtype=np.uint8)
     width = plain.shape[2] * len(panels) + gap.shape[1] * (len(panels) - 1)
 
@@ -250,10 +264,12 @@ def show_masks(
             parts += ([gap] if n else []) + [panel[k]]
         return np.concatenate(parts, axis=1)
 
-    pictures = np.stack([
-        np.concatenate([_caption(width, f"{title}  frame {clip.frame_indices[k]}", scale), side_by_side(k)], axis=0)
-        for k in range(T)
-    ])  # [T, caption + H*s, panels*W*s + gaps, 3]
+    pictures = np.stack(
+        [
+            np.concatenate([_caption(width, f"{title}  frame {clip.frame_indices[k]}", scale), side_by_side(k)], axis=0)
+            for k in range(T)
+        ]
+    )  # [T, caption + H*s, panels*W*s + gaps, 3]
     gif = save_gif(pictures, output)
     t = masker.tubelet[0]
     columns = list(range(0, T, t))[:max_columns]  # the first frame of each tubelet slot
@@ -276,12 +292,16 @@ def show_masks(
     return MaskPicture(gif, png_path, masked_share, anchor_share, count)
 
 
-def score_heatmap(plain: np.ndarray, scores: Tensor, tubelet: Tubelet, scale: int, anchors: Tensor | None = None) -> np.ndarray:
+def score_heatmap(
+    plain: np.ndarray, scores: Tensor, tubelet: Tubelet, scale: int, anchors: Tensor | None = None
+) -> np.ndarray:
     """Token scores ``[L]`` over the drawn frames ``uint8 [T, H*s, W*s, 3]`` -> the same shape: inferno colours
     from the lowest to the highest score of the clip, blended 60/40 over the frame, anchors outlined."""
     T, Hs, Ws, _ = plain.shape
     lo, hi = float(scores.min()), float(scores.max())
-    heat = error_heatmap(scores, tubelet, (T, Hs // scale, Ws // scale), vmax=hi if hi > lo else lo + 1, scale=scale, vmin=lo)
+    heat = error_heatmap(
+        scores, tubelet, (T, Hs // scale, Ws // scale), vmax=hi if hi > lo else lo + 1, scale=scale, vmin=lo
+    )
     out = (0.6 * heat.astype(np.float32) + 0.4 * plain.astype(np.float32)).round().astype(np.uint8)
     if anchors is not None:
         t = tubelet[0]
@@ -332,7 +352,9 @@ def reconstruct(model: Any, video: Tensor, mask: Tensor) -> Reconstruction:
         model.train(was_training)
     frames = video.float()
     if c.in_chans == 3:
-        frames = frames * model.pix_std.view(1, 3, 1, 1, 1) + model.pix_mean.view(1, 3, 1, 1, 1)  # [1, C, T, H, W] in [0, 1]
+        frames = frames * model.pix_std.view(1, 3, 1, 1, 1) + model.pix_mean.view(
+            1, 3, 1, 1, 1
+        )  # [1, C, T, H, W] in [0, 1]
     tokens = patchify(frames, model.tubelet)  # [1, L, t*p*p*C]
     pred = out.pred.float()  # [1, L_mask, t*p*p*C]
     if c.norm_pix_loss:
@@ -356,8 +378,14 @@ def _to_uint8(pixels: Tensor) -> np.ndarray:
     return np.ascontiguousarray(frames[..., :3])
 
 
-def error_heatmap(token_error: Tensor, tubelet: Tubelet, frames_shape: tuple[int, int, int], vmax: float, scale: int = 1,
-                  vmin: float = 0.0) -> np.ndarray:
+def error_heatmap(
+    token_error: Tensor,
+    tubelet: Tubelet,
+    frames_shape: tuple[int, int, int],
+    vmax: float,
+    scale: int = 1,
+    vmin: float = 0.0,
+) -> np.ndarray:
     """Per-token error ``[L]`` -> uint8 ``[T, H*s, W*s, 3]`` (inferno colours from ``vmin`` to ``vmax``; NaN = light grey)."""
     import cv2
 
@@ -366,7 +394,9 @@ def error_heatmap(token_error: Tensor, tubelet: Tubelet, frames_shape: tuple[int
     grid = token_error.detach().cpu().float().reshape(T // t, H // ph, W // pw).numpy()  # [t', h, w]
     level = np.nan_to_num(np.clip((grid - vmin) / max(vmax - vmin, 1e-12), 0, 1), nan=0.0)
     levels = (level * 255).round().astype(np.uint8)  # [t', h, w]
-    colours = cv2.applyColorMap(levels.reshape(-1, levels.shape[-1]), cv2.COLORMAP_INFERNO)[..., ::-1]  # [t'*h, w, 3] RGB
+    colours = cv2.applyColorMap(levels.reshape(-1, levels.shape[-1]), cv2.COLORMAP_INFERNO)[
+        ..., ::-1
+    ]  # [t'*h, w, 3] RGB
     colours = np.ascontiguousarray(colours).reshape(*levels.shape, 3)  # [t', h, w, 3]
     colours[np.isnan(grid)] = NOT_RECONSTRUCTED
     cells = colours.repeat(ph * scale, axis=1).repeat(pw * scale, axis=2)  # [t', H*s, W*s, 3]
@@ -409,7 +439,9 @@ def draw_recon(
 
     T, H, W, _ = clip.frames.shape
     plain, masked = draw_frames(clip.frames, recon.mask, tubelet, anchors=anchors, boxes=boxes, scale=scale, shade=1.0)
-    rec = np.stack([cv2.resize(f, (W * scale, H * scale), interpolation=cv2.INTER_NEAREST) for f in _to_uint8(recon.pixels)])
+    rec = np.stack(
+        [cv2.resize(f, (W * scale, H * scale), interpolation=cv2.INTER_NEAREST) for f in _to_uint8(recon.pixels)]
+    )
     err = recon.token_error
     finite = err[torch.isfinite(err)]
     vmin, vmax = (float(finite.min()), float(finite.max())) if finite.numel() else (0.0, 1.0)
@@ -428,7 +460,9 @@ def draw_recon(
         la = float(err[a].mean()) if bool(a.any()) else None
         lo = float(err[o].mean()) if bool(o.any()) else None
     head = f"{title}  masked {masked_share:.0%}" + (f"  anchors {anchor_share:.0%}" if anchor_share is not None else "")
-    head += f"  loss {recon.loss:.3f}" + (f" (anchor {la:.3f}, other {lo:.3f})" if la is not None and lo is not None else "")
+    head += f"  loss {recon.loss:.3f}" + (
+        f" (anchor {la:.3f}, other {lo:.3f})" if la is not None and lo is not None else ""
+    )
     labels = ["original", "masked input", "reconstruction", f"error {vmin:.2f}-{vmax:.2f}"]
     row_names = [["original"], ["masked", "input"], ["recon-", "struction"], ["error", f"{vmin:.2f}-", f"{vmax:.2f}"]]
     note = NORM_PIX_NOTE if recon.norm_pix_loss else PIXEL_NOTE
@@ -441,17 +475,36 @@ def draw_recon(
     def label_bar(texts: Sequence[str], panel: int, spacing: int) -> np.ndarray:
         bar = np.full((12 * scale, len(texts) * panel + (len(texts) - 1) * spacing, 3), 255, dtype=np.uint8)
         for n, text in enumerate(texts):
-            cv2.putText(bar, text, (n * (panel + spacing) + 2, 9 * scale), cv2.FONT_HERSHEY_SIMPLEX, 0.3 * scale,
-                        (0, 0, 0), 1, cv2.LINE_AA)
+            cv2.putText(
+                bar,
+                text,
+                (n * (panel + spacing) + 2, 9 * scale),
+                cv2.FONT_HERSHEY_SIMPLEX,
+                0.3 * scale,
+                (0, 0, 0),
+                1,
+                cv2.LINE_AA,
+            )
         return bar
 
     top = label_bar(labels, W * scale, gap)
-    frames = np.stack([
-        np.concatenate([_caption(width, f"{head}  frame {clip.frame_indices[k]}", scale), top,
-                        np.concatenate([panels[0][k], white_gap, panels[1][k], white_gap, panels[2][k], white_gap, panels[3][k]], axis=1),
-                        _caption(width, note, scale)], axis=0)
-        for k in range(T)
-    ])  # [T, 3 captions + H*s, 4*W*s + 3 gaps, 3]
+    frames = np.stack(
+        [
+            np.concatenate(
+                [
+                    _caption(width, f"{head}  frame {clip.frame_indices[k]}", scale),
+                    top,
+                    np.concatenate(
+                        [panels[0][k], white_gap, panels[1][k], white_gap, panels[2][k], white_gap, panels[3][k]],
+                        axis=1,
+                    ),
+                    _caption(width, note, scale),
+                ],
+                axis=0,
+            )
+            for k in range(T)
+        ]
+    )  # [T, 3 captions + H*s, 4*W*s + 3 gaps, 3]
 
     t = tubelet[0]
     columns = list(range(0, T, t))[:max_columns]
@@ -470,15 +523,25 @@ def draw_recon(
     def named(image: np.ndarray, lines: Sequence[str]) -> np.ndarray:
         side = np.full((image.shape[0], label_w, 3), 255, dtype=np.uint8)
         for i, word in enumerate(lines):
-            cv2.putText(side, word, (2, 12 * scale + i * 10 * scale), cv2.FONT_HERSHEY_SIMPLEX, 0.28 * scale,
-                        (0, 0, 0), 1, cv2.LINE_AA)
+            cv2.putText(
+                side,
+                word,
+                (2, 12 * scale + i * 10 * scale),
+                cv2.FONT_HERSHEY_SIMPLEX,
+                0.28 * scale,
+                (0, 0, 0),
+                1,
+                cv2.LINE_AA,
+            )
         return np.concatenate([side, image], axis=1)
 
     spacer = np.full((2 * scale, row_w + label_w, 3), 255, dtype=np.uint8)
     body: list[np.ndarray] = []
     for n, (image, lines) in enumerate(zip(rows, row_names)):
         body += ([spacer] if n else []) + [named(image, lines)]
-    grid = np.concatenate([_caption(row_w + label_w, head, scale), *body, _caption(row_w + label_w, note, scale)], axis=0)
+    grid = np.concatenate(
+        [_caption(row_w + label_w, head, scale), *body, _caption(row_w + label_w, note, scale)], axis=0
+    )
     return ReconPicture(frames, grid, recon.loss, la, lo, masked_share, anchor_share)
 
 
@@ -500,21 +563,33 @@ def show_recon(
     error) with one column per tubelet slot; the GIF shows the four panels side by side, frame by frame.
     """
     if tuple(masker.tubelet) != tuple(model.tubelet):
-        raise VideomaskError(f"the masker's tubelet {tuple(masker.tubelet)} differs from the model's {tuple(model.tubelet)}")
+        raise VideomaskError(
+            f"the masker's tubelet {tuple(masker.tubelet)} differs from the model's {tuple(model.tubelet)}"
+        )
     generator = torch.Generator().manual_seed(int(seed))
     result = masker.generate(clip.batch(), generator)
     anchors = result.anchors[0] if result.anchors is not None else None
     device = next(model.parameters()).device
     recon = reconstruct(model, clip.video.to(device), result.mask[:1])
     drawn = _map_detections(clip, detections)
-    picture = draw_recon(clip, recon, model.tubelet, anchors=anchors, boxes=drawn, title=masker.name, scale=scale,
-                         max_columns=max_columns)
+    picture = draw_recon(
+        clip,
+        recon,
+        model.tubelet,
+        anchors=anchors,
+        boxes=drawn,
+        title=masker.name,
+        scale=scale,
+        max_columns=max_columns,
+    )
     picture.gif = save_gif(picture.frames, output)
     picture.png = save_png(picture.grid, png if png is not None else Path(output).with_suffix(".png"))
     return picture
 
 
-def _map_detections(clip: Clip, detections: Sequence[Sequence[Any]] | None) -> list[list[tuple[tuple[float, ...], str]]] | None:
+def _map_detections(
+    clip: Clip, detections: Sequence[Sequence[Any]] | None
+) -> list[list[tuple[tuple[float, ...], str]]] | None:
     """Detections (original pixels) per clip frame -> ``(box in clip pixels, label)`` pairs per frame."""
     if detections is None:
         return None
@@ -537,14 +612,29 @@ class ReconLogger:
     ``train/loss_anchor`` and ``train/loss_other`` side by side.
     """
 
-    def __init__(self, writer: Any, dataset: Any, masker: Any, *, every: int, seed: int = 0, size: int | None = None,
-                 backend: str = "pyav", scale: int = 1) -> None:
+    def __init__(
+        self,
+        writer: Any,
+        dataset: Any,
+        masker: Any,
+        *,
+        every: int,
+        seed: int = 0,
+        size: int | None = None,
+        backend: str = "pyav",
+        scale: int = 1,
+    ) -> None:
         self.writer, self.dataset, self.masker, self.every = writer, dataset, masker, int(every)
         self.seed, self.size, self.backend, self.scale = int(seed), size, backend, int(scale)
         self._clip: Clip | None = None
         self._mask: tuple[Tensor, Tensor | None] | None = None
-        writer.add_custom_scalars({"videomask": {"loss: anchor vs other masked patches": [
-            "Multiline", ["train/loss_anchor", "train/loss_other"]]}})
+        writer.add_custom_scalars(
+            {
+                "videomask": {
+                    "loss: anchor vs other masked patches": ["Multiline", ["train/loss_anchor", "train/loss_other"]]
+                }
+            }
+        )
 
     @classmethod
     def for_run(cls, cfg: Any, dataset: Any, masker: Any, writer: Any) -> "ReconLogger | None":
@@ -552,7 +642,9 @@ class ReconLogger:
         every = int(getattr(cfg.train, "recon_every", 0))
         if writer is None or every <= 0:
             return None
-        return cls(writer, dataset, masker, every=every, seed=cfg.run.seed, size=cfg.data.size, backend=cfg.data.backend)
+        return cls(
+            writer, dataset, masker, every=every, seed=cfg.run.seed, size=cfg.data.size, backend=cfg.data.backend
+        )
 
     def _fixed(self, model: Any) -> tuple[Clip, Tensor, Tensor | None]:
         if self._clip is None:
@@ -560,10 +652,17 @@ class ReconLogger:
             errors = []
             for item in self.dataset.items[:5]:  # the first video that decodes
                 try:
-                    self._clip = load_clip(item.path, video_id=item.video_id, num_frames=self.dataset.num_frames,
-                                           sampling_rate=self.dataset.sampling_rate, size=self.size or transform.size[0],
-                                           patch=tuple(model.tubelet[1:]), backend=self.backend, mean=transform.mean,
-                                           std=transform.std)
+                    self._clip = load_clip(
+                        item.path,
+                        video_id=item.video_id,
+                        num_frames=self.dataset.num_frames,
+                        sampling_rate=self.dataset.sampling_rate,
+                        size=self.size or transform.size[0],
+                        patch=tuple(model.tubelet[1:]),
+                        backend=self.backend,
+                        mean=transform.mean,
+                        std=transform.std,
+                    )
                     break
                 except Exception as err:  # a bad video must not stop the training run
                     errors.append(f"{item.video_id}: {err}")

@@ -11,19 +11,26 @@ REPO_CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", default=None,
-                        help="bench YAML (default: configs/bench_full.yaml, or configs/bench_quick.yaml with --quick)")
+    parser.add_argument(
+        "--config",
+        default=None,
+        help="bench YAML (default: configs/bench_full.yaml, or configs/bench_quick.yaml with --quick)",
+    )
     parser.add_argument("--quick", action="store_true", help="tiny smoke-test settings: one seed, minimal steps")
     parser.add_argument("--seeds", type=int, default=None, help="number of seeds (0..N-1) for every variant")
     parser.add_argument("--steps", type=int, default=None, help="continued-pretraining steps per run")
     parser.add_argument("--base-steps", type=int, default=None, help="steps of the base model's source pretraining")
-    parser.add_argument("--base-checkpoint", default=None, help="start from this checkpoint instead of pretraining a base model")
+    parser.add_argument(
+        "--base-checkpoint", default=None, help="start from this checkpoint instead of pretraining a base model"
+    )
     parser.add_argument("--variants", default=None, help="comma-separated subset of the config's variants")
     parser.add_argument("--source", default=None, help="source videos folder (overrides the config)")
     parser.add_argument("--target", default=None, help="target videos folder (overrides the config)")
     parser.add_argument("--out", default=None, help="folder for <name>.md/.json/.png (overrides the config)")
     parser.add_argument("--name", default=None, help="result file name stem (overrides the config)")
-    parser.add_argument("--work-dir", default=None, help="folder for runs, caches and statistics (overrides the config)")
+    parser.add_argument(
+        "--work-dir", default=None, help="folder for runs, caches and statistics (overrides the config)"
+    )
 
 
 def _config_path(args: argparse.Namespace) -> Path:
@@ -77,10 +84,13 @@ def run(args: argparse.Namespace) -> int:
         cfg.variants = {v: cfg.variants[v] for v in wanted}
     validate_bench_config(cfg)
     command = _command_line(args)
-    result = run_bench(cfg, command=command, base_dir=path.resolve().parent,
-                       log=lambda m: print(m, file=sys.stderr, flush=True))
+    result = run_bench(
+        cfg, command=command, base_dir=path.resolve().parent, log=lambda m: print(m, file=sys.stderr, flush=True)
+    )
     paths = write_report(result, cfg.out, cfg.name)
-    print(Path(paths["md"]).read_text().split("## Results (mean ± std over seeds)")[1].split("## Differences")[0].strip())
+    print(
+        Path(paths["md"]).read_text().split("## Results (mean ± std over seeds)")[1].split("## Differences")[0].strip()
+    )
     print(f"wrote {paths['md']}, {paths['json']}, {paths['png']} ({result['total_s']:.0f} s)")
     return 0
 
@@ -94,7 +104,9 @@ def _run_motion(args: argparse.Namespace, path: Path) -> int:
 
     cfg = load_motion_config(path)
     if args.source is not None or args.target is not None:
-        raise VideomaskError("--source/--target do not apply to a motion bench config (it builds its own footage; set assets)")
+        raise VideomaskError(
+            "--source/--target do not apply to a motion bench config (it builds its own footage; set assets)"
+        )
     if args.seeds is not None:
         if args.seeds < 1:
             raise VideomaskError("--seeds must be >= 1")
@@ -112,9 +124,16 @@ def _run_motion(args: argparse.Namespace, path: Path) -> int:
             raise VideomaskError(f"unknown variant(s) {', '.join(unknown)} (config has: {', '.join(cfg.variants)})")
         cfg.variants = {v: cfg.variants[v] for v in wanted}
     validate_motion_config(cfg)
-    result = run_motion_bench(cfg, command=_command_line(args), base_dir=path.resolve().parent,
-                              log=lambda m: print(m, file=sys.stderr, flush=True))
+    result = run_motion_bench(
+        cfg,
+        command=_command_line(args),
+        base_dir=path.resolve().parent,
+        log=lambda m: print(m, file=sys.stderr, flush=True),
+    )
     paths = write_motion_report(result, cfg.out, cfg.name)
-    print("## Sanity ladder" + Path(paths["md"]).read_text().split("## Accuracy per task")[0].split("## Sanity ladder")[1].rstrip())
+    print(
+        "## Sanity ladder"
+        + Path(paths["md"]).read_text().split("## Accuracy per task")[0].split("## Sanity ladder")[1].rstrip()
+    )
     print(f"wrote {paths['md']}, {paths['json']}, {paths['png']} ({result['total_s']:.0f} s)")
     return 0

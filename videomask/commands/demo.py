@@ -27,8 +27,13 @@ from videomask.errors import VideomaskError
 
 HELP = "run the shipped end-to-end demo on assets/ with configs/demo.yaml"
 
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", default=None, help="demo config (default: configs/demo.yaml here, else the one shipped with videomask)")
+    parser.add_argument(
+        "--config",
+        default=None,
+        help="demo config (default: configs/demo.yaml here, else the one shipped with videomask)",
+    )
     parser.add_argument("--out", default=None, help="run folder (default: run.out_dir of the config)")
     parser.add_argument("--quick", action="store_true", help="a few steps of each stage (a smoke test)")
     parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides, e.g. train.steps=50")
@@ -125,7 +130,7 @@ def run(args: argparse.Namespace) -> int:
             raise VideomaskError(f"override {item!r} is not of the form section.key=value")
         key, value = item.split("=", 1)
         if key.startswith("demo."):
-            _set_dotted(demo, key[len("demo."):], value)
+            _set_dotted(demo, key[len("demo.") :], value)
         else:
             stage_overrides.append(item)
     if args.quick:
@@ -138,7 +143,9 @@ def run(args: argparse.Namespace) -> int:
     for name, folder in (("source", source), ("target", target)):
         if not folder.exists():
             raise VideomaskError(f"demo {name} videos not found: {folder}")
-    out_dir = Path(args.out).resolve() if args.out else Path(resolve(str(raw.get("run", {}).get("out_dir", "runs/demo"))))
+    out_dir = (
+        Path(args.out).resolve() if args.out else Path(resolve(str(raw.get("run", {}).get("out_dir", "runs/demo"))))
+    )
     # Paths inside the stage configs are made absolute so the written files load from the run folder.
     for section, key in (("run", "out_dir"), ("data", "path"), ("model", "checkpoint")):
         value = raw.get(section, {}).get(key)
@@ -155,7 +162,9 @@ def run(args: argparse.Namespace) -> int:
     # stage 1 takes the overrides but its own masker and length (demo.source_steps)
     stage1_overrides = [o for o in stage_overrides if not o.startswith(("mask.", "train.steps="))]
     cfg1 = load_config(_write_stage(stage1, out_dir / "stage1_source.yaml"), stage1_overrides)
-    print(f"[1/4] pretraining a {cfg1.model.name} model on {source} ({cfg1.train.steps} steps, {cfg1.mask.name} masking)")
+    print(
+        f"[1/4] pretraining a {cfg1.model.name} model on {source} ({cfg1.train.steps} steps, {cfg1.mask.name} masking)"
+    )
     result1 = train(cfg1)
     if not result1.ok or result1.final_dir is None:
         raise VideomaskError(f"stage 1 stopped early: {result1.stopped}")
@@ -168,19 +177,34 @@ def run(args: argparse.Namespace) -> int:
     fit = dict(demo.get("fit", {}))
     transform = ClipTransform.for_eval(cfg1.data.size, patch=tubelet[1:])
     datasets = [
-        VideoDataset.from_path(folder, num_frames=cfg1.data.num_frames, sampling_rate=cfg1.data.sampling_rate,
-                               sampling="random", num_sample=int(fit.get("clips_per_video", 2)),
-                               transform=transform, tubelet=tubelet, backend=cfg1.data.backend, seed=cfg1.run.seed)
+        VideoDataset.from_path(
+            folder,
+            num_frames=cfg1.data.num_frames,
+            sampling_rate=cfg1.data.sampling_rate,
+            sampling="random",
+            num_sample=int(fit.get("clips_per_video", 2)),
+            transform=transform,
+            tubelet=tubelet,
+            backend=cfg1.data.backend,
+            seed=cfg1.run.seed,
+        )
         for folder in (source, target)
     ]
     embedder = ModelEmbedder(model, layer="patch", source=str(result1.final_dir))
-    print(f"[2/4] fitting difference statistics (source prototypes, V={fit.get('num_words', 32)} words) on source vs target")
+    print(
+        f"[2/4] fitting difference statistics (source prototypes, V={fit.get('num_words', 32)} words) on source vs target"
+    )
     stats = fit_statistics(
-        datasets[0], datasets[1], embedder,
-        num_words=int(fit.get("num_words", 32)), num_anchors=int(fit.get("num_anchors", 4)),
+        datasets[0],
+        datasets[1],
+        embedder,
+        num_words=int(fit.get("num_words", 32)),
+        num_anchors=int(fit.get("num_anchors", 4)),
         num_prototypes=int(fit.get("num_prototypes", 256)),
-        tokens_per_clip=int(fit.get("tokens_per_clip", 256)), epochs=int(fit.get("epochs", 1)),
-        seed=cfg1.run.seed, batch_size=cfg1.data.batch_size * cfg1.data.num_sample,
+        tokens_per_clip=int(fit.get("tokens_per_clip", 256)),
+        epochs=int(fit.get("epochs", 1)),
+        seed=cfg1.run.seed,
+        batch_size=cfg1.data.batch_size * cfg1.data.num_sample,
     )
     stats_path = out_dir / "stats.safetensors"
     stats.save(stats_path)
@@ -203,8 +227,14 @@ def run(args: argparse.Namespace) -> int:
     if cfg3.mask.mode is not None:
         options["mode"] = cfg3.mask.mode
     masker = build_masker(cfg3.mask.name, **options)
-    clip = load_clip(clips[0], num_frames=cfg3.data.num_frames, sampling_rate=cfg3.data.sampling_rate,
-                     size=cfg3.data.size, patch=tubelet[1:], backend=cfg3.data.backend)
+    clip = load_clip(
+        clips[0],
+        num_frames=cfg3.data.num_frames,
+        sampling_rate=cfg3.data.sampling_rate,
+        size=cfg3.data.size,
+        patch=tubelet[1:],
+        backend=cfg3.data.backend,
+    )
     with torch.no_grad():
         picture = show_masks(clip, masker, out_dir / "masks.gif", seed=cfg3.run.seed)
     print(f"[4/4] mask picture of {clips[0].name}: {picture.gif} and {picture.png}")
@@ -213,10 +243,14 @@ def run(args: argparse.Namespace) -> int:
     print()
     print(f"videomask demo done in {time.perf_counter() - started:.0f} s; run folder {out_dir}")
     print(f"  stage 1 (source, {cfg1.mask.name}):       {_loss_summary(result1.history)}")
-    print(f"  statistics:                   {stats_path} ({masker.scorer} scorer: {target_share:.1%} of target tokens "
-          f"beyond the source's 99th percentile, {source_share:.0%} of source tokens)")
+    print(
+        f"  statistics:                   {stats_path} ({masker.scorer} scorer: {target_share:.1%} of target tokens "
+        f"beyond the source's 99th percentile, {source_share:.0%} of source tokens)"
+    )
     print(f"  stage 3 (target, {cfg3.mask.name}): {_loss_summary(result3.history)}")
     print(f"  checkpoint:                   {result3.final_dir}")
     print(f"  metrics:                      {result3.out_dir / 'metrics.jsonl'}")
-    print(f"  masks:                        {picture.gif} (masked {picture.masked_share:.0%}, anchors {picture.anchor_share or 0:.0%})")
+    print(
+        f"  masks:                        {picture.gif} (masked {picture.masked_share:.0%}, anchors {picture.anchor_share or 0:.0%})"
+    )
     return 0

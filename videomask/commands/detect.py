@@ -21,8 +21,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
     parser.add_argument("data", help="a folder of videos, a list file (path label / CSV / TSV) or one video file")
     parser.add_argument("-o", "--output", required=True, help="boxes cache to write or resume (JSON lines)")
-    parser.add_argument("--detector", default="people",
-                        help=f"detector: {', '.join(available_detectors())}, or a boxes .jsonl file (default: people)")
+    parser.add_argument(
+        "--detector",
+        default="people",
+        help=f"detector: {', '.join(available_detectors())}, or a boxes .jsonl file (default: people)",
+    )
     parser.add_argument("--stride", type=int, default=4, help="scan every N-th frame (default: 4)")
     parser.add_argument("--workers", type=int, default=1, help="videos detected in parallel processes (default: 1)")
     parser.add_argument("--limit", type=int, default=None, help="only the first N videos")

@@ -20,30 +20,47 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--source", required=True, help="source-domain videos: a folder or a list file")
     parser.add_argument("--target", required=True, help="target-domain videos: a folder or a list file")
     parser.add_argument("-o", "--output", required=True, help="statistics file to write (.safetensors)")
-    parser.add_argument("--embedder", default="pixel",
-                        help="'pixel' (model-free), 'cnn' (shipped ImageNet MobileNetV2) or 'checkpoint:PATH' "
-                        "(default: pixel)")
-    parser.add_argument("--layer", default="patch",
-                        help="checkpoint embedder: 'patch' (tubelet embedding) or 'block:N' (default: patch)")
-    parser.add_argument("--num-prototypes", type=int, default=256,
-                        help="source prototypes M for the distance scorer (default: 256)")
+    parser.add_argument(
+        "--embedder",
+        default="pixel",
+        help="'pixel' (model-free), 'cnn' (shipped ImageNet MobileNetV2) or 'checkpoint:PATH' (default: pixel)",
+    )
+    parser.add_argument(
+        "--layer",
+        default="patch",
+        help="checkpoint embedder: 'patch' (tubelet embedding) or 'block:N' (default: patch)",
+    )
+    parser.add_argument(
+        "--num-prototypes", type=int, default=256, help="source prototypes M for the distance scorer (default: 256)"
+    )
     parser.add_argument("--num-words", type=int, default=64, help="visual vocabulary size V (default: 64)")
-    parser.add_argument("--num-anchors", type=int, default=8,
-                        help="at most K anchor words (enrichment, TF-ICF) (default: 8)")
-    parser.add_argument("--z-min", type=float, default=1.96,
-                        help="enrichment z-score a word needs to be an anchor (default: 1.96)")
+    parser.add_argument(
+        "--num-anchors", type=int, default=8, help="at most K anchor words (enrichment, TF-ICF) (default: 8)"
+    )
+    parser.add_argument(
+        "--z-min", type=float, default=1.96, help="enrichment z-score a word needs to be an anchor (default: 1.96)"
+    )
     parser.add_argument("--clips-per-video", type=int, default=1, help="clips sampled from each video (default: 1)")
     parser.add_argument("--num-frames", type=int, default=16, help="frames per clip (default: 16)")
     parser.add_argument("--sampling-rate", type=int, default=4, help="frame stride inside a clip (default: 4)")
-    parser.add_argument("--size", type=int, default=224,
-                        help="clip side in pixels after resize + centre crop (default: 224)")
-    parser.add_argument("--tubelet", type=int, nargs=2, default=(2, 16), metavar=("T", "P"),
-                        help="tubelet frames and patch size (default: 2 16)")
+    parser.add_argument(
+        "--size", type=int, default=224, help="clip side in pixels after resize + centre crop (default: 224)"
+    )
+    parser.add_argument(
+        "--tubelet",
+        type=int,
+        nargs=2,
+        default=(2, 16),
+        metavar=("T", "P"),
+        help="tubelet frames and patch size (default: 2 16)",
+    )
     parser.add_argument("--dim", type=int, default=64, help="pixel embedder dimension (default: 64)")
-    parser.add_argument("--pool", type=int, default=2,
-                        help="pixel embedder spatial pooling before projection (default: 2)")
-    parser.add_argument("--tokens-per-clip", type=int, default=256,
-                        help="tokens per clip fed to k-means (default: 256)")
+    parser.add_argument(
+        "--pool", type=int, default=2, help="pixel embedder spatial pooling before projection (default: 2)"
+    )
+    parser.add_argument(
+        "--tokens-per-clip", type=int, default=256, help="tokens per clip fed to k-means (default: 256)"
+    )
     parser.add_argument("--epochs", type=int, default=1, help="k-means passes over the data (default: 1)")
     parser.add_argument("--max-clips", type=int, default=None, help="at most this many clips from each set")
     parser.add_argument("--batch-size", type=int, default=8, help="clips per batch (default: 8)")
@@ -56,10 +73,32 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from videomask.stats import fit_paths
 
-    options = {name: getattr(args, name) for name in (
-        "embedder", "layer", "num_frames", "sampling_rate", "size", "tubelet", "dim", "pool", "clips_per_video",
-        "backend", "seed", "workers", "num_words", "num_anchors", "num_prototypes", "z_min", "tokens_per_clip",
-        "max_clips", "epochs", "batch_size", "device")}
+    options = {
+        name: getattr(args, name)
+        for name in (
+            "embedder",
+            "layer",
+            "num_frames",
+            "sampling_rate",
+            "size",
+            "tubelet",
+            "dim",
+            "pool",
+            "clips_per_video",
+            "backend",
+            "seed",
+            "workers",
+            "num_words",
+            "num_anchors",
+            "num_prototypes",
+            "z_min",
+            "tokens_per_clip",
+            "max_clips",
+            "epochs",
+            "batch_size",
+            "device",
+        )
+    }
     stats, source, target = fit_paths(args.source, args.target, **options)
     out = stats.save(args.output)
     print(stats.summary())

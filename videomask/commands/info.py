@@ -18,16 +18,32 @@ HELP = "decode videos and print metadata, sampling and patch-grid report"
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("path", help="a folder of videos, a list file (path label / CSV / TSV) or one video file")
-    parser.add_argument("--backend", default="pyav", help="decoding backend: pyav, decord, opencv or auto (default: pyav)")
+    parser.add_argument(
+        "--backend", default="pyav", help="decoding backend: pyav, decord, opencv or auto (default: pyav)"
+    )
     parser.add_argument("--num-frames", type=int, default=16, help="frames per clip (default: 16)")
     parser.add_argument("--sampling-rate", type=int, default=4, help="stride between sampled frames (default: 4)")
     parser.add_argument("--size", type=int, default=112, help="clip side after resize + centre crop (default: 112)")
-    parser.add_argument("--tubelet", type=int, nargs=2, default=(2, 16), metavar=("T", "P"),
-                        help="tubelet frames and patch size (default: 2 16)")
-    parser.add_argument("--sampling", default="center", choices=("center", "uniform", "random"),
-                        help="clip sampling mode (default: center)")
-    parser.add_argument("--short", default="loop", choices=("loop", "pad", "skip"),
-                        help="policy for videos shorter than a clip (default: loop)")
+    parser.add_argument(
+        "--tubelet",
+        type=int,
+        nargs=2,
+        default=(2, 16),
+        metavar=("T", "P"),
+        help="tubelet frames and patch size (default: 2 16)",
+    )
+    parser.add_argument(
+        "--sampling",
+        default="center",
+        choices=("center", "uniform", "random"),
+        help="clip sampling mode (default: center)",
+    )
+    parser.add_argument(
+        "--short",
+        default="loop",
+        choices=("loop", "pad", "skip"),
+        help="policy for videos shorter than a clip (default: loop)",
+    )
     parser.add_argument("--limit", type=int, default=None, help="inspect only the first N videos")
     parser.add_argument("--timeout", type=float, default=60.0, help="seconds allowed per video (default: 60)")
     parser.add_argument("--seed", type=int, default=0, help="seed for random sampling (default: 0)")
@@ -64,7 +80,10 @@ def run(args: argparse.Namespace) -> int:
     )
     grid = grid_for((args.num_frames, args.size, args.size), tubelet)
     count = len(dataset) if args.limit is None else min(args.limit, len(dataset))
-    print(f"{args.path}: {len(dataset)} video(s), backend {args.backend}" + (f", showing {count}" if count < len(dataset) else ""))
+    print(
+        f"{args.path}: {len(dataset)} video(s), backend {args.backend}"
+        + (f", showing {count}" if count < len(dataset) else "")
+    )
     print(
         f"clip: {args.num_frames} frames at stride {args.sampling_rate} ({args.sampling} sampling, short videos: {args.short}), "
         f"{args.size}x{args.size}; tubelet {tubelet[0]}x{tubelet[1]}x{tubelet[2]} -> token grid "

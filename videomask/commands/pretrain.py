@@ -14,10 +14,17 @@ HELP = "continue pretraining a VideoMAE model with a chosen masker"
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", "-c", required=True, help="YAML run config (see configs/)")
-    parser.add_argument("overrides", nargs="*", metavar="section.key=value",
-                        help="config overrides, e.g. train.steps=200 mask.name=difference mask.options.stats=s.safetensors")
-    parser.add_argument("--resume", action="store_true",
-                        help="continue from the latest complete checkpoint in run.out_dir (same as train.resume=true)")
+    parser.add_argument(
+        "overrides",
+        nargs="*",
+        metavar="section.key=value",
+        help="config overrides, e.g. train.steps=200 mask.name=difference mask.options.stats=s.safetensors",
+    )
+    parser.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue from the latest complete checkpoint in run.out_dir (same as train.resume=true)",
+    )
     parser.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
 
 

@@ -20,12 +20,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("videos", help="a folder of videos or a list file (the training data)")
     parser.add_argument("--stats", required=True, help="difference statistics from `videomask fit`")
     parser.add_argument("-o", "--output", required=True, help="score cache to write (.safetensors)")
-    parser.add_argument("--scorer", default=None,
-                        help="distance, enrichment or tficf (default: the statistics' first, distance)")
-    parser.add_argument("--size", type=int, default=224,
-                        help="shorter side of the frames when scored (the training clip size; default: 224)")
-    parser.add_argument("--num-frames", type=int, default=16,
-                        help="frames per scored window (the training clip length; default: 16)")
+    parser.add_argument(
+        "--scorer", default=None, help="distance, enrichment or tficf (default: the statistics' first, distance)"
+    )
+    parser.add_argument(
+        "--size",
+        type=int,
+        default=224,
+        help="shorter side of the frames when scored (the training clip size; default: 224)",
+    )
+    parser.add_argument(
+        "--num-frames", type=int, default=16, help="frames per scored window (the training clip length; default: 16)"
+    )
     parser.add_argument("--sampling-rate", type=int, default=4, help="frame stride, as in training (default: 4)")
     parser.add_argument("--backend", default="pyav", help="video decoding backend (default: pyav)")
     parser.add_argument("--device", default="cpu", help="torch device for the embedder (default: cpu)")
@@ -46,9 +52,15 @@ def run(args: argparse.Namespace) -> int:
         raise VideomaskError(f"{args.videos} does not exist (give a folder of videos or a list file)")
     items = list_videos(root) if root.is_dir() else read_video_list(root)[0]
     masker = DifferenceMasker.load(args.stats, scorer=args.scorer, anchor_rule="share")
-    cache, skipped = build_score_cache(masker, [(it.video_id, it.path) for it in items], size=args.size,
-                                       num_frames=args.num_frames, sampling_rate=args.sampling_rate,
-                                       backend=args.backend, device=args.device)
+    cache, skipped = build_score_cache(
+        masker,
+        [(it.video_id, it.path) for it in items],
+        size=args.size,
+        num_frames=args.num_frames,
+        sampling_rate=args.sampling_rate,
+        backend=args.backend,
+        device=args.device,
+    )
     if not len(cache):
         raise VideomaskError(f"no video under {args.videos} could be scored ({len(skipped)} unreadable)")
     out = cache.save(args.output)

@@ -28,33 +28,48 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--size", type=int, default=224, help="clip side after resize + centre crop (default: 224)")
     parser.add_argument("--scale", type=int, default=2, help="picture upscaling factor (default: 2)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the mask (default: 0)")
-    parser.add_argument("--heatmap", action="store_true",
-                        help="add the masker's token scores as a heat map (scored maskers)")
+    parser.add_argument(
+        "--heatmap", action="store_true", help="add the masker's token scores as a heat map (scored maskers)"
+    )
 
 
 def add_masker_arguments(parser: argparse.ArgumentParser) -> None:
     """The masker's options and its anchor sources (shared with ``videomask show-recon``)."""
     parser.add_argument("--stats", default=None, help="difference statistics file (masker difference)")
     parser.add_argument("--boxes", default=None, help="boxes cache from `videomask detect` (masker objects, drawing)")
-    parser.add_argument("--detector", default=None,
-                        help="run this detector on the clip's frames (masker objects, drawing)")
-    parser.add_argument("--video-id", default=None,
-                        help="the video's id in the boxes cache (default: found from the path)")
+    parser.add_argument(
+        "--detector", default=None, help="run this detector on the clip's frames (masker objects, drawing)"
+    )
+    parser.add_argument(
+        "--video-id", default=None, help="the video's id in the boxes cache (default: found from the path)"
+    )
     parser.add_argument("--labels", nargs="+", default=None, help="anchor labels (default: every detected label)")
     parser.add_argument("--ratio", type=float, default=None, help="share of tokens masked (masker default: 0.9)")
-    parser.add_argument("--mode", default=None, choices=("tube", "token"),
-                        help="tube or token masking (masker default)")
+    parser.add_argument(
+        "--mode", default=None, choices=("tube", "token"), help="tube or token masking (masker default)"
+    )
     parser.add_argument("--alpha", type=float, default=None, help="anchor share of the budget (anchor maskers)")
-    parser.add_argument("--direction", default=None, choices=("mask", "keep"),
-                        help="mask the anchors or keep them visible")
-    parser.add_argument("--selection", default=None, choices=("share", "topk", "sample"),
-                        help="selection rule (scored maskers)")
-    parser.add_argument("--scorer", default=None, choices=("distance", "enrichment", "tficf"),
-                        help="difference scorer (default: distance)")
-    parser.add_argument("--anchor-rule", default=None, choices=("auto", "calibrated", "threshold", "share", "word"),
-                        help="difference anchor rule (default: auto)")
-    parser.add_argument("--tubelet", type=int, nargs=2, default=None, metavar=("T", "P"),
-                        help="tubelet frames and patch (default 2 16)")
+    parser.add_argument(
+        "--direction", default=None, choices=("mask", "keep"), help="mask the anchors or keep them visible"
+    )
+    parser.add_argument(
+        "--selection", default=None, choices=("share", "topk", "sample"), help="selection rule (scored maskers)"
+    )
+    parser.add_argument(
+        "--scorer",
+        default=None,
+        choices=("distance", "enrichment", "tficf"),
+        help="difference scorer (default: distance)",
+    )
+    parser.add_argument(
+        "--anchor-rule",
+        default=None,
+        choices=("auto", "calibrated", "threshold", "share", "word"),
+        help="difference anchor rule (default: auto)",
+    )
+    parser.add_argument(
+        "--tubelet", type=int, nargs=2, default=None, metavar=("T", "P"), help="tubelet frames and patch (default 2 16)"
+    )
 
 
 def _accepted(name: str) -> set[str]:
@@ -63,8 +78,13 @@ def _accepted(name: str) -> set[str]:
     return set(masker_options(MASKERS[name]))
 
 
-def prepare(args: argparse.Namespace, *, tubelet: tuple[int, int, int] | None = None,
-            mean: tuple[float, ...] | None = None, std: tuple[float, ...] | None = None) -> tuple[Any, Any, Any]:
+def prepare(
+    args: argparse.Namespace,
+    *,
+    tubelet: tuple[int, int, int] | None = None,
+    mean: tuple[float, ...] | None = None,
+    std: tuple[float, ...] | None = None,
+) -> tuple[Any, Any, Any]:
     """Check the flags, cut the clip and build the masker: ``(clip, masker, detections or None)``.
 
     ``tubelet``, ``mean``, ``std``: fixed by a model (show-recon); otherwise from the flags / the masker.
@@ -87,10 +107,17 @@ def prepare(args: argparse.Namespace, *, tubelet: tuple[int, int, int] | None = 
         raise VideomaskError("--scale must be >= 1")
     accepted = _accepted(args.masker)
     options: dict = {}
-    flags = {"ratio": args.ratio, "mode": args.mode, "alpha": args.alpha, "direction": args.direction,
-             "selection": args.selection, "tubelet": as_tubelet(tuple(args.tubelet)) if args.tubelet else None,
-             "stats": args.stats, "scorer": getattr(args, "scorer", None),
-             "anchor_rule": getattr(args, "anchor_rule", None)}
+    flags = {
+        "ratio": args.ratio,
+        "mode": args.mode,
+        "alpha": args.alpha,
+        "direction": args.direction,
+        "selection": args.selection,
+        "tubelet": as_tubelet(tuple(args.tubelet)) if args.tubelet else None,
+        "stats": args.stats,
+        "scorer": getattr(args, "scorer", None),
+        "anchor_rule": getattr(args, "anchor_rule", None),
+    }
     for key, value in flags.items():
         if value is None:
             continue
@@ -116,8 +143,15 @@ def prepare(args: argparse.Namespace, *, tubelet: tuple[int, int, int] | None = 
     if tubelet is None and not needs_boxes:
         tubelet = build_masker(args.masker, **options).tubelet
     tubelet = tubelet or (2, 16, 16)
-    clip = load_clip(args.video, num_frames=args.num_frames, sampling_rate=args.sampling_rate, size=args.size,
-                     patch=(tubelet[1], tubelet[2]), mean=mean, std=std)
+    clip = load_clip(
+        args.video,
+        num_frames=args.num_frames,
+        sampling_rate=args.sampling_rate,
+        size=args.size,
+        patch=(tubelet[1], tubelet[2]),
+        mean=mean,
+        std=std,
+    )
 
     detections = None
     if cache is not None:
@@ -128,8 +162,9 @@ def prepare(args: argparse.Namespace, *, tubelet: tuple[int, int, int] | None = 
         detections = cache.detections(vid, clip.frame_indices, args.labels)
     elif args.detector:
         detector = build_detector(args.detector)
-        detections = detect_frames(detector, clip.original, video_id=args.video_id or clip.video_id,
-                                   frame_indices=clip.frame_indices)
+        detections = detect_frames(
+            detector, clip.original, video_id=args.video_id or clip.video_id, frame_indices=clip.frame_indices
+        )
         if args.labels:
             detections = [[d for d in found if d.label in args.labels] for found in detections]
         cache = BoxCache.from_detections(clip.video_id, clip.frame_indices, detections)
@@ -145,10 +180,19 @@ def run(args: argparse.Namespace) -> int:
     from videomask.viz import show_masks
 
     clip, masker, detections = prepare(args)
-    picture = show_masks(clip, masker, args.output, detections=detections, png=args.png, seed=args.seed,
-                         scale=args.scale,
-                         heatmap=args.heatmap)
+    picture = show_masks(
+        clip,
+        masker,
+        args.output,
+        detections=detections,
+        png=args.png,
+        seed=args.seed,
+        scale=args.scale,
+        heatmap=args.heatmap,
+    )
     anchors = f", anchors {picture.anchor_share:.1%} of tokens" if picture.anchor_share is not None else ""
-    print(f"{picture.gif} and {picture.png}: {masker.name} masked {picture.masked_share:.1%} of tokens{anchors}, "
-          f"{picture.detections} detections drawn")
+    print(
+        f"{picture.gif} and {picture.png}: {masker.name} masked {picture.masked_share:.1%} of tokens{anchors}, "
+        f"{picture.detections} detections drawn"
+    )
     return 0

@@ -21,16 +21,27 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     from videomask.commands.show_masks import add_masker_arguments
 
     parser.add_argument("video", help="a video file")
-    parser.add_argument("--checkpoint", required=True,
-                        help="videomask checkpoint (.safetensors or a folder with model.safetensors), Hugging Face folder or VideoMAE .pth")
-    parser.add_argument("--model-name", default=None, help="model size for a videomask checkpoint that stores no config (tiny, small, base)")
-    parser.add_argument("--masker", default="tube", help="a registered masker: random, tube, difference, objects (default: tube)")
+    parser.add_argument(
+        "--checkpoint",
+        required=True,
+        help="videomask checkpoint (.safetensors or a folder with model.safetensors), Hugging Face folder or VideoMAE .pth",
+    )
+    parser.add_argument(
+        "--model-name",
+        default=None,
+        help="model size for a videomask checkpoint that stores no config (tiny, small, base)",
+    )
+    parser.add_argument(
+        "--masker", default="tube", help="a registered masker: random, tube, difference, objects (default: tube)"
+    )
     parser.add_argument("-o", "--output", required=True, help="GIF to write")
     parser.add_argument("--png", default=None, help="PNG grid to write (default: the GIF's name with .png)")
     add_masker_arguments(parser)
     parser.add_argument("--num-frames", type=int, default=None, help="frames in the clip (default: the model's)")
     parser.add_argument("--sampling-rate", type=int, default=4, help="stride between sampled frames (default: 4)")
-    parser.add_argument("--size", type=int, default=None, help="clip side after resize + centre crop (default: the model's)")
+    parser.add_argument(
+        "--size", type=int, default=None, help="clip side after resize + centre crop (default: the model's)"
+    )
     parser.add_argument("--scale", type=int, default=2, help="picture upscaling factor (default: 2)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the mask (default: 0)")
     parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1 or auto (default: cpu)")
@@ -50,7 +61,11 @@ def run(args: argparse.Namespace) -> int:
         raise VideomaskError(f"no such video file: {args.video}")
     if args.scale < 1:
         raise VideomaskError("--scale must be >= 1")
-    device = "cuda" if args.device == "auto" and torch.cuda.is_available() else ("cpu" if args.device == "auto" else args.device)
+    device = (
+        "cuda"
+        if args.device == "auto" and torch.cuda.is_available()
+        else ("cpu" if args.device == "auto" else args.device)
+    )
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise VideomaskError(f"--device {args.device} but CUDA is not available")
     model, source = load_model(args.checkpoint, name=args.model_name, what="--checkpoint")
@@ -60,11 +75,19 @@ def run(args: argparse.Namespace) -> int:
     args.size = args.size or c.img_size
     clip, masker, detections = prepare(args, tubelet=tuple(model.tubelet), mean=tuple(c.mean), std=tuple(c.std))
     with torch.no_grad():
-        picture = show_recon(clip, model, masker, args.output, detections=detections, png=args.png, seed=args.seed,
-                             scale=args.scale)
-    split = (f" (anchor patches {picture.loss_anchor:.4f}, other masked {picture.loss_other:.4f})"
-             if picture.loss_anchor is not None and picture.loss_other is not None else "")
-    note = "; prediction un-normalised with each original patch's mean and std (norm_pix_loss)" if c.norm_pix_loss else ""
-    print(f"{picture.gif} and {picture.png}: {source} model, {masker.name} masked {picture.masked_share:.1%} of tokens, "
-          f"loss {picture.loss:.4f}{split}{note}")
+        picture = show_recon(
+            clip, model, masker, args.output, detections=detections, png=args.png, seed=args.seed, scale=args.scale
+        )
+    split = (
+        f" (anchor patches {picture.loss_anchor:.4f}, other masked {picture.loss_other:.4f})"
+        if picture.loss_anchor is not None and picture.loss_other is not None
+        else ""
+    )
+    note = (
+        "; prediction un-normalised with each original patch's mean and std (norm_pix_loss)" if c.norm_pix_loss else ""
+    )
+    print(
+        f"{picture.gif} and {picture.png}: {source} model, {masker.name} masked {picture.masked_share:.1%} of tokens, "
+        f"loss {picture.loss:.4f}{split}{note}"
+    )
     return 0

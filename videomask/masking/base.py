@@ -261,15 +261,17 @@ class Masker:
     name: str = ""
     modes: tuple[str, ...] = MODES
 
-    def __init__(self, *, tubelet: int | Sequence[int] = (2, 16, 16), ratio: float = 0.9,
-                 mode: str | None = None) -> None:
+    def __init__(
+        self, *, tubelet: int | Sequence[int] = (2, 16, 16), ratio: float = 0.9, mode: str | None = None
+    ) -> None:
         self.tubelet: Tubelet = as_tubelet(tubelet)
         budget(ratio, 1)  # validates the ratio
         self.ratio = float(ratio)
         mode = self.modes[0] if mode is None else mode
         if mode not in self.modes:
-            raise VideomaskError(f"masker {self.name or type(self).__name__!r} supports mode {self.modes}, got "
-                                 f"{mode!r}")
+            raise VideomaskError(
+                f"masker {self.name or type(self).__name__!r} supports mode {self.modes}, got {mode!r}"
+            )
         self.mode = mode
 
     # -- geometry ------------------------------------------------------------------------------
@@ -373,8 +375,9 @@ class ScoredMasker(Masker):
         """``(scores [B, L] float | None, anchors [B, L] bool | None)`` for the batch, on the video's device."""
         raise NotImplementedError
 
-    def select(self, scores: Tensor | None, anchors: Tensor | None, k: int,
-               generator: torch.Generator | None) -> Tensor:
+    def select(
+        self, scores: Tensor | None, anchors: Tensor | None, k: int, generator: torch.Generator | None
+    ) -> Tensor:
         """Unit scores / anchors ``[B, N]`` -> bool unit mask ``[B, N]`` with ``k`` True per row."""
         if self.selection == "share":
             if anchors is None:
@@ -384,9 +387,7 @@ class ScoredMasker(Masker):
             raise VideomaskError(f"selection {self.selection!r} needs scores; masker {self.name!r} gives only anchors")
         if self.selection == "topk":
             return select_topk(scores, k, generator, direction=self.direction)
-        return select_rank_sampling(
-            scores, k, self.temperature, self.uniform_mix, generator, direction=self.direction
-        )
+        return select_rank_sampling(scores, k, self.temperature, self.uniform_mix, generator, direction=self.direction)
 
     def _generate(
         self, video: Tensor, batch: Tensor | Mapping[str, Any], grid: Grid, generator: torch.Generator | None
@@ -453,8 +454,9 @@ def build_masker(name: str, **options: Any) -> Masker:
     accepted = masker_options(cls)
     unknown = sorted(set(options) - set(accepted))
     if unknown:
-        raise VideomaskError(f"masker {name!r}: unknown option(s) {', '.join(unknown)} (it takes "
-                             f"{', '.join(accepted)})")
+        raise VideomaskError(
+            f"masker {name!r}: unknown option(s) {', '.join(unknown)} (it takes {', '.join(accepted)})"
+        )
     missing = [n for n, p in accepted.items() if p.default is p.empty and n not in options]
     if missing:
         raise VideomaskError(f"masker {name!r}: missing required option(s) {', '.join(missing)}")

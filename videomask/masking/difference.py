@@ -29,8 +29,9 @@ so a video's scores can be computed once.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -39,8 +40,8 @@ from torch import Tensor
 from videomask.errors import VideomaskError
 from videomask.masking.base import ScoredMasker, register_masker
 from videomask.patches import Grid, as_tubelet
-from videomask.stats import SCORERS, DifferenceStats, build_embedder, check_identity, prototype_distance
 from videomask.scorecache import ScoreCache
+from videomask.stats import SCORERS, DifferenceStats, build_embedder, check_identity, prototype_distance
 
 SCORES = ("max", "mean")
 ANCHOR_RULES = ("auto", "calibrated", "threshold", "word", "share")
@@ -80,13 +81,17 @@ class DifferenceMasker(ScoredMasker):
         if tubelet is None:
             tubelet = stats_tubelet or (2, 16, 16)
         elif stats_tubelet is not None and as_tubelet(tubelet) != as_tubelet(stats_tubelet):
-            raise VideomaskError(f"tubelet {as_tubelet(tubelet)} differs from the statistics' tubelet {as_tubelet(stats_tubelet)}")
+            raise VideomaskError(
+                f"tubelet {as_tubelet(tubelet)} differs from the statistics' tubelet {as_tubelet(stats_tubelet)}"
+            )
         super().__init__(tubelet=tubelet, **options)  # ratio, mode, selection, alpha, direction, reduce, ...
         scorer = scorer or stats.scorers[0]
         if scorer not in SCORERS:
             raise VideomaskError(f"scorer must be one of {SCORERS}, got {scorer!r}")
         if scorer not in stats.scorers:
-            raise VideomaskError(f"these statistics support scorers {stats.scorers}, not {scorer!r} (refit with `videomask fit`)")
+            raise VideomaskError(
+                f"these statistics support scorers {stats.scorers}, not {scorer!r} (refit with `videomask fit`)"
+            )
         if score not in SCORES:
             raise VideomaskError(f"score must be one of {SCORES}, got {score!r}")
         if anchor_rule not in ANCHOR_RULES:
@@ -118,7 +123,9 @@ class DifferenceMasker(ScoredMasker):
         if self.cache is not None:
             self.cache.check(stats, scorer)
             if anchor_rule == "word":
-                raise VideomaskError("a score cache holds scores, not visual words: use anchor_rule 'calibrated', 'threshold' or 'share'")
+                raise VideomaskError(
+                    "a score cache holds scores, not visual words: use anchor_rule 'calibrated', 'threshold' or 'share'"
+                )
         self.centroids = F.normalize(stats.centroids.float(), dim=1)  # [V, D]
         self.prototypes = None if stats.prototypes is None else F.normalize(stats.prototypes.float(), dim=1)  # [M, D]
         word_anchors = stats.anchors if scorer == "tficf" else stats.enriched
@@ -152,7 +159,9 @@ class DifferenceMasker(ScoredMasker):
     def embed(self, video: Tensor, grid: Grid) -> Tensor:
         """Unit embeddings ``[B, L, D]`` of every token (checked against the statistics' dimension)."""
         if self.embedder is None:
-            raise VideomaskError("this difference masker has only a score cache; batches need video_id, frame_indices, geometry")
+            raise VideomaskError(
+                "this difference masker has only a score cache; batches need video_id, frame_indices, geometry"
+            )
         emb = self.embedder(video)  # [B, L, D]
         if emb.dim() != 3 or emb.shape[1] != grid.num_tokens or emb.shape[2] != self.centroids.shape[1]:
             raise VideomaskError(
@@ -196,7 +205,11 @@ class DifferenceMasker(ScoredMasker):
     def token_scores(self, video: Tensor, batch: Tensor | Mapping[str, Any], grid: Grid) -> tuple[Tensor, Tensor]:
         if self._device != video.device:
             self.to(video.device)
-        if self.cache is not None and isinstance(batch, Mapping) and all(k in batch for k in ("video_id", "frame_indices", "geometry")):
+        if (
+            self.cache is not None
+            and isinstance(batch, Mapping)
+            and all(k in batch for k in ("video_id", "frame_indices", "geometry"))
+        ):
             scores, nearest = self.cache.lookup(batch, grid, self.tubelet).to(video.device), None  # [B, L]
         else:
             scores, nearest = self.scores_from_embeddings(self.embed(video, grid))  # [B, L]

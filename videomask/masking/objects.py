@@ -99,8 +99,9 @@ class ObjectsMasker(ScoredMasker):
             raise VideomaskError("the objects masker has no boxes cache and the batch has no 'anchors'")
         for key in ("video_id", "frame_indices", "geometry"):
             if key not in batch:
-                raise VideomaskError(f"the objects masker needs batch[{key!r}] (a loader batch dict) or "
-                                     f"batch['anchors']")
+                raise VideomaskError(
+                    f"the objects masker needs batch[{key!r}] (a loader batch dict) or batch['anchors']"
+                )
         video_ids = list(batch["video_id"])
         frames = torch.as_tensor(batch["frame_indices"]).cpu().numpy()  # [B, T]
         geometry = torch.as_tensor(batch["geometry"]).cpu()  # [B, 9]
@@ -125,7 +126,8 @@ class ObjectsMasker(ScoredMasker):
                     self.missing_videos.add(vid)
                     warnings.warn(
                         f"video {vid!r} is not in boxes cache {self.cache.path or '(in memory)'}: its clips get "
-                        f"{self.fallback!r} masking (on_missing='fallback')", stacklevel=2,
+                        f"{self.fallback!r} masking (on_missing='fallback')",
+                        stacklevel=2,
                     )
                 present.append(None)
         boxes, clip, pos = self.cache.gather_batch(present, frames, self._keep)  # [N, 4], [N], [N]
@@ -139,13 +141,15 @@ class ObjectsMasker(ScoredMasker):
         if isinstance(batch, Mapping) and batch.get("anchors") is not None:
             anchors = torch.as_tensor(batch["anchors"]).bool()
             if anchors.shape != (B, grid.num_tokens):
-                raise VideomaskError(f"batch['anchors'] must be bool [B, L] = [{B}, {grid.num_tokens}], got "
-                                     f"{tuple(anchors.shape)}")
+                raise VideomaskError(
+                    f"batch['anchors'] must be bool [B, L] = [{B}, {grid.num_tokens}], got {tuple(anchors.shape)}"
+                )
         elif isinstance(batch, Mapping):
             anchors = self.anchors_from_cache(batch, grid, video.shape[2:])
         else:
-            raise VideomaskError("the objects masker needs a batch dict (video, video_id, frame_indices, geometry) or "
-                                 "batch['anchors']")
+            raise VideomaskError(
+                "the objects masker needs a batch dict (video, video_id, frame_indices, geometry) or batch['anchors']"
+            )
         anchors = anchors.to(video.device)
         return anchors.float(), anchors
 
@@ -164,8 +168,9 @@ class ObjectsMasker(ScoredMasker):
             mask = mask | select_anchor_share(~mask, rest, 1.0, generator)
         return mask
 
-    def _generate(self, video: Tensor, batch: Tensor | Mapping[str, Any], grid: Grid,
-                  generator: torch.Generator | None) -> MaskResult:
+    def _generate(
+        self, video: Tensor, batch: Tensor | Mapping[str, Any], grid: Grid, generator: torch.Generator | None
+    ) -> MaskResult:
         result = super()._generate(video, batch, grid, generator)
         assert result.anchors is not None
         empty = ~result.anchors.any(dim=1)  # [B] clips without any anchor
