@@ -22,7 +22,7 @@ import re
 import shutil
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -31,6 +31,9 @@ from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
 from videomask.errors import VideomaskError
+
+if TYPE_CHECKING:
+    from videomask.model import VideoMAE
 
 MODEL_FILE = "model.safetensors"
 STATE_FILE = "state.safetensors"
@@ -122,7 +125,7 @@ def load_model_weights(model: torch.nn.Module, path: str | Path, strict: bool = 
 
 def load_model(
     path: str | Path, *, name: str | None = None, what: str = "checkpoint", **overrides: Any
-) -> tuple[torch.nn.Module, str]:
+) -> tuple[VideoMAE, str]:
     """Rebuild a :class:`~videomask.model.VideoMAE` from a checkpoint; returns ``(model, source)``.
 
     ``path`` (source in brackets) is a Hugging Face ``save_pretrained`` folder with ``config.json``

@@ -36,7 +36,7 @@ import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.distributed as dist
@@ -45,6 +45,11 @@ from torch.utils.data import DataLoader, DistributedSampler
 from videomask import checkpoint as ckpt
 from videomask.config import RunConfig, save_config
 from videomask.errors import VideomaskError
+
+if TYPE_CHECKING:
+    from videomask.data import VideoDataset
+    from videomask.masking import Masker
+    from videomask.model import VideoMAE, VideoMAEConfig
 
 # ----------------------------------------------------------------------------- results
 
@@ -261,7 +266,7 @@ class ResumableSampler(DistributedSampler):
         return max(0, self.num_samples - self.start)
 
 
-def build_dataset(cfg: RunConfig, model_config: Any = None) -> Any:
+def build_dataset(cfg: RunConfig, model_config: VideoMAEConfig | None = None) -> VideoDataset:
     """The training :class:`~videomask.data.VideoDataset` from ``cfg.data`` (a folder, a list file or one video).
 
     ``data.options`` keys that are :class:`~videomask.data.ClipTransform` fields (``crop``, ``scales``,
@@ -358,7 +363,9 @@ class BatchStream:
                 if self.consumed == 0:
                     empty_epochs += 1
                     if empty_epochs > 1:
-                        raise VideomaskError("the training data gave no batch in a whole epoch (all videos bad?)")
+                        raise VideomaskError(
+                            "the training data gave no batch in a whole epoch (all videos bad?)"
+                        ) from None
                 self.epoch, self.consumed, self._it = self.epoch + 1, 0, None
                 continue
             self.consumed += 1
@@ -389,7 +396,7 @@ def _unwrap(model: torch.nn.Module) -> torch.nn.Module:
     return model.module if isinstance(model, torch.nn.parallel.DistributedDataParallel) else model
 
 
-def build_model_from_config(cfg: RunConfig) -> tuple[torch.nn.Module, str]:
+def build_model_from_config(cfg: RunConfig) -> tuple[VideoMAE, str]:
     """The model named by ``cfg.model``; returns ``(model, source)`` with source ``init|hf|pth|videomask``.
 
     ``model.checkpoint``: empty = random init of ``model.name`` + ``model.overrides``; a folder with
@@ -480,9 +487,7 @@ def prepare_score_cache(cfg: RunConfig, dataset: Any, info: DistInfo, device: to
     return str(path)
 
 
-def build_masker_from_config(
-    cfg: RunConfig, model: torch.nn.Module, device: torch.device, cache: str | None = None
-) -> Any:
+def build_masker_from_config(cfg: RunConfig, model: VideoMAE, device: torch.device, cache: str | None = None) -> Masker:
     """The masker from ``cfg.mask``, with the model's tubelet, moved to the training device
     (``cache``: the difference masker's score cache from :func:`prepare_score_cache`)."""
     from videomask.masking import build_masker
@@ -575,11 +580,255 @@ def train(cfg: RunConfig) -> RunResult:
 
 
 def _train(cfg: RunConfig, info: DistInfo, device: torch.device) -> RunResult:
-    out_dir = Path(cfg.run.out_dir)
-    amp_dtype = resolve_precision(cfg.train.precision, device)
-    on_cuda = device.type == "cuda"
+    """The loop: prepare the run folder, build the parts, restore, then :func:`train_step` until done."""
+    latest = prepare_run_folder(cfg, info)
+    parts = build_parts(cfg, info, device)
+    start_step, skipped = restore_checkpoint(parts, latest, cfg, info)
+    model = wrap_ddp(parts.model, info, device)  # what the step calls; parts.model stays the bare VideoMAE
+    _say(info, run_banner(parts, cfg, info, device))
 
-    # --- resume point (every rank reads the same folder) -----------------------------------
+    log = MetricsLog(parts.out_dir, start_step, cfg.train.tensorboard) if info.is_main else None
+    from videomask.viz import ReconLogger
+
+    recon = ReconLogger.for_run(cfg, parts.dataset, parts.masker, log.writer) if log is not None else None
+    result = RunResult(
+        out_dir=parts.out_dir,
+        steps=start_step,
+        total_steps=parts.total_steps,
+        skipped_steps=skipped,
+        last_checkpoint=latest,
+    )
+    bar = None
+    if info.is_main and cfg.train.progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=parts.total_steps, initial=start_step, desc=cfg.run.name, dynamic_ncols=True, file=sys.stderr)
+
+    window = LogWindow.empty(device)
+    step, bad_streak = start_step, 0
+    try:
+        while step < parts.total_steps:
+            o = cfg.optim
+            lr = lr_at(step, parts.total_steps, parts.lr_peak, o.warmup_steps, o.min_lr_ratio, o.schedule)
+            for group in parts.optimizer.param_groups:
+                group["lr"] = lr
+            # the model checks the mask counts (a host sync) on the first step and on logged steps only
+            logged = (step + 1) % cfg.train.log_every == 0 or step + 1 == parts.total_steps
+            stats = train_step(parts, model, step, cfg, info, check=step == start_step or logged)
+            if stats.skipped:
+                skipped, bad_streak = skipped + 1, bad_streak + 1
+                why = "loss" if stats.bad_loss else "gradient"
+                _say(info, f"step {step + 1}: non-finite {why}, step skipped ({bad_streak} in a row, {skipped} in all)")
+            else:
+                bad_streak = 0
+            window.add(stats)
+            step += 1
+            result.steps, result.skipped_steps = step, skipped
+            if bar is not None:
+                bar.update(1)
+
+            stopping = bad_streak >= cfg.train.max_bad_steps
+            if step % cfg.train.log_every == 0 or step == parts.total_steps or stopping:
+                record = window.record(info, step=step, epoch=parts.stream.epoch, lr=lr, skipped_steps=skipped)
+                result.history.append(record)
+                if log is not None:
+                    log.write(record)
+                if bar is not None and record["loss"] is not None:
+                    bar.set_postfix(loss=f"{record['loss']:.4f}", lr=f"{lr:.2e}")
+                window = LogWindow.empty(device)
+
+            if recon is not None and not stats.skipped:
+                recon.maybe_log(parts.model, step)
+            if stopping:
+                result.stopped = (
+                    f"{bad_streak} consecutive non-finite losses or gradients at step {step}; "
+                    f"last good checkpoint: {result.last_checkpoint or 'none'}"
+                )
+                _say(info, f"stopping: {result.stopped}")
+                break
+            if (
+                cfg.train.save_every
+                and step % cfg.train.save_every == 0
+                and step < parts.total_steps
+                and bad_streak == 0
+            ):
+                result.last_checkpoint = save_run(parts, cfg, info, step, skipped)
+    finally:
+        parts.stream.close()
+        if bar is not None:
+            bar.close()
+        if log is not None:
+            log.close()
+
+    if result.stopped is None:
+        finish_run(parts, cfg, info, result, step, skipped)
+    return result
+
+
+# ----------------------------------------------------------------------------- one step
+
+
+@dataclass
+class StepStats:
+    """What one optimizer step leaves for the log, summed on the training device (no host sync)."""
+
+    loss: torch.Tensor  # float64 scalar: mean over the micro-batches of their finite losses
+    bad: torch.Tensor  # float64 scalar: micro-batches with a non-finite loss (summed over ranks)
+    split: torch.Tensor  # [4] float64: anchor loss sum, anchor tokens, other loss sum, other tokens
+    clips: int = 0
+    has_anchors: bool = False  # the masker reported anchor patches
+    bad_loss: bool = False  # the step was skipped for a non-finite loss ...
+    bad_grad: bool = False  # ... or a non-finite gradient norm
+    grad_norm: float | None = None  # None on a skipped step, and with fp16 loss scaling but no clipping
+
+    @classmethod
+    def zeros(cls, device: torch.device) -> StepStats:
+        zero = torch.zeros((), dtype=torch.float64, device=device)
+        return cls(loss=zero.clone(), bad=zero.clone(), split=torch.zeros(4, dtype=torch.float64, device=device))
+
+    @property
+    def skipped(self) -> bool:
+        return self.bad_loss or self.bad_grad
+
+
+def train_step(
+    parts: Parts, model: torch.nn.Module, step: int, cfg: RunConfig, info: DistInfo, check: bool
+) -> StepStats:
+    """One optimizer step: ``train.accum_steps`` x (batch -> mask -> model -> loss -> backward), then the update.
+
+    ``model`` is ``parts.model`` or its DDP wrapper. ``check``: let the model read the mask counts back
+    (a host sync); otherwise the masker's exact count is passed on. The masker and the model's decoder
+    mask draw from one CPU generator seeded from ``(run.seed, step, micro, rank)``, so a resumed run (on
+    any device) draws the same masks.
+    """
+    accum, device, masker = cfg.train.accum_steps, parts.device, parts.masker
+    stats = StepStats.zeros(device)
+    for micro in range(accum):
+        batch = parts.stream.next()
+        video = batch["video"].to(device, non_blocking=True)  # [B, C, T, H, W]
+        gen = torch.Generator().manual_seed(step_seed(cfg.run.seed, step, micro, info.rank))
+        counts = {} if check else {"num_masked": masker.num_masked(masker.grid(video))}
+        with torch.no_grad():
+            mres = masker.generate({**batch, "video": video}, generator=gen)  # mask [B, L]
+        sync = contextlib.nullcontext() if not info.enabled or micro == accum - 1 else model.no_sync()
+        autocast = torch.autocast(
+            device_type=device.type, dtype=parts.amp_dtype or torch.float32, enabled=parts.amp_dtype is not None
+        )
+        with sync:
+            with autocast:
+                out = forward_model(model, video, mres.mask, None, generator=gen, **counts)
+            loss = out.loss.float()
+            parts.scaler.scale(loss / accum).backward()
+        finite = torch.isfinite(loss.detach())
+        stats.loss += torch.where(finite, loss.detach(), torch.zeros_like(loss)).double() / accum
+        stats.bad += (~finite).double()
+        stats.split += loss_split(out.token_loss, out.decoder_mask, mres.anchors).double()
+        stats.clips += video.shape[0]
+        stats.has_anchors = stats.has_anchors or mres.anchors is not None
+    apply_update(parts, stats, cfg, info)
+    return stats
+
+
+def apply_update(parts: Parts, stats: StepStats, cfg: RunConfig, info: DistInfo) -> None:
+    """Step the optimizer, or skip the step (zeroed gradients) on a non-finite loss or gradient on any rank."""
+    if info.enabled:
+        dist.all_reduce(stats.bad)  # any rank non-finite -> every rank skips
+    scaler, optimizer = parts.scaler, parts.optimizer
+    if not scaler.is_enabled():
+        # bf16 / fp32: no scaler catches a non-finite gradient behind a finite loss; the gradients are
+        # already all-reduced, so every rank sees the same norm. One host sync for both checks.
+        norm = grad_norm_(parts.params, cfg.train.clip_grad)
+        n_bad, grad_norm = torch.stack([stats.bad, norm.detach().to(stats.bad)]).tolist()
+        stats.bad_loss, stats.bad_grad = n_bad > 0, not math.isfinite(grad_norm)
+        stats.grad_norm = grad_norm
+    else:
+        stats.bad_loss = bool(stats.bad.item() > 0)
+    if stats.skipped:
+        stats.grad_norm = None
+        optimizer.zero_grad(set_to_none=True)
+        return
+    if scaler.is_enabled() and cfg.train.clip_grad > 0:
+        scaler.unscale_(optimizer)
+        stats.grad_norm = grad_norm_(parts.params, cfg.train.clip_grad)  # a tensor, read at the next log
+    scaler.step(optimizer)
+    scaler.update()
+    optimizer.zero_grad(set_to_none=True)
+
+
+@dataclass
+class LogWindow:
+    """Sums over one logging interval, on the training device; read back (and summed over ranks) per record."""
+
+    loss: torch.Tensor  # float64 scalars: summed step losses of the good steps ...
+    good_steps: torch.Tensor  # ... and their number
+    split: torch.Tensor  # [4] float64: summed StepStats.split of the good steps
+    clips: torch.Tensor  # float64 scalar: clips seen (skipped steps included)
+    anchor_steps: torch.Tensor  # float64 scalar: good steps whose masker reported anchors
+    started: float = field(default_factory=time.perf_counter)
+    grad_norm: Any = None  # the last step's gradient norm (a float or a device tensor)
+
+    @classmethod
+    def empty(cls, device: torch.device) -> LogWindow:
+        z = lambda: torch.zeros((), dtype=torch.float64, device=device)  # noqa: E731
+        return cls(z(), z(), torch.zeros(4, dtype=torch.float64, device=device), z(), z())
+
+    def add(self, stats: StepStats) -> None:
+        self.grad_norm = stats.grad_norm
+        if not stats.skipped:
+            self.loss += stats.loss
+            self.good_steps += 1
+            self.split += stats.split
+            self.anchor_steps += float(stats.has_anchors)
+        self.clips += stats.clips
+
+    def record(self, info: DistInfo, **fields: Any) -> dict[str, Any]:
+        """The ``metrics.jsonl`` record of this window (``fields``: step, epoch, lr, skipped_steps)."""
+        sums = torch.cat([self.loss.view(1), self.good_steps.view(1), self.split, self.clips.view(1)])
+        sums = torch.cat([sums, self.anchor_steps.view(1)])
+        if info.enabled:
+            dist.all_reduce(sums)  # one collective for the whole window
+        loss, good, a_sum, a_n, o_sum, o_n, clips, anchor_steps = sums.tolist()
+        elapsed = time.perf_counter() - self.started
+        return {
+            "step": fields["step"],
+            "epoch": fields["epoch"],
+            "loss": loss / good if good else None,  # mean over ranks and finite steps of the interval
+            "loss_anchor": a_sum / a_n if a_n else None,
+            "loss_other": o_sum / o_n if o_n else None,
+            # share of the reconstructed (masked) tokens that are anchor patches
+            "anchor_share": a_n / (a_n + o_n) if anchor_steps and a_n + o_n else None,
+            "lr": fields["lr"],
+            "grad_norm": None if self.grad_norm is None else float(self.grad_norm),
+            "clips_per_s": clips / elapsed if elapsed > 0 else None,
+            "skipped_steps": fields["skipped_steps"],
+        }
+
+
+# ----------------------------------------------------------------------------- the run's parts
+
+
+@dataclass
+class Parts:
+    """What a run trains with, built by :func:`build_parts` before the loop starts."""
+
+    out_dir: Path
+    device: torch.device
+    model: VideoMAE  # the bare model (never the DDP wrapper): checkpoints, pictures, exports
+    source: str  # where its weights came from: init | hf | pth | videomask
+    dataset: VideoDataset
+    stream: BatchStream
+    optimizer: torch.optim.Optimizer
+    scaler: torch.amp.GradScaler
+    masker: Masker
+    amp_dtype: torch.dtype | None  # None = fp32
+    lr_peak: float
+    total_steps: int
+    params: list[torch.Tensor]  # the trainable parameters (gradient norm and clipping)
+
+
+def prepare_run_folder(cfg: RunConfig, info: DistInfo) -> Path | None:
+    """The checkpoint to resume from (None: a fresh run); writes ``config.yaml``. Every rank reads the folder."""
+    out_dir = Path(cfg.run.out_dir)
     latest = ckpt.find_latest_checkpoint(out_dir)
     if info.enabled:  # every rank must see the same run folder (one shared filesystem across nodes)
         seen: list[Any] = [None] * info.world_size
@@ -594,22 +843,27 @@ def _train(cfg: RunConfig, info: DistInfo, device: torch.device) -> RunResult:
             f"run folder {out_dir} already has checkpoints (latest {latest.name}); pass --resume "
             f"(train.resume=true) to continue it, or choose another run.out_dir"
         )
+    if latest is None and cfg.train.resume:
+        _say(info, f"no checkpoint in {out_dir}; starting from scratch")
     if info.is_main:
         out_dir.mkdir(parents=True, exist_ok=True)
         save_config(cfg, out_dir / "config.yaml")
     _barrier(info)
+    return latest
 
-    # --- model, data ---------------------------------------------------------------------------
-    model, source = build_model_from_config(cfg)
-    dataset = build_dataset(cfg, getattr(model, "config", None))
+
+def build_parts(cfg: RunConfig, info: DistInfo, device: torch.device) -> Parts:
+    """Model, data stream, optimizer, loss scaler and masker of a run, on ``device`` (nothing restored yet)."""
     from videomask.data import collate_clips
 
+    model, source = build_model_from_config(cfg)
+    dataset = build_dataset(cfg, model.config)
     sampler = ResumableSampler(dataset, num_replicas=info.world_size, rank=info.rank, seed=cfg.run.seed)
     # the loader's own generator: starting an epoch's iterator must not draw from the global torch RNG,
     # which drop-path uses (a resumed run starts one more iterator than the uninterrupted run)
     loader_kwargs = dict(
         num_workers=cfg.data.num_workers,
-        pin_memory=on_cuda,
+        pin_memory=device.type == "cuda",
         collate_fn=collate_clips,
         generator=torch.Generator().manual_seed(cfg.run.seed),
     )
@@ -619,266 +873,142 @@ def _train(cfg: RunConfig, info: DistInfo, device: torch.device) -> RunResult:
             f"data has {len(dataset)} videos, fewer than data.batch_size x ranks = "
             f"{cfg.data.batch_size} x {info.world_size}; lower data.batch_size or add videos"
         )
-    accum = cfg.train.accum_steps
-    total_steps = cfg.train.steps or max(1, cfg.train.epochs * stream.batches_per_epoch // accum)
+    total_steps = cfg.train.steps or max(1, cfg.train.epochs * stream.batches_per_epoch // cfg.train.accum_steps)
 
-    # --- optimizer, masker ----------------------------------------------------------------------
     if cfg.train.grad_checkpointing:
         model.set_grad_checkpointing(True)
     model.to(device).train()
-    raw_model = model
-    groups = model.param_groups(cfg.optim.weight_decay) if hasattr(model, "param_groups") else model.parameters()
     lr_peak = peak_lr(cfg, info.world_size)
-    fused = fused_adamw_supported(model.parameters()) or None  # None: torch's default kernel (foreach)
     optimizer = torch.optim.AdamW(
-        groups,
+        model.param_groups(cfg.optim.weight_decay),
         lr=lr_peak,
         betas=tuple(cfg.optim.betas),
         eps=cfg.optim.eps,
         weight_decay=cfg.optim.weight_decay,
-        fused=fused,
+        fused=fused_adamw_supported(model.parameters()) or None,  # None: torch's default kernel (foreach)
     )
+    amp_dtype = resolve_precision(cfg.train.precision, device)
     scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16)
-    masker = build_masker_from_config(cfg, raw_model, device, prepare_score_cache(cfg, dataset, info, device))
+    masker = build_masker_from_config(cfg, model, device, prepare_score_cache(cfg, dataset, info, device))
     # every rank draws its own drop-path / dropout noise (the model init above used run.seed on all ranks)
     torch.manual_seed(rank_seed(cfg.run.seed, info.rank))
+    return Parts(
+        out_dir=Path(cfg.run.out_dir),
+        device=device,
+        model=model,
+        source=source,
+        dataset=dataset,
+        stream=stream,
+        optimizer=optimizer,
+        scaler=scaler,
+        masker=masker,
+        amp_dtype=amp_dtype,
+        lr_peak=lr_peak,
+        total_steps=total_steps,
+        params=[p for p in model.parameters() if p.requires_grad],
+    )
 
-    start_step, skipped, bad_streak = 0, 0, 0
-    if latest is not None:
-        state = ckpt.load_checkpoint(latest, raw_model, optimizer=optimizer, scaler=scaler)
-        if scaler.is_enabled() and not state.get("scaler_restored", True):
-            _say(info, f"note: {latest.name} was written without fp16 loss scaling; the GradScaler starts afresh")
-        t = state["train"]
-        start_step, skipped = int(state["step"]), int(t.get("skipped_steps", 0))
-        if (
-            t.get("world_size", info.world_size) != info.world_size
-            or t.get("batch_size", cfg.data.batch_size) != cfg.data.batch_size
-        ):
-            _say(
-                info,
-                f"warning: resuming with a different world size / batch size than {latest.name}; "
-                "the data position is approximate",
-            )
-        stream.epoch, stream.consumed = int(t.get("epoch", 0)), int(t.get("batches_in_epoch", 0))
-        rng = state["rng"]
-        if rng:
-            ckpt.restore_rng_state(*rng[info.rank if len(rng) == info.world_size else 0])
-        _say(info, f"resuming from {latest} (step {start_step}, epoch {stream.epoch}, batch {stream.consumed})")
-    elif cfg.train.resume:
-        _say(info, f"no checkpoint in {out_dir}; starting from scratch")
 
-    if info.enabled:
-        unused = unused_in_pretraining(raw_model)  # e.g. fc_norm: DDP would wait for its gradients forever
-        model = torch.nn.parallel.DistributedDataParallel(
-            raw_model, device_ids=[device.index] if on_cuda else None, find_unused_parameters=bool(unused)
+def restore_checkpoint(parts: Parts, latest: Path | None, cfg: RunConfig, info: DistInfo) -> tuple[int, int]:
+    """Load ``latest`` (weights, optimizer, scaler, data position, this rank's RNG) -> ``(step, skipped_steps)``."""
+    if latest is None:
+        return 0, 0
+    state = ckpt.load_checkpoint(latest, parts.model, optimizer=parts.optimizer, scaler=parts.scaler)
+    if parts.scaler.is_enabled() and not state.get("scaler_restored", True):
+        _say(info, f"note: {latest.name} was written without fp16 loss scaling; the GradScaler starts afresh")
+    t = state["train"]
+    if (
+        t.get("world_size", info.world_size) != info.world_size
+        or t.get("batch_size", cfg.data.batch_size) != cfg.data.batch_size
+    ):
+        _say(
+            info,
+            f"warning: resuming with a different world size / batch size than {latest.name}; "
+            "the data position is approximate",
         )
-    params = [p for p in raw_model.parameters() if p.requires_grad]
+    stream = parts.stream
+    stream.epoch, stream.consumed = int(t.get("epoch", 0)), int(t.get("batches_in_epoch", 0))
+    rng = state["rng"]
+    if rng:
+        ckpt.restore_rng_state(*rng[info.rank if len(rng) == info.world_size else 0])
+    step = int(state["step"])
+    _say(info, f"resuming from {latest} (step {step}, epoch {stream.epoch}, batch {stream.consumed})")
+    return step, int(t.get("skipped_steps", 0))
 
-    n_params = sum(p.numel() for p in raw_model.parameters())
-    _say(
-        info,
-        f"videomask pretrain: {n_params / 1e6:.2f}M params ({source}), device {device}"
-        f"{f' x {info.world_size} ranks' if info.enabled else ''}, precision "
-        f"{'fp32' if amp_dtype is None else str(amp_dtype).split('.')[-1]}, masker {masker!r}, "
-        f"{len(dataset)} videos, {total_steps} steps of {effective_batch(cfg, info.world_size)} clips, "
-        f"peak lr {lr_peak:.3g}, run folder {out_dir}",
+
+def wrap_ddp(model: VideoMAE, info: DistInfo, device: torch.device) -> torch.nn.Module:
+    """``model`` in DistributedDataParallel under torchrun (after the restore: DDP broadcasts rank 0's weights)."""
+    if not info.enabled:
+        return model
+    unused = unused_in_pretraining(model)  # e.g. fc_norm: DDP would wait for its gradients forever
+    return torch.nn.parallel.DistributedDataParallel(
+        model, device_ids=[device.index] if device.type == "cuda" else None, find_unused_parameters=bool(unused)
     )
 
-    log = MetricsLog(out_dir, start_step, cfg.train.tensorboard) if info.is_main else None
-    from videomask.viz import ReconLogger
 
-    recon = ReconLogger.for_run(cfg, dataset, masker, log.writer) if log is not None else None  # TensorBoard pictures
-    result = RunResult(
-        out_dir=out_dir, steps=start_step, total_steps=total_steps, skipped_steps=skipped, last_checkpoint=latest
+def run_banner(parts: Parts, cfg: RunConfig, info: DistInfo, device: torch.device) -> str:
+    """The one line a run prints when it starts."""
+    n_params = sum(p.numel() for p in parts.model.parameters())
+    ranks = f" x {info.world_size} ranks" if info.enabled else ""
+    precision = "fp32" if parts.amp_dtype is None else str(parts.amp_dtype).split(".")[-1]
+    return (
+        f"videomask pretrain: {n_params / 1e6:.2f}M params ({parts.source}), device {device}{ranks}, precision "
+        f"{precision}, masker {parts.masker!r}, {len(parts.dataset)} videos, {parts.total_steps} steps of "
+        f"{effective_batch(cfg, info.world_size)} clips, peak lr {parts.lr_peak:.3g}, run folder {parts.out_dir}"
     )
-    bar = None
-    if info.is_main and cfg.train.progress:
-        from tqdm.auto import tqdm
 
-        bar = tqdm(total=total_steps, initial=start_step, desc=cfg.run.name, dynamic_ncols=True, file=sys.stderr)
 
-    def save(step: int) -> Path:
-        """Checkpoint ``step`` on rank 0 with every rank's RNG state; barriers on both sides."""
-        _barrier(info)
-        rng = ckpt.capture_rng_state()
-        states = [rng]
-        if info.enabled:
-            gathered: list[Any] = [None] * info.world_size if info.is_main else None  # type: ignore[assignment]
-            dist.gather_object(rng, gathered, dst=0)
-            states = gathered
-        path = ckpt.checkpoint_dir(out_dir, step)
-        if info.is_main:
-            train_state = {
-                "epoch": stream.epoch,
-                "batches_in_epoch": stream.consumed,
-                "world_size": info.world_size,
-                "batch_size": cfg.data.batch_size,
-                "skipped_steps": skipped,
-                "total_steps": total_steps,
-                "scheduler": {
-                    "kind": f"warmup+{cfg.optim.schedule}",
-                    "peak_lr": lr_peak,
-                    "warmup_steps": cfg.optim.warmup_steps,
-                    "min_lr_ratio": cfg.optim.min_lr_ratio,
-                },
-            }
-            path = ckpt.save_checkpoint(
-                out_dir,
-                step,
-                raw_model,
-                optimizer=optimizer,
-                scaler=scaler,
-                train_state=train_state,
-                rng_states=states,
-                model_meta=model_meta(raw_model),
-            )
-            ckpt.prune_checkpoints(out_dir, cfg.train.keep_last)
-        _barrier(info)
-        return path
+def save_run(parts: Parts, cfg: RunConfig, info: DistInfo, step: int, skipped: int) -> Path:
+    """Checkpoint ``step`` on rank 0 with every rank's RNG state; barriers on both sides."""
+    _barrier(info)
+    rng = ckpt.capture_rng_state()
+    states = [rng]
+    if info.enabled:
+        gathered: list[Any] = [None] * info.world_size if info.is_main else None  # type: ignore[assignment]
+        dist.gather_object(rng, gathered, dst=0)
+        states = gathered
+    path = ckpt.checkpoint_dir(parts.out_dir, step)
+    if info.is_main:
+        train_state = {
+            "epoch": parts.stream.epoch,
+            "batches_in_epoch": parts.stream.consumed,
+            "world_size": info.world_size,
+            "batch_size": cfg.data.batch_size,
+            "skipped_steps": skipped,
+            "total_steps": parts.total_steps,
+            "scheduler": {
+                "kind": f"warmup+{cfg.optim.schedule}",
+                "peak_lr": parts.lr_peak,
+                "warmup_steps": cfg.optim.warmup_steps,
+                "min_lr_ratio": cfg.optim.min_lr_ratio,
+            },
+        }
+        path = ckpt.save_checkpoint(
+            parts.out_dir,
+            step,
+            parts.model,
+            optimizer=parts.optimizer,
+            scaler=parts.scaler,
+            train_state=train_state,
+            rng_states=states,
+            model_meta=model_meta(parts.model),
+        )
+        ckpt.prune_checkpoints(parts.out_dir, cfg.train.keep_last)
+    _barrier(info)
+    return path
 
-    # per-log-interval sums: loss, finite steps, anchor sum/count, other sum/count, clips, steps with anchors
-    window = torch.zeros(8, dtype=torch.float64, device=device)
-    t_window = time.perf_counter()
-    step = start_step
-    try:
-        while step < total_steps:
-            lr = lr_at(step, total_steps, lr_peak, cfg.optim.warmup_steps, cfg.optim.min_lr_ratio, cfg.optim.schedule)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-            step_stats = torch.zeros(6, dtype=torch.float64, device=device)  # loss, bad, a_sum, a_n, o_sum, o_n
-            clips, has_anchors = 0, False
-            # the model checks the mask counts (a host sync) on the first step and on logged steps only;
-            # in between the masker's exact count is passed on
-            check = step == start_step or (step + 1) % cfg.train.log_every == 0 or step + 1 == total_steps
-            for micro in range(accum):
-                batch = stream.next()
-                video = batch["video"].to(device, non_blocking=True)  # [B, C, T, H, W]
-                # a CPU generator on every device: the same masks on CPU and GPU, so a resume elsewhere matches
-                gen = torch.Generator().manual_seed(step_seed(cfg.run.seed, step, micro, info.rank))
-                grid = raw_model.grid_of(video)
-                counts: dict[str, int] = {}
-                if not check and hasattr(masker, "num_masked"):  # a duck-typed masker without it: always checked
-                    counts["num_masked"] = masker.num_masked(masker.grid(video))
-                with torch.no_grad():
-                    mres = masker.generate({**batch, "video": video}, generator=gen)  # mask [B, L]
-                    decoder_mask = None
-                    if raw_model.config.decoder_mask_ratio > 0:
-                        decoder_mask = raw_model.make_decoder_mask(
-                            mres.mask, grid, generator=gen, num_masked=counts.get("num_masked")
-                        )
-                        if counts:
-                            counts["num_decoded"] = raw_model.decoder_count(counts["num_masked"])
-                sync = contextlib.nullcontext() if not info.enabled or micro == accum - 1 else model.no_sync()
-                with sync:
-                    with torch.autocast(
-                        device_type=device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None
-                    ):
-                        out = forward_model(model, video, mres.mask, decoder_mask, **counts)
-                    loss = out.loss.float()
-                    scaler.scale(loss / accum).backward()
-                finite = torch.isfinite(loss.detach())
-                step_stats[0] += torch.where(finite, loss.detach(), torch.zeros_like(loss)).double() / accum
-                step_stats[1] += (~finite).double()
-                step_stats[2:] += loss_split(out.token_loss, out.decoder_mask, mres.anchors).double()
-                clips += video.shape[0]
-                has_anchors = has_anchors or mres.anchors is not None
-            if info.enabled:
-                dist.all_reduce(step_stats[1:2])  # any rank non-finite -> every rank skips
-            grad_norm: Any = None
-            if not scaler.is_enabled():
-                # bf16 / fp32: no scaler catches a non-finite gradient behind a finite loss; the gradients are
-                # already all-reduced, so every rank sees the same norm. One host sync for both checks.
-                norm = grad_norm_(params, cfg.train.clip_grad)
-                n_bad, grad_norm = torch.stack([step_stats[1], norm.detach().to(step_stats)]).tolist()
-                bad_loss, bad_grad = n_bad > 0, not math.isfinite(grad_norm)
-            else:
-                bad_loss, bad_grad = bool(step_stats[1].item() > 0), False
-            bad = bad_loss or bad_grad
-            if bad:
-                grad_norm = None
-                optimizer.zero_grad(set_to_none=True)
-                skipped += 1
-                bad_streak += 1
-                _say(
-                    info,
-                    f"step {step + 1}: non-finite {'loss' if bad_loss else 'gradient'}, step skipped "
-                    f"({bad_streak} in a row, {skipped} in all)",
-                )
-            else:
-                bad_streak = 0
-                if scaler.is_enabled() and cfg.train.clip_grad > 0:
-                    scaler.unscale_(optimizer)
-                    grad_norm = grad_norm_(params, cfg.train.clip_grad)  # read at the next log
-                scaler.step(optimizer)
-                scaler.update()
-                optimizer.zero_grad(set_to_none=True)
-                window[0] += step_stats[0]
-                window[1] += 1
-                window[2:6] += step_stats[2:]
-                window[7] += float(has_anchors)
-            window[6] += clips
-            step += 1
-            result.steps, result.skipped_steps = step, skipped
-            if bar is not None:
-                bar.update(1)
 
-            stopping = bad_streak >= cfg.train.max_bad_steps
-            if step % cfg.train.log_every == 0 or step == total_steps or stopping:
-                if info.enabled:
-                    dist.all_reduce(window)
-                w = window.tolist()
-                elapsed = time.perf_counter() - t_window
-                record = {
-                    "step": step,
-                    "epoch": stream.epoch,
-                    "loss": w[0] / w[1] if w[1] else None,  # mean over ranks and finite steps of the interval
-                    "loss_anchor": w[2] / w[3] if w[3] else None,
-                    "loss_other": w[4] / w[5] if w[5] else None,
-                    # share of the reconstructed (masked) tokens that are anchor patches
-                    "anchor_share": w[3] / (w[3] + w[5]) if w[7] and w[3] + w[5] else None,
-                    "lr": lr,
-                    "grad_norm": None if grad_norm is None else float(grad_norm),
-                    "clips_per_s": w[6] / elapsed if elapsed > 0 else None,
-                    "skipped_steps": skipped,
-                }
-                result.history.append(record)
-                if log is not None:
-                    log.write(record)
-                if bar is not None and record["loss"] is not None:
-                    bar.set_postfix(loss=f"{record['loss']:.4f}", lr=f"{lr:.2e}")
-                window.zero_()
-                t_window = time.perf_counter()
+def finish_run(parts: Parts, cfg: RunConfig, info: DistInfo, result: RunResult, step: int, skipped: int) -> None:
+    """The last checkpoint (unless the last save was this step) and ``final/`` (weights, plus ``hf/``)."""
+    out_dir, model = parts.out_dir, parts.model
+    if result.last_checkpoint is None or result.last_checkpoint.name != ckpt.checkpoint_dir(out_dir, step).name:
+        result.last_checkpoint = save_run(parts, cfg, info, step, skipped)
+    result.final_dir = out_dir / "final"
+    if info.is_main:
+        ckpt.save_model_weights(model, result.final_dir / ckpt.MODEL_FILE, {**model_meta(model), "step": str(step)})
+        if parts.source == "hf" or cfg.train.export_hf:
+            from videomask.hf import save_hf_checkpoint
 
-            if recon is not None and not bad:
-                recon.maybe_log(raw_model, step)
-            if stopping:
-                result.stopped = (
-                    f"{bad_streak} consecutive non-finite losses or gradients at step {step}; "
-                    f"last good checkpoint: {result.last_checkpoint or 'none'}"
-                )
-                _say(info, f"stopping: {result.stopped}")
-                break
-            if cfg.train.save_every and step % cfg.train.save_every == 0 and step < total_steps and bad_streak == 0:
-                result.last_checkpoint = save(step)
-    finally:
-        stream.close()
-        if bar is not None:
-            bar.close()
-        if log is not None:
-            log.close()
-
-    if result.stopped is None:
-        if result.last_checkpoint is None or result.last_checkpoint.name != ckpt.checkpoint_dir(out_dir, step).name:
-            result.last_checkpoint = save(step)
-        result.final_dir = out_dir / "final"
-        if info.is_main:
-            ckpt.save_model_weights(
-                raw_model, result.final_dir / ckpt.MODEL_FILE, {**model_meta(raw_model), "step": str(step)}
-            )
-            if source == "hf" or cfg.train.export_hf:
-                from videomask.hf import save_hf_checkpoint
-
-                save_hf_checkpoint(raw_model, result.final_dir / "hf")
-        _barrier(info)
-        _say(info, f"done: {step} steps ({skipped} skipped); final weights in {result.final_dir}")
-    return result
+            save_hf_checkpoint(model, result.final_dir / "hf")
+    _barrier(info)
+    _say(info, f"done: {step} steps ({skipped} skipped); final weights in {result.final_dir}")
