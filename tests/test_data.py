@@ -577,3 +577,16 @@ def test_replacement_clip_does_not_depend_on_what_was_read_before(partly_bad_dir
         seen = VideoDataset.from_folder(partly_bad_dir, skip_log=tmp_path / f"seen{cut}.tsv", **options)
         assert _clip_keys(seen, order[cut:]) == straight[cut:], f"dataset with the full skip log from item {cut}"
     assert used  # the partly decodable file was used (after the fix: for the draws that decode)
+
+
+def test_dataset_refuses_size_or_train_next_to_a_transform(tmp_path):
+    """A transform brings its own size and augmentation: a size, or a train flag that disagrees, is an error."""
+    items = [VideoItem(str(tmp_path / "a.mp4"), "a.mp4")]
+    transform = ClipTransform.for_eval(32)
+    with pytest.raises(VideomaskError, match="transform sets the clip size"):
+        VideoDataset(items, num_frames=4, transform=transform, size=64)
+    with pytest.raises(VideomaskError, match="transform sets the clip size"):
+        VideoDataset(items, num_frames=4, transform=transform, train=True)
+    ds = VideoDataset(items, num_frames=4, transform=transform, train=False)  # agrees: fine
+    assert ds.transform is transform and ds.sampling == "center"
+    assert VideoDataset(items, num_frames=4).transform.size == (224, 224)  # the default size without a transform

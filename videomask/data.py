@@ -652,7 +652,8 @@ class VideoDataset(Dataset):
     ``sampling`` (``random`` / ``center`` / ``uniform``) and ``short`` (``loop`` / ``pad`` / ``skip``)
     as :func:`sample_indices`; videos with fewer than ``min_frames`` frames are always skipped;
     ``num_sample`` clips per video from one decode; ``transform`` (default:
-    ``ClipTransform(size=size, train=train)``; ``train`` defaults to ``sampling == "random"`` and
+    ``ClipTransform(size=size, train=train)``, ``size`` 224; a given transform brings its own size and
+    augmentation, so passing ``size``, or a ``train`` that disagrees with it, is an error; ``train`` defaults to ``sampling == "random"`` and
     ``sampling`` to ``"center"`` when ``train=False``, else ``"random"``); ``tubelet`` checks that
     clips fit the token grid (and is the patch the default transform checks);
     ``backend`` for :func:`videomask.video.open_video`; ``seed``; ``timeout`` seconds per video;
@@ -670,7 +671,7 @@ class VideoDataset(Dataset):
         min_frames: int = 2,
         num_sample: int = 1,
         transform: ClipTransform | None = None,
-        size: int | Sequence[int] = 224,
+        size: int | Sequence[int] | None = None,
         train: bool | None = None,
         tubelet: int | Sequence[int] | None = None,
         backend: str = "pyav",
@@ -688,6 +689,11 @@ class VideoDataset(Dataset):
                 f"num_frames, sampling_rate, num_sample and min_frames must be positive, "
                 f"got {num_frames}, {sampling_rate}, {num_sample}, {min_frames}"
             )
+        if transform is not None and (size is not None or (train is not None and train != transform.train)):
+            raise VideomaskError(
+                "VideoDataset: a transform sets the clip size and augmentation; pass size/train to "
+                "ClipTransform instead of the dataset"
+            )
         if sampling is None:
             sampling = "center" if train is False else "random"
         if train is None:
@@ -700,7 +706,7 @@ class VideoDataset(Dataset):
         self.tubelet: Tubelet | None = as_tubelet(tubelet) if tubelet is not None else None
         if transform is None:
             patch = self.tubelet[1:] if self.tubelet is not None else None
-            transform = ClipTransform(size=size, train=train, patch=patch)  # type: ignore[arg-type]
+            transform = ClipTransform(size=224 if size is None else size, train=train, patch=patch)  # type: ignore[arg-type]
         self.transform = transform
         if self.tubelet is not None:
             grid_for((num_frames, *self.transform.size), self.tubelet)  # clear error when not divisible
