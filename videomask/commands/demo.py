@@ -18,12 +18,18 @@ from __future__ import annotations
 import argparse
 import copy
 import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
 from videomask.errors import VideomaskError
+
+if TYPE_CHECKING:
+    from videomask.config import RunConfig
+    from videomask.stats import DifferenceStats
+    from videomask.train import RunResult
 
 HELP = "run the shipped end-to-end demo on assets/ with configs/demo.yaml"
 
@@ -40,7 +46,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _find_config(path: str | None) -> tuple[Path, bool]:
-    """The demo config and whether it is the shipped one (``--config``, else ./configs/demo.yaml, else the package's)."""
+    """The demo config and whether it is the shipped one.
+
+    ``--config`` when given, else ./configs/demo.yaml, else the copy shipped in the package.
+    """
     if path is not None:
         if not Path(path).is_file():
             raise VideomaskError(f"demo config not found: {path}")
@@ -99,16 +108,20 @@ def _loss_summary(history: list[dict[str, Any]]) -> str:
     return text
 
 
-def run(args: argparse.Namespace) -> int:
-    import torch
+@dataclass
+class DemoPlan:
+    """The demo's inputs after reading the config and the command line."""
 
-    from videomask.config import load_config
-    from videomask.data import ClipTransform, VideoDataset
-    from videomask.masking import build_masker
-    from videomask.stats import ModelEmbedder, fit_statistics
-    from videomask.train import build_model_from_config, train
-    from videomask.viz import load_clip, show_masks
+    raw: dict[str, Any]  # the stage-3 ``videomask pretrain`` config, paths made absolute
+    demo: dict[str, Any]  # the ``demo`` section
+    overrides: list[str]  # ``key=value`` overrides for the training stages
+    source: Path
+    target: Path
+    out_dir: Path
 
+
+def read_plan(args: argparse.Namespace) -> DemoPlan:
+    """Read the demo config, apply ``demo.*`` overrides and ``--quick``, resolve the folders."""
     config_path, shipped = _find_config(args.config)
     base = config_path.resolve().parent
     if shipped:  # installed anywhere: the clips come from the package, the run folder goes under the cwd
@@ -124,7 +137,7 @@ def run(args: argparse.Namespace) -> int:
     demo = raw.pop("demo", None)
     if not isinstance(demo, dict) or "source" not in demo or "target" not in demo:
         raise VideomaskError(f"{config_path} needs a 'demo' section with 'source' and 'target' folders")
-    stage_overrides: list[str] = []
+    overrides: list[str] = []
     for item in args.overrides:
         if "=" not in item:
             raise VideomaskError(f"override {item!r} is not of the form section.key=value")
@@ -132,11 +145,11 @@ def run(args: argparse.Namespace) -> int:
         if key.startswith("demo."):
             _set_dotted(demo, key[len("demo.") :], value)
         else:
-            stage_overrides.append(item)
+            overrides.append(item)
     if args.quick:
         demo["source_steps"] = 4
         demo.setdefault("fit", {}).update(clips_per_video=1, epochs=1)
-        stage_overrides += ["train.steps=4", "train.log_every=1", "train.save_every=2", "data.num_workers=0"]
+        overrides += ["train.steps=4", "train.log_every=1", "train.save_every=2", "data.num_workers=0"]
 
     source = Path(resolve(str(demo["source"])))
     target = Path(resolve(str(demo["target"])))
@@ -151,32 +164,46 @@ def run(args: argparse.Namespace) -> int:
         value = raw.get(section, {}).get(key)
         if value:
             raw[section][key] = resolve(str(value))
-    started = time.perf_counter()
+    return DemoPlan(raw=raw, demo=demo, overrides=overrides, source=source, target=target, out_dir=out_dir)
 
-    # -- stage 1: source pretraining with tube masking -------------------------------------------------
-    stage1 = copy.deepcopy(raw)
-    stage1.setdefault("run", {}).update(name="demo-source", out_dir=str(out_dir / "source"))
-    stage1.setdefault("data", {})["path"] = str(source)
-    stage1["mask"] = {"name": str(demo.get("source_mask", "tube")), "ratio": raw.get("mask", {}).get("ratio", 0.9)}
-    stage1.setdefault("train", {})["steps"] = int(demo.get("source_steps", 100))
+
+def pretrain_source(plan: DemoPlan) -> tuple[RunConfig, RunResult]:
+    """Stage 1: pretrain on the source clips with the demo's source masker (tube) for ``demo.source_steps``."""
+    from videomask.config import load_config
+    from videomask.train import train
+
+    stage1 = copy.deepcopy(plan.raw)
+    stage1.setdefault("run", {}).update(name="demo-source", out_dir=str(plan.out_dir / "source"))
+    stage1.setdefault("data", {})["path"] = str(plan.source)
+    ratio = plan.raw.get("mask", {}).get("ratio", 0.9)
+    stage1["mask"] = {"name": str(plan.demo.get("source_mask", "tube")), "ratio": ratio}
+    stage1.setdefault("train", {})["steps"] = int(plan.demo.get("source_steps", 100))
     # stage 1 takes the overrides but its own masker and length (demo.source_steps)
-    stage1_overrides = [o for o in stage_overrides if not o.startswith(("mask.", "train.steps="))]
-    cfg1 = load_config(_write_stage(stage1, out_dir / "stage1_source.yaml"), stage1_overrides)
+    overrides = [o for o in plan.overrides if not o.startswith(("mask.", "train.steps="))]
+    cfg1 = load_config(_write_stage(stage1, plan.out_dir / "stage1_source.yaml"), overrides)
     print(
-        f"[1/4] pretraining a {cfg1.model.name} model on {source} ({cfg1.train.steps} steps, {cfg1.mask.name} masking)"
+        f"[1/4] pretraining a {cfg1.model.name} model on {plan.source} ({cfg1.train.steps} steps, "
+        f"{cfg1.mask.name} masking)"
     )
     result1 = train(cfg1)
     if not result1.ok or result1.final_dir is None:
         raise VideomaskError(f"stage 1 stopped early: {result1.stopped}")
+    return cfg1, result1
 
-    # -- stage 2: difference statistics with stage 1's tubelet embedding ------------------------------
+
+def fit_difference(plan: DemoPlan, cfg1: RunConfig, result1: RunResult) -> tuple[DifferenceStats, Path]:
+    """Stage 2: difference statistics (source vs target) with stage 1's tubelet embedding as the embedder."""
+    from videomask.data import ClipTransform, VideoDataset
+    from videomask.stats import ModelEmbedder, fit_statistics
+    from videomask.train import build_model_from_config
+
     trained = copy.deepcopy(cfg1)
     trained.model.checkpoint = str(result1.final_dir)
     model, _ = build_model_from_config(trained)
     tubelet = tuple(model.tubelet)
-    fit = dict(demo.get("fit", {}))
+    fit = dict(plan.demo.get("fit", {}))
     transform = ClipTransform.for_eval(cfg1.data.size, patch=tubelet[1:])
-    datasets = [
+    source, target = (
         VideoDataset.from_path(
             folder,
             num_frames=cfg1.data.num_frames,
@@ -188,15 +215,16 @@ def run(args: argparse.Namespace) -> int:
             backend=cfg1.data.backend,
             seed=cfg1.run.seed,
         )
-        for folder in (source, target)
-    ]
+        for folder in (plan.source, plan.target)
+    )
     embedder = ModelEmbedder(model, layer="patch", source=str(result1.final_dir))
     print(
-        f"[2/4] fitting difference statistics (source prototypes, V={fit.get('num_words', 32)} words) on source vs target"
+        f"[2/4] fitting difference statistics (source prototypes, V={fit.get('num_words', 32)} words) "
+        "on source vs target"
     )
     stats = fit_statistics(
-        datasets[0],
-        datasets[1],
+        source,
+        target,
         embedder,
         num_words=int(fit.get("num_words", 32)),
         num_anchors=int(fit.get("num_anchors", 4)),
@@ -206,23 +234,37 @@ def run(args: argparse.Namespace) -> int:
         seed=cfg1.run.seed,
         batch_size=cfg1.data.batch_size * cfg1.data.num_sample,
     )
-    stats_path = out_dir / "stats.safetensors"
+    stats_path = plan.out_dir / "stats.safetensors"
     stats.save(stats_path)
+    return stats, stats_path
 
-    # -- stage 3: continued pretraining on the target with the difference masker ----------------------
-    stage3 = copy.deepcopy(raw)
-    stage3.setdefault("run", {}).update(out_dir=str(out_dir / "target"))
-    stage3.setdefault("data", {})["path"] = str(target)
+
+def pretrain_target(plan: DemoPlan, result1: RunResult, stats_path: Path) -> tuple[RunConfig, RunResult]:
+    """Stage 3: continue pretraining stage 1's model on the target clips with the configured (difference) masker."""
+    from videomask.config import load_config
+    from videomask.train import train
+
+    stage3 = copy.deepcopy(plan.raw)
+    stage3.setdefault("run", {}).update(out_dir=str(plan.out_dir / "target"))
+    stage3.setdefault("data", {})["path"] = str(plan.target)
     stage3.setdefault("model", {})["checkpoint"] = str(result1.final_dir)
     stage3.setdefault("mask", {}).setdefault("options", {})["stats"] = str(stats_path)
-    cfg3 = load_config(_write_stage(stage3, out_dir / "stage3_target.yaml"), stage_overrides)
-    print(f"[3/4] continuing pretraining on {target} ({cfg3.train.steps} steps, {cfg3.mask.name} masking)")
+    cfg3 = load_config(_write_stage(stage3, plan.out_dir / "stage3_target.yaml"), plan.overrides)
+    print(f"[3/4] continuing pretraining on {plan.target} ({cfg3.train.steps} steps, {cfg3.mask.name} masking)")
     result3 = train(cfg3)
     if not result3.ok or result3.final_dir is None:
         raise VideomaskError(f"stage 3 stopped early: {result3.stopped}")
+    return cfg3, result3
 
-    # -- stage 4: a picture of the difference masks on a target clip ----------------------------------
-    clips = sorted(p for p in target.rglob("*") if p.suffix.lower() in (".mp4", ".avi", ".mkv", ".webm", ".mov"))
+
+def draw_picture(plan: DemoPlan, cfg3: RunConfig, tubelet: tuple[int, ...]) -> tuple[Any, Any]:
+    """Stage 4: the stage-3 masker's masks on the first target clip -> ``(masker, picture)``."""
+    import torch
+
+    from videomask.masking import build_masker
+    from videomask.viz import load_clip, show_masks
+
+    clips = sorted(p for p in plan.target.rglob("*") if p.suffix.lower() in (".mp4", ".avi", ".mkv", ".webm", ".mov"))
     options = dict(cfg3.mask.options, ratio=cfg3.mask.ratio, tubelet=tubelet)
     if cfg3.mask.mode is not None:
         options["mode"] = cfg3.mask.mode
@@ -236,12 +278,23 @@ def run(args: argparse.Namespace) -> int:
         backend=cfg3.data.backend,
     )
     with torch.no_grad():
-        picture = show_masks(clip, masker, out_dir / "masks.gif", seed=cfg3.run.seed)
+        picture = show_masks(clip, masker, plan.out_dir / "masks.gif", seed=cfg3.run.seed)
     print(f"[4/4] mask picture of {clips[0].name}: {picture.gif} and {picture.png}")
+    return masker, picture
+
+
+def run(args: argparse.Namespace) -> int:
+    """The four stages, then a summary of what each left in the run folder."""
+    plan = read_plan(args)
+    started = time.perf_counter()
+    cfg1, result1 = pretrain_source(plan)
+    stats, stats_path = fit_difference(plan, cfg1, result1)
+    cfg3, result3 = pretrain_target(plan, result1, stats_path)
+    masker, picture = draw_picture(plan, cfg3, tuple(stats.tubelet))
 
     target_share, source_share = stats.novelty_share(0.99)
     print()
-    print(f"videomask demo done in {time.perf_counter() - started:.0f} s; run folder {out_dir}")
+    print(f"videomask demo done in {time.perf_counter() - started:.0f} s; run folder {plan.out_dir}")
     print(f"  stage 1 (source, {cfg1.mask.name}):       {_loss_summary(result1.history)}")
     print(
         f"  statistics:                   {stats_path} ({masker.scorer} scorer: {target_share:.1%} of target tokens "
@@ -251,6 +304,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"  checkpoint:                   {result3.final_dir}")
     print(f"  metrics:                      {result3.out_dir / 'metrics.jsonl'}")
     print(
-        f"  masks:                        {picture.gif} (masked {picture.masked_share:.0%}, anchors {picture.anchor_share or 0:.0%})"
+        f"  masks:                        {picture.gif} (masked {picture.masked_share:.0%}, "
+        f"anchors {picture.anchor_share or 0:.0%})"
     )
     return 0
