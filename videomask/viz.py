@@ -386,7 +386,10 @@ def error_heatmap(
     scale: int = 1,
     vmin: float = 0.0,
 ) -> np.ndarray:
-    """Per-token error ``[L]`` -> uint8 ``[T, H*s, W*s, 3]`` (inferno colours from ``vmin`` to ``vmax``; NaN = light grey)."""
+    """Per-token error ``[L]`` -> uint8 ``[T, H*s, W*s, 3]``.
+
+    Inferno colours from ``vmin`` to ``vmax``; NaN (a token not reconstructed) is light grey.
+    """
     import cv2
 
     T, H, W = frames_shape
@@ -418,6 +421,39 @@ class ReconPicture:
     png: Path | None = None
 
 
+def _text_bar(texts: Sequence[str], panel: int, spacing: int, scale: int) -> np.ndarray:
+    """A white bar with one label over each of ``len(texts)`` panels ``panel`` px wide, ``spacing`` apart."""
+    import cv2
+
+    bar = np.full((12 * scale, len(texts) * panel + (len(texts) - 1) * spacing, 3), 255, dtype=np.uint8)
+    for n, text in enumerate(texts):
+        origin = (n * (panel + spacing) + 2, 9 * scale)
+        cv2.putText(bar, text, origin, cv2.FONT_HERSHEY_SIMPLEX, 0.3 * scale, (0, 0, 0), 1, cv2.LINE_AA)
+    return bar
+
+
+def _named_row(image: np.ndarray, lines: Sequence[str], width: int, scale: int) -> np.ndarray:
+    """``image`` with a white column ``width`` px wide on its left holding ``lines`` (a row name)."""
+    import cv2
+
+    side = np.full((image.shape[0], width, 3), 255, dtype=np.uint8)
+    for i, word in enumerate(lines):
+        origin = (2, 12 * scale + i * 10 * scale)
+        cv2.putText(side, word, origin, cv2.FONT_HERSHEY_SIMPLEX, 0.28 * scale, (0, 0, 0), 1, cv2.LINE_AA)
+    return np.concatenate([side, image], axis=1)
+
+
+def _recon_losses(recon: Reconstruction, anchors: Tensor | None) -> tuple[float | None, float | None, float | None]:
+    """``(anchor_share, anchor_loss, other_loss)``: mean token error on masked anchor / other patches."""
+    if anchors is None:
+        return None, None, None
+    err, anchors = recon.token_error, anchors.detach().cpu().bool()
+    a, o = anchors & recon.mask, ~anchors & recon.mask
+    la = float(err[a].mean()) if bool(a.any()) else None
+    lo = float(err[o].mean()) if bool(o.any()) else None
+    return float(anchors.float().mean()), la, lo
+
+
 def draw_recon(
     clip: Clip,
     recon: Reconstruction,
@@ -434,6 +470,8 @@ def draw_recon(
     The masked input shows masked patches fully grey (what the encoder does not see) with the anchor
     patches outlined, as ``show-masks`` draws them; the heat map colours each reconstructed patch by
     its loss (from the clip's smallest to its largest), visible patches light grey, anchor outlines repeated.
+    Returns the animation (one frame per clip frame, panels side by side) and a still grid (one row per
+    panel, one column per time slot).
     """
     import cv2
 
@@ -450,54 +488,30 @@ def draw_recon(
         anchor_grid = anchors.detach().cpu().bool().reshape(T // tubelet[0], H // tubelet[1], W // tubelet[2]).numpy()
         for k in range(T):
             _outline(heat[k], anchor_grid[k // tubelet[0]], tubelet[1:], scale, ANCHOR_COLOUR)
+    panels = [plain, masked, rec, heat]  # each [T, H*s, W*s, 3]
 
     masked_share = float(recon.mask.float().mean())
-    anchor_share = la = lo = None
-    if anchors is not None:
-        a = anchors.detach().cpu().bool() & recon.mask
-        o = ~anchors.detach().cpu().bool() & recon.mask
-        anchor_share = float(anchors.float().mean())
-        la = float(err[a].mean()) if bool(a.any()) else None
-        lo = float(err[o].mean()) if bool(o.any()) else None
+    anchor_share, la, lo = _recon_losses(recon, anchors)
     head = f"{title}  masked {masked_share:.0%}" + (f"  anchors {anchor_share:.0%}" if anchor_share is not None else "")
     head += f"  loss {recon.loss:.3f}" + (
         f" (anchor {la:.3f}, other {lo:.3f})" if la is not None and lo is not None else ""
     )
-    labels = ["original", "masked input", "reconstruction", f"error {vmin:.2f}-{vmax:.2f}"]
-    row_names = [["original"], ["masked", "input"], ["recon-", "struction"], ["error", f"{vmin:.2f}-", f"{vmax:.2f}"]]
     note = NORM_PIX_NOTE if recon.norm_pix_loss else PIXEL_NOTE
-    panels = [plain, masked, rec, heat]
 
+    # the animation: per frame a caption, the panel labels, the four panels side by side, the note
     gap = 4 * scale
     width = 4 * W * scale + 3 * gap
     white_gap = np.full((H * scale, gap, 3), 255, dtype=np.uint8)
-
-    def label_bar(texts: Sequence[str], panel: int, spacing: int) -> np.ndarray:
-        bar = np.full((12 * scale, len(texts) * panel + (len(texts) - 1) * spacing, 3), 255, dtype=np.uint8)
-        for n, text in enumerate(texts):
-            cv2.putText(
-                bar,
-                text,
-                (n * (panel + spacing) + 2, 9 * scale),
-                cv2.FONT_HERSHEY_SIMPLEX,
-                0.3 * scale,
-                (0, 0, 0),
-                1,
-                cv2.LINE_AA,
-            )
-        return bar
-
-    top = label_bar(labels, W * scale, gap)
+    labels = _text_bar(
+        ["original", "masked input", "reconstruction", f"error {vmin:.2f}-{vmax:.2f}"], W * scale, gap, scale
+    )
     frames = np.stack(
         [
             np.concatenate(
                 [
                     _caption(width, f"{head}  frame {clip.frame_indices[k]}", scale),
-                    top,
-                    np.concatenate(
-                        [panels[0][k], white_gap, panels[1][k], white_gap, panels[2][k], white_gap, panels[3][k]],
-                        axis=1,
-                    ),
+                    labels,
+                    np.concatenate([part for panel in panels for part in (white_gap, panel[k])][1:], axis=1),
                     _caption(width, note, scale),
                 ],
                 axis=0,
@@ -506,42 +520,18 @@ def draw_recon(
         ]
     )  # [T, 3 captions + H*s, 4*W*s + 3 gaps, 3]
 
-    t = tubelet[0]
-    columns = list(range(0, T, t))[:max_columns]
+    # the still: one row per panel (named on the left), one column per time slot
+    columns = list(range(0, T, tubelet[0]))[:max_columns]
     col_gap = np.full((H * scale, 2 * scale, 3), 255, dtype=np.uint8)
-
-    def row(images: np.ndarray) -> np.ndarray:
-        parts: list[np.ndarray] = []
-        for n, k in enumerate(columns):
-            parts += ([col_gap] if n else []) + [images[k]]
-        return np.concatenate(parts, axis=1)
-
-    rows = [row(p) for p in panels]
-    row_w = rows[0].shape[1]
-    label_w = 42 * scale  # row names on the left
-
-    def named(image: np.ndarray, lines: Sequence[str]) -> np.ndarray:
-        side = np.full((image.shape[0], label_w, 3), 255, dtype=np.uint8)
-        for i, word in enumerate(lines):
-            cv2.putText(
-                side,
-                word,
-                (2, 12 * scale + i * 10 * scale),
-                cv2.FONT_HERSHEY_SIMPLEX,
-                0.28 * scale,
-                (0, 0, 0),
-                1,
-                cv2.LINE_AA,
-            )
-        return np.concatenate([side, image], axis=1)
-
-    spacer = np.full((2 * scale, row_w + label_w, 3), 255, dtype=np.uint8)
-    body: list[np.ndarray] = []
-    for n, (image, lines) in enumerate(zip(rows, row_names)):
-        body += ([spacer] if n else []) + [named(image, lines)]
-    grid = np.concatenate(
-        [_caption(row_w + label_w, head, scale), *body, _caption(row_w + label_w, note, scale)], axis=0
-    )
+    rows = [np.concatenate([part for k in columns for part in (col_gap, panel[k])][1:], axis=1) for panel in panels]
+    row_names = [["original"], ["masked", "input"], ["recon-", "struction"], ["error", f"{vmin:.2f}-", f"{vmax:.2f}"]]
+    label_w = 42 * scale
+    full_w = rows[0].shape[1] + label_w
+    spacer = np.full((2 * scale, full_w, 3), 255, dtype=np.uint8)
+    body = [
+        part for image, names in zip(rows, row_names) for part in (spacer, _named_row(image, names, label_w, scale))
+    ]
+    grid = np.concatenate([_caption(full_w, head, scale), *body[1:], _caption(full_w, note, scale)], axis=0)
     return ReconPicture(frames, grid, recon.loss, la, lo, masked_share, anchor_share)
 
 
