@@ -78,24 +78,13 @@ def _accepted(name: str) -> set[str]:
     return set(masker_options(MASKERS[name]))
 
 
-def prepare(
-    args: argparse.Namespace,
-    *,
-    tubelet: tuple[int, int, int] | None = None,
-    mean: tuple[float, ...] | None = None,
-    std: tuple[float, ...] | None = None,
-) -> tuple[Any, Any, Any]:
-    """Check the flags, cut the clip and build the masker: ``(clip, masker, detections or None)``.
-
-    ``tubelet``, ``mean``, ``std``: fixed by a model (show-recon); otherwise from the flags / the masker.
-    """
+def masker_options_from_flags(args: argparse.Namespace) -> tuple[dict[str, Any], set[str]]:
+    """Check the flags against the masker -> ``(options given on the command line, options it accepts)``."""
     from pathlib import Path
 
-    from videomask.detect import BoxCache, build_detector, detect_frames
     from videomask.errors import VideomaskError
-    from videomask.masking import available_maskers, build_masker
+    from videomask.masking import available_maskers
     from videomask.patches import as_tubelet
-    from videomask.viz import load_clip
 
     if args.masker not in available_maskers():
         raise VideomaskError(f"unknown masker {args.masker!r} (choose from {', '.join(available_maskers())})")
@@ -106,7 +95,7 @@ def prepare(
     if args.scale < 1:
         raise VideomaskError("--scale must be >= 1")
     accepted = _accepted(args.masker)
-    options: dict = {}
+    options: dict[str, Any] = {}
     flags = {
         "ratio": args.ratio,
         "mode": args.mode,
@@ -126,14 +115,53 @@ def prepare(
         options[key] = value
     if "stats" in accepted and "stats" not in options:
         raise VideomaskError(f"masker {args.masker!r} needs --stats (a file from `videomask fit`)")
-
-    # a provisional masker fixes the tubelet (difference: from its statistics) before the clip is cut
-    cache = None
-    if args.boxes:
-        cache = BoxCache.load(args.boxes)
-    needs_boxes = "boxes" in accepted
-    if needs_boxes and cache is None and args.detector is None:
+    if "boxes" in accepted and not args.boxes and args.detector is None:
         raise VideomaskError(f"masker {args.masker!r} needs --boxes (a cache from `videomask detect`) or --detector")
+    return options, accepted
+
+
+def clip_boxes(args: argparse.Namespace, clip: Any, cache: Any) -> tuple[Any, Any]:
+    """The clip's boxes from ``--boxes`` (``cache``) or ``--detector`` -> ``(detections or None, cache)``."""
+    from videomask.detect import BoxCache, build_detector, detect_frames
+    from videomask.errors import VideomaskError
+
+    if cache is not None:
+        vid = args.video_id or cache.resolve_video_id(args.video)
+        if vid is None or vid not in cache:
+            raise VideomaskError(f"video {args.video!r} is not in boxes cache {args.boxes} (give --video-id)")
+        clip.video_id = vid
+        return cache.detections(vid, clip.frame_indices, args.labels), cache
+    if not args.detector:
+        return None, None
+    detector = build_detector(args.detector)
+    detections = detect_frames(
+        detector, clip.original, video_id=args.video_id or clip.video_id, frame_indices=clip.frame_indices
+    )
+    if args.labels:
+        detections = [[d for d in found if d.label in args.labels] for found in detections]
+    return detections, BoxCache.from_detections(clip.video_id, clip.frame_indices, detections)
+
+
+def prepare(
+    args: argparse.Namespace,
+    *,
+    tubelet: tuple[int, int, int] | None = None,
+    mean: tuple[float, ...] | None = None,
+    std: tuple[float, ...] | None = None,
+) -> tuple[Any, Any, Any]:
+    """Check the flags, cut the clip and build the masker: ``(clip, masker, detections or None)``.
+
+    ``tubelet``, ``mean``, ``std``: fixed by a model (show-recon); otherwise from the flags / the masker.
+    """
+    from videomask.detect import BoxCache
+    from videomask.errors import VideomaskError
+    from videomask.masking import build_masker
+    from videomask.viz import load_clip
+
+    options, accepted = masker_options_from_flags(args)
+    cache = BoxCache.load(args.boxes) if args.boxes else None
+    needs_boxes = "boxes" in accepted
+    # the tubelet is fixed (the model's; difference: from its statistics) before the clip is cut
     if tubelet is not None:  # the model's
         if "tubelet" in options and tuple(options["tubelet"]) != tuple(tubelet):
             raise VideomaskError(f"--tubelet {options['tubelet']} differs from the model's tubelet {tuple(tubelet)}")
@@ -141,7 +169,7 @@ def prepare(
             options["tubelet"] = tuple(tubelet)
     tubelet = options.get("tubelet", tubelet)
     if tubelet is None and not needs_boxes:
-        tubelet = build_masker(args.masker, **options).tubelet
+        tubelet = build_masker(args.masker, **options).tubelet  # a provisional masker
     tubelet = tubelet or (2, 16, 16)
     clip = load_clip(
         args.video,
@@ -152,28 +180,12 @@ def prepare(
         mean=mean,
         std=std,
     )
-
-    detections = None
-    if cache is not None:
-        vid = args.video_id or cache.resolve_video_id(args.video)
-        if vid is None or vid not in cache:
-            raise VideomaskError(f"video {args.video!r} is not in boxes cache {args.boxes} (give --video-id)")
-        clip.video_id = vid
-        detections = cache.detections(vid, clip.frame_indices, args.labels)
-    elif args.detector:
-        detector = build_detector(args.detector)
-        detections = detect_frames(
-            detector, clip.original, video_id=args.video_id or clip.video_id, frame_indices=clip.frame_indices
-        )
-        if args.labels:
-            detections = [[d for d in found if d.label in args.labels] for found in detections]
-        cache = BoxCache.from_detections(clip.video_id, clip.frame_indices, detections)
+    detections, cache = clip_boxes(args, clip, cache)
     if needs_boxes:
         options["boxes"] = cache
         if args.labels:
             options["labels"] = args.labels
-    masker = build_masker(args.masker, **options)
-    return clip, masker, detections
+    return clip, build_masker(args.masker, **options), detections
 
 
 def run(args: argparse.Namespace) -> int:
