@@ -24,7 +24,7 @@ import json
 import math
 import os
 import sys
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field
 from multiprocessing import get_context
@@ -695,7 +695,8 @@ class BoxCache:
     def _check(self, video_id: str) -> None:
         if video_id not in self.videos:
             raise VideomaskError(
-                f"video {video_id!r} is not in boxes cache {self.path or '(in memory)'} (run `videomask detect` on this data)"
+                f"video {video_id!r} is not in boxes cache {self.path or '(in memory)'} "
+                "(run `videomask detect` on this data)"
             )
 
     def _lookup(
@@ -804,7 +805,8 @@ class BoxCache:
         lines = [f"{len(self.videos)} videos, {scanned} scanned frames, {sum(det.values())} detections"]
         for name in self.labels:
             lines.append(
-                f"  {name:16s} {det[name]:8d} boxes  in {per_frame[name]:7d} frames ({per_frame[name] / max(scanned, 1):.1%})"
+                f"  {name:16s} {det[name]:8d} boxes  in {per_frame[name]:7d} frames "
+                f"({per_frame[name] / max(scanned, 1):.1%})"
             )
         return "\n".join(lines)
 
@@ -881,7 +883,9 @@ def _init_worker(detector: Any) -> None:
 
 
 def _detect_task(video_id: str, path: str, stride: int, chunk: int) -> tuple[str, list[dict] | None, int, str | None]:
-    """Worker body: ``(video_id, records or None, num_frames, error message or None)``; decode errors are reported, not raised."""
+    """Worker body: ``(video_id, records or None, num_frames, error message or None)``.
+
+    Decode errors are reported, not raised."""
     try:
         records, n = detect_video(path, _WORKER_DETECTOR, video_id=video_id, stride=stride, chunk=chunk)
     except VideomaskError as err:
@@ -910,7 +914,7 @@ def _prepare_cache(path: Path, detector_identity: dict, stride: int) -> set[str]
         return set()
     records, bad, end = read_cache(path)
     done = {str(r["video"]): r for r in records if r.get("done")}
-    for vid, rec in done.items():
+    for rec in done.values():
         if rec.get("detector") != detector_identity or int(rec.get("stride", -1)) != stride:
             raise VideomaskError(
                 f"boxes cache {str(path)!r} was built with detector {json.dumps(rec.get('detector'))} and stride "
@@ -924,6 +928,34 @@ def _prepare_cache(path: Path, detector_identity: dict, stride: int) -> set[str]
                 f.write(json.dumps(r) + "\n")
         os.replace(tmp, path)
     return set(done)
+
+
+def _detect_all(
+    todo: Sequence[tuple[str, str]], detector: Any, workers: int, stride: int, chunk: int
+) -> Iterator[tuple[str, list[dict] | None, int, str | None]]:
+    """``_detect_task`` results for ``todo``, in this process or (``workers > 1``) a pool, as they finish."""
+    if workers == 1 or len(todo) <= 1:
+        _init_worker(detector)
+        for vid, p in todo:
+            yield _detect_task(vid, p, stride, chunk)
+        return
+    # spawned, not forked: a forked child can crash finalising decoder (PyAV) objects of the parent
+    with ProcessPoolExecutor(
+        max_workers=min(workers, len(todo)),
+        mp_context=get_context("spawn"),
+        initializer=_init_worker,
+        initargs=(detector,),
+    ) as pool:
+        pending = {pool.submit(_detect_task, vid, p, stride, chunk) for vid, p in todo}
+        try:
+            while pending:
+                finished, pending = wait(pending, return_when=FIRST_COMPLETED)
+                for fut in finished:
+                    yield fut.result()
+        except BaseException:  # an error or an interruption (also GeneratorExit): drop what has not started
+            for fut in pending:
+                fut.cancel()
+            raise
 
 
 def build_cache(
@@ -941,8 +973,8 @@ def build_cache(
 
     Resumable: videos with a ``done`` line are kept; lines of unfinished videos and a partial trailing
     line are dropped and those videos redone. ``workers > 1`` runs videos in a pool of spawned
-    processes (the detector must be picklable; torch is not imported there). A video that fails to decode is skipped, reported in
-    ``DetectReport.skipped``, and retried by the next run.
+    processes (the detector must be picklable; torch is not imported there). A video that fails to
+    decode is skipped, reported in ``DetectReport.skipped``, and retried by the next run.
     """
     from tqdm import tqdm
 
@@ -968,48 +1000,23 @@ def build_cache(
         disable=not progress,
         file=sys.stderr,
     )
-
-    def write(result: tuple[str, list[dict] | None, int, str | None], f) -> None:
-        vid, records, n, error = result
-        if records is None:
-            report.skipped[vid] = error or "unknown error"
-            log(f"videomask detect: skipping {vid}: {error}")
-        else:
-            lines = [json.dumps(r) for r in records]
-            lines.append(
-                json.dumps({"video": vid, "done": True, "num_frames": n, "stride": stride, "detector": identity})
-            )
-            f.write("\n".join(lines) + "\n")  # one write per video: an interruption leaves at most a partial tail
-            f.flush()
-            report.detected += 1
-            report.boxes += len(records)
-        bar.update(1)
-        bar.set_postfix(boxes=report.boxes, skipped=len(report.skipped))
-
     try:
         with open(path, "a") as f:
-            if workers == 1 or len(todo) <= 1:
-                _init_worker(detector)
-                for vid, p in todo:
-                    write(_detect_task(vid, p, stride, chunk), f)
-            else:
-                # spawned, not forked: a forked child can crash finalising decoder (PyAV) objects of the parent
-                with ProcessPoolExecutor(
-                    max_workers=min(workers, len(todo)),
-                    mp_context=get_context("spawn"),
-                    initializer=_init_worker,
-                    initargs=(detector,),
-                ) as pool:
-                    pending = {pool.submit(_detect_task, vid, p, stride, chunk) for vid, p in todo}
-                    try:
-                        while pending:
-                            finished, pending = wait(pending, return_when=FIRST_COMPLETED)
-                            for fut in finished:
-                                write(fut.result(), f)
-                    except BaseException:
-                        for fut in pending:
-                            fut.cancel()
-                        raise
+            for vid, records, n, error in _detect_all(todo, detector, workers, stride, chunk):
+                if records is None:
+                    report.skipped[vid] = error or "unknown error"
+                    log(f"videomask detect: skipping {vid}: {error}")
+                else:
+                    done_line = {"video": vid, "done": True, "num_frames": n, "stride": stride, "detector": identity}
+                    lines = [json.dumps(r) for r in records] + [json.dumps(done_line)]
+                    f.write(
+                        "\n".join(lines) + "\n"
+                    )  # one write per video: an interruption leaves at most a partial tail
+                    f.flush()
+                    report.detected += 1
+                    report.boxes += len(records)
+                bar.update(1)
+                bar.set_postfix(boxes=report.boxes, skipped=len(report.skipped))
     finally:
         bar.close()
     return report
