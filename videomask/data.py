@@ -543,6 +543,53 @@ def _is_int(text: str) -> bool:
     return True
 
 
+def _bad_line(list_path: Path, n: int, line: str, why: str) -> VideomaskError:
+    return VideomaskError(f"{list_path}:{n}: {why}: {line.strip()!r}")
+
+
+def _table_rows(list_path: Path, lines: list[tuple[int, str]], delimiter: str) -> list[tuple[int, str, str]]:
+    """CSV / TSV lines -> ``(line number, path, raw label or "")``; an optional header names the columns."""
+    parsed = [(n, line, [c.strip() for c in next(csv.reader([line], delimiter=delimiter))]) for n, line in lines]
+    header = [c.lower() for c in parsed[0][2]]
+    width = len(header)  # every row must have as many columns as the first one
+    path_col: int | None = 0
+    label_col = 1 if width > 1 else None
+    if any(c in _PATH_COLUMNS or c in _LABEL_COLUMNS for c in header):
+        label_col = next((header.index(c) for c in _LABEL_COLUMNS if c in header), None)
+        path_col = next((header.index(c) for c in _PATH_COLUMNS if c in header), None)
+        if path_col is None:
+            path_col = next((i for i in range(width) if i != label_col), None)
+        if path_col is None:
+            raise _bad_line(list_path, lines[0][0], lines[0][1], "the header names no path column")
+        parsed = parsed[1:]
+        if not parsed:
+            raise VideomaskError(f"the list {list_path} has a header but no entries")
+    kind = "tab" if delimiter == "\t" else "comma"
+    rows = []
+    for n, line, cells in parsed:
+        if len(cells) != width:
+            raise _bad_line(list_path, n, line, f"expected {width} {kind}-separated columns, got {len(cells)}")
+        if not cells[path_col]:
+            raise _bad_line(list_path, n, line, "empty video path")
+        rows.append((n, cells[path_col], cells[label_col] if label_col is not None else ""))
+    return rows
+
+
+def _plain_rows(list_path: Path, lines: list[tuple[int, str]]) -> list[tuple[int, str, str]]:
+    """VideoMAE's ``path [integer label]`` lines -> ``(line number, path, raw label or "")``."""
+    rows = []
+    for n, line in lines:
+        parts = line.split()
+        if len(parts) == 1:
+            rows.append((n, parts[0], ""))
+        elif _is_int(parts[-1]):
+            rows.append((n, line.strip().rsplit(None, 1)[0].strip(), parts[-1]))
+        else:
+            why = "expected 'path [label]' with an integer label (use CSV/TSV for other layouts)"
+            raise _bad_line(list_path, n, line, why)
+    return rows
+
+
 def read_video_list(list_path: str | os.PathLike) -> tuple[list[VideoItem], list[str] | None]:
     """Parse a video list; returns ``(items, class names or None)``.
 
@@ -567,47 +614,11 @@ def read_video_list(list_path: str | os.PathLike) -> tuple[list[VideoItem], list
     if not lines:
         raise VideomaskError(f"the list {list_path} has no entries")
 
-    def bad(n: int, line: str, why: str) -> VideomaskError:
-        return VideomaskError(f"{list_path}:{n}: {why}: {line.strip()!r}")
-
-    rows: list[tuple[int, str, str]] = []  # (line number, path, raw label or "")
     first = lines[0][1]
     if "\t" in first or "," in first:
-        delimiter = "\t" if "\t" in first else ","
-        parsed = [(n, line, [c.strip() for c in next(csv.reader([line], delimiter=delimiter))]) for n, line in lines]
-        header = [c.lower() for c in parsed[0][2]]
-        width = len(header)  # every row must have as many columns as the first one
-        path_col: int | None = 0
-        label_col = 1 if width > 1 else None
-        if any(c in _PATH_COLUMNS or c in _LABEL_COLUMNS for c in header):
-            label_col = next((header.index(c) for c in _LABEL_COLUMNS if c in header), None)
-            path_col = next((header.index(c) for c in _PATH_COLUMNS if c in header), None)
-            if path_col is None:
-                path_col = next((i for i in range(width) if i != label_col), None)
-            if path_col is None:
-                raise bad(lines[0][0], lines[0][1], "the header names no path column")
-            parsed = parsed[1:]
-            if not parsed:
-                raise VideomaskError(f"the list {list_path} has a header but no entries")
-        for n, line, cells in parsed:
-            if len(cells) != width:
-                raise bad(
-                    n,
-                    line,
-                    f"expected {width} {'tab' if delimiter == chr(9) else 'comma'}-separated columns, got {len(cells)}",
-                )
-            if not cells[path_col]:
-                raise bad(n, line, "empty video path")
-            rows.append((n, cells[path_col], cells[label_col] if label_col is not None else ""))
+        rows = _table_rows(list_path, lines, "\t" if "\t" in first else ",")
     else:
-        for n, line in lines:
-            parts = line.split()
-            if len(parts) == 1:
-                rows.append((n, parts[0], ""))
-            elif _is_int(parts[-1]):
-                rows.append((n, line.strip().rsplit(None, 1)[0].strip(), parts[-1]))
-            else:
-                raise bad(n, line, "expected 'path [label]' with an integer label (use CSV/TSV for other layouts)")
+        rows = _plain_rows(list_path, lines)
 
     raw_labels = [label for _, _, label in rows]
     classes: list[str] | None = None
@@ -653,8 +664,9 @@ class VideoDataset(Dataset):
     as :func:`sample_indices`; videos with fewer than ``min_frames`` frames are always skipped;
     ``num_sample`` clips per video from one decode; ``transform`` (default:
     ``ClipTransform(size=size, train=train)``, ``size`` 224; a given transform brings its own size and
-    augmentation, so passing ``size``, or a ``train`` that disagrees with it, is an error; ``train`` defaults to ``sampling == "random"`` and
-    ``sampling`` to ``"center"`` when ``train=False``, else ``"random"``); ``tubelet`` checks that
+    augmentation, so passing ``size``, or a ``train`` that disagrees with it, is an error; ``train``
+    defaults to ``sampling == "random"`` and ``sampling`` to ``"center"`` when ``train=False``, else
+    ``"random"``); ``tubelet`` checks that
     clips fit the token grid (and is the patch the default transform checks);
     ``backend`` for :func:`videomask.video.open_video`; ``seed``; ``timeout`` seconds per video;
     ``skip_log`` file (default: a temporary file).
@@ -911,7 +923,8 @@ class VideoDataset(Dataset):
             return clips[0] if self.num_sample == 1 else clips
         first_id, first_reason = next(iter(self._bad().items()), ("?", "unknown"))
         raise VideomaskError(
-            f"every video failed to decode ({n} videos; first: {first_id}: {first_reason}; all reasons in {self.skip_log})"
+            f"every video failed to decode ({n} videos; first: {first_id}: {first_reason}; "
+            f"all reasons in {self.skip_log})"
         )
 
 
