@@ -685,6 +685,81 @@ def start_work(
     return timed, work, runs_dir
 
 
+@dataclass
+class Anchors:
+    """The detected boxes a bench's ``objects`` variants read (``cfg.detect``), cached in the work folder."""
+
+    detector: str
+    stride: int
+    labels: list[str] | None
+    boxes_target: Path  # every target video
+    boxes_train: Path  # the train copies (ids of ``work/target_train``)
+
+
+def detect_anchors(
+    cfg: BenchConfig, targets: list[Any], work: Path, progress: bool, log: Callable[[str], None]
+) -> Anchors:
+    """Run the detector of ``cfg.detect`` over the target videos once (resumable cache)."""
+    from videomask.detect import build_cache
+
+    det = dict(cfg.detect)
+    detector, stride = det.pop("detector", "people"), int(det.pop("stride", 4))
+    labels = det.pop("labels", None)
+    if det:
+        raise VideomaskError(f"unknown bench detect keys {sorted(det)} (allowed: detector, stride, labels)")
+    tag = Path(str(detector)).stem if str(detector).endswith((".jsonl", ".json")) else str(detector)
+    boxes_target = work / f"boxes_{tag}_s{stride}.jsonl"
+    log(
+        f"bench: detecting {detector} in {len(targets)} target videos (every {stride} frames; cached in {boxes_target})"
+    )
+    build_cache([(t.video_id, t.path) for t in targets], boxes_target, detector, stride=stride, progress=progress)
+    boxes_train = derive_train_cache(boxes_target, work / "boxes_train.jsonl", targets)
+    return Anchors(str(detector), stride, labels, boxes_target, boxes_train)
+
+
+def base_model(
+    cfg: BenchConfig, base_dir: Path, runs_dir: Path, model_name: str, log: Callable[[str], None]
+) -> tuple[str, float, str]:
+    """The model every variant continues from -> ``(checkpoint, wall s, description)``."""
+    if cfg.base_checkpoint:
+        return cfg.base_checkpoint, 0.0, f"given checkpoint `{cfg.base_checkpoint}`"
+    log(f"bench: pretraining the base model on the source set ({cfg.base_steps} steps, tube masking)")
+    base_cfg = _train_config(
+        cfg,
+        base_dir,
+        out_dir=runs_dir / "base",
+        data_path=cfg.source,
+        checkpoint="",
+        masker={"name": "tube"},
+        steps=cfg.base_steps,
+        seed=0,
+        name="base",
+    )
+    final, wall, _ = _run_training(base_cfg)
+    desc = (
+        f"`{model_name}` pretrained from random init on the source set, {cfg.base_steps} steps of tube masking "
+        f"({wall:.0f} s)"
+    )
+    return str(final), wall, desc
+
+
+def variant_masker(spec: dict[str, Any], stats_path: Path, anchors: Anchors) -> dict[str, Any]:
+    """The ``mask`` section of one variant, pointed at the bench's statistics and boxes."""
+    # VideoMAE's random masker works on single tokens, the others on tubes unless the variant says otherwise
+    masker = {
+        "name": spec["name"],
+        "options": dict(spec.get("options") or {}),
+        "mode": spec.get("mode") or ("token" if spec["name"] == "random" else None),
+    }
+    if masker["name"] == "difference":
+        masker["options"].setdefault("stats", str(stats_path))
+    if masker["name"] == "objects":
+        masker["options"].setdefault("boxes", str(anchors.boxes_train))
+        if anchors.labels is not None:
+            masker["options"].setdefault("labels", anchors.labels)
+    return masker
+
+
 def run_bench(
     cfg: BenchConfig,
     *,
@@ -694,8 +769,6 @@ def run_bench(
     log: Callable[[str], None] = print,
 ) -> dict[str, Any]:
     """Run the whole protocol (module docstring) and return the result dict (also written by the caller)."""
-    from videomask.data import list_videos
-    from videomask.detect import build_cache
     from videomask.model import make_config
     from videomask.patches import grid_for
 
@@ -722,105 +795,31 @@ def run_bench(
         name="probe",
     )
     d = probe_cfg.data
-    model_cfg = make_config(probe_cfg.model.name, **probe_cfg.model.overrides)
-    tubelet = model_cfg.tubelet
-    backend = d.backend
-    num_source = len(list_videos(cfg.source))
+    tubelet = make_config(probe_cfg.model.name, **probe_cfg.model.overrides).tubelet
+    clip_kwargs = dict(num_frames=d.num_frames, sampling_rate=d.sampling_rate, size=d.size, backend=d.backend)
 
     log(f"bench: splitting target videos by time (train share {cfg.eval.train_share})")
-    targets = split_target(cfg.target, work / "target_train", cfg.eval.train_share, backend)
-
-    # anchors: detected people (once, cached) and difference statistics
-    det = dict(cfg.detect)
-    detector, stride = det.pop("detector", "people"), int(det.pop("stride", 4))
-    labels = det.pop("labels", None)
-    if det:
-        raise VideomaskError(f"unknown bench detect keys {sorted(det)} (allowed: detector, stride, labels)")
-    tag = Path(str(detector)).stem if str(detector).endswith((".jsonl", ".json")) else str(detector)
-    boxes_target = work / f"boxes_{tag}_s{stride}.jsonl"
-    log(
-        f"bench: detecting {detector} in {len(targets)} target videos (every {stride} frames; cached in {boxes_target})"
-    )
-    build_cache([(t.video_id, t.path) for t in targets], boxes_target, detector, stride=stride, progress=progress)
-    boxes_train = derive_train_cache(boxes_target, work / "boxes_train.jsonl", targets)
-
-    # base model
-    if cfg.base_checkpoint:
-        base, base_wall, base_desc = cfg.base_checkpoint, 0.0, f"given checkpoint `{cfg.base_checkpoint}`"
-    else:
-        log(f"bench: pretraining the base model on the source set ({cfg.base_steps} steps, tube masking)")
-        base_cfg = _train_config(
-            cfg,
-            base_dir,
-            out_dir=runs_dir / "base",
-            data_path=cfg.source,
-            checkpoint="",
-            masker={"name": "tube"},
-            steps=cfg.base_steps,
-            seed=0,
-            name="base",
-        )
-        base_dir_final, base_wall, _ = _run_training(base_cfg)
-        base = str(base_dir_final)
-        base_desc = f"`{probe_cfg.model.name}` pretrained from random init on the source set, {cfg.base_steps} steps of tube masking ({base_wall:.0f} s)"
-
+    targets = split_target(cfg.target, work / "target_train", cfg.eval.train_share, d.backend)
+    anchors = detect_anchors(cfg, targets, work, progress, log)
+    base, base_wall, base_desc = base_model(cfg, base_dir, runs_dir, probe_cfg.model.name, log)
     fit = {"embedder": "pixel", "num_words": 64, "num_anchors": 8, "clips_per_video": 4, "dim": 64, **cfg.fit}
     stats_path = work / "stats.safetensors"
     fit_difference_stats(
-        cfg.source,
-        work / "target_train",
-        stats_path,
-        fit,
-        base=base,
-        log=log,
-        num_frames=d.num_frames,
-        sampling_rate=d.sampling_rate,
-        size=d.size,
-        tubelet=tubelet[:2],
-        backend=backend,
+        cfg.source, work / "target_train", stats_path, fit, base=base, log=log, tubelet=tubelet[:2], **clip_kwargs
     )
-
     log("bench: decoding evaluation windows")
-    data = build_eval_data(
-        cfg,
-        targets,
-        boxes_target,
-        num_frames=d.num_frames,
-        sampling_rate=d.sampling_rate,
-        size=d.size,
-        tubelet=tubelet,
-        backend=backend,
-        progress=progress,
-    )
+    data = build_eval_data(cfg, targets, anchors.boxes_target, tubelet=tubelet, progress=progress, **clip_kwargs)
 
-    runs: list[dict[str, Any]] = []
     log("bench: evaluating reference models")
     rand = ev.load_encoder(probe_cfg.model.name, overrides=probe_cfg.model.overrides, seed=0)
-    runs.append({"variant": "random init", "seed": 0, "metrics": evaluate_model(rand, data, cfg.eval)})
-    runs.append(
-        {
-            "variant": "base",
-            "seed": 0,
-            "metrics": {**evaluate_model(ev.load_encoder(base), data, cfg.eval), "wall_s": base_wall},
-        }
-    )
-    runs.append(
-        {"variant": MOTION_BASELINE, "seed": 0, "metrics": evaluate_motion_baseline(data, cfg.eval, tubelet[1])}
-    )
-
+    base_metrics = {**evaluate_model(ev.load_encoder(base), data, cfg.eval), "wall_s": base_wall}
+    runs: list[dict[str, Any]] = [
+        {"variant": "random init", "seed": 0, "metrics": evaluate_model(rand, data, cfg.eval)},
+        {"variant": "base", "seed": 0, "metrics": base_metrics},
+        {"variant": MOTION_BASELINE, "seed": 0, "metrics": evaluate_motion_baseline(data, cfg.eval, tubelet[1])},
+    ]
     for variant, spec in cfg.variants.items():
-        # VideoMAE's random masker works on single tokens, the others on tubes unless the variant says otherwise
-        masker = {
-            "name": spec["name"],
-            "options": dict(spec.get("options") or {}),
-            "mode": spec.get("mode") or ("token" if spec["name"] == "random" else None),
-        }
-        if masker["name"] == "difference":
-            masker["options"].setdefault("stats", str(stats_path))
-        if masker["name"] == "objects":
-            masker["options"].setdefault("boxes", str(boxes_train))
-            if labels is not None:
-                masker["options"].setdefault("labels", labels)
+        masker = variant_masker(spec, stats_path, anchors)
         for seed in cfg.seeds:
             name = f"{variant}-s{seed}"
             log(f"bench: continued pretraining {name} ({cfg.steps} steps)")
@@ -841,44 +840,64 @@ def run_bench(
             runs.append({"variant": variant, "seed": seed, "masker": masker, "last_log": last, "metrics": metrics})
             log(f"bench: {name}: " + ", ".join(f"{k}={v:.4f}" for k, v in metrics.items()))
 
-    n_probe = {
-        task: f"{int(c.is_train.sum())} train / {int((~c.is_train).sum())} test clips"
-        for task, c in data.probes.items()
-    }
-    recon_anchor_tokens = int((data.recon_anchors & data.mask).sum())
+    setup = bench_setup(cfg, probe_cfg, data, targets, anchors, fit, base_desc, tubelet)
     result = {
         "command": command,
         "date": time.strftime("%Y-%m-%d %H:%M", time.gmtime()),
-        "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, {torch.get_num_threads()} torch threads, torch {torch.__version__}, "
-        f"load average at the end {os.getloadavg()[0]:.1f}",
+        "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, {torch.get_num_threads()} torch threads, "
+        f"torch {torch.__version__}, load average at the end {os.getloadavg()[0]:.1f}",
         "total_s": time.perf_counter() - t_start,
-        "setup": {
-            "source": str(cfg.source),
-            "target": str(cfg.target),
-            "num_source": num_source,
-            "num_target": len(targets),
-            "base": base_desc,
-            "steps": cfg.steps,
-            "base_steps": cfg.base_steps,
-            "seeds": list(cfg.seeds),
-            "variants": {k: v for k, v in cfg.variants.items()},
-            "mask_ratio": probe_cfg.mask.ratio,
-            "clip": f"model `{probe_cfg.model.name}` {json.dumps(probe_cfg.model.overrides)}, clips of {d.num_frames} frames at stride "
-            f"{d.sampling_rate}, {d.size}x{d.size} px, tubelet {tubelet}, batch {d.batch_size}, "
-            f"lr {probe_cfg.optim.lr if probe_cfg.optim.lr is not None else 'blr rule'}, mask mode {probe_cfg.mask.mode}",
-            "anchors": f"difference: `videomask fit` with {json.dumps(fit)} on source vs target train copies; objects: "
-            f"detector `{detector}` on one frame in every {stride}, {sum(1 for _ in open(boxes_target)) - len(targets)} "
-            f"detections in {len(targets)} target videos, anchor labels {labels or 'all'}",
-            "eval": dataclasses.asdict(cfg.eval),
-            "probe_counts": "; ".join(f"{k}: {v}" for k, v in n_probe.items()),
-            "recon_tokens": {
-                "anchor": recon_anchor_tokens,
-                "other": int(data.mask.sum()) * len(data.recon_clips) - recon_anchor_tokens,
-                "clips": len(data.recon_clips),
-            },
-        },
+        "setup": setup,
         "runs": runs,
     }
     result["summary"] = summarise(runs)
     result["notes"] = protocol_notes(probe_cfg.mask.ratio, grid_for((d.num_frames, d.size, d.size), tubelet))
     return result
+
+
+def bench_setup(
+    cfg: BenchConfig,
+    probe_cfg: Any,
+    data: Any,
+    targets: list[Any],
+    anchors: Anchors,
+    fit: dict[str, Any],
+    base_desc: str,
+    tubelet: tuple[int, int, int],
+) -> dict[str, Any]:
+    """The ``setup`` block of the result: what was run, in words the report prints."""
+    from videomask.data import list_videos
+
+    d = probe_cfg.data
+    lr = probe_cfg.optim.lr if probe_cfg.optim.lr is not None else "blr rule"
+    n_probe = {
+        task: f"{int(c.is_train.sum())} train / {int((~c.is_train).sum())} test clips"
+        for task, c in data.probes.items()
+    }
+    recon_anchor_tokens = int((data.recon_anchors & data.mask).sum())
+    n_detections = sum(1 for _ in open(anchors.boxes_target)) - len(targets)
+    return {
+        "source": str(cfg.source),
+        "target": str(cfg.target),
+        "num_source": len(list_videos(cfg.source)),
+        "num_target": len(targets),
+        "base": base_desc,
+        "steps": cfg.steps,
+        "base_steps": cfg.base_steps,
+        "seeds": list(cfg.seeds),
+        "variants": {k: v for k, v in cfg.variants.items()},
+        "mask_ratio": probe_cfg.mask.ratio,
+        "clip": f"model `{probe_cfg.model.name}` {json.dumps(probe_cfg.model.overrides)}, clips of {d.num_frames} "
+        f"frames at stride {d.sampling_rate}, {d.size}x{d.size} px, tubelet {tubelet}, batch {d.batch_size}, "
+        f"lr {lr}, mask mode {probe_cfg.mask.mode}",
+        "anchors": f"difference: `videomask fit` with {json.dumps(fit)} on source vs target train copies; objects: "
+        f"detector `{anchors.detector}` on one frame in every {anchors.stride}, {n_detections} "
+        f"detections in {len(targets)} target videos, anchor labels {anchors.labels or 'all'}",
+        "eval": dataclasses.asdict(cfg.eval),
+        "probe_counts": "; ".join(f"{k}: {v}" for k, v in n_probe.items()),
+        "recon_tokens": {
+            "anchor": recon_anchor_tokens,
+            "other": int(data.mask.sum()) * len(data.recon_clips) - recon_anchor_tokens,
+            "clips": len(data.recon_clips),
+        },
+    }
