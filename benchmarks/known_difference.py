@@ -227,8 +227,10 @@ def evaluate_variant(
             rows.append(row)
             w = row.get("wide", row)
             print(
-                f"{name:7s} {spec:10.10s} {scorer:10s} {masker.anchor_rule:10s} AUC {row['auc']:.3f} (wide {w['auc']:.3f})  anchors {row['anchor_share']:.3f} "
-                f"precision {row['precision']:.3f} = {row['lift']:.2f}x chance (wide {w['lift']:.2f}x), recall {row['recall']:.3f}, "
+                f"{name:7s} {spec:10.10s} {scorer:10s} {masker.anchor_rule:10s} AUC {row['auc']:.3f} (wide "
+                f"{w['auc']:.3f})  anchors {row['anchor_share']:.3f} "
+                f"precision {row['precision']:.3f} = {row['lift']:.2f}x chance (wide {w['lift']:.2f}x), recall "
+                f"{row['recall']:.3f}, "
                 f"IoU {row['iou']:.3f}",
                 file=sys.stderr,
             )
@@ -309,9 +311,12 @@ def write_report(result: dict, out: Path, name: str) -> None:
     s = result["settings"]
     md = [
         *report_header("Known-difference benchmark: do the difference scores find what is new?", result["command"]),
-        f"Date (UTC): {result['date']}, {result['seconds']:.0f} s on 2 CPU cores. Clips: {s['num_frames']} frames at stride "
-        f"{s['sampling_rate']}, {s['size']}x{s['size']} centre crop, tubelet 2x16x16; statistics: {s['num_words']} words, "
-        f"{s['num_anchors']} anchor words at most, {s['num_prototypes']} source prototypes, {s['clips_per_video']} clips per "
+        f"Date (UTC): {result['date']}, {result['seconds']:.0f} s on 2 CPU cores. Clips: {s['num_frames']} frames at "
+        "stride "
+        f"{s['sampling_rate']}, {s['size']}x{s['size']} centre crop, tubelet 2x16x16; statistics: {s['num_words']} "
+        "words, "
+        f"{s['num_anchors']} anchor words at most, {s['num_prototypes']} source prototypes, {s['clips_per_video']} "
+        "clips per "
         f"video; scored: {s['eval_clips']} other clips per target video (another seed). Token mode.",
         "",
         "Variants: `object` = same scenery in both domains, real objects pasted into the target only; `shift` = the "
@@ -320,12 +325,15 @@ def write_report(result: dict, out: Path, name: str) -> None:
         f"Synthetic footage: {s['num_source']} source and {s['num_target']} target clips, object widths 24/32/48 px, "
         "speeds 1-3 px/frame, 8 directions (`videomask.footage`).",
         "",
-        "Token labels: object = box covers >= 50% of the patch (mean over the tubelet's frames), background = not touched, "
+        "Token labels: object = box covers >= 50% of the patch (mean over the tubelet's frames), background = not "
+        "touched, "
         "border tokens left out. AUC = ROC AUC of the score for object tokens (0.5 = chance, < 0.5 = inverted). "
-        "Anchors = the masker's default anchor rule for that scorer; lift = anchor precision / object share (1.0 = chance). "
+        "Anchors = the masker's default anchor rule for that scorer; lift = anchor precision / object share (1.0 = "
+        "chance). "
         "`>= 2 patches`: objects at least 32 px wide.",
         "",
-        "| variant | embedder | scorer | anchor rule | AUC | AUC >= 2 patches | anchor share | precision | chance | lift | lift >= 2 patches | recall | IoU |",
+        "| variant | embedder | scorer | anchor rule | AUC | AUC >= 2 patches | anchor share | precision | chance | "
+        "lift | lift >= 2 patches | recall | IoU |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in result["rows"]:

@@ -193,10 +193,10 @@ def run(args: argparse.Namespace) -> dict:
                 hf = _hf_step(B, T, S)
                 vm, _ = _videomask_step(B, T, S)
                 refs = {
-                    "step-hf": lambda: hf(batch["video"], tube_mask),
-                    "step-videomask": lambda: vm(batch["video"], tube_mask),
+                    "step-hf": lambda hf=hf, batch=batch, mask=tube_mask: hf(batch["video"], mask),
+                    "step-videomask": lambda vm=vm, batch=batch, mask=tube_mask: vm(batch["video"], mask),
                 }
-            calls = {name: (lambda m=m: m(batch)) for name, m in maskers.items()}
+            calls = {name: (lambda m=m, batch=batch: m(batch)) for name, m in maskers.items()}
             everything = {**refs, **calls}
             for fn in everything.values():  # warm-up
                 fn()
@@ -224,7 +224,8 @@ def run(args: argparse.Namespace) -> dict:
                 results["rows"].append(row)
                 shares = "  ".join(f"{row[f'share_of_{r}'] * 100:6.2f}% of {r}" for r in refs)
                 print(
-                    f"T={T:2d} {S}px B={B:3d} L={L:5d} {name:24s} {med[name] * 1e3:9.3f} ms  {B / med[name]:10.1f} masks/s  {shares}",
+                    f"T={T:2d} {S}px B={B:3d} L={L:5d} {name:24s} {med[name] * 1e3:9.3f} ms  {B / med[name]:10.1f} "
+                    f"masks/s  {shares}",
                     flush=True,
                 )
             for ref in refs:
@@ -271,13 +272,15 @@ def write_outputs(results: dict, out: Path) -> None:
         "",
         "## Share of one training step (zero_grad + forward + backward + AdamW, tiny config, 90% tube mask)",
         "",
-        "| clip | B | L | masker | masker ms | HF step ms | share of HF step | videomask step ms | share of videomask step |",
+        "| clip | B | L | masker | masker ms | HF step ms | share of HF step | videomask step ms | share of videomask "
+        "step |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         if "step-hf_seconds" in r:
             lines.append(
-                f"| {r['T']}x{r['size']}x{r['size']} | {r['B']} | {r['L']} | {r['masker']} | {r['seconds'] * 1e3:.2f} | "
+                f"| {r['T']}x{r['size']}x{r['size']} | {r['B']} | {r['L']} | {r['masker']} | {r['seconds'] * 1e3:.2f} "
+                "| "
                 f"{r['step-hf_seconds'] * 1e3:.0f} | {r['share_of_step-hf'] * 100:.2f}% | "
                 f"{r['step-videomask_seconds'] * 1e3:.0f} | {r['share_of_step-videomask'] * 100:.2f}% |"
             )

@@ -180,7 +180,8 @@ def main(argv: list[str] | None = None) -> int:
         rate, rate_cpu = flops[name] / med[name], flops[name] / med_cpu[name]
         lines.append(
             f"| {name} | {med[name]:.4f} | {med[name] / med[hf_name]:.3f}x | {med_cpu[name]:.4f} | "
-            f"{med_cpu[name] / med_cpu[hf_name]:.3f}x | {flops[name] / 1e9:.2f} | {rate / 1e9:.1f} | {100 * rate / peak:.0f}% "
+            f"{med_cpu[name] / med_cpu[hf_name]:.3f}x | {flops[name] / 1e9:.2f} | {rate / 1e9:.1f} | "
+            f"{100 * rate / peak:.0f}% "
             f"| {rate_cpu / 1e9:.1f} | {100 * rate_cpu / peak_cpu:.0f}% |"
         )
     text = "\n".join(lines)

@@ -72,7 +72,9 @@ WORKER = textwrap.dedent('''
         return batch
     T.BatchStream.next = next_and_record
     if globals().get("MASKER") is not None:  # a masker class handed in by the forking test
-        T.build_masker_from_config = lambda cfg, model, device, *rest: MASKER(tubelet=tuple(model.tubelet), ratio=cfg.mask.ratio)
+        T.build_masker_from_config = lambda cfg, model, device, *rest: MASKER(
+            tubelet=tuple(model.tubelet), ratio=cfg.mask.ratio
+        )
 
     out = sys.argv[1]
     result = T.train(load_config(sys.argv[2], sys.argv[3:]))

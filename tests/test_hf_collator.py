@@ -1,4 +1,5 @@
-"""``videomask.hf.MaskingCollator`` for ``transformers.Trainer`` / ``VideoMAEForPreTraining``, and the Trainer example."""
+"""``videomask.hf.MaskingCollator`` for ``transformers.Trainer`` / ``VideoMAEForPreTraining``, and the Trainer
+example."""
 
 from __future__ import annotations
 

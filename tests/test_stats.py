@@ -418,7 +418,8 @@ def test_anchor_patches_find_the_target_only_object(tmp_path, domains, capsys):
     tficf_auc = roc_auc(tficf.scores, mostly, mostly | ~touches)
     with capsys.disabled():
         print(
-            f"\n[anchor coverage] distance AUC {auc:.3f} (tficf {tficf_auc:.3f}); anchor precision {precision:.3f} vs chance "
+            f"\n[anchor coverage] distance AUC {auc:.3f} (tficf {tficf_auc:.3f}); anchor precision {precision:.3f} vs "
+            "chance "
             f"{chance:.3f} ({precision / chance:.1f}x); threshold-rule recall on >=50%-object tokens {recall:.3f}; "
             f"anchor rate target {anchors.float().mean().item():.3f} vs source {src_rate:.3f}; "
             f"object tokens masked {masked_obj:.3f} at ratio 0.5"

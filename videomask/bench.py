@@ -337,7 +337,10 @@ def headline(summary: dict[str, dict[str, dict[str, float]]], trained: list[str]
         ]
         if not vals:
             continue
-        text = f"- {task} probe: every encoder row (linear and kNN, means) lies in {min(vals):.1f}-{max(vals):.1f}% (chance {chance:.1f}%)"
+        text = (
+            f"- {task} probe: every encoder row (linear and kNN, means) lies in {min(vals):.1f}-{max(vals):.1f}% "
+            f"(chance {chance:.1f}%)"
+        )
         motion = summary.get(MOTION_BASELINE, {})
         if f"{task}_linear" in motion:
             text += f"; the model-free motion reference reaches {motion[f'{task}_linear']['mean'] * 100:.1f}% (linear)"
@@ -412,28 +415,39 @@ def write_report(result: dict[str, Any], out_dir: str | Path, name: str) -> dict
         "",
         "## Setup",
         "",
-        f"- Source videos: {setup['num_source']} (`{setup['source']}`), target videos: {setup['num_target']} (`{setup['target']}`).",
+        f"- Source videos: {setup['num_source']} (`{setup['source']}`), target videos: {setup['num_target']} "
+        f"(`{setup['target']}`).",
         f"- Base model: {setup['base']}.",
         f"- Continued pretraining on the first {setup['eval']['train_share']:.0%} of each target video's frames: "
-        f"{setup['steps']} steps per run, seeds {setup['seeds']}, mask ratio {setup['mask_ratio']}, same data and settings for every variant.",
+        f"{setup['steps']} steps per run, seeds {setup['seeds']}, mask ratio {setup['mask_ratio']}, same data and "
+        "settings for every variant.",
         f"- Model / clips: {setup['clip']}.",
         f"- Anchors: {setup['anchors']}.",
-        f"- Probe tasks: arrow of time (2 classes) and playback speed (stride 1/2/4, 3 classes) on target windows split by time "
-        f"(train windows in the first {setup['eval']['train_share']:.0%} of each video, test windows from {setup['eval']['gap']} frames after it, "
-        f"so no train and test clip share a frame; a window starts every {setup['eval'].get('window_step') or 'span'} frames within a split, "
+        "- Probe tasks: arrow of time (2 classes) and playback speed (stride 1/2/4, 3 classes) on target windows "
+        "split by time "
+        f"(train windows in the first {setup['eval']['train_share']:.0%} of each video, test windows from "
+        f"{setup['eval']['gap']} frames after it, "
+        f"so no train and test clip share a frame; a window starts every {setup['eval'].get('window_step') or 'span'} "
+        "frames within a split, "
         f"at most {setup['eval']['max_windows']} per video and split; {setup['probe_counts']}). "
-        f"Linear probe: logistic regression (L-BFGS, standardised features, weight decay from {{1e-3, 1e-2, 0.1, 1}} chosen by 3-fold CV on train, folds grouped by video); "
+        "Linear probe: logistic regression (L-BFGS, standardised features, weight decay from {1e-3, 1e-2, 0.1, 1} "
+        "chosen by 3-fold CV on train, folds grouped by video); "
         f"kNN: cosine, k = {setup['eval']['knn_k']}. Chance: arrow 50%, speed 33.3%.",
-        f"- Reconstruction error: mean per-token normalised-pixel loss of the held-out test windows under one fixed random token mask "
-        f"(ratio {setup['eval']['mask_ratio']}, seed {setup['eval']['mask_seed']}) shared by all models, on detected-person tokens "
-        f"(`recon. person`, {setup['recon_tokens']['anchor']} tokens) and on the other tokens (`recon. other`, {setup['recon_tokens']['other']} tokens). Lower is better.",
+        "- Reconstruction error: mean per-token normalised-pixel loss of the held-out test windows under one fixed "
+        "random token mask "
+        f"(ratio {setup['eval']['mask_ratio']}, seed {setup['eval']['mask_seed']}) shared by all models, on "
+        "detected-person tokens "
+        f"(`recon. person`, {setup['recon_tokens']['anchor']} tokens) and on the other tokens (`recon. other`, "
+        f"{setup['recon_tokens']['other']} tokens). Lower is better.",
         "",
         "## Results (mean ± std over seeds)",
         "",
         markdown_table(summary),
         "",
-        f"Reference rows are not trained on the target and have one value each: `random init`, `base` and `{MOTION_BASELINE}` "
-        "(mean absolute frame difference per patch and time step, probed the same way: it shows the speed labels are learnable "
+        "Reference rows are not trained on the target and have one value each: `random init`, `base` and "
+        f"`{MOTION_BASELINE}` "
+        "(mean absolute frame difference per patch and time step, probed the same way: it shows the speed labels are "
+        "learnable "
         "from these clips; it cannot see the direction of time).",
         "",
         "## Summary (computed from the table)",
@@ -614,11 +628,15 @@ def protocol_notes(ratio: float, grid: Any) -> list[str]:
 
     tubes = budget(ratio, grid.num_tubes)
     return [
-        f"`random` masks single tokens, as VideoMAE's random masking: {budget(ratio, grid.num_tokens)} of {grid.num_tokens} tokens "
-        f"per clip; the other maskers choose tubes: {tubes} of {grid.num_tubes} tubes = {tubes * grid.t} tokens per clip.",
-        "Wall-clock per run is the continued-pretraining call only (evaluation, detection and fitting excluded); the CPU is "
+        f"`random` masks single tokens, as VideoMAE's random masking: {budget(ratio, grid.num_tokens)} of "
+        f"{grid.num_tokens} tokens "
+        f"per clip; the other maskers choose tubes: {tubes} of {grid.num_tubes} tubes = {tubes * grid.t} tokens per "
+        "clip.",
+        "Wall-clock per run is the continued-pretraining call only (evaluation, detection and fitting excluded); the "
+        "CPU is "
         "shared with other processes, so it is indicative. Detection runs once and is cached; fitting runs once.",
-        "The long-clip footage of the full run is built by `python benchmarks/quality.py` (fetch + encode, then this command); "
+        "The long-clip footage of the full run is built by `python benchmarks/quality.py` (fetch + encode, then this "
+        "command); "
         "`--quick` runs on the shipped `assets/` clips, whose numbers say nothing about quality.",
     ]
 

@@ -511,7 +511,10 @@ class VideoMAE(nn.Module):
 
     # ------------------------------------------------------------------ decoder
     def decoder_count(self, num_masked: int, ratio: float | None = None) -> int:
-        """Tokens per row the decoder reconstructs out of ``num_masked``: ``max(1, round(num_masked * (1 - ratio)))``."""
+        """Tokens per row the decoder reconstructs out of ``num_masked``.
+
+        ``max(1, round(num_masked * (1 - ratio)))``.
+        """
         ratio = self.config.decoder_mask_ratio if ratio is None else ratio
         return max(1, int(round(num_masked * (1.0 - ratio))))
 
@@ -554,7 +557,10 @@ class VideoMAE(nn.Module):
         return torch.zeros_like(mask).scatter_(1, chosen, True)  # [B, L]
 
     def forward_decoder(self, latent: Tensor, ids_keep: Tensor, ids_dec: Tensor, num_tokens: int) -> Tensor:
-        """Decode: visible latents ``[B, L_vis, D]`` + mask tokens at ``ids_dec [B, L_dec]`` -> ``[B, L_dec, t*p*p*C]``."""
+        """Decode visible latents ``[B, L_vis, D]`` + mask tokens at ``ids_dec [B, L_dec]``.
+
+        Returns ``[B, L_dec, t*p*p*C]``.
+        """
         x_vis = self.encoder_to_decoder(latent)  # [B, L_vis, Dd]
         B, _, Dd = x_vis.shape
         pos = self.pos_table(num_tokens, Dd, latent.device).to(x_vis.dtype)  # [L, Dd]

@@ -85,7 +85,8 @@ def run(args: argparse.Namespace) -> int:
         + (f", showing {count}" if count < len(dataset) else "")
     )
     print(
-        f"clip: {args.num_frames} frames at stride {args.sampling_rate} ({args.sampling} sampling, short videos: {args.short}), "
+        f"clip: {args.num_frames} frames at stride {args.sampling_rate} ({args.sampling} sampling, short videos: "
+        f"{args.short}), "
         f"{args.size}x{args.size}; tubelet {tubelet[0]}x{tubelet[1]}x{tubelet[2]} -> token grid "
         f"{grid.t}x{grid.h}x{grid.w} = {grid.num_tokens} tokens ({grid.num_tubes} tubes)"
     )

@@ -104,7 +104,10 @@ def run(args: argparse.Namespace) -> int:
             max_windows=args.max_windows,
         )
         names = ["forward", "reversed"] if args.task == "arrow" else [f"stride {s}" for s in ev.SPEED_STRIDES]
-        rule = f"windows split by time: first {args.train_share:.0%} of each video's frames train, test from {args.gap} frames later"
+        rule = (
+            f"windows split by time: first {args.train_share:.0%} of each video's frames train, "
+            f"test from {args.gap} frames later"
+        )
     clips = ev.decode_samples(samples, size, backend=args.backend, progress=True)
     if int(clips.is_train.sum()) == 0 or int((~clips.is_train).sum()) == 0:
         raise VideomaskError("the split left no train or no test clip; add data or change --train-share")
@@ -113,10 +116,12 @@ def run(args: argparse.Namespace) -> int:
     test_labels = clips.labels[~clips.is_train]
     majority = float(test_labels.bincount(minlength=len(names)).max()) / max(1, test_labels.numel())
     print(
-        f"probe {args.checkpoint}: task={args.task}, {len(names)} classes, {result['num_train']} train / {result['num_test']} test clips ({rule})"
+        f"probe {args.checkpoint}: task={args.task}, {len(names)} classes, {result['num_train']} train / "
+        f"{result['num_test']} test clips ({rule})"
     )
     print(
-        f"linear probe accuracy: {100 * result['linear']:.1f}% (weight decay {result['weight_decay']:g}, train accuracy {100 * result['linear_train']:.1f}%)"
+        f"linear probe accuracy: {100 * result['linear']:.1f}% (weight decay {result['weight_decay']:g}, train "
+        f"accuracy {100 * result['linear_train']:.1f}%)"
     )
     print(f"kNN accuracy (k={args.k}, cosine): {100 * result['knn']:.1f}%")
     print(f"majority-class accuracy on test: {100 * majority:.1f}%")

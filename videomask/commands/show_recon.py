@@ -1,7 +1,8 @@
 """``videomask show-recon``: what a model reconstructs of a masked clip (animated GIF and a PNG grid).
 
     videomask show-recon VIDEO --checkpoint PATH [--masker tube] [masker options as show-masks]
-                         [--num-frames N --sampling-rate 4 --size S] [--seed 0] [--device cpu] -o recon.gif [--png recon.png]
+                         [--num-frames N --sampling-rate 4 --size S] [--seed 0] [--device cpu]
+                         -o recon.gif [--png recon.png]
 
 Four panels: original | masked input | reconstruction | per-patch error heat map. ``--checkpoint``
 takes a videomask checkpoint (a ``.safetensors`` file or a folder with ``model.safetensors``, e.g. a
@@ -24,7 +25,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--checkpoint",
         required=True,
-        help="videomask checkpoint (.safetensors or a folder with model.safetensors), Hugging Face folder or VideoMAE .pth",
+        help="videomask checkpoint (.safetensors or a folder with model.safetensors), "
+        "Hugging Face folder or VideoMAE .pth",
     )
     parser.add_argument(
         "--model-name",
