@@ -15,6 +15,8 @@ from videomask.masking import (
     available_maskers,
     build_masker,
     mask_to_ids,
+    masker_options,
+    mode_option,
     select_anchor_share,
     select_rank_sampling,
     select_topk,
@@ -119,10 +121,19 @@ def test_registry_names():
         build_masker("nope")
     with pytest.raises(VideomaskError, match="random"):
         build_masker("random", tubelet=TUBELET, colour="red")
-    with pytest.raises(VideomaskError):
-        build_masker("random", mode="tube")  # random is VideoMAE's token masking only
-    with pytest.raises(VideomaskError):
-        build_masker("tube", mode="token")
+    # the name fixes the mode of random (tokens) and tube (tubes): they take no mode option
+    for name in ("random", "tube"):
+        assert "mode" not in masker_options(MASKERS[name])
+        with pytest.raises(VideomaskError, match="unknown option"):
+            build_masker(name, mode="tube")
+    assert "mode" in masker_options(MASKERS["difference"]) and "mode" in masker_options(MASKERS["objects"])
+    # a run config's mask.mode: passed to maskers with a choice, checked against the fixed ones
+    assert mode_option("difference", "token") == {"mode": "token"} and mode_option("tube", None) == {}
+    assert mode_option("tube", "tube") == {} and mode_option("random", "token") == {}
+    with pytest.raises(VideomaskError, match="always masks tokens"):
+        mode_option("random", "tube")
+    with pytest.raises(VideomaskError, match="always masks tubes"):
+        mode_option("tube", "token")
     with pytest.raises(VideomaskError):
         build_masker("tube", ratio=1.5)
 
@@ -388,11 +399,11 @@ def test_masker_options_are_declared_once():
     names against masker_options (unknown and missing required options are one-line errors)."""
     from videomask.masking import MASKERS, masker_options
 
-    shared = {"tubelet", "ratio", "mode"}
-    scored = shared | {"selection", "alpha", "direction", "reduce", "temperature", "uniform_mix"}
+    shared = {"tubelet", "ratio"}  # and mode, for maskers whose name does not fix it
+    scored = shared | {"mode", "selection", "alpha", "direction", "reduce", "temperature", "uniform_mix"}
     for name, cls in MASKERS.items():
         assert (scored if issubclass(cls, ScoredMasker) else shared) <= set(masker_options(cls)), name
-    assert set(masker_options(MASKERS["random"])) == shared
+    assert set(masker_options(MASKERS["random"])) == shared == set(masker_options(MASKERS["tube"]))
     assert build_masker("random").mode == "token" and build_masker("tube").mode == "tube"
     with pytest.raises(VideomaskError, match="unknown option.*colour"):
         build_masker("tube", colour="red")

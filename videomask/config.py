@@ -88,7 +88,7 @@ class MaskSection:
 
     name: str = "tube"  # random | tube | difference | objects
     ratio: float = 0.9
-    mode: Literal["tube", "token"] | None = None  # None = the masker's own default (tube for tube/difference)
+    mode: Literal["tube", "token"] | None = None  # None = the masker's default; random / tube fix theirs (see mode_option)
     options: dict[str, Any] = field(default_factory=dict)  # masker-specific (stats, boxes, alpha, direction, ...)
 
 

@@ -490,15 +490,14 @@ def prepare_score_cache(cfg: RunConfig, dataset: Any, info: DistInfo, device: to
 def build_masker_from_config(cfg: RunConfig, model: VideoMAE, device: torch.device, cache: str | None = None) -> Masker:
     """The masker from ``cfg.mask``, with the model's tubelet, moved to the training device
     (``cache``: the difference masker's score cache from :func:`prepare_score_cache`)."""
-    from videomask.masking import build_masker
+    from videomask.masking import build_masker, mode_option
 
     options = dict(cfg.mask.options)
     if cfg.mask.name == "difference":
         options["cache"] = cache
     options.setdefault("tubelet", tuple(model.tubelet))
     options["ratio"] = cfg.mask.ratio
-    if cfg.mask.mode is not None:
-        options["mode"] = cfg.mask.mode
+    options.update(mode_option(cfg.mask.name, cfg.mask.mode))
     return build_masker(cfg.mask.name, **options).to(device)
 
 

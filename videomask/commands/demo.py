@@ -261,13 +261,13 @@ def draw_picture(plan: DemoPlan, cfg3: RunConfig, tubelet: tuple[int, ...]) -> t
     """Stage 4: the stage-3 masker's masks on the first target clip -> ``(masker, picture)``."""
     import torch
 
-    from videomask.masking import build_masker
+    from videomask.masking import build_masker, mode_option
     from videomask.viz import load_clip, show_masks
 
     clips = sorted(p for p in plan.target.rglob("*") if p.suffix.lower() in (".mp4", ".avi", ".mkv", ".webm", ".mov"))
-    options = dict(cfg3.mask.options, ratio=cfg3.mask.ratio, tubelet=tubelet)
-    if cfg3.mask.mode is not None:
-        options["mode"] = cfg3.mask.mode
+    options = dict(
+        cfg3.mask.options, ratio=cfg3.mask.ratio, tubelet=tubelet, **mode_option(cfg3.mask.name, cfg3.mask.mode)
+    )
     masker = build_masker(cfg3.mask.name, **options)
     clip = load_clip(
         clips[0],

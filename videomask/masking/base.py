@@ -443,7 +443,27 @@ def masker_options(cls: type[Masker]) -> dict[str, inspect.Parameter]:
         if init is None or klass is object:
             continue
         params.update((n, p) for n, p in inspect.signature(init).parameters.items() if p.kind is p.KEYWORD_ONLY)
+    if len(cls.modes) == 1:  # random / tube: the name fixes the mode, so there is no mode to choose
+        params.pop("mode", None)
     return params
+
+
+def mode_option(name: str, mode: str | None) -> dict[str, str]:
+    """The ``mode`` keyword for masker ``name`` from a run config's ``mask.mode`` (None = the masker's default).
+
+    A masker whose name fixes its mode (``random``: tokens, ``tube``: tubes) takes none; a ``mask.mode``
+    that agrees with it is fine, one that contradicts it is a user error.
+    """
+    if mode is None:
+        return {}
+    if name not in MASKERS:
+        raise VideomaskError(f"unknown masker {name!r} (choose from {', '.join(available_maskers())})")
+    modes = MASKERS[name].modes
+    if len(modes) > 1:
+        return {"mode": mode}
+    if mode != modes[0]:
+        raise VideomaskError(f"mask.mode={mode} does not apply to the {name!r} masker, which always masks {modes[0]}s")
+    return {}
 
 
 def build_masker(name: str, **options: Any) -> Masker:

@@ -41,11 +41,11 @@ class _UniformMasker(Masker):
 class RandomMasker(_UniformMasker):
     """VideoMAE random token masking: ``int(ratio * L)`` tokens per clip, uniformly at random."""
 
-    modes = ("token",)  # options: tubelet, ratio (see Masker); mode can only be "token"
+    modes = ("token",)  # options: tubelet, ratio (see Masker); the name fixes the mode, so it takes none
 
 
 @register_masker("tube")
 class TubeMasker(_UniformMasker):
     """VideoMAE tube masking: ``int(ratio * h*w)`` spatial positions, the same at every time step."""
 
-    modes = ("tube",)  # options: tubelet, ratio (see Masker); mode can only be "tube"
+    modes = ("tube",)  # options: tubelet, ratio (see Masker); the name fixes the mode, so it takes none
