@@ -88,7 +88,8 @@ class MaskSection:
 
     name: str = "tube"  # random | tube | difference | objects
     ratio: float = 0.9
-    mode: Literal["tube", "token"] | None = None  # None = the masker's default; random / tube fix theirs (see mode_option)
+    # None = the masker's default; the random and tube maskers fix theirs (masking.mode_option)
+    mode: Literal["tube", "token"] | None = None
     options: dict[str, Any] = field(default_factory=dict)  # masker-specific (stats, boxes, alpha, direction, ...)
 
 
