@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import Any
 
 HELP = "compare tube, random and difference masking head to head"
 
@@ -54,18 +55,10 @@ def _command_line(args: argparse.Namespace) -> str:
     return " ".join(parts)
 
 
-def run(args: argparse.Namespace) -> int:
-    import sys
-
-    from videomask.bench import load_bench_config, run_bench, validate_bench_config, write_report
+def _apply_flags(cfg: Any, args: argparse.Namespace, paths: tuple[str, ...]) -> None:
+    """The command-line flags over a bench config (either protocol): seeds, lengths, folders, variants."""
     from videomask.errors import VideomaskError
 
-    path = _config_path(args)
-    from videomask.bench_motion import is_motion_config
-
-    if is_motion_config(path):
-        return _run_motion(args, path)
-    cfg = load_bench_config(path)
     if args.seeds is not None:
         if args.seeds < 1:
             raise VideomaskError("--seeds must be >= 1")
@@ -73,7 +66,7 @@ def run(args: argparse.Namespace) -> int:
     for key in ("steps", "base_steps", "base_checkpoint", "name"):
         if getattr(args, key) is not None:
             setattr(cfg, key, getattr(args, key))
-    for key in ("source", "target", "out", "work_dir"):
+    for key in paths:
         if getattr(args, key) is not None:
             setattr(cfg, key, str(Path(getattr(args, key)).resolve()))
     if args.variants:
@@ -82,6 +75,20 @@ def run(args: argparse.Namespace) -> int:
         if unknown:
             raise VideomaskError(f"unknown variant(s) {', '.join(unknown)} (config has: {', '.join(cfg.variants)})")
         cfg.variants = {v: cfg.variants[v] for v in wanted}
+
+
+def run(args: argparse.Namespace) -> int:
+    import sys
+
+    from videomask.bench import load_bench_config, run_bench, validate_bench_config, write_report
+
+    path = _config_path(args)
+    from videomask.bench_motion import is_motion_config
+
+    if is_motion_config(path):
+        return _run_motion(args, path)
+    cfg = load_bench_config(path)
+    _apply_flags(cfg, args, paths=("source", "target", "out", "work_dir"))
     validate_bench_config(cfg)
     command = _command_line(args)
     result = run_bench(
@@ -107,22 +114,7 @@ def _run_motion(args: argparse.Namespace, path: Path) -> int:
         raise VideomaskError(
             "--source/--target do not apply to a motion bench config (it builds its own footage; set assets)"
         )
-    if args.seeds is not None:
-        if args.seeds < 1:
-            raise VideomaskError("--seeds must be >= 1")
-        cfg.seeds = list(range(args.seeds))
-    for key in ("steps", "base_steps", "base_checkpoint", "name"):
-        if getattr(args, key) is not None:
-            setattr(cfg, key, getattr(args, key))
-    for key in ("out", "work_dir"):
-        if getattr(args, key) is not None:
-            setattr(cfg, key, str(Path(getattr(args, key)).resolve()))
-    if args.variants:
-        wanted = [v.strip() for v in args.variants.split(",") if v.strip()]
-        unknown = [v for v in wanted if v not in cfg.variants]
-        if unknown:
-            raise VideomaskError(f"unknown variant(s) {', '.join(unknown)} (config has: {', '.join(cfg.variants)})")
-        cfg.variants = {v: cfg.variants[v] for v in wanted}
+    _apply_flags(cfg, args, paths=("out", "work_dir"))
     validate_motion_config(cfg)
     result = run_motion_bench(
         cfg,
