@@ -234,15 +234,7 @@ def show_masks(
     result = masker.generate(clip.batch(), generator)
     mask = result.mask[0]  # [L]
     anchors = result.anchors[0] if result.anchors is not None else None
-    drawn = None
-    if detections is not None:
-        drawn = []
-        for found in detections:
-            if found:
-                mapped = clip.geometry.map_boxes(torch.tensor([list(d.box) for d in found], dtype=torch.float64))
-                drawn.append([(tuple(b.tolist()), d.label) for b, d in zip(mapped, found)])
-            else:
-                drawn.append([])
+    drawn = _map_detections(clip, detections)
     plain, masked = draw_frames(clip.frames, mask, masker.tubelet, anchors=anchors, boxes=drawn, scale=scale)
     T = len(plain)
     panels = [plain, masked]
