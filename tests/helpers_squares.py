@@ -1,9 +1,9 @@
-"""Shared by the detection and mask-picture tests (``test_detect``, ``test_viz``): a clip with one moving
-bright square, and a detector that finds it.
+"""Shared by the detection and picture tests (``test_detect``, ``test_viz``, ``test_recon``): a clip with one
+moving bright square, a detector that finds it, and the files the show-masks / show-recon commands read.
 
 Import with ``tests/`` on the path (pytest puts it there)::
 
-    from helpers_squares import SquareDetector, write_square_clip
+    from helpers_squares import SquareDetector, square_inputs, write_square_clip
 """
 
 from __future__ import annotations
@@ -65,3 +65,34 @@ class SquareDetector:
                 else []
             )
         return out
+
+
+def square_inputs(root: Path, num_frames: int, size: int) -> dict[str, Path]:
+    """``root/square.mp4`` (a moving square), its boxes cache (``SquareDetector``, every 2nd frame) and a
+    difference statistics file fitted on generated clips whose target has a bright top-left corner."""
+    import torch
+
+    from videomask.detect import build_cache
+    from videomask.stats import PixelEmbedder, fit_statistics
+
+    video = write_square_clip(
+        root / "square.mp4", num_frames=20, height=72, width=96, size=16, top=20, left=20, dark=30, bright=230, crf=None
+    )
+    boxes = root / "boxes.jsonl"
+    build_cache([("square.mp4", str(video))], boxes, SquareDetector(), stride=2, progress=False)
+    g = torch.Generator().manual_seed(0)
+    source = [torch.randn(4, 3, num_frames, size, size, generator=g) * 0.3 for _ in range(2)]
+    target = [s.clone() for s in source]
+    for t in target:
+        t[:, :, :, :32, :32] = 2.0
+    stats = fit_statistics(
+        source,
+        target,
+        PixelEmbedder(dim=16, tubelet=(2, 16, 16)),
+        num_words=4,
+        num_anchors=1,
+        init_tokens=64,
+        progress=False,
+    )
+    stats.save(root / "stats.safetensors")
+    return {"video": video, "boxes": boxes, "stats": root / "stats.safetensors", "root": root}

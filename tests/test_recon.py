@@ -9,13 +9,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from helpers_squares import SquareDetector, write_square_clip
+from helpers_squares import square_inputs
 from helpers_train import TINY_MODEL, write_videos
 from PIL import Image
 
 from videomask.checkpoint import save_model_weights
 from videomask.cli import main
-from videomask.detect import build_cache
 from videomask.masking import available_maskers
 from videomask.model import VideoMAE, VideoMAEConfig
 from videomask.patches import grid_for, patchify
@@ -148,28 +147,7 @@ def test_draw_recon_panels():
 @pytest.fixture(scope="module")
 def inputs(tmp_path_factory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("recon")
-    video = write_square_clip(
-        root / "square.mp4", num_frames=20, height=72, width=96, size=16, top=20, left=20, dark=30, bright=230, crf=None
-    )
-    boxes = root / "boxes.jsonl"
-    build_cache([("square.mp4", str(video))], boxes, SquareDetector(), stride=2, progress=False)
-    from videomask.stats import PixelEmbedder, fit_statistics
-
-    g = torch.Generator().manual_seed(0)
-    source = [torch.randn(4, 3, NUM_FRAMES, SIZE, SIZE, generator=g) * 0.3 for _ in range(2)]
-    target = [s.clone() for s in source]
-    for t in target:
-        t[:, :, :, :32, :32] = 2.0
-    stats = fit_statistics(
-        source,
-        target,
-        PixelEmbedder(dim=16, tubelet=(2, 16, 16)),
-        num_words=4,
-        num_anchors=1,
-        init_tokens=64,
-        progress=False,
-    )
-    stats.save(root / "stats.safetensors")
+    files = square_inputs(root, NUM_FRAMES, SIZE)
     torch.manual_seed(0)
     model = VideoMAE(
         tiny_config(embed_dim=64, num_heads=1, decoder_embed_dim=64, decoder_num_heads=1)
@@ -182,10 +160,7 @@ def inputs(tmp_path_factory) -> dict[str, Path]:
     save_hf_checkpoint(model, root / "hf")
     torch.save({"model": to_videomae_state_dict(model)}, root / "videomae.pth")
     return {
-        "video": video,
-        "boxes": boxes,
-        "stats": root / "stats.safetensors",
-        "root": root,
+        **files,
         "videomask": root / "run" / "final",
         "hf": root / "hf",
         "pth": root / "videomae.pth",

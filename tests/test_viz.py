@@ -8,11 +8,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from helpers_squares import SquareDetector, write_square_clip
+from helpers_squares import square_inputs
 from PIL import Image
 
 from videomask.cli import main
-from videomask.detect import build_cache
 from videomask.masking import available_maskers
 from videomask.patches import grid_for
 from videomask.viz import ANCHOR_COLOUR, MASK_GREY, draw_frames
@@ -22,31 +21,7 @@ NUM_FRAMES, SIZE, SCALE = 8, 64, 2
 
 @pytest.fixture(scope="module")
 def inputs(tmp_path_factory) -> dict[str, Path]:
-    root = tmp_path_factory.mktemp("viz")
-    video = write_square_clip(
-        root / "square.mp4", num_frames=20, height=72, width=96, size=16, top=20, left=20, dark=30, bright=230, crf=None
-    )
-    boxes = root / "boxes.jsonl"
-    build_cache([("square.mp4", str(video))], boxes, SquareDetector(), stride=2, progress=False)
-    from videomask.stats import PixelEmbedder, fit_statistics
-
-    g = torch.Generator().manual_seed(0)
-    source = [torch.randn(4, 3, NUM_FRAMES, SIZE, SIZE, generator=g) * 0.3 for _ in range(2)]
-    target = [s.clone() for s in source]
-    for t in target:
-        t[:, :, :, :32, :32] = 2.0
-    stats = fit_statistics(
-        source,
-        target,
-        PixelEmbedder(dim=16, tubelet=(2, 16, 16)),
-        num_words=4,
-        num_anchors=1,
-        init_tokens=64,
-        progress=False,
-    )
-    stats_path = root / "stats.safetensors"
-    stats.save(stats_path)
-    return {"video": video, "boxes": boxes, "stats": stats_path, "root": root}
+    return square_inputs(tmp_path_factory.mktemp("viz"), NUM_FRAMES, SIZE)
 
 
 def test_draw_frames_shades_masked_patches_and_outlines_anchors():
