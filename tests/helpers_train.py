@@ -3,7 +3,7 @@ and a tiny model config.
 
 Import with ``tests/`` on the path (pytest puts it there)::
 
-    from helpers_train import TINY_MODEL, write_clip, write_videos
+    from helpers_train import TINY_MODEL, tiny_run, write_clip, write_videos
 """
 
 from __future__ import annotations
@@ -51,3 +51,27 @@ def write_videos(root: Path, count: int = 4) -> Path:
     for i in range(count):
         write_clip(root / f"v{i}.mp4", seed=i)
     return root
+
+
+def tiny_run(videos: Path, out_dir: Path, **sections: dict) -> dict:
+    """A ``videomask pretrain`` config (a raw dict) of the tiny model on ``videos``: 4 frames at stride 2,
+    32 px, batch 2, tube masking 0.75, 6 steps logged every 2 and saved every 3; ``sections`` update a
+    section key by key (``train={"steps": 9}``)."""
+    raw = {
+        "run": {"out_dir": str(out_dir), "seed": 0, "device": "cpu"},
+        "data": {
+            "path": str(videos),
+            "num_frames": 4,
+            "sampling_rate": 2,
+            "size": 32,
+            "batch_size": 2,
+            "num_workers": 0,
+        },
+        "model": TINY_MODEL,
+        "mask": {"name": "tube", "ratio": 0.75},
+        "optim": {"lr": 1e-3, "warmup_steps": 2},
+        "train": {"steps": 6, "log_every": 2, "save_every": 3, "keep_last": 2, "progress": False, "tensorboard": False},
+    }
+    for name, values in sections.items():
+        raw[name] = {**raw[name], **values}
+    return raw

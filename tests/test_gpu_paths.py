@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from helpers_train import TINY_MODEL, write_videos
+from helpers_train import TINY_MODEL, tiny_run, write_videos
 from safetensors.torch import load_file
 
 from videomask import checkpoint as ckpt
@@ -39,21 +39,7 @@ def videos(tmp_path_factory) -> Path:
 
 
 def tiny_config(tmp_path: Path, videos: Path, overrides=()):
-    raw = {
-        "run": {"out_dir": str(tmp_path / "run"), "seed": 0, "device": "cpu"},
-        "data": {
-            "path": str(videos),
-            "num_frames": 4,
-            "sampling_rate": 2,
-            "size": 32,
-            "batch_size": 2,
-            "num_workers": 0,
-        },
-        "model": TINY_MODEL,
-        "mask": {"name": "tube", "ratio": 0.75},
-        "optim": {"lr": 1e-3, "warmup_steps": 2},
-        "train": {"steps": 6, "log_every": 2, "save_every": 3, "keep_last": 2, "progress": False, "tensorboard": False},
-    }
+    raw = tiny_run(videos, tmp_path / "run")
     tmp_path.mkdir(parents=True, exist_ok=True)
     path = tmp_path / "cfg.yaml"
     path.write_text(yaml.safe_dump(raw))

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from helpers_train import TINY_MODEL, write_clip, write_videos
+from helpers_train import tiny_run, write_clip, write_videos
 from safetensors.torch import load_file
 
 from videomask import checkpoint as ckpt
@@ -36,24 +36,7 @@ def videos(tmp_path_factory) -> Path:
 
 
 def tiny_raw(videos: Path, out_dir: Path, **sections) -> dict:
-    raw = {
-        "run": {"out_dir": str(out_dir), "seed": 0, "device": "cpu"},
-        "data": {
-            "path": str(videos),
-            "num_frames": 4,
-            "sampling_rate": 2,
-            "size": 32,
-            "batch_size": 2,
-            "num_workers": 0,
-        },
-        "model": TINY_MODEL,
-        "mask": {"name": "tube", "ratio": 0.75},
-        "optim": {"lr": 1e-3, "warmup_steps": 2},
-        "train": {"steps": 6, "log_every": 2, "save_every": 3, "keep_last": 2, "progress": False, "tensorboard": False},
-    }
-    for name, values in sections.items():
-        raw[name] = {**raw[name], **values}
-    return raw
+    return tiny_run(videos, out_dir, **sections)
 
 
 def tiny_config(tmp_path: Path, videos: Path, overrides=(), **sections):
