@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import argparse
 
+from videomask.commands import add_clip_arguments
+
 HELP = "fit difference statistics (source prototypes, visual words) from source and target videos"
 
 
@@ -41,19 +43,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--z-min", type=float, default=1.96, help="enrichment z-score a word needs to be an anchor (default: 1.96)"
     )
     parser.add_argument("--clips-per-video", type=int, default=1, help="clips sampled from each video (default: 1)")
-    parser.add_argument("--num-frames", type=int, default=16, help="frames per clip (default: 16)")
-    parser.add_argument("--sampling-rate", type=int, default=4, help="frame stride inside a clip (default: 4)")
-    parser.add_argument(
-        "--size", type=int, default=224, help="clip side in pixels after resize + centre crop (default: 224)"
-    )
-    parser.add_argument(
-        "--tubelet",
-        type=int,
-        nargs=2,
-        default=(2, 16),
-        metavar=("T", "P"),
-        help="tubelet frames and patch size (default: 2 16)",
-    )
+    add_clip_arguments(parser, num_frames=16, sampling_rate=4, size=224)
     parser.add_argument("--dim", type=int, default=64, help="pixel embedder dimension (default: 64)")
     parser.add_argument(
         "--pool", type=int, default=2, help="pixel embedder spatial pooling before projection (default: 2)"
@@ -67,7 +57,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--workers", type=int, default=0, help="data loader workers (default: 0)")
     parser.add_argument("--device", default="cpu", help="torch device for embedding and k-means (default: cpu)")
     parser.add_argument("--seed", type=int, default=0, help="seed for clip sampling, k-means and the pixel embedder")
-    parser.add_argument("--backend", default="pyav", help="video decoding backend (default: pyav)")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -13,25 +13,14 @@ from __future__ import annotations
 
 import argparse
 
+from videomask.commands import add_clip_arguments
+
 HELP = "decode videos and print metadata, sampling and patch-grid report"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("path", help="a folder of videos, a list file (path label / CSV / TSV) or one video file")
-    parser.add_argument(
-        "--backend", default="pyav", help="decoding backend: pyav, decord, opencv or auto (default: pyav)"
-    )
-    parser.add_argument("--num-frames", type=int, default=16, help="frames per clip (default: 16)")
-    parser.add_argument("--sampling-rate", type=int, default=4, help="stride between sampled frames (default: 4)")
-    parser.add_argument("--size", type=int, default=112, help="clip side after resize + centre crop (default: 112)")
-    parser.add_argument(
-        "--tubelet",
-        type=int,
-        nargs=2,
-        default=(2, 16),
-        metavar=("T", "P"),
-        help="tubelet frames and patch size (default: 2 16)",
-    )
+    add_clip_arguments(parser, num_frames=16, sampling_rate=4, size=112)
     parser.add_argument(
         "--sampling",
         default="center",

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import argparse
 
+from videomask.commands import add_clip_arguments
+
 HELP = "score every video once with a difference masker (a cache for continued pretraining)"
 
 
@@ -23,17 +25,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--scorer", default=None, help="distance, enrichment or tficf (default: the statistics' first, distance)"
     )
-    parser.add_argument(
-        "--size",
-        type=int,
-        default=224,
-        help="shorter side of the frames when scored (the training clip size; default: 224)",
-    )
-    parser.add_argument(
-        "--num-frames", type=int, default=16, help="frames per scored window (the training clip length; default: 16)"
-    )
-    parser.add_argument("--sampling-rate", type=int, default=4, help="frame stride, as in training (default: 4)")
-    parser.add_argument("--backend", default="pyav", help="video decoding backend (default: pyav)")
+    # the clip geometry of the training run the cache is for
+    add_clip_arguments(parser, num_frames=16, sampling_rate=4, size=224, with_tubelet=False)
     parser.add_argument("--device", default="cpu", help="torch device for the embedder (default: cpu)")
 
 

@@ -14,6 +14,8 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from videomask.commands import add_clip_arguments
+
 HELP = "draw a masker's masks on a clip (GIF and PNG grid)"
 
 
@@ -23,9 +25,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-o", "--output", required=True, help="GIF to write")
     parser.add_argument("--png", default=None, help="PNG grid to write (default: the GIF's name with .png)")
     add_masker_arguments(parser)
-    parser.add_argument("--num-frames", type=int, default=16, help="frames in the clip (default: 16)")
-    parser.add_argument("--sampling-rate", type=int, default=4, help="stride between sampled frames (default: 4)")
-    parser.add_argument("--size", type=int, default=224, help="clip side after resize + centre crop (default: 224)")
+    add_clip_arguments(parser, num_frames=16, sampling_rate=4, size=224, with_tubelet=False, with_backend=False)
     parser.add_argument("--scale", type=int, default=2, help="picture upscaling factor (default: 2)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the mask (default: 0)")
     parser.add_argument(

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import argparse
 
+from videomask.commands import add_clip_arguments
+
 HELP = "draw what a model reconstructs of a masked clip (GIF and PNG grid)"
 
 
@@ -39,11 +41,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-o", "--output", required=True, help="GIF to write")
     parser.add_argument("--png", default=None, help="PNG grid to write (default: the GIF's name with .png)")
     add_masker_arguments(parser)
-    parser.add_argument("--num-frames", type=int, default=None, help="frames in the clip (default: the model's)")
-    parser.add_argument("--sampling-rate", type=int, default=4, help="stride between sampled frames (default: 4)")
-    parser.add_argument(
-        "--size", type=int, default=None, help="clip side after resize + centre crop (default: the model's)"
-    )
+    add_clip_arguments(parser, num_frames=None, sampling_rate=4, size=None, with_tubelet=False, with_backend=False)
     parser.add_argument("--scale", type=int, default=2, help="picture upscaling factor (default: 2)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the mask (default: 0)")
     parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1 or auto (default: cpu)")
