@@ -4,6 +4,7 @@ fit -> save -> load -> mask, the score cache against in-loop scores, and the kno
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -284,24 +285,13 @@ def test_cached_scores_equal_in_loop_scores(scored, tmp_path):
 
 
 def test_score_cache_cli_and_refusal(scored, tmp_path, capsys):
+    def score_cache(out: Path, *flags: str) -> int:
+        target, stats = scored["root"] / "target", scored["stats"]
+        argv = f"score-cache {target} --stats {stats} -o {out} --size 64 --num-frames 4 --sampling-rate 2"
+        return cli_main([*argv.split(), *flags])
+
     out = tmp_path / "scores.safetensors"
-    code = cli_main(
-        [
-            "score-cache",
-            str(scored["root"] / "target"),
-            "--stats",
-            str(scored["stats"]),
-            "-o",
-            str(out),
-            "--size",
-            "64",
-            "--num-frames",
-            "4",
-            "--sampling-rate",
-            "2",
-        ]
-    )
-    assert code == 0 and "4 videos scored" in capsys.readouterr().out
+    assert score_cache(out) == 0 and "4 videos scored" in capsys.readouterr().out
     other = fit_statistics(
         [_clips(6, False, 0)],
         [_clips(6, True, 1)],
@@ -317,27 +307,7 @@ def test_score_cache_cli_and_refusal(scored, tmp_path, capsys):
     with pytest.raises(VideomaskError, match="other statistics or scorer"):
         DifferenceMasker.load(scored["stats"], scorer="enrichment", cache=str(out))
     words = tmp_path / "enrichment.safetensors"
-    assert (
-        cli_main(
-            [
-                "score-cache",
-                str(scored["root"] / "target"),
-                "--stats",
-                str(scored["stats"]),
-                "-o",
-                str(words),
-                "--size",
-                "64",
-                "--num-frames",
-                "4",
-                "--sampling-rate",
-                "2",
-                "--scorer",
-                "enrichment",
-            ]
-        )
-        == 0
-    )
+    assert score_cache(words, "--scorer", "enrichment") == 0
     with pytest.raises(VideomaskError, match="visual words"):  # the word rule needs words, not cached scores
         DifferenceMasker.load(scored["stats"], scorer="enrichment", cache=str(words))
     assert (
