@@ -131,6 +131,16 @@ def test_check_shortcut_gives_pyav_sequential_frames(corpus, name):
     assert decoded == 12 if path.suffix not in (".ts", ".mpg") else decoded >= 1, f"{name}: {decoded} of 12"
 
 
+@pytest.mark.parametrize("backend", [b for b in ("opencv", "decord") if b in available_backends()])
+def test_checks_decode_with_the_requested_threads(corpus, backend):
+    """The PyAV decoder kept for the checks runs with the backend's ``threads`` (FFmpeg's frame threads
+    would make every check cost more CPU than the decode it checks)."""
+    files, _ = corpus
+    forget_verdicts()
+    with open_video(files["vp9.webm"], backend, threads=1) as video:
+        assert video._check is not None and video._check.stream.codec_context.thread_count == 1
+
+
 def test_verified_files_skip_the_checks_next_time(corpus):
     files, _ = corpus
     path = files["vp9.webm"]

@@ -1037,7 +1037,7 @@ class DecordReader(VideoReader):
         _hook_bundled_libav(os.path.dirname(decord.__file__))
         self._threads = threads
         self._vr = None
-        super().__init__(path, keep_open=True)
+        super().__init__(path, threads=threads, keep_open=True)
         self._start_checks(verify)
         self._pos = -1  # sequential path: index of the last frame decoded
         try:
