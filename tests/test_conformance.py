@@ -126,9 +126,7 @@ def test_check_shortcut_gives_pyav_sequential_frames(corpus, name):
                 np.testing.assert_array_equal(vv._rotate(vv._to_rgb(frame), found.meta.rotation), ref[target])
         finally:
             found.container.close()
-    # every target in indexed containers; MPEG program / transport streams do not seek onto the keyframe's
-    # packet (declined: the reader decodes those), only their first GOP comes from the probe's decoder
-    assert decoded == 12 if path.suffix not in (".ts", ".mpg") else decoded >= 1, f"{name}: {decoded} of 12"
+    assert decoded == 12, f"{name}: the shortcut declined {12 - decoded} of 12 targets"
 
 
 @pytest.mark.parametrize("backend", [b for b in ("opencv", "decord") if b in available_backends()])

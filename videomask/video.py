@@ -24,7 +24,7 @@ decoded before, so a seek-based read there may differ from the sequential decode
 (cheapest for PyAV to reach). A frame outside the colour-conversion tolerance (:func:`frames_differ`), a
 size or frame-count disagreement, or a backend that cannot open or decode the file hands the file over to
 PyAV: one log line (logger ``videomask.video``), ``reader.backend == "pyav"``, ``reader.fallback`` says
-why. Verdicts are remembered per file (path, size, mtime) in the process; ``open_video(..., verify=False)``
+why. Verdicts are remembered per file (device, inode, size, mtime) in the process; ``open_video(..., verify=False)``
 skips the checks. On the conformance corpus (tests/corpus.py) decord hands over MPEG transport streams
 (it drops the first GOP there) and rotated files of some sizes; it agrees elsewhere.
 decord's own FFmpeg copy prints its decoder complaints to stderr; they are counted instead and reported in
@@ -437,11 +437,13 @@ _verdict_lock = threading.Lock()
 
 
 def _file_key(path: str, backend: str) -> tuple | None:
+    """The file's identity (device and inode: any path or link to it), size and mtime, and the backend: one
+    ``stat`` (``os.path.realpath`` costs an ``lstat`` per path component)."""
     try:
         st = os.stat(path)
     except OSError:
         return None
-    return (os.path.realpath(path), st.st_size, st.st_mtime_ns, backend)
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, backend)
 
 
 def _remember_verdict(path: str, backend: str, reason: str | None) -> None:
@@ -828,10 +830,35 @@ def _guarded(path: str, frames: Iterator[av.VideoFrame]) -> Iterator[av.VideoFra
         raise _DecodeFailed(str(_err(path, "decode failed", err))) from None
 
 
+def _packets_from_keyframe(
+    container: av.container.InputContainer, stream: av.video.stream.VideoStream, index: _FrameIndex, key: int
+) -> Iterator[av.Packet] | None:
+    """The stream's packets from keyframe ``key``'s own packet on (after a seek), or None when no seek finds
+    it. MPEG program / transport streams seek to a byte position near the time, so the packets before the
+    keyframe's are skipped (demuxed, not decoded), and a seek that lands past it is retried from an
+    earlier keyframe (at most three)."""
+    assert index.pts is not None
+    target = index.pts[key]
+    earlier = [k for k in index.keyframes if k <= key][::-1][:3] or [key]
+    for start in earlier:
+        container.seek(index.pts[start], stream=stream, backward=True, any_frame=False)  # flushes the decoder
+        demux = container.demux(stream)
+        skipped = 0
+        for packet in demux:
+            if packet.size == 0 or packet.is_discard:
+                continue
+            if packet.pts == target and packet.is_keyframe:
+                return itertools.chain([packet], (p for p in demux if p.size and not p.is_discard))
+            if skipped >= index.num_frames or (packet.is_keyframe and (packet.pts or 0) > target):
+                break  # past the keyframe: seek from an earlier one
+            skipped += 1
+    return None
+
+
 def _decode_one(found: _Probe, index: _FrameIndex, target: int, key: int) -> av.VideoFrame | None:
     """PyAV's frame ``target`` decoded with as little work as possible, for a check: from the probe's decoder
     (which has given frame 0) when ``key``, the keyframe before the target, is 0; else after a seek to
-    ``key``, sending packets only up to the target's own packet and then draining the decoder (a B-frame
+    ``key``, sending packets from the keyframe's own up to the target's and then draining the decoder (a B-frame
     decoder would otherwise decode further packets before it gives the frame out). The same frame as
     PyAV's reader gives (it seeks to the same keyframe); None when there is no such shortcut here (no
     usable pts, the seek did not land on the keyframe, the frame did not come out): use the reader."""
@@ -848,14 +875,10 @@ def _decode_one(found: _Probe, index: _FrameIndex, target: int, key: int) -> av.
                 if frame.pts is None or frame.pts > want:
                     return None
             return None
-        container.seek(index.pts[key], stream=stream, backward=True, any_frame=False)  # flushes the decoder
-        first = True
-        for packet in container.demux(stream):
-            if packet.size == 0 or packet.is_discard:
-                continue
-            if first and (packet.pts != index.pts[key] or not packet.is_keyframe):
-                return None  # not on the keyframe the index names
-            first = False
+        packets = _packets_from_keyframe(container, stream, index, key)
+        if packets is None:
+            return None
+        for packet in packets:
             frames = codec.decode(packet)
             if packet.pts == want:
                 frames = [*frames, *codec.decode(None)]  # the target's packet is in: drain
@@ -1280,8 +1303,8 @@ def open_video(path: str | os.PathLike, backend: str = "pyav", *, verify: bool =
     has decoded it already) and, on the first read, the requested frame cheapest for PyAV to reach; a
     frame that differs beyond the colour-conversion tolerance (see :func:`frames_differ`), a size or
     frame-count disagreement, or a backend that cannot open or decode the file hands the file over to
-    PyAV (one log line, ``reader.fallback`` says why). The verdict is remembered per file (path, size,
-    mtime) in this process, so later opens skip the checks. Files PyAV cannot read raise
+    PyAV (one log line, ``reader.fallback`` says why). The verdict is remembered per file (device, inode,
+    size, mtime) in this process, so later opens skip the checks. Files PyAV cannot read raise
     :class:`~videomask.errors.VideoDecodeError` with every backend.
     """
     if backend == "auto":
