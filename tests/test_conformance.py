@@ -87,8 +87,8 @@ def test_verification_catches_wrong_frames_and_remembers_the_verdict(corpus, mon
     forget_verdicts()
     real = vv.OpenCVReader._frame
 
-    def off_by_one(self, index, deadline):  # a backend that returns the next frame
-        return real(self, min(index + 1, FRAMES - 1), deadline)
+    def off_by_one(self, index):  # a backend that returns the next frame
+        return real(self, min(index + 1, FRAMES - 1))
 
     monkeypatch.setattr(vv.OpenCVReader, "_frame", off_by_one)
     with caplog.at_level(logging.WARNING, logger="videomask.video"):
@@ -106,18 +106,51 @@ def test_verification_catches_wrong_frames_and_remembers_the_verdict(corpus, mon
         assert len([r for r in caplog.records if "using PyAV instead" in r.getMessage()]) == 1
 
 
+@pytest.mark.parametrize("name", NAMES)
+def test_check_shortcut_gives_pyav_sequential_frames(corpus, name):
+    """The verification's cheap PyAV decode (probe decoder for the first GOP; else seek, send packets up to
+    the target's, drain) gives the sequential decode's frame, or declines (None) and the reader is used."""
+    import bisect
+
+    files, references = corpus
+    path, ref = files[name], references[name]
+    decoded = 0
+    for target in range(1, FRAMES, 3):
+        found = vv._probe(str(path), threads=1)
+        try:
+            keys = found.index.keyframes
+            key = keys[bisect.bisect_right(keys, target) - 1] if keys else 0
+            frame = vv._decode_one(found, found.index, target, key)
+            if frame is not None:
+                decoded += 1
+                np.testing.assert_array_equal(vv._rotate(vv._to_rgb(frame), found.meta.rotation), ref[target])
+        finally:
+            found.container.close()
+    assert decoded == 12, f"{name}: the shortcut declined {12 - decoded} of 12 targets"
+
+
+@pytest.mark.parametrize("backend", [b for b in ("opencv", "decord") if b in available_backends()])
+def test_checks_decode_with_the_requested_threads(corpus, backend):
+    """The PyAV decoder kept for the checks runs with the backend's ``threads`` (FFmpeg's frame threads
+    would make every check cost more CPU than the decode it checks)."""
+    files, _ = corpus
+    forget_verdicts()
+    with open_video(files["vp9.webm"], backend, threads=1) as video:
+        assert video._check is not None and video._check.stream.codec_context.thread_count == 1
+
+
 def test_verified_files_skip_the_checks_next_time(corpus):
     files, _ = corpus
     path = files["vp9.webm"]
     forget_verdicts()
     with open_video(path, "opencv") as video:
-        assert video._pyav is not None  # PyAV's decoder kept for the check
+        assert video._check is not None  # PyAV's decoder kept for the check
         video.read([5, 9])
-        assert video.verified is True and video._pyav is None  # checked, and PyAV's decoder released
+        assert video.verified is True and video._check is None  # checked, and PyAV's decoder released
     with open_video(path, "opencv") as video:
-        assert video.verified is True and video._pyav is None  # known good: no PyAV decoder at all
+        assert video.verified is True and video._check is None  # known good: no PyAV decoder at all
     with open_video(path, "opencv", verify=False) as video:
-        assert video._pyav is None
+        assert video._check is None
 
 
 def test_frame_count_disagreement_hands_over(corpus, monkeypatch):

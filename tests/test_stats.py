@@ -3,6 +3,7 @@ and an honest quality check (do the anchors find an object only the target domai
 
 from __future__ import annotations
 
+import gc
 import json
 import math
 from pathlib import Path
@@ -299,6 +300,39 @@ def test_fit_statistics_is_deterministic():
         fit_statistics(iter(source), target, PixelEmbedder(dim=8), num_words=4, num_anchors=1, progress=False)
 
 
+class _Batches:
+    """A re-iterable of fresh video batches that records, each time it makes one, how many batches it made
+    before (in any pass, of this set or the other) are still alive somewhere."""
+
+    def __init__(self, seed: int, count: int, made: list) -> None:
+        self.seed, self.count, self.made = seed, count, made
+        self.alive_at_load: list[int] = []
+
+    def __iter__(self):
+        import weakref
+
+        for i in range(self.count):
+            gc.collect()
+            self.alive_at_load.append(sum(ref() is not None for ref in self.made))
+            batch = torch.randn(4, 3, 4, 32, 32, generator=torch.Generator().manual_seed(self.seed + i))
+            self.made.append(weakref.ref(batch))
+            box = [batch]
+            del batch
+            yield box.pop()  # keep no reference here
+
+
+def test_fit_statistics_drops_each_batch_before_loading_the_next():
+    """Peak memory flat in the number of clips: while a batch is loaded, no earlier batch is still held."""
+    made: list = []
+    source, target = _Batches(0, 5, made), _Batches(100, 3, made)  # sets of different lengths
+    stats = fit_statistics(
+        source, target, PixelEmbedder(dim=8), num_words=4, num_anchors=2, init_tokens=16, progress=False
+    )
+    assert stats.settings["source_clips"] == 20 and stats.settings["target_clips"] == 12
+    assert len(source.alive_at_load) == 2 * 5 and len(target.alive_at_load) == 2 * 3  # two passes each
+    assert max(source.alive_at_load + target.alive_at_load) == 0
+
+
 # ------------------------------------------------------------------ videomask fit + quality
 
 
@@ -418,8 +452,8 @@ def test_anchor_patches_find_the_target_only_object(tmp_path, domains, capsys):
     tficf_auc = roc_auc(tficf.scores, mostly, mostly | ~touches)
     with capsys.disabled():
         print(
-            f"\n[anchor coverage] distance AUC {auc:.3f} (tficf {tficf_auc:.3f}); anchor precision {precision:.3f} vs "
-            "chance "
+            f"\n[anchor coverage] distance AUC {auc:.3f} (tficf {tficf_auc:.3f}); "
+            f"anchor precision {precision:.3f} vs chance "
             f"{chance:.3f} ({precision / chance:.1f}x); threshold-rule recall on >=50%-object tokens {recall:.3f}; "
             f"anchor rate target {anchors.float().mean().item():.3f} vs source {src_rate:.3f}; "
             f"object tokens masked {masked_obj:.3f} at ratio 0.5"

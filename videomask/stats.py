@@ -34,7 +34,6 @@ import json
 import math
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from itertools import zip_longest
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
@@ -927,7 +926,9 @@ def _limited(batches: Iterable[Any], max_clips: int | None) -> Iterator[tuple[Te
             video = video[: max_clips - seen]
             ids = ids[: video.shape[0]] if ids is not None else None
         seen += video.shape[0]
-        yield video, ids
+        out = [(video, ids)]
+        del batch, video, ids
+        yield out.pop()  # suspended here, the generator holds no reference to the batch it gave
 
 
 class _HoldOut:
@@ -1012,11 +1013,17 @@ def fit_statistics(
     held_any = False
     for _ in range(max(1, int(epochs))):
         hold = _HoldOut(holdout_every)
-        for pair in zip_longest(_limited(src, max_clips), _limited(tgt, max_clips)):
-            for is_source, item in zip((True, False), pair):
+        # source and target batches in turn; each batch is dropped before the next is loaded (zip_longest
+        # would keep the previous pair alive while it loads the next: two batches more at the peak)
+        streams = [(True, iter(_limited(src, max_clips))), (False, iter(_limited(tgt, max_clips)))]
+        while streams:
+            for is_source, stream in list(streams):
+                item = next(stream, None)
                 if item is None:
+                    streams.remove((is_source, stream))
                     continue
                 video, ids = item
+                del item
                 emb = _embed(embedder, video, device)  # [B, L, D]
                 B, L, D = emb.shape
                 n = min(tokens_per_clip, L)
@@ -1031,6 +1038,7 @@ def fit_statistics(
                         protos.partial_fit(sample[keep.to(device)].reshape(-1, D))
                 clip_size = clip_size or tuple(video.shape[2:])
                 bar.update(B)
+                del video, emb, pick, sample  # drop this batch before the next is loaded
     bar.close()
     centroids = words.finalize().to(device)  # [V, D]
     calibrate_on_held_out = held_any and (protos.centroids is not None or protos._buffered > 0)
@@ -1042,6 +1050,7 @@ def fit_statistics(
             B, L, D = emb.shape
             pick = torch.rand(B, L, generator=g2).argsort(dim=1)[:, : min(tokens_per_clip, L)].to(device)
             protos.partial_fit(emb.gather(1, pick[..., None].expand(B, pick.shape[1], D)).reshape(-1, D))
+            del video, emb, pick
     prototypes = protos.finalize(allow_fewer=True).to(device)  # [M, D] (M <= num_prototypes)
 
     # pass 2: every token's visual word and distance to the source prototypes
@@ -1051,9 +1060,8 @@ def fit_statistics(
         hist = torch.zeros(HIST_BINS, dtype=torch.long)
         n_clips = 0
         hold = _HoldOut(holdout_every)
-        for video, ids in tqdm(
-            _limited(data, max_clips), desc=f"count {name} tokens", unit="batch", disable=not progress
-        ):
+        counting = tqdm(desc=f"count {name} tokens", unit="batch", disable=not progress)
+        for video, ids in _limited(data, max_clips):  # (tqdm around it would hold the last batch while loading)
             emb = _embed(embedder, video, device)  # [B, L, D]
             word = StreamingKMeans.assign(emb.reshape(-1, emb.shape[-1]), centroids)  # [B*L]
             c += torch.bincount(word, minlength=num_words)
@@ -1062,6 +1070,9 @@ def fit_statistics(
                 dist = dist[hold(ids, video.shape[0]).to(device)]  # calibration clips only
             hist += _histogram(dist)
             n_clips += video.shape[0]
+            counting.update(1)
+            del video, emb, word, dist  # drop this batch before the next is loaded
+        counting.close()
         if n_clips == 0:
             raise VideomaskError(f"the {name} set gave no clips")
         counts[name], clips[name], hists[name] = c.cpu(), n_clips, hist
@@ -1078,7 +1089,7 @@ def fit_statistics(
         "z_min": z_min,
         "prior": prior,
         "holdout_every": holdout_every,
-        "calibration": ("held-out source videos (every %d-th)" % holdout_every)
+        "calibration": f"held-out source videos (every {holdout_every}-th)"
         if calibrate_on_held_out
         else "all source clips (too few to hold any out)",
         "tokens_per_clip": tokens_per_clip,

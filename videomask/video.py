@@ -24,7 +24,7 @@ decoded before, so a seek-based read there may differ from the sequential decode
 (cheapest for PyAV to reach). A frame outside the colour-conversion tolerance (:func:`frames_differ`), a
 size or frame-count disagreement, or a backend that cannot open or decode the file hands the file over to
 PyAV: one log line (logger ``videomask.video``), ``reader.backend == "pyav"``, ``reader.fallback`` says
-why. Verdicts are remembered per file (path, size, mtime) in the process; ``open_video(..., verify=False)``
+why. Verdicts are remembered per file (device, inode, size, mtime) in the process; ``open_video(..., verify=False)``
 skips the checks. On the conformance corpus (tests/corpus.py) decord hands over MPEG transport streams
 (it drops the first GOP there) and rotated files of some sizes; it agrees elsewhere.
 decord's own FFmpeg copy prints its decoder complaints to stderr; they are counted instead and reported in
@@ -33,7 +33,7 @@ one log line per file. OpenCV's copy is silenced (its failures still raise). PyA
 ``VideoMeta.rotation`` is the clockwise rotation (0, 90, 180, 270) from the file's display matrix or
 ``rotate`` tag; frames come out upright, and ``height``/``width`` are the displayed size.
 Corrupt, empty, unreadable or zero-frame files raise :class:`~videomask.errors.VideoDecodeError`.
-``read(..., timeout=s)`` stops a decode that takes longer than ``s`` seconds with a ``VideoDecodeError``.
+A decode that may hang is run under :func:`call_with_timeout` (as ``VideoDataset`` does with ``timeout=``).
 """
 
 from __future__ import annotations
@@ -50,7 +50,6 @@ import os
 import queue
 import re
 import threading
-import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -72,6 +71,7 @@ __all__ = [
     "open_video",
     "BACKENDS",
     "available_backends",
+    "AUTO_ORDER",
     "probe",
     "call_with_timeout",
 ]
@@ -301,10 +301,6 @@ class _TimedOut(VideoDecodeError):
     """The worker thread is still running (abandoned)."""
 
 
-class _Deadline(VideoDecodeError):
-    """A decode loop passed its deadline (``read(..., timeout=)``): never a reason to hand over to PyAV."""
-
-
 class _Task:
     """One call handed to a worker thread; ``done`` is set once ``result`` or ``error`` is filled in."""
 
@@ -414,7 +410,7 @@ def frames_differ(got: np.ndarray, reference: np.ndarray) -> str | None:
     colour-conversion tolerance, or None when they agree."""
     if got.shape != reference.shape:
         return f"shape {tuple(got.shape)} instead of {tuple(reference.shape)}"
-    if got.size == 0:
+    if got.size == 0 or np.array_equal(got, reference):  # the common case, one cheap pass
         return None
     rows_a, rows_b = got.reshape(-1, got.shape[-1]), reference.reshape(-1, reference.shape[-1])
     total, far, step = 0, 0, 1 << 16  # in blocks: a few small temporaries even for 4K frames
@@ -441,11 +437,13 @@ _verdict_lock = threading.Lock()
 
 
 def _file_key(path: str, backend: str) -> tuple | None:
+    """The file's identity (device and inode: any path or link to it), size and mtime, and the backend: one
+    ``stat`` (``os.path.realpath`` costs an ``lstat`` per path component)."""
     try:
         st = os.stat(path)
     except OSError:
         return None
-    return (os.path.realpath(path), st.st_size, st.st_mtime_ns, backend)
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, backend)
 
 
 def _remember_verdict(path: str, backend: str, reason: str | None) -> None:
@@ -604,7 +602,7 @@ def _report_libav_messages(path: str, backend: str) -> None:
 
 
 class VideoReader:
-    """An open video; use :func:`open_video`. Subclasses implement ``_frame(index, deadline)``.
+    """An open video; use :func:`open_video`. Subclasses implement ``_frame(index)``.
 
     ``read`` decodes the requested frames in increasing order (each distinct index once) and returns them
     in the order asked, duplicates included; only the requested frames are held in memory.
@@ -634,7 +632,8 @@ class VideoReader:
         self.fallback: str | None = None  # why this file is decoded by PyAV instead of the requested backend
         self.verified: bool | None = None  # non-default backends: frames checked against PyAV (None: not yet)
         self._delegate: PyAVReader | None = None  # the PyAV reader this one handed over to
-        self._pyav: PyAVReader | None = None  # non-default backends: PyAV on the probe's decoder, for checks
+        self._pyav: PyAVReader | None = None  # the PyAV reader for a hand-over
+        self._check: _Probe | None = None  # non-default backends: the probe's PyAV decoder, kept for the checks
 
     @property
     def meta(self) -> VideoMeta:
@@ -660,10 +659,11 @@ class VideoReader:
         if delegate is not None:
             delegate.close()
 
-    def read(self, indices: Sequence[int], *, timeout: float | None = None) -> np.ndarray:
+    def read(self, indices: Sequence[int]) -> np.ndarray:
         """Frames at ``indices`` as uint8 ``[N, H, W, 3]`` RGB (displayed orientation).
 
-        ``timeout``: seconds; a decode that takes longer raises ``VideoDecodeError`` and closes the reader.
+        To bound the time a read may take, run it under :func:`call_with_timeout` (and drop the reader
+        when it times out: the abandoned decode still uses it).
         """
         if self._closed:
             raise VideoDecodeError(f"{self.path}: reader is closed")
@@ -672,55 +672,37 @@ class VideoReader:
         bad = [i for i in wanted if not 0 <= i < n]
         if bad:
             raise VideoDecodeError(f"{self.path}: frame index {bad[0]} out of range (video has {n} frames)")
-        if timeout is None:
-            return self._read_verified(wanted, None)
-        deadline = time.monotonic() + timeout  # checked between frames by the decode loops
-        try:
-            return call_with_timeout(
-                lambda: self._read_verified(wanted, deadline), timeout + 0.5, what=f"{self.path}: decode"
-            )
-        except _TimedOut:
-            # the decode thread is stuck inside the library: drop the reader without closing files under it
-            self._closed = True
-            for name in ("_container", "_gen", "_cap", "_vr", "_delegate", "_pyav"):
-                if hasattr(self, name):
-                    setattr(self, name, None)
-            raise
-        except VideoDecodeError:
-            self.close()
-            raise
+        return self._read_verified(wanted)
 
-    def read_all(self, *, timeout: float | None = None) -> np.ndarray:
+    def read_all(self) -> np.ndarray:
         """Every frame, uint8 ``[num_frames, H, W, 3]`` (mind the memory for long videos)."""
-        return self.read(range(self._meta.num_frames), timeout=timeout)
+        return self.read(range(self._meta.num_frames))
 
     # -- verification against PyAV and hand-over (non-default backends) ----------------------------------
 
-    def _read_verified(self, wanted: list[int], deadline: float | None) -> np.ndarray:
+    def _read_verified(self, wanted: list[int]) -> np.ndarray:
         """``_read``, or the PyAV reader's after a hand-over; the first read of an unverified file checks one
         frame against PyAV, and a backend error (other than the deadline) hands the file over to PyAV."""
         if self._delegate is not None:
-            return self._delegate._read(wanted, deadline)
+            return self._delegate._read(wanted)
         if self.backend == "pyav":
-            return self._read(wanted, deadline)
+            return self._read(wanted)
         backend = self.backend
         try:
-            frames = self._read(wanted, deadline)
-        except _Deadline:
-            raise
+            frames = self._read(wanted)
         except VideoDecodeError as err:
             _report_libav_messages(self.path, backend)
             self._hand_over(f"{backend} failed: {str(err).removeprefix(self.path + ': ')}")
-            return self._delegate._read(wanted, deadline)  # type: ignore[union-attr]
+            return self._delegate._read(wanted)  # type: ignore[union-attr]
         _report_libav_messages(self.path, backend)
-        if self.verified is None and self._pyav is not None:
-            reason = self._verify_read(wanted, frames, deadline)
+        if self.verified is None and self._check is not None:
+            reason = self._verify_read(wanted, frames)
             if reason is not None:
                 self._hand_over(reason)
-                return self._delegate._read(wanted, deadline)  # type: ignore[union-attr]
+                return self._delegate._read(wanted)  # type: ignore[union-attr]
         return frames
 
-    def _verify_read(self, wanted: list[int], frames: np.ndarray, deadline: float | None) -> str | None:
+    def _verify_read(self, wanted: list[int], frames: np.ndarray) -> str | None:
         """Compare one requested frame (other than 0, cheapest for PyAV to reach) with PyAV's; the verdict
         is remembered for the file. Returns the reason to hand over, or None."""
         candidates = sorted({i for i in wanted if i != 0})
@@ -728,11 +710,19 @@ class VideoReader:
             return None  # frame 0 was checked at open; check a later frame on a later read
         middle = self._meta.num_frames // 2
         target = min(candidates, key=lambda i: (i - self._keyframe_before(i), abs(i - middle)))
-        assert self._pyav is not None
+        check, self._check = self._check, None
+        assert check is not None
         try:
-            reference = self._pyav._read([target], deadline)[0]  # [H, W, 3]
-        except _Deadline:
-            raise
+            try:
+                frame = _decode_one(check, self._index, target, self._keyframe_before(target))
+            finally:
+                check.container.close()  # the decoder has moved: no hand-over from it
+            if frame is not None:
+                reference = _rotate(_to_rgb(frame), self._meta.rotation)  # [H, W, 3]
+                del frame
+            else:  # no shortcut (no usable pts, or the seek did not land as the index says): PyAV's reader
+                with PyAVReader(self.path, threads=getattr(self, "_threads", 0)) as pyav:
+                    reference = pyav._read([target])[0]  # [H, W, 3]
         except VideoDecodeError:
             reference = None  # PyAV cannot decode it either: nothing to compare, the backend's frames stand
         got = frames[wanted.index(target)]
@@ -770,12 +760,15 @@ class VideoReader:
             self.verified = True if known else None
             found.container.close()
         else:
-            self._pyav = PyAVReader(self.path, threads=getattr(self, "_threads", 0), found=found)
+            self._check = found
 
     def _release_pyav(self) -> None:
         pyav, self._pyav = self._pyav, None
         if pyav is not None and pyav is not self._delegate:
             pyav.close()
+        check, self._check = self._check, None
+        if check is not None:
+            check.container.close()
 
     def _release_backend(self) -> None:
         """Free the backend's own decoder (after a hand-over to PyAV)."""
@@ -783,7 +776,8 @@ class VideoReader:
     def _hand_over(self, reason: str) -> None:
         """Decode this file with PyAV from now on: one log line, the verdict remembered for the file."""
         if self._pyav is None:
-            self._pyav = PyAVReader(self.path, threads=getattr(self, "_threads", 0))
+            check, self._check = self._check, None  # at open: go on with the probe's decoder (at frame 0)
+            self._pyav = PyAVReader(self.path, threads=getattr(self, "_threads", 0), found=check)
         self._delegate = self._pyav
         self._delegate.requested_backend = self.requested_backend
         self._delegate.fallback = self.fallback = reason
@@ -793,23 +787,21 @@ class VideoReader:
         _remember_verdict(self.path, self.requested_backend, reason)
         log.warning("videomask: %s: using PyAV instead of %s: %s", self.path, self.requested_backend, reason)
 
-    def _read(self, wanted: list[int], deadline: float | None) -> np.ndarray:
+    def _read(self, wanted: list[int]) -> np.ndarray:
         meta = self._meta
         out = np.empty((len(wanted), meta.height, meta.width, 3), dtype=np.uint8)  # [N, H, W, 3]
         slots: dict[int, list[int]] = {}
         for slot, i in enumerate(wanted):
             slots.setdefault(i, []).append(slot)
         for i in sorted(slots):
-            if deadline is not None and time.monotonic() > deadline:
-                raise _Deadline(f"{self.path}: decode timed out")
-            image = self._frame(i, deadline)
+            image = self._frame(i)
             if image.shape != out.shape[1:]:
                 raise _err(self.path, f"frame {i} has size {image.shape[:2]}, expected {out.shape[1:3]}")
             for slot in slots[i]:
                 out[slot] = image
         return out
 
-    def _frame(self, index: int, deadline: float | None) -> np.ndarray:  # pragma: no cover - abstract
+    def _frame(self, index: int) -> np.ndarray:  # pragma: no cover - abstract
         raise NotImplementedError
 
     def _keyframe_before(self, index: int) -> int:
@@ -836,6 +828,71 @@ def _guarded(path: str, frames: Iterator[av.VideoFrame]) -> Iterator[av.VideoFra
         yield from frames
     except av.FFmpegError as err:
         raise _DecodeFailed(str(_err(path, "decode failed", err))) from None
+
+
+def _packets_from_keyframe(
+    container: av.container.InputContainer, stream: av.video.stream.VideoStream, index: _FrameIndex, key: int
+) -> Iterator[av.Packet] | None:
+    """The stream's packets from keyframe ``key``'s own packet on (after a seek), or None when no seek finds
+    it. MPEG program / transport streams seek to a byte position near the time, so the packets before the
+    keyframe's are skipped (demuxed, not decoded), and a seek that lands past it is retried from an
+    earlier keyframe (at most three)."""
+    assert index.pts is not None
+    target = index.pts[key]
+    earlier = [k for k in index.keyframes if k <= key][::-1][:3] or [key]
+    for start in earlier:
+        container.seek(index.pts[start], stream=stream, backward=True, any_frame=False)  # flushes the decoder
+        demux = container.demux(stream)
+        skipped = 0
+        for packet in demux:
+            if packet.size == 0 or packet.is_discard:
+                continue
+            if packet.pts == target and packet.is_keyframe:
+                return itertools.chain([packet], (p for p in demux if p.size and not p.is_discard))
+            if skipped >= index.num_frames or (packet.is_keyframe and (packet.pts or 0) > target):
+                break  # past the keyframe: seek from an earlier one
+            skipped += 1
+    return None
+
+
+def _decode_one(found: _Probe, index: _FrameIndex, target: int, key: int) -> av.VideoFrame | None:
+    """PyAV's frame ``target`` decoded with as little work as possible, for a check: from the probe's decoder
+    (which has given frame 0) when ``key``, the keyframe before the target, is 0; else after a seek to
+    ``key``, sending packets from the keyframe's own up to the target's and then draining the decoder (a B-frame
+    decoder would otherwise decode further packets before it gives the frame out). The same frame as
+    PyAV's reader gives (it seeks to the same keyframe); None when there is no such shortcut here (no
+    usable pts, the seek did not land on the keyframe, the frame did not come out): use the reader."""
+    if index.pts is None:
+        return None
+    want = index.pts[target]
+    container, stream = found.container, found.stream
+    codec = stream.codec_context
+    try:
+        if key == 0:
+            for frame in found.frames:  # sequential from frame 1
+                if frame.pts == want:
+                    return frame
+                if frame.pts is None or frame.pts > want:
+                    return None
+            return None
+        packets = _packets_from_keyframe(container, stream, index, key)
+        if packets is None:
+            return None
+        for packet in packets:
+            frames = codec.decode(packet)
+            if packet.pts == want:
+                frames = [*frames, *codec.decode(None)]  # the target's packet is in: drain
+            for frame in frames:
+                if frame.pts == want:
+                    return frame
+            if packet.pts == want:
+                return None
+        for frame in codec.decode(None):
+            if frame.pts == want:
+                return frame
+    except av.FFmpegError as err:
+        raise _DecodeFailed(str(_err(container.name, "decode failed", err))) from None
+    return None
 
 
 class PyAVReader(VideoReader):
@@ -933,22 +990,22 @@ class PyAVReader(VideoReader):
         self._last = frame
         return frame
 
-    def _frame(self, index: int, deadline: float | None) -> np.ndarray:
+    def _frame(self, index: int) -> np.ndarray:
         if self.seek_ok:
             try:
-                return self._convert(self._seek_read(index, deadline))
+                return self._convert(self._seek_read(index))
             except (_Unreliable, _DecodeFailed):
                 self.seek_ok = False
                 self._restart()
-        return self._convert(self._sequential_read(index, deadline))
+        return self._convert(self._sequential_read(index))
 
-    def _seek_read(self, index: int, deadline: float | None) -> av.VideoFrame:
+    def _seek_read(self, index: int) -> av.VideoFrame:
         if self._last is not None and self._pos == index:
             return self._last
         key = self._keyframe_before(index)
         if not (self._pos < index and key <= self._pos + self.seek_min_gap):
             # the decoder is past the target, or a keyframe lies between it and the target: seek
-            for attempt in range(3):
+            for _attempt in range(3):
                 self._seek(key)
                 frame = self._next()
                 if frame is None:
@@ -962,8 +1019,6 @@ class PyAVReader(VideoReader):
             if self._pos == index:
                 return frame
         while True:
-            if deadline is not None and time.monotonic() > deadline:
-                raise _Deadline(f"{self.path}: decode timed out")
             frame = self._next()
             if frame is None:
                 raise _Unreliable(f"video ended before frame {index}")
@@ -972,14 +1027,12 @@ class PyAVReader(VideoReader):
             if self._pos > index:
                 raise _Unreliable(f"frame {index} skipped")
 
-    def _sequential_read(self, index: int, deadline: float | None) -> av.VideoFrame:
+    def _sequential_read(self, index: int) -> av.VideoFrame:
         if self._last is not None and self._pos == index:
             return self._last
         if self._pos > index or self._after_seek:
             self._restart()
         while self._pos < index:
-            if deadline is not None and time.monotonic() > deadline:
-                raise _Deadline(f"{self.path}: decode timed out")
             if self._next() is None:
                 raise _err(self.path, f"video ended at frame {self._pos + 1}, frame {index} is not decodable")
         assert self._last is not None
@@ -1007,7 +1060,7 @@ class DecordReader(VideoReader):
         _hook_bundled_libav(os.path.dirname(decord.__file__))
         self._threads = threads
         self._vr = None
-        super().__init__(path, keep_open=True)
+        super().__init__(path, threads=threads, keep_open=True)
         self._start_checks(verify)
         self._pos = -1  # sequential path: index of the last frame decoded
         try:
@@ -1020,7 +1073,7 @@ class DecordReader(VideoReader):
                 raise _Refused(f"decord counts {len(self._vr)} frames, PyAV {self._meta.num_frames}")
             rotates, frame0, pyav0 = self._rotates_itself()
             self._rotate = 0 if rotates else self._meta.rotation
-            if self._pyav is not None:
+            if self._check is not None:
                 self._verify_frame0(frame0, pyav0)
         except VideoDecodeError as err:
             self._hand_over(str(err).removeprefix(self.path + ": "))
@@ -1077,7 +1130,7 @@ class DecordReader(VideoReader):
         super().close()
         self._vr = None
 
-    def _read(self, wanted: list[int], deadline: float | None) -> np.ndarray:
+    def _read(self, wanted: list[int]) -> np.ndarray:
         if self.seek_ok:
             try:
                 frames = self._vr.get_batch(wanted).asnumpy()  # [N, h, w, 3]
@@ -1089,17 +1142,15 @@ class DecordReader(VideoReader):
             if frames.shape[1:] != (self._meta.height, self._meta.width, 3):
                 raise _err(self.path, f"decord frames have size {frames.shape[1:3]}")
             return frames
-        return super()._read(wanted, deadline)
+        return super()._read(wanted)
 
-    def _frame(self, index: int, deadline: float | None) -> np.ndarray:
+    def _frame(self, index: int) -> np.ndarray:
         try:
             if self._pos < -1 or self._pos >= index:
                 self._vr.seek(0)
                 self._pos = -1
             # next() only: decord's skip_frames() lands on wrong frames in B-frame AVI files
             while self._pos < index - 1:
-                if deadline is not None and time.monotonic() > deadline:
-                    raise _Deadline(f"{self.path}: decode timed out")
                 self._vr.next()
                 self._pos += 1
             self._pos = index
@@ -1126,7 +1177,7 @@ class OpenCVReader(VideoReader):
         self._start_checks(verify)
         try:
             self._setup()
-            if self._pyav is not None:
+            if self._check is not None:
                 self._verify_frame0(self._retrieve(0))
         except VideoDecodeError as err:
             self._hand_over(str(err).removeprefix(self.path + ": "))
@@ -1196,7 +1247,7 @@ class OpenCVReader(VideoReader):
         del bgr
         return _rotate(rgb, self._meta.rotation)
 
-    def _frame(self, index: int, deadline: float | None) -> np.ndarray:
+    def _frame(self, index: int) -> np.ndarray:
         key = self._keyframe_before(index)
         if self.seek_ok and self._msec is not None and not (self._pos < index and key <= self._pos + self.seek_min_gap):
             self.num_seeks += 1
@@ -1211,8 +1262,6 @@ class OpenCVReader(VideoReader):
         elif self._pos >= index:
             self._open()
         while self._pos < index:
-            if deadline is not None and time.monotonic() > deadline:
-                raise _Deadline(f"{self.path}: decode timed out")
             if not self._grab():
                 raise _err(self.path, f"video ended at frame {self._pos + 1}, frame {index} is not decodable")
         return self._retrieve(index)
@@ -1233,6 +1282,12 @@ BACKENDS: dict[str, Callable[..., VideoReader]] = {
 }
 
 
+# ``auto``'s order: fastest first, as measured by benchmarks/decode.py (benchmarks/results/decode.md, Part 1,
+# CPU time of a 16-frame clip read over the shipped clips and the conformance corpus): PyAV 1.88x decord's
+# get_batch, OpenCV 1.61x, videomask's decord backend 0.67x. PyAV needs no per-file check (it is the reference).
+AUTO_ORDER = ("pyav", "opencv", "decord")
+
+
 def available_backends() -> list[str]:
     """Backends that can be used here (decord only when installed)."""
     return [name for name in BACKENDS if name != "decord" or _decord_available()]
@@ -1240,19 +1295,20 @@ def available_backends() -> list[str]:
 
 def open_video(path: str | os.PathLike, backend: str = "pyav", *, verify: bool = True, **options) -> VideoReader:
     """Open ``path`` for frame-exact reading. ``backend``: ``pyav`` (default), ``decord``, ``opencv`` or
-    ``auto`` (decord when installed and it verifies on this file, else PyAV).
+    ``auto`` (the first available of :data:`AUTO_ORDER`, fastest first as measured in
+    benchmarks/results/decode.md: PyAV, which is always installed).
     ``options`` go to the backend: ``threads=`` (decoder threads, 0 = the library's choice) for all three.
 
     The non-default backends are checked against PyAV per file (``verify=True``): frame 0 at open (PyAV
     has decoded it already) and, on the first read, the requested frame cheapest for PyAV to reach; a
     frame that differs beyond the colour-conversion tolerance (see :func:`frames_differ`), a size or
     frame-count disagreement, or a backend that cannot open or decode the file hands the file over to
-    PyAV (one log line, ``reader.fallback`` says why). The verdict is remembered per file (path, size,
-    mtime) in this process, so later opens skip the checks. Files PyAV cannot read raise
+    PyAV (one log line, ``reader.fallback`` says why). The verdict is remembered per file (device, inode,
+    size, mtime) in this process, so later opens skip the checks. Files PyAV cannot read raise
     :class:`~videomask.errors.VideoDecodeError` with every backend.
     """
     if backend == "auto":
-        backend = "decord" if _decord_available() else "pyav"
+        backend = next(name for name in AUTO_ORDER if name in available_backends())
     if backend not in BACKENDS:
         raise VideoDecodeError(f"unknown video backend {backend!r} (choose from {', '.join(BACKENDS)}, auto)")
     path = Path(path)
