@@ -5,7 +5,7 @@ probes) and compares each (task, probe) cell with the trained encoders' mean fro
 
     python benchmarks/motion_random_init.py --config configs/bench_motion_cpu.yaml --bench benchmarks/results/motion.json --seeds 3
 
-Writes ``benchmarks/results/motion_random_init.md`` / ``.json``.
+Writes ``benchmarks/results/motion_random_init.md`` / ``.json`` (``--name`` changes the file stem).
 """
 
 from __future__ import annotations
@@ -35,6 +35,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--bench", type=Path, default=REPO / "benchmarks" / "results" / "motion.json")
     p.add_argument("--seeds", type=int, default=3)
     p.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results")
+    p.add_argument("--name", default="motion_random_init", help="report file stem (<name>.md / .json under --out)")
     args = p.parse_args(argv)
     t0 = time.perf_counter()
     cfg = bm.load_motion_config(args.config)
@@ -95,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
         "rows": rows,
     }
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "motion_random_init.json").write_text(json.dumps(result, indent=1) + "\n")
+    (args.out / f"{args.name}.json").write_text(json.dumps(result, indent=1) + "\n")
     md = [
         *report_header("Known-answer bench: the random-init rung over init seeds", result["command"]),
         f"Date (UTC): {result['date']}; total {result['total_s']:.0f} s. Same footage, clips and probes as `{args.bench.name}`; "
@@ -117,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
         f"{best['cell']} {best['gap_pts']:+.1f} pts.",
         "",
     ]
-    (args.out / "motion_random_init.md").write_text("\n".join(md))
+    (args.out / f"{args.name}.md").write_text("\n".join(md))
     print("\n".join(md))
     return 0
 

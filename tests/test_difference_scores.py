@@ -352,6 +352,47 @@ def test_footage_labels_match_the_pasted_motion(footage):
         assert np.allclose(cache.boxes(clip["clip"], [0])[0].numpy(), boxes[0:1])
 
 
+def test_balanced_footage_labels_carry_no_scenery_prior():
+    """balance_every=3: within every (scenery, test-group) cell each direction and speed class occurs as
+    evenly as the cell allows, objects are not tied to the scenery, and the same seed gives the same plan
+    (the old rule tied object to scenery and drew labels independently, so a cell's mix could be far off)."""
+    from collections import Counter
+
+    from videomask.footage import _balanced_plan
+
+    rng = np.random.default_rng(0)
+    plan = _balanced_plan(192, 4, 4, 3, 3, 3, rng)
+    assert plan is not None and len(plan) == 192
+    assert plan == _balanced_plan(192, 4, 4, 3, 3, 3, np.random.default_rng(0))
+    assert _balanced_plan(10, 4, 4, 3, 3, 0, rng) is None
+    for scenery in range(4):
+        for test in (False, True):
+            cell = [plan[i] for i in range(192) if i % 4 == scenery and (i % 3 == 2) == test]
+            assert len(cell) == (16 if test else 32)
+            for field, k in ((0, 4), (1, 3), (2, 3), (3, 8)):
+                counts = Counter(c[field] for c in cell)
+                assert len(counts) == k and max(counts.values()) - min(counts.values()) <= 1, (field, counts)
+
+
+def test_balanced_footage_is_written_with_matching_labels(tmp_path):
+    from pathlib import Path
+
+    from videomask.footage import DIRECTIONS, build_known_difference
+
+    assets = Path(__file__).resolve().parents[1] / "assets"
+    summary = build_known_difference(
+        tmp_path, assets=assets, num_source=2, num_target=12, num_frames=8, sizes=(32,), seed=1, balance_every=3
+    )
+    assert summary["balance_every"] == 3
+    labels = json.loads((tmp_path / "labels.json").read_text())["clips"]
+    assert len(labels) == 12 and len({c["object"] for c in labels if c["scenery"] == labels[0]["scenery"]}) >= 2
+    for clip in labels:
+        boxes = np.array(clip["boxes"])
+        step = ((boxes[-1, :2] + boxes[-1, 2:]) - (boxes[0, :2] + boxes[0, 2:])) / 2 / (len(boxes) - 1)
+        dx, dy = DIRECTIONS[clip["direction"]]
+        assert np.allclose(step, [dx * clip["speed"], dy * clip["speed"]], atol=0.3), (step, clip)
+
+
 def test_distance_score_finds_the_pasted_objects(footage):
     """On the known-difference footage (same real scenery, real objects in the target only), the default
     distance score separates object tokens from scenery (AUC >= 0.85) and TF-ICF does not do better."""

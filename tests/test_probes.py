@@ -221,6 +221,7 @@ def test_motion_bench_end_to_end(tmp_path):
     [
         "bench_motion.yaml",
         "bench_motion_cpu.yaml",
+        "bench_motion_balanced.yaml",
         "bench_motion_long.yaml",
         "bench_motion_quick.yaml",
         "bench_gpu.yaml",
@@ -233,6 +234,8 @@ def test_shipped_motion_configs_load(name):
     assert is_motion_config(path)
     cfg = load_motion_config(path)
     assert "tube" in cfg.variants and len(cfg.seeds) >= 1
+    balance = cfg.footage.get("balance_every", 0)
+    assert balance in (0, cfg.test_every)  # labels balanced for the split the bench uses, or not at all
 
 
 def test_footage_square_option_crops_the_scenery(tmp_path):

@@ -190,6 +190,7 @@ def validate_motion_config(cfg: MotionBenchConfig) -> MotionBenchConfig:
         "seed",
         "square",
         "fps",
+        "balance_every",
     }
     if bad:
         raise VideomaskError(f"unknown footage keys {sorted(bad)}")

@@ -175,6 +175,33 @@ def _paste(frame: np.ndarray, obj: np.ndarray, alpha: np.ndarray, x: float, y: f
     return [float(fx0), float(fy0), float(fx1), float(fy1)]
 
 
+def _balanced_plan(
+    num_target: int, num_scenery: int, num_objects: int, num_sizes: int, num_speeds: int, every: int, rng
+) -> list[tuple[int, int, int, int]] | None:
+    """Per target clip ``(object, size, speed class, direction)`` indices, balanced within every (scenery,
+    split group) cell (see ``balance_every`` of :func:`build_known_difference`); None when ``every <= 0``."""
+    if every <= 0:
+        return None
+    cells: dict[tuple[int, bool], list[int]] = {}
+    for i in range(num_target):
+        cells.setdefault((i % num_scenery, i % every == every - 1), []).append(i)
+    plan: dict[int, tuple[int, int, int, int]] = {}
+
+    def deck(n: int, k: int) -> list[int]:  # n values, each of range(k) as evenly as n allows, shuffled
+        values = [int(v) for v in rng.permutation(k)]
+        out = [values[j % k] for j in range(n)]
+        return [out[j] for j in rng.permutation(n)]
+
+    for key in sorted(cells):
+        clips = cells[key]
+        n = len(clips)
+        for i, o, w, sp, d in zip(
+            clips, deck(n, num_objects), deck(n, num_sizes), deck(n, num_speeds), deck(n, len(DIRECTIONS))
+        ):
+            plan[i] = (o, w, sp, d)
+    return [plan[i] for i in range(num_target)]
+
+
 def build_known_difference(
     out: str | Path,
     *,
@@ -189,12 +216,20 @@ def build_known_difference(
     fps: int = 15,
     seed: int = 0,
     square: bool = False,
+    balance_every: int = 0,
 ) -> dict:
     """Write the known-difference footage under ``out`` (``source/``, ``target/``, ``target_boxes.jsonl``,
     ``labels.json``); returns a summary dict. Scenery: every clip in ``assets/source``; objects: ``objects``
     (crops of clips under ``assets``). Sizes are object widths in px; speeds in px per frame. ``square=True``
     centre-crops every scenery clip to a square first (so a centre-square evaluation crop sees the whole frame
-    and every object path)."""
+    and every object path).
+
+    ``balance_every = n > 0`` stratifies the labels for a split by clip index: target clip ``i`` is in group
+    ``i % n == n - 1`` or in the rest (the motion bench's ``test_every`` split), and within every (scenery,
+    group) the directions and speed classes are dealt from shuffled balanced decks, and the object crop and
+    width drawn independently of the scenery. Then no scenery (or object) carries a label prior that differs
+    between the groups, so a probe cannot score by recognising the scene. ``0`` keeps the original rule
+    (object and width cycle with the clip index, direction and speed drawn independently)."""
     out, assets = Path(out), Path(assets)
     scenery_paths = sorted((assets / "source").glob("*.mp4"))
     if not scenery_paths:
@@ -215,6 +250,7 @@ def build_known_difference(
         name = names[i % len(names)]
         write_clip(out / "source" / f"{name}_{i:03d}.mp4", scenery_window(name, 0), fps)
 
+    plan = _balanced_plan(num_target, len(names), len(objects), len(sizes), len(speeds), balance_every, rng)
     cache_lines: list[str] = []
     labels: list[dict] = []
     object_cache: dict[tuple[str, int], tuple[np.ndarray, np.ndarray]] = {}
@@ -223,11 +259,15 @@ def build_known_difference(
         frames = scenery_window(name, 1)
         if shift:
             frames = _shift_scenery(frames)
-        src = objects[i % len(objects)]
-        width = int(sizes[(i // len(objects)) % len(sizes)])
-        speed_class = int(rng.integers(len(speeds)))
+        if plan is None:
+            src = objects[i % len(objects)]
+            width = int(sizes[(i // len(objects)) % len(sizes)])
+            speed_class = int(rng.integers(len(speeds)))
+            direction = int(rng.integers(8))
+        else:
+            obj_i, size_i, speed_class, direction = plan[i]
+            src, width = objects[obj_i], int(sizes[size_i])
         speed = float(speeds[speed_class])
-        direction = int(rng.integers(8))
         key = (src.name, width)
         if key not in object_cache:
             object_cache[key] = _object_frames(src, assets, width)
@@ -274,6 +314,7 @@ def build_known_difference(
         "shift": shift,
         "seed": seed,
         "square": square,
+        "balance_every": balance_every,
         "scenery": names,
         "objects": [o.name for o in objects],
     }
