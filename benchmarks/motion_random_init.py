@@ -3,7 +3,8 @@
 Evaluates ``random init`` encoders (seeds 0..N-1) with the bench's own evaluation (same footage, clips,
 probes) and compares each (task, probe) cell with the trained encoders' mean from the bench's JSON:
 
-    python benchmarks/motion_random_init.py --config configs/bench_motion_cpu.yaml --bench benchmarks/results/motion.json --seeds 3
+    python benchmarks/motion_random_init.py --config configs/bench_motion_cpu.yaml \
+        --bench benchmarks/results/motion.json --seeds 3
 
 Writes ``benchmarks/results/motion_random_init.md`` / ``.json`` (``--name`` changes the file stem).
 """
@@ -99,22 +100,27 @@ def main(argv: list[str] | None = None) -> int:
     (args.out / f"{args.name}.json").write_text(json.dumps(result, indent=1) + "\n")
     md = [
         *report_header("Known-answer bench: the random-init rung over init seeds", result["command"]),
-        f"Date (UTC): {result['date']}; total {result['total_s']:.0f} s. Same footage, clips and probes as `{args.bench.name}`; "
-        f"random-init encoders with init seeds 0-{args.seeds - 1}; trained = the mean over the bench's continued-pretraining runs.",
+        f"Date (UTC): {result['date']}; total {result['total_s']:.0f} s. Same footage, clips and probes as "
+        f"`{args.bench.name}`; "
+        f"random-init encoders with init seeds 0-{args.seeds - 1}; trained = the mean over the bench's "
+        "continued-pretraining runs.",
         "",
         "| cell | random init, mean ± std (min-max) % | trained mean % | trained − random init, pts | verdict |",
         "|---|---|---|---|---|",
     ]
     for r in rows:
         md.append(
-            f"| {r['cell']} | {r['random_mean'] * 100:.1f} ± {r['random_std'] * 100:.1f} ({r['random_min'] * 100:.1f}-{r['random_max'] * 100:.1f}) | "
-            f"{r['trained_mean'] * 100:.1f} | {r['gap_pts']:+.1f} | {'conclusive' if r['conclusive'] else 'inconclusive'} |"
+            f"| {r['cell']} | {r['random_mean'] * 100:.1f} ± {r['random_std'] * 100:.1f} "
+            f"({r['random_min'] * 100:.1f}-{r['random_max'] * 100:.1f}) | "
+            f"{r['trained_mean'] * 100:.1f} | {r['gap_pts']:+.1f} | "
+            f"{'conclusive' if r['conclusive'] else 'inconclusive'} |"
         )
     n_ahead = sum(r["gap_pts"] < 0 for r in rows)
     best = max(rows, key=lambda r: r["gap_pts"])
     md += [
         "",
-        f"The random init is ahead of the trained mean on {n_ahead} of {len(rows)} cells; the largest gap in favour of training is "
+        f"The random init is ahead of the trained mean on {n_ahead} of {len(rows)} cells; the largest gap in favour "
+        "of training is "
         f"{best['cell']} {best['gap_pts']:+.1f} pts.",
         "",
     ]

@@ -49,7 +49,8 @@ def test_attentive_probe_learns_temporal_order_that_the_mean_cannot():
         probes=("linear", "knn", "temporal", "attentive"),
         attentive=settings,
     )
-    # the token mean of a clip and of its reversal are the same multiset average: no mean-pooled probe can tell them apart
+    # the token mean of a clip and of its reversal are the same multiset average: no mean-pooled probe can tell
+    # them apart
     assert res["linear"] <= 0.6 and res["knn"] <= 0.6, res
     assert res["attentive"] >= 0.9, res
     assert res["temporal"] >= 0.9, res

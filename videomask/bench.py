@@ -31,7 +31,7 @@ import shutil
 import statistics
 import time
 import typing
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -241,13 +241,15 @@ def split_target(
 # ----------------------------------------------------------------------------------------------
 
 
-def summarise(runs: list[dict[str, Any]]) -> dict[str, dict[str, dict[str, float]]]:
-    """Per variant and metric: mean, std (sample std over seeds; 0 for one seed) and n."""
+def summarise(runs: list[dict[str, Any]], keys: Sequence[str] | None = None) -> dict[str, dict[str, dict[str, float]]]:
+    """Per variant and metric: mean, std (sample std over seeds; 0 for one seed) and n.
+
+    ``keys``: the metrics to summarise (default: every metric a run of the variant reports)."""
     out: dict[str, dict[str, dict[str, float]]] = {}
     for variant in dict.fromkeys(r["variant"] for r in runs):
         rows = [r for r in runs if r["variant"] == variant]
         stats: dict[str, dict[str, float]] = {}
-        for key in list(METRICS) + ["wall_s", "train_loss"]:
+        for key in keys if keys is not None else dict.fromkeys(k for r in rows for k in r["metrics"]):
             vals = [float(r["metrics"][key]) for r in rows if r["metrics"].get(key) is not None]
             vals = [v for v in vals if not math.isnan(v)]
             if vals:
@@ -736,9 +738,10 @@ def detect_anchors(
 
 
 def base_model(
-    cfg: BenchConfig, base_dir: Path, runs_dir: Path, model_name: str, log: Callable[[str], None]
+    cfg: BenchConfig, base_dir: Path, runs_dir: Path, model_name: str, log: Callable[[str], None], source: str
 ) -> tuple[str, float, str]:
-    """The model every variant continues from -> ``(checkpoint, wall s, description)``."""
+    """The model every variant continues from (``cfg.base_checkpoint``, or tube masking from random init on
+    the ``source`` videos for ``cfg.base_steps``) -> ``(checkpoint, wall s, description)``."""
     if cfg.base_checkpoint:
         return cfg.base_checkpoint, 0.0, f"given checkpoint `{cfg.base_checkpoint}`"
     log(f"bench: pretraining the base model on the source set ({cfg.base_steps} steps, tube masking)")
@@ -746,7 +749,7 @@ def base_model(
         cfg,
         base_dir,
         out_dir=runs_dir / "base",
-        data_path=cfg.source,
+        data_path=str(source),
         checkpoint="",
         masker={"name": "tube"},
         steps=cfg.base_steps,
@@ -761,8 +764,10 @@ def base_model(
     return str(final), wall, desc
 
 
-def variant_masker(spec: dict[str, Any], stats_path: Path, anchors: Anchors) -> dict[str, Any]:
-    """The ``mask`` section of one variant, pointed at the bench's statistics and boxes."""
+def variant_masker(
+    spec: dict[str, Any], stats_path: Path, boxes: str | Path | None, labels: list[str] | None = None
+) -> dict[str, Any]:
+    """The ``mask`` section of one variant, pointed at the bench's statistics and boxes cache."""
     # VideoMAE's random masker works on single tokens, the others on tubes unless the variant says otherwise
     masker = {
         "name": spec["name"],
@@ -772,9 +777,9 @@ def variant_masker(spec: dict[str, Any], stats_path: Path, anchors: Anchors) -> 
     if masker["name"] == "difference":
         masker["options"].setdefault("stats", str(stats_path))
     if masker["name"] == "objects":
-        masker["options"].setdefault("boxes", str(anchors.boxes_train))
-        if anchors.labels is not None:
-            masker["options"].setdefault("labels", anchors.labels)
+        masker["options"].setdefault("boxes", str(boxes))
+        if labels is not None:
+            masker["options"].setdefault("labels", labels)
     return masker
 
 
@@ -819,7 +824,7 @@ def run_bench(
     log(f"bench: splitting target videos by time (train share {cfg.eval.train_share})")
     targets = split_target(cfg.target, work / "target_train", cfg.eval.train_share, d.backend)
     anchors = detect_anchors(cfg, targets, work, progress, log)
-    base, base_wall, base_desc = base_model(cfg, base_dir, runs_dir, probe_cfg.model.name, log)
+    base, base_wall, base_desc = base_model(cfg, base_dir, runs_dir, probe_cfg.model.name, log, cfg.source)
     fit = {"embedder": "pixel", "num_words": 64, "num_anchors": 8, "clips_per_video": 4, "dim": 64, **cfg.fit}
     stats_path = work / "stats.safetensors"
     fit_difference_stats(
@@ -837,7 +842,7 @@ def run_bench(
         {"variant": MOTION_BASELINE, "seed": 0, "metrics": evaluate_motion_baseline(data, cfg.eval, tubelet[1])},
     ]
     for variant, spec in cfg.variants.items():
-        masker = variant_masker(spec, stats_path, anchors)
+        masker = variant_masker(spec, stats_path, anchors.boxes_train, anchors.labels)
         for seed in cfg.seeds:
             name = f"{variant}-s{seed}"
             log(f"bench: continued pretraining {name} ({cfg.steps} steps)")
@@ -868,7 +873,7 @@ def run_bench(
         "setup": setup,
         "runs": runs,
     }
-    result["summary"] = summarise(runs)
+    result["summary"] = summarise(runs, [*METRICS, "wall_s", "train_loss"])
     result["notes"] = protocol_notes(probe_cfg.mask.ratio, grid_for((d.num_frames, d.size, d.size), tubelet))
     return result
 

@@ -52,9 +52,12 @@ from videomask.bench import (
     _check_fields,
     _run_training,
     _train_config,
+    base_model,
     fit_difference_stats,
     report_header,
     start_work,
+    summarise,
+    variant_masker,
 )
 from videomask.errors import VideomaskError
 
@@ -233,23 +236,8 @@ def metric_keys(tasks: Sequence[str], probes: Sequence[str]) -> list[str]:
 
 
 def summarise_runs(runs: list[dict[str, Any]]) -> dict[str, dict[str, dict[str, float]]]:
-    """Per model and metric: mean, sample std over seeds (0 for one) and n."""
-    out: dict[str, dict[str, dict[str, float]]] = {}
-    for variant in dict.fromkeys(r["variant"] for r in runs):
-        rows = [r for r in runs if r["variant"] == variant]
-        keys = dict.fromkeys(k for r in rows for k in r["metrics"])
-        stats = {}
-        for key in keys:
-            vals = [float(r["metrics"][key]) for r in rows if r["metrics"].get(key) is not None]
-            vals = [v for v in vals if not math.isnan(v)]
-            if vals:
-                stats[key] = {
-                    "mean": statistics.fmean(vals),
-                    "std": statistics.stdev(vals) if len(vals) > 1 else 0.0,
-                    "n": len(vals),
-                }
-        out[variant] = stats
-    return out
+    """Per model and metric: mean, sample std over seeds (0 for one) and n (every metric a run reports)."""
+    return summarise(runs)
 
 
 def sanity_verdicts(
@@ -516,7 +504,6 @@ def run_motion_bench(
     log: Callable[[str], None] = print,
 ) -> dict[str, Any]:
     """Run the whole protocol (module docstring); returns the result dict (written by :func:`write_motion_report`)."""
-    from videomask.detect import build_cache
     from videomask.model import make_config
     from videomask.patches import grid_for
 
@@ -524,11 +511,10 @@ def run_motion_bench(
         raise VideomaskError(f"bench assets folder {cfg.assets} has no source/ scenery clips")
     t_start = time.perf_counter()
     log, work, runs_dir = start_work(cfg.work_dir, cfg.threads, log)
-    base_dir = Path(base_dir)
     bcfg = _as_bench_config(cfg)
     probe_cfg = _train_config(
         bcfg,
-        base_dir,
+        Path(base_dir),
         out_dir=runs_dir / "probe",
         data_path=str(work),
         checkpoint="",
@@ -538,120 +524,47 @@ def run_motion_bench(
         name="probe",
     )
     d = probe_cfg.data
-    model_cfg = make_config(probe_cfg.model.name, **probe_cfg.model.overrides)
-    tubelet = model_cfg.tubelet
+    tubelet = make_config(probe_cfg.model.name, **probe_cfg.model.overrides).tubelet
     grid = grid_for((d.num_frames, d.size, d.size), tubelet)
+    clip = dict(num_frames=d.num_frames, sampling_rate=d.sampling_rate, size=d.size, backend=d.backend)
 
     foot = prepare_footage(cfg, work, log)
-    log(
-        f"bench: {len(foot.train)} train / {len(foot.test)} test target videos, {len(list(foot.source.glob('*.mp4')))} source videos"
-    )
-
-    # detector boxes on the train clips
-    det = dict(cfg.detect)
-    detector, stride = det.pop("detector", "faces"), int(det.pop("stride", 2))
-    if det:
-        raise VideomaskError(f"unknown bench detect keys {sorted(det)} (allowed: detector, stride)")
-    boxes_det = work / f"boxes_{Path(str(detector)).stem}_s{stride}.jsonl"
-    needs_det = any(v.get("boxes") == "detector" for v in cfg.variants.values())
-    if needs_det:
-        log(f"bench: detecting {detector} in {len(foot.train)} train clips (every {stride} frames)")
-        build_cache(
-            [(n, str(foot.train_dir / n)) for n in foot.train], boxes_det, detector, stride=stride, progress=progress
-        )
-
-    # base model
-    if cfg.base_checkpoint:
-        base, base_wall, base_desc = cfg.base_checkpoint, 0.0, f"given checkpoint `{cfg.base_checkpoint}`"
-    else:
-        log(f"bench: pretraining the base model on the source clips ({cfg.base_steps} steps, tube masking)")
-        base_run = _train_config(
-            bcfg,
-            base_dir,
-            out_dir=runs_dir / "base",
-            data_path=str(foot.source),
-            checkpoint="",
-            masker={"name": "tube"},
-            steps=cfg.base_steps,
-            seed=0,
-            name="base",
-        )
-        final, base_wall, _ = _run_training(base_run)
-        base = str(final)
-        base_desc = f"`{probe_cfg.model.name}` from random init on the source clips, {cfg.base_steps} steps of tube masking ({base_wall:.0f} s)"
-
+    n_source = len(list(foot.source.glob("*.mp4")))
+    log(f"bench: {len(foot.train)} train / {len(foot.test)} test target videos, {n_source} source videos")
+    boxes_det, det_desc = detector_boxes(cfg, foot, work, progress, log)
+    base, base_wall, base_desc = base_model(bcfg, Path(base_dir), runs_dir, probe_cfg.model.name, log, foot.source)
     # difference statistics: videomask fit with its defaults (plus the clip geometry and cfg.fit)
     stats_path = work / "stats.safetensors"
-    needs_stats = any(v["name"] == "difference" for v in cfg.variants.values())
     fit_command = ""
-    if needs_stats:
+    if any(v["name"] == "difference" for v in cfg.variants.values()):
         fit_command = fit_difference_stats(
-            foot.source,
-            foot.train_dir,
-            stats_path,
-            dict(cfg.fit),
-            base=base,
-            log=log,
-            num_frames=d.num_frames,
-            sampling_rate=d.sampling_rate,
-            size=d.size,
-            tubelet=tubelet[:2],
-            backend=d.backend,
+            foot.source, foot.train_dir, stats_path, dict(cfg.fit), base=base, log=log, tubelet=tubelet[:2], **clip
         )
 
     log("bench: decoding evaluation clips")
-    sets = build_probe_sets(
-        foot, cfg, num_frames=d.num_frames, sampling_rate=d.sampling_rate, size=d.size, backend=d.backend
-    )
-    recon = build_recon_data(
-        foot,
-        cfg,
-        num_frames=d.num_frames,
-        sampling_rate=d.sampling_rate,
-        size=d.size,
-        tubelet=tubelet,
-        backend=d.backend,
-    )
+    sets = build_probe_sets(foot, cfg, **clip)
+    recon = build_recon_data(foot, cfg, tubelet=tubelet, **clip)
     evaluate = lambda model: evaluate_encoder(model, sets, recon, cfg, time_slots=grid.t, patch=tubelet[1])  # noqa: E731
 
-    runs: list[dict[str, Any]] = []
     log("bench: evaluating the reference models")
     t0 = time.perf_counter()
-    runs.append(
-        {
-            "variant": "random init",
-            "seed": 0,
-            "metrics": evaluate(ev.load_encoder(probe_cfg.model.name, overrides=probe_cfg.model.overrides, seed=0)),
-        }
-    )
+    rand = ev.load_encoder(probe_cfg.model.name, overrides=probe_cfg.model.overrides, seed=0)
+    runs: list[dict[str, Any]] = [{"variant": "random init", "seed": 0, "metrics": evaluate(rand)}]
     eval_s = time.perf_counter() - t0
     log(f"bench: one encoder's evaluation took {eval_s:.0f} s")
     runs.append({"variant": "base", "seed": 0, "metrics": {**evaluate(ev.load_encoder(base)), "wall_s": base_wall}})
-    runs.append(
-        {
-            "variant": MOTION_BASELINE,
-            "seed": 0,
-            "metrics": evaluate_encoder(None, sets, None, cfg, time_slots=grid.t, patch=tubelet[1]),
-        }
-    )
+    motion = evaluate_encoder(None, sets, None, cfg, time_slots=grid.t, patch=tubelet[1])
+    runs.append({"variant": MOTION_BASELINE, "seed": 0, "metrics": motion})
 
     def train_variant(variant: str, spec: dict[str, Any], seed: int, steps: int) -> dict[str, Any]:
-        masker = {
-            "name": spec["name"],
-            "options": dict(spec.get("options") or {}),
-            "mode": spec.get("mode") or ("token" if spec["name"] == "random" else None),
-        }
-        if masker["name"] == "difference":
-            masker["options"].setdefault("stats", str(stats_path))
-        if masker["name"] == "objects":
-            masker["options"].setdefault(
-                "boxes", str(boxes_det if spec.get("boxes") == "detector" else foot.boxes_truth)
-            )
+        """Continue pretraining ``base`` with one variant's masker and evaluate it (its weights are not kept)."""
+        boxes = boxes_det if spec.get("boxes") == "detector" else foot.boxes_truth
+        masker = variant_masker(spec, stats_path, boxes)
         name = f"{variant}-s{seed}".replace(" ", "_").replace(":", "").replace(",", "")
         log(f"bench: continued pretraining {variant} seed {seed} ({steps} steps)")
         run_cfg = _train_config(
             bcfg,
-            base_dir,
+            Path(base_dir),
             out_dir=runs_dir / name,
             data_path=str(foot.train_dir),
             checkpoint=base,
@@ -667,48 +580,17 @@ def run_motion_bench(
         log(f"bench: {variant} s{seed}: " + ", ".join(f"{k}={v:.3f}" for k, v in metrics.items()))
         return {"variant": variant, "seed": seed, "masker": masker, "metrics": metrics}
 
-    counts = {k: f"{int(ps.is_train.sum())} train / {int((~ps.is_train).sum())} test clips" for k, ps in sets.items()}
-    n_det = sum(1 for line in open(boxes_det) if '"box"' in line) if needs_det and boxes_det.is_file() else 0
+    setup = motion_setup(cfg, probe_cfg, foot, sets, recon, tubelet, grid.t, base_desc, fit_command, det_desc)
 
     def assemble() -> dict[str, Any]:
         return {
             "command": command,
             "date": time.strftime("%Y-%m-%d %H:%M", time.gmtime()),
-            "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, {torch.get_num_threads()} torch threads, torch {torch.__version__}, "
-            f"load average at the end {os.getloadavg()[0]:.1f}",
+            "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, {torch.get_num_threads()} torch threads, "
+            f"torch {torch.__version__}, load average at the end {os.getloadavg()[0]:.1f}",
             "total_s": time.perf_counter() - t_start,
             "eval_s_per_encoder": eval_s,
-            "setup": {
-                "footage": {
-                    "assets": cfg.assets,
-                    **json.loads((foot.root / "settings.json").read_text()),
-                    "train_videos": len(foot.train),
-                    "test_videos": len(foot.test),
-                    "source_videos": len(list(foot.source.glob("*.mp4"))),
-                },
-                "base": base_desc,
-                "steps": cfg.steps,
-                "upper_steps": cfg.upper_steps,
-                "seeds": list(cfg.seeds),
-                "variants": cfg.variants,
-                "mask_ratio": probe_cfg.mask.ratio,
-                "clip": f"model `{probe_cfg.model.name}` {json.dumps(probe_cfg.model.overrides)}, clips of {d.num_frames} frames at stride "
-                f"{d.sampling_rate}, {d.size}x{d.size} px, tubelet {tubelet}, batch {d.batch_size}, "
-                f"lr {probe_cfg.optim.lr if probe_cfg.optim.lr is not None else 'blr rule'}, mask mode {probe_cfg.mask.mode}",
-                "fit": fit_command,
-                "detector": f"`{detector}` on one frame in every {stride} of the train clips: {n_det} boxes"
-                if needs_det
-                else "",
-                "eval": dataclasses.asdict(cfg.eval),
-                "attentive": dataclasses.asdict(attentive_settings(cfg)),
-                "probe_counts": counts,
-                "recon_tokens": {
-                    "object": int((recon.anchors & recon.mask).sum()),
-                    "other": int(recon.mask.sum()) * len(recon.clips) - int((recon.anchors & recon.mask).sum()),
-                    "clips": len(recon.clips),
-                },
-                "time_slots": grid.t,
-            },
+            "setup": setup,
             "runs": runs,
         }
 
@@ -721,6 +603,74 @@ def run_motion_bench(
             runs.append(train_variant(variant, spec, seed, cfg.steps))
             partial.write_text(json.dumps(assemble(), default=str))  # every finished run, in case the bench is stopped
     return assemble()
+
+
+def detector_boxes(
+    cfg: MotionBenchConfig, foot: Footage, work: Path, progress: bool, log: Callable[[str], None]
+) -> tuple[Path, str]:
+    """Detector boxes on the train clips, when a variant asks for them -> ``(cache path, description)``."""
+    from videomask.detect import build_cache
+
+    det = dict(cfg.detect)
+    detector, stride = det.pop("detector", "faces"), int(det.pop("stride", 2))
+    if det:
+        raise VideomaskError(f"unknown bench detect keys {sorted(det)} (allowed: detector, stride)")
+    boxes = work / f"boxes_{Path(str(detector)).stem}_s{stride}.jsonl"
+    if not any(v.get("boxes") == "detector" for v in cfg.variants.values()):
+        return boxes, ""
+    log(f"bench: detecting {detector} in {len(foot.train)} train clips (every {stride} frames)")
+    build_cache([(n, str(foot.train_dir / n)) for n in foot.train], boxes, detector, stride=stride, progress=progress)
+    n_boxes = sum(1 for line in open(boxes) if '"box"' in line) if boxes.is_file() else 0
+    return boxes, f"`{detector}` on one frame in every {stride} of the train clips: {n_boxes} boxes"
+
+
+def motion_setup(
+    cfg: MotionBenchConfig,
+    probe_cfg: Any,
+    foot: Footage,
+    sets: dict[str, ProbeSet],
+    recon: ReconData,
+    tubelet: tuple[int, int, int],
+    time_slots: int,
+    base_desc: str,
+    fit_command: str,
+    det_desc: str,
+) -> dict[str, Any]:
+    """The ``setup`` block of the result: what was run, in words the report prints."""
+    d = probe_cfg.data
+    lr = probe_cfg.optim.lr if probe_cfg.optim.lr is not None else "blr rule"
+    object_tokens = int((recon.anchors & recon.mask).sum())
+    return {
+        "footage": {
+            "assets": cfg.assets,
+            **json.loads((foot.root / "settings.json").read_text()),
+            "train_videos": len(foot.train),
+            "test_videos": len(foot.test),
+            "source_videos": len(list(foot.source.glob("*.mp4"))),
+        },
+        "base": base_desc,
+        "steps": cfg.steps,
+        "upper_steps": cfg.upper_steps,
+        "seeds": list(cfg.seeds),
+        "variants": cfg.variants,
+        "mask_ratio": probe_cfg.mask.ratio,
+        "clip": f"model `{probe_cfg.model.name}` {json.dumps(probe_cfg.model.overrides)}, clips of {d.num_frames} "
+        f"frames at stride {d.sampling_rate}, {d.size}x{d.size} px, tubelet {tubelet}, batch {d.batch_size}, "
+        f"lr {lr}, mask mode {probe_cfg.mask.mode}",
+        "fit": fit_command,
+        "detector": det_desc,
+        "eval": dataclasses.asdict(cfg.eval),
+        "attentive": dataclasses.asdict(attentive_settings(cfg)),
+        "probe_counts": {
+            k: f"{int(ps.is_train.sum())} train / {int((~ps.is_train).sum())} test clips" for k, ps in sets.items()
+        },
+        "recon_tokens": {
+            "object": object_tokens,
+            "other": int(recon.mask.sum()) * len(recon.clips) - object_tokens,
+            "clips": len(recon.clips),
+        },
+        "time_slots": time_slots,
+    }
 
 
 # ----------------------------------------------------------------------------------------------
@@ -777,7 +727,8 @@ def headline(result: dict[str, Any]) -> list[str]:
         conclusive = [k for k in v if v[k]["conclusive"]]
         lines.append(
             f"- Largest gap between the trained encoders (mean over maskers and seeds) and the random init: "
-            f"{best} {v[best]['gap_pts']:+.1f} pts ({v[best]['trained_mean'] * 100:.1f}% vs {v[best]['random_init'] * 100:.1f}%). "
+            f"{best} {v[best]['gap_pts']:+.1f} pts ({v[best]['trained_mean'] * 100:.1f}% vs "
+            f"{v[best]['random_init'] * 100:.1f}%). "
             f"The harness bar (>= 10 pts on at least one task) is {'met' if v[best]['gap_pts'] >= 10 else 'not met'}."
         )
         lines.append(
@@ -793,7 +744,8 @@ def headline(result: dict[str, Any]) -> list[str]:
             if gaps:
                 top = max(gaps, key=gaps.get)
                 lines.append(
-                    f"- {ref} vs random init: best cell {top} {gaps[top]:+.1f} pts; {sum(g > 0 for g in gaps.values())} of {len(gaps)} cells above the random init."
+                    f"- {ref} vs random init: best cell {top} {gaps[top]:+.1f} pts; "
+                    f"{sum(g > 0 for g in gaps.values())} of {len(gaps)} cells above the random init."
                 )
         motion = summary.get(MOTION_BASELINE, {})
         for t in e["tasks"]:
@@ -809,7 +761,8 @@ def headline(result: dict[str, Any]) -> list[str]:
                     default=float("nan"),
                 )
                 lines.append(
-                    f"- {TASK_TITLES[t]}: the model-free motion-energy feature reaches {motion[f'{t}_linear']['mean'] * 100:.1f}% (linear), "
+                    f"- {TASK_TITLES[t]}: the model-free motion-energy feature reaches "
+                    f"{motion[f'{t}_linear']['mean'] * 100:.1f}% (linear), "
                     f"the best encoder row {enc * 100:.1f}%."
                 )
     for variant in [k for k in result["paired"] if k.startswith("difference")]:
@@ -830,13 +783,15 @@ def headline(result: dict[str, Any]) -> list[str]:
         if lows:
             verdict += "; it is worse than tube (interval below 0) on " + ", ".join(lows)
         lines.append(
-            f"- {variant} vs tube on the conclusive object-motion cells (pts, 95% interval over seeds): {parts}. It {verdict}."
+            f"- {variant} vs tube on the conclusive object-motion cells (pts, 95% interval over seeds): {parts}. It "
+            f"{verdict}."
         )
     return lines
 
 
 def write_motion_plot(result: dict[str, Any], path: Path) -> None:
-    """One panel per task (each probe's accuracy per model, the time-keeping probes highlighted), one for reconstruction."""
+    """One panel per task (each probe's accuracy per model, the time-keeping probes highlighted), one for
+    reconstruction."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -892,7 +847,8 @@ def write_motion_plot(result: dict[str, Any], path: Path) -> None:
     for ax in list(axes.flat)[len(panels) :]:
         ax.axis("off")
     fig.suptitle(
-        f"known-answer bench: {result['setup']['steps']} steps, {len(result['setup']['seeds'])} seed(s); bars: mean ± std over seeds; "
+        f"known-answer bench: {result['setup']['steps']} steps, {len(result['setup']['seeds'])} seed(s); bars: mean ± "
+        "std over seeds; "
         "dashed: chance",
         fontsize=10,
     )
@@ -902,17 +858,9 @@ def write_motion_plot(result: dict[str, Any], path: Path) -> None:
     plt.close(fig)
 
 
-def write_motion_report(result: dict[str, Any], out_dir: str | Path, name: str) -> dict[str, Path]:
-    """Write ``<name>.json``, ``<name>.md`` and ``<name>.png``; returns their paths."""
-    result = analyse(result)
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    paths = {"json": out / f"{name}.json", "md": out / f"{name}.md", "png": out / f"{name}.png"}
-    paths["json"].write_text(json.dumps(result, indent=1, default=str) + "\n")
-    write_motion_plot(result, paths["png"])
-    s, e, summary, verdicts = result["setup"], result["setup"]["eval"], result["summary"], result["verdicts"]
-    trained = list(s["variants"])
-    models = list(summary)
+def _report_setup(result: dict[str, Any], name: str) -> list[str]:
+    """The report's title, setup and the head of the sanity-ladder table."""
+    s, e = result["setup"], result["setup"]["eval"]
     f = s["footage"]
     md = [
         *report_header(f"Known-answer benchmark: {name}", result["command"]),
@@ -922,37 +870,56 @@ def write_motion_report(result: dict[str, Any], out_dir: str | Path, name: str) 
         "## Setup",
         "",
         f"- Footage: `videomask.footage.build_known_difference` on `{Path(f['assets']).name}/` "
-        f"({json.dumps({k: v for k, v in f.items() if k not in ('assets',)})}): real scenery in both domains, a real object crop "
-        f"moving in a straight line pasted into every target clip. Split by video: {f['train_videos']} train / {f['test_videos']} test target "
+        f"({json.dumps({k: v for k, v in f.items() if k not in ('assets',)})}): real scenery in both domains, a real "
+        "object crop "
+        f"moving in a straight line pasted into every target clip. Split by video: {f['train_videos']} train / "
+        f"{f['test_videos']} test target "
         "videos; the test videos are never used for pretraining, fitting, detection or probe training.",
         f"- Base model: {s['base']}.",
-        f"- Continued pretraining on the train target videos: {s['steps']} steps per run, seeds {s['seeds']}, mask ratio {s['mask_ratio']}, "
-        "same data and settings for every variant (a seed fixes the data order and the masker's randomness, so runs with one seed are paired).",
+        f"- Continued pretraining on the train target videos: {s['steps']} steps per run, seeds {s['seeds']}, mask "
+        f"ratio {s['mask_ratio']}, "
+        "same data and settings for every variant (a seed fixes the data order and the masker's randomness, so runs "
+        "with one seed are paired).",
         f"- Model / clips: {s['clip']}.",
         f"- Difference statistics: `{s['fit'] or 'not used'}` (the fit command's default scorer and embedder).",
-        f"- Objects masker: ground-truth boxes from the generator (`boxes: truth`) or detector boxes (`boxes: detector`, {s['detector'] or 'not used'}).",
+        "- Objects masker: ground-truth boxes from the generator (`boxes: truth`) or detector boxes (`boxes: "
+        f"detector`, {s['detector'] or 'not used'}).",
         f"- Upper reference: tube masking trained {s['upper_steps']} steps (vs {s['steps']}) on the same data, seed 0."
         if s["upper_steps"]
         else "- Upper reference: none in this run.",
         f"- Tasks: {', '.join(TASK_TITLES[t] for t in e['tasks'])}. Object labels come from the generator "
-        f"(final cell: the object box centre at the clip's last frame in a 3x3 grid), arrow/speed from the frame order. "
+        "(final cell: the object box centre at the clip's last frame in a 3x3 grid), arrow/speed from the frame "
+        "order. "
         f"Clips: {'; '.join(f'{k}: {v}' for k, v in s['probe_counts'].items())}.",
-        f"- Probes on frozen tokens: `linear` (logistic regression on the token mean, weight decay by grouped 3-fold CV on train), "
-        f"`knn` (cosine, k = {e['knn_k']}, token mean), `temporal` (logistic regression on the {s['time_slots']} per-time-slot means, "
-        f"concatenated), `attentive` (one learned query cross-attending over the tokens, then MLP + linear; {json.dumps(s['attentive'])}: "
-        "weight decay and step count chosen on held-out train videos). Groups = videos, so no choice sees a test video.",
-        f"- Reconstruction error: per-token normalised-pixel loss on the {s['recon_tokens']['clips']} test clips under one fixed random mask "
-        f"(ratio {e['mask_ratio']}, seed {e['mask_seed']}): on tokens the object box covers ({s['recon_tokens']['object']}) and on the rest "
+        "- Probes on frozen tokens: `linear` (logistic regression on the token mean, weight decay by grouped 3-fold "
+        "CV on train), "
+        f"`knn` (cosine, k = {e['knn_k']}, token mean), `temporal` (logistic regression on the {s['time_slots']} "
+        "per-time-slot means, "
+        "concatenated), `attentive` (one learned query cross-attending over the tokens, then MLP + linear; "
+        f"{json.dumps(s['attentive'])}: "
+        "weight decay and step count chosen on held-out train videos). Groups = videos, so no choice sees a test "
+        "video.",
+        f"- Reconstruction error: per-token normalised-pixel loss on the {s['recon_tokens']['clips']} test clips "
+        "under one fixed random mask "
+        f"(ratio {e['mask_ratio']}, seed {e['mask_seed']}): on tokens the object box covers "
+        f"({s['recon_tokens']['object']}) and on the rest "
         f"({s['recon_tokens']['other']}).",
         "",
         "## Sanity ladder: can the harness tell a trained encoder from a random one?",
         "",
-        f"Trained = the mean over every continued-pretraining run (all maskers, all seeds). A cell is **inconclusive** when trained − random init "
+        "Trained = the mean over every continued-pretraining run (all maskers, all seeds). A cell is "
+        "**inconclusive** when trained − random init "
         f"< {e['margin_pts']:g} pts; no masker is ranked on it.",
         "",
         "| task | " + " | ".join(e["probes"]) + " |",
         "|---|" + "---|" * len(e["probes"]),
     ]
+    return md
+
+
+def _report_ladder(e: dict[str, Any], verdicts: dict[str, Any]) -> list[str]:
+    """The sanity-ladder rows: trained mean vs random init per task and probe."""
+    md: list[str] = []
     for t in e["tasks"]:
         cells = []
         for p in e["probes"]:
@@ -964,6 +931,12 @@ def write_motion_report(result: dict[str, Any], out_dir: str | Path, name: str) 
                 + ("(conclusive)" if vd["conclusive"] else "(inconclusive)")
             )
         md.append(f"| {TASK_TITLES[t]} | " + " | ".join(cells) + " |")
+    return md
+
+
+def _report_accuracy(e: dict[str, Any], summary: dict[str, Any]) -> list[str]:
+    """One accuracy table per task (every model, mean ± std over seeds)."""
+    md: list[str] = []
     md += ["", "## Accuracy per task (%, mean ± std over seeds; chance in the title)", ""]
     for t in e["tasks"]:
         md += [
@@ -972,27 +945,40 @@ def write_motion_report(result: dict[str, Any], out_dir: str | Path, name: str) 
             "| model | seeds | " + " | ".join(e["probes"]) + " |",
             "|---|---|" + "---|" * len(e["probes"]),
         ]
-        for m in models:
+        for m in summary:
             st = summary[m]
             if not any(f"{t}_{p}" in st for p in e["probes"]):
                 continue
             n = max(int(st[k]["n"]) for k in st if k.startswith(t + "_"))
             md.append(f"| {m} | {n} | " + " | ".join(_pct(st.get(f"{t}_{p}")) for p in e["probes"]) + " |")
         md.append("")
+    return md
+
+
+def _report_recon(summary: dict[str, Any]) -> list[str]:
+    """Reconstruction error on object / other tokens, train loss and wall clock per model."""
+    md: list[str] = []
     md += [
         "## Reconstruction error and wall clock",
         "",
         "| model | seeds | recon. object ↓ | recon. other ↓ | train loss | wall s / run |",
         "|---|---|---|---|---|---|",
     ]
-    for m in models:
+    for m in summary:
         st = summary[m]
         if "recon_object" not in st:
             continue
         md.append(
-            f"| {m} | {int(st['recon_object']['n'])} | {_num(st.get('recon_object'))} | {_num(st.get('recon_other'))} | "
+            f"| {m} | {int(st['recon_object']['n'])} | {_num(st.get('recon_object'))} | {_num(st.get('recon_other'))} "
+            "| "
             f"{_num(st.get('train_loss'))} | {_num(st.get('wall_s'), 0)} |"
         )
+    return md
+
+
+def _report_paired(result: dict[str, Any], e: dict[str, Any], verdicts: dict[str, Any]) -> list[str]:
+    """Paired differences to tube (conclusive cells only, then every cell for the record)."""
+    md: list[str] = []
     md += [
         "",
         "## Paired difference to tube (same seed; mean [95% t interval over seeds]; * = interval excludes 0)",
@@ -1002,7 +988,8 @@ def write_motion_report(result: dict[str, Any], out_dir: str | Path, name: str) 
         cols = [k for k in metric_keys(e["tasks"], [p for p in e["probes"] if p in ("temporal", "attentive")])]
         head = [k for k in cols] + ["recon_object", "recon_other"]
         md += [
-            "Accuracy in points (inconclusive cells are not ranked); reconstruction error in loss units (negative = better).",
+            "Accuracy in points (inconclusive cells are not ranked); reconstruction error in loss units (negative = "
+            "better).",
             "",
             "| variant | " + " | ".join(head) + " |",
             "|---|" + "---|" * len(head),
@@ -1017,7 +1004,8 @@ def write_motion_report(result: dict[str, Any], out_dir: str | Path, name: str) 
         if any(not verdicts.get(k, {}).get("conclusive") for k in cols):
             md += [
                 "",
-                "For the record, the same paired differences on every cell, inconclusive ones included (on an inconclusive "
+                "For the record, the same paired differences on every cell, inconclusive ones included (on an "
+                "inconclusive "
                 "cell the trained encoders do not beat a random one, so these are not a ranking):",
                 "",
                 "| variant | " + " | ".join(cols) + " |",
@@ -1027,6 +1015,25 @@ def write_motion_report(result: dict[str, Any], out_dir: str | Path, name: str) 
                 md.append(f"| {variant} | " + " | ".join(_interval(row.get(k), 100, 1) for k in cols) + " |")
     else:
         md.append("No `tube` variant in this run.")
+    return md
+
+
+def write_motion_report(result: dict[str, Any], out_dir: str | Path, name: str) -> dict[str, Path]:
+    """Write ``<name>.json``, ``<name>.md`` and ``<name>.png``; returns their paths."""
+    result = analyse(result)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = {"json": out / f"{name}.json", "md": out / f"{name}.md", "png": out / f"{name}.png"}
+    paths["json"].write_text(json.dumps(result, indent=1, default=str) + "\n")
+    write_motion_plot(result, paths["png"])
+    e, summary, verdicts = result["setup"]["eval"], result["summary"], result["verdicts"]
+    md = [
+        *_report_setup(result, name),
+        *_report_ladder(e, verdicts),
+        *_report_accuracy(e, summary),
+        *_report_recon(summary),
+        *_report_paired(result, e, verdicts),
+    ]
     md += [
         "",
         "## Summary (computed from the tables)",

@@ -771,8 +771,9 @@ def attentive_probe(
 
     Tokens are standardised per channel with the train statistics and, with ``settings.pca_dim``, reduced
     to that many principal components of the train tokens (a fixed linear map; it makes the CPU probe
-    several times cheaper). The weight decay and the number of steps are chosen on a hold-out part of the *train* split (whole ``groups`` held out, e.g. videos);
-    the choice is then refit on the whole train split and scored once on the test split.
+    several times cheaper). The weight decay and the number of steps are chosen on a hold-out part of the
+    *train* split (whole ``groups`` held out, e.g. videos); the choice is then refit on the whole train split
+    and scored once on the test split.
     """
     if train_tokens.shape[0] == 0 or test_tokens.shape[0] == 0:
         raise VideomaskError("the probe needs at least one train and one test sample")

@@ -144,7 +144,8 @@ def _even(frames: np.ndarray) -> np.ndarray:
 
 
 def _object_frames(src: ObjectSource, assets: Path, width: int) -> tuple[np.ndarray, np.ndarray]:
-    """The object's animated crop resized to ``width`` px wide (aspect kept) ``[N, h, w, 3]`` and its alpha ``[h, w]``."""
+    """The object's animated crop resized to ``width`` px wide (aspect kept) ``[N, h, w, 3]`` and its alpha
+    ``[h, w]``."""
     import cv2
 
     frames = _read_all(assets / src.video)
