@@ -960,54 +960,32 @@ def _embed(embedder: Any, video: Tensor, device: torch.device) -> Tensor:
     return F.normalize(emb.float(), dim=-1)
 
 
-def fit_statistics(
-    source: Any,
-    target: Any,
+def _fit_words_and_prototypes(
+    src: Any,
+    tgt: Any,
     embedder: Any,
-    *,
-    num_words: int = 64,
-    num_anchors: int = 8,
-    num_prototypes: int = 256,
-    z_min: float = 1.96,
-    prior: float = 0.0,
-    holdout_every: int = 4,
-    tokens_per_clip: int = 256,
-    max_clips: int | None = None,
-    epochs: int = 1,
-    init_tokens: int = 4096,
-    seed: int = 0,
-    batch_size: int = 8,
-    num_workers: int = 0,
-    device: str | torch.device = "cpu",
-    progress: bool = True,
-) -> DifferenceStats:
-    """Fit everything the difference scorers need from source and target clips (module docstring).
+    device: torch.device,
+    num_words: int,
+    num_prototypes: int,
+    holdout_every: int,
+    tokens_per_clip: int,
+    max_clips: int | None,
+    epochs: int,
+    init_tokens: int,
+    seed: int,
+    progress: bool,
+) -> tuple[Tensor, Tensor, bool, tuple | None]:
+    """Pass 1 of :func:`fit_statistics` -> ``(word centroids [V, D], prototypes [M, D], calibrated, clip size)``.
 
-    ``source`` / ``target``: a ``VideoDataset`` (or any map-style dataset of clip dicts), a
-    ``DataLoader``, or a re-iterable of batches (video tensors ``[B, C, T, H, W]`` or dicts with
-    ``video``). ``embedder``: an :class:`Embedder`. Pass 1 feeds ``tokens_per_clip`` random tokens per
-    clip (seeded) to two streaming k-means: the joint vocabulary (``num_words``, source and target) and
-    the source prototypes (``num_prototypes``, source only, without the calibration videos: every
-    ``holdout_every``-th source video, or clip when the batches carry no ``video_id``). Pass 2 embeds every
-    token: word counts per set (TF-ICF, enrichment) and distance histograms (held-out source, target).
-    ``max_clips`` caps the clips taken from each set per pass.
+    The vocabulary sees source and target batches in turn (so the first chunk holds both); the source
+    prototypes see source tokens only, without the calibration clips (``calibrated``: some were held out;
+    when none could be, the prototypes are refitted on every source clip).
     """
     from tqdm.auto import tqdm
 
-    if num_anchors < 1 or num_anchors > num_words:
-        raise VideomaskError(f"num_anchors must be in [1, num_words={num_words}], got {num_anchors}")
-    if num_prototypes < 1 or holdout_every < 2:
-        raise VideomaskError(f"need num_prototypes >= 1 and holdout_every >= 2, got {num_prototypes}, {holdout_every}")
-    device = torch.device(device)
-    embedder.to(device)
-    src = _batches(source, batch_size, num_workers)
-    tgt = _batches(target, batch_size, num_workers)
     g = torch.Generator().manual_seed(seed)
     words = StreamingKMeans(num_words, init_tokens=init_tokens, seed=seed)
     protos = StreamingKMeans(num_prototypes, init_tokens=max(init_tokens, 4 * num_prototypes), seed=seed + 1)
-
-    # pass 1: vocabulary (source and target batches interleaved so the first chunk holds both) and
-    # source prototypes (source tokens only, calibration clips left out)
     bar = tqdm(desc="fit vocabulary and prototypes", unit="clip", disable=not progress)
     clip_size: tuple | None = None
     held_any = False
@@ -1041,8 +1019,8 @@ def fit_statistics(
                 del video, emb, pick, sample  # drop this batch before the next is loaded
     bar.close()
     centroids = words.finalize().to(device)  # [V, D]
-    calibrate_on_held_out = held_any and (protos.centroids is not None or protos._buffered > 0)
-    if not calibrate_on_held_out:  # too few source clips to hold any out: fit the prototypes on all of them
+    calibrated = held_any and (protos.centroids is not None or protos._buffered > 0)
+    if not calibrated:  # too few source clips to hold any out: fit the prototypes on all of them
         protos = StreamingKMeans(num_prototypes, init_tokens=max(init_tokens, 4 * num_prototypes), seed=seed + 1)
         g2 = torch.Generator().manual_seed(seed + 2)
         for video, _ in _limited(src, max_clips):
@@ -1052,30 +1030,111 @@ def fit_statistics(
             protos.partial_fit(emb.gather(1, pick[..., None].expand(B, pick.shape[1], D)).reshape(-1, D))
             del video, emb, pick
     prototypes = protos.finalize(allow_fewer=True).to(device)  # [M, D] (M <= num_prototypes)
+    return centroids, prototypes, calibrated, clip_size
 
-    # pass 2: every token's visual word and distance to the source prototypes
+
+def _count_tokens(
+    name: str,
+    data: Any,
+    embedder: Any,
+    device: torch.device,
+    centroids: Tensor,
+    prototypes: Tensor,
+    holdout_every: int | None,
+    max_clips: int | None,
+    progress: bool,
+) -> tuple[Tensor, int, Tensor]:
+    """Pass 2 of :func:`fit_statistics` over one set -> ``(word counts [V], clips, distance histogram)``.
+
+    Every token's visual word is counted; its distance to the source prototypes goes into the histogram
+    (``holdout_every``: only the held-out calibration clips' distances, for the source set).
+    """
+    from tqdm.auto import tqdm
+
+    c = torch.zeros(centroids.shape[0], dtype=torch.long, device=device)
+    hist = torch.zeros(HIST_BINS, dtype=torch.long)
+    n_clips = 0
+    hold = _HoldOut(holdout_every) if holdout_every is not None else None
+    counting = tqdm(desc=f"count {name} tokens", unit="batch", disable=not progress)
+    for video, ids in _limited(data, max_clips):  # (tqdm around it would hold the last batch while loading)
+        emb = _embed(embedder, video, device)  # [B, L, D]
+        word = StreamingKMeans.assign(emb.reshape(-1, emb.shape[-1]), centroids)  # [B*L]
+        c += torch.bincount(word, minlength=centroids.shape[0])
+        dist = prototype_distance(emb, prototypes)  # [B, L]
+        if hold is not None:
+            dist = dist[hold(ids, video.shape[0]).to(device)]  # calibration clips only
+        hist += _histogram(dist)
+        n_clips += video.shape[0]
+        counting.update(1)
+        del video, emb, word, dist  # drop this batch before the next is loaded
+    counting.close()
+    if n_clips == 0:
+        raise VideomaskError(f"the {name} set gave no clips")
+    return c.cpu(), n_clips, hist
+
+
+def fit_statistics(
+    source: Any,
+    target: Any,
+    embedder: Any,
+    *,
+    num_words: int = 64,
+    num_anchors: int = 8,
+    num_prototypes: int = 256,
+    z_min: float = 1.96,
+    prior: float = 0.0,
+    holdout_every: int = 4,
+    tokens_per_clip: int = 256,
+    max_clips: int | None = None,
+    epochs: int = 1,
+    init_tokens: int = 4096,
+    seed: int = 0,
+    batch_size: int = 8,
+    num_workers: int = 0,
+    device: str | torch.device = "cpu",
+    progress: bool = True,
+) -> DifferenceStats:
+    """Fit everything the difference scorers need from source and target clips (module docstring).
+
+    ``source`` / ``target``: a ``VideoDataset`` (or any map-style dataset of clip dicts), a
+    ``DataLoader``, or a re-iterable of batches (video tensors ``[B, C, T, H, W]`` or dicts with
+    ``video``). ``embedder``: an :class:`Embedder`. Pass 1 feeds ``tokens_per_clip`` random tokens per
+    clip (seeded) to two streaming k-means: the joint vocabulary (``num_words``, source and target) and
+    the source prototypes (``num_prototypes``, source only, without the calibration videos: every
+    ``holdout_every``-th source video, or clip when the batches carry no ``video_id``). Pass 2 embeds every
+    token: word counts per set (TF-ICF, enrichment) and distance histograms (held-out source, target).
+    ``max_clips`` caps the clips taken from each set per pass.
+    """
+
+    if num_anchors < 1 or num_anchors > num_words:
+        raise VideomaskError(f"num_anchors must be in [1, num_words={num_words}], got {num_anchors}")
+    if num_prototypes < 1 or holdout_every < 2:
+        raise VideomaskError(f"need num_prototypes >= 1 and holdout_every >= 2, got {num_prototypes}, {holdout_every}")
+    device = torch.device(device)
+    embedder.to(device)
+    src = _batches(source, batch_size, num_workers)
+    tgt = _batches(target, batch_size, num_workers)
+    centroids, prototypes, calibrated, clip_size = _fit_words_and_prototypes(
+        src,
+        tgt,
+        embedder,
+        device,
+        num_words,
+        num_prototypes,
+        holdout_every,
+        tokens_per_clip,
+        max_clips,
+        epochs,
+        init_tokens,
+        seed,
+        progress,
+    )  # [V, D], [M, D]
     counts, clips, hists = {}, {}, {}
     for name, data in (("source", src), ("target", tgt)):
-        c = torch.zeros(num_words, dtype=torch.long, device=device)
-        hist = torch.zeros(HIST_BINS, dtype=torch.long)
-        n_clips = 0
-        hold = _HoldOut(holdout_every)
-        counting = tqdm(desc=f"count {name} tokens", unit="batch", disable=not progress)
-        for video, ids in _limited(data, max_clips):  # (tqdm around it would hold the last batch while loading)
-            emb = _embed(embedder, video, device)  # [B, L, D]
-            word = StreamingKMeans.assign(emb.reshape(-1, emb.shape[-1]), centroids)  # [B*L]
-            c += torch.bincount(word, minlength=num_words)
-            dist = prototype_distance(emb, prototypes)  # [B, L]
-            if name == "source" and calibrate_on_held_out:
-                dist = dist[hold(ids, video.shape[0]).to(device)]  # calibration clips only
-            hist += _histogram(dist)
-            n_clips += video.shape[0]
-            counting.update(1)
-            del video, emb, word, dist  # drop this batch before the next is loaded
-        counting.close()
-        if n_clips == 0:
-            raise VideomaskError(f"the {name} set gave no clips")
-        counts[name], clips[name], hists[name] = c.cpu(), n_clips, hist
+        held = holdout_every if name == "source" and calibrated else None  # source: the calibration clips only
+        counts[name], clips[name], hists[name] = _count_tokens(
+            name, data, embedder, device, centroids, prototypes, held, max_clips, progress
+        )
 
     tficf = tficf_scores(counts["target"], counts["source"])  # [V]
     anchors = tficf.argsort(descending=True, stable=True)[:num_anchors]  # [K] best first
@@ -1090,7 +1149,7 @@ def fit_statistics(
         "prior": prior,
         "holdout_every": holdout_every,
         "calibration": f"held-out source videos (every {holdout_every}-th)"
-        if calibrate_on_held_out
+        if calibrated
         else "all source clips (too few to hold any out)",
         "tokens_per_clip": tokens_per_clip,
         "epochs": int(epochs),
