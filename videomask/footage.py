@@ -203,6 +203,48 @@ def _balanced_plan(
     return [plan[i] for i in range(num_target)]
 
 
+def _paste_moving(
+    frames: np.ndarray,
+    obj: np.ndarray,
+    alpha: np.ndarray,
+    step: tuple[float, float],
+    speed: float,
+    rng: np.random.Generator,
+) -> list[list[float]]:
+    """Paste the animated object into ``frames [T, H, W, 3]`` (in place) moving ``speed`` px per frame along
+    ``step``, from a random start that keeps the whole path inside the frame -> its box per frame."""
+    num_frames, H, W = frames.shape[:3]
+    oh, ow = alpha.shape
+    dx, dy = step
+    travel_x, travel_y = dx * speed * (num_frames - 1), dy * speed * (num_frames - 1)
+    # a start point that keeps the whole path inside the frame (shrunk when the frame is too small)
+    lo_x, hi_x = max(0.0, -travel_x), W - ow - max(0.0, travel_x)
+    lo_y, hi_y = max(0.0, -travel_y), H - oh - max(0.0, travel_y)
+    x = float(rng.uniform(lo_x, hi_x)) if hi_x > lo_x else (W - ow - travel_x) / 2
+    y = float(rng.uniform(lo_y, hi_y)) if hi_y > lo_y else (H - oh - travel_y) / 2
+    return [
+        _paste(frames[f], obj[f % obj.shape[0]], alpha, x + dx * speed * f, y + dy * speed * f)
+        for f in range(num_frames)
+    ]
+
+
+def _truth_lines(clip_name: str, boxes: list[list[float]]) -> list[str]:
+    """Boxes-cache lines (the ``videomask detect`` format, label ``object``) of one clip's true boxes."""
+    lines = [
+        json.dumps({"video": clip_name, "frame": f, "box": box, "label": "object", "score": 1.0})
+        for f, box in enumerate(boxes)
+        if box[2] > box[0]
+    ]
+    done = {
+        "video": clip_name,
+        "done": True,
+        "num_frames": len(boxes),
+        "stride": 1,
+        "detector": {"kind": "ground_truth", "builder": "videomask.footage"},
+    }
+    return [*lines, json.dumps(done)]
+
+
 def build_known_difference(
     out: str | Path,
     *,
@@ -274,34 +316,9 @@ def build_known_difference(
             object_cache[key] = _object_frames(src, assets, width)
         obj, alpha = object_cache[key]
         oh, ow = alpha.shape
-        H, W = frames.shape[1:3]
-        dx, dy = DIRECTIONS[direction]
-        travel_x, travel_y = dx * speed * (num_frames - 1), dy * speed * (num_frames - 1)
-        # a start point that keeps the whole path inside the frame (shrunk when the frame is too small)
-        lo_x, hi_x = max(0.0, -travel_x), W - ow - max(0.0, travel_x)
-        lo_y, hi_y = max(0.0, -travel_y), H - oh - max(0.0, travel_y)
-        x = float(rng.uniform(lo_x, hi_x)) if hi_x > lo_x else (W - ow - travel_x) / 2
-        y = float(rng.uniform(lo_y, hi_y)) if hi_y > lo_y else (H - oh - travel_y) / 2
-        boxes = []
         clip_name = f"{name}_{i:03d}.mp4"
-        for f in range(num_frames):
-            box = _paste(frames[f], obj[f % obj.shape[0]], alpha, x + dx * speed * f, y + dy * speed * f)
-            boxes.append(box)
-            if box[2] > box[0]:
-                cache_lines.append(
-                    json.dumps({"video": clip_name, "frame": f, "box": box, "label": "object", "score": 1.0})
-                )
-        cache_lines.append(
-            json.dumps(
-                {
-                    "video": clip_name,
-                    "done": True,
-                    "num_frames": num_frames,
-                    "stride": 1,
-                    "detector": {"kind": "ground_truth", "builder": "videomask.footage"},
-                }
-            )
-        )
+        boxes = _paste_moving(frames, obj, alpha, DIRECTIONS[direction], speed, rng)  # pasted in place
+        cache_lines += _truth_lines(clip_name, boxes)
         write_clip(out / "target" / clip_name, frames, fps)
         labels.append(asdict(PastedObject(clip_name, name, src.name, ow, oh, speed, speed_class, direction, boxes)))
 
