@@ -783,6 +783,8 @@ def variant_masker(
     return masker
 
 
+# Over 80 lines on purpose: the protocol's steps in order (split, detect, base, fit, evaluation data, references,
+# variants x seeds), each a call.
 def run_bench(
     cfg: BenchConfig,
     *,

@@ -495,6 +495,8 @@ def _as_bench_config(cfg: MotionBenchConfig) -> BenchConfig:
     return BenchConfig(train=cfg.train, variants=cfg.variants, seeds=cfg.seeds, steps=cfg.steps)
 
 
+# Over 80 lines on purpose: the protocol's steps in order (footage, base, statistics, probes, references,
+# variants x seeds), each a call; train_variant closes over what every run shares.
 def run_motion_bench(
     cfg: MotionBenchConfig,
     *,

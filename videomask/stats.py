@@ -1073,6 +1073,8 @@ def _count_tokens(
     return c.cpu(), n_clips, hist
 
 
+# Over 80 lines on purpose: a 20-option signature with its docstring and the settings record it stores; the
+# two passes are _fit_words_and_prototypes and _count_tokens.
 def fit_statistics(
     source: Any,
     target: Any,

@@ -578,6 +578,7 @@ def train(cfg: RunConfig) -> RunResult:
             dist.destroy_process_group()
 
 
+# The loop itself (a little over 80 lines): logging, pictures, stopping and saving around train_step.
 def _train(cfg: RunConfig, info: DistInfo, device: torch.device) -> RunResult:
     """The loop: prepare the run folder, build the parts, restore, then :func:`train_step` until done."""
     latest = prepare_run_folder(cfg, info)
