@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 from helpers_squares import square_inputs
-from helpers_train import TINY_MODEL, write_videos
+from helpers_train import tiny_run, write_videos
 from PIL import Image
 
 from videomask.checkpoint import save_model_weights
@@ -284,20 +284,13 @@ def test_training_writes_reconstruction_pictures_to_tensorboard(tmp_path):
     data = write_videos(tmp_path / "videos", count=2)
     cfg = validate_config(
         config_from_dict(
-            {
-                "run": {"out_dir": str(tmp_path / "run"), "device": "cpu"},
-                "data": {
-                    "path": str(data),
-                    "num_frames": 4,
-                    "sampling_rate": 2,
-                    "size": 32,
-                    "batch_size": 2,
-                    "num_workers": 0,
-                },
-                "model": TINY_MODEL,
-                "mask": {"name": "tube"},
-                "train": {"steps": 4, "log_every": 2, "save_every": 0, "recon_every": 2, "progress": False},
-            }
+            tiny_run(
+                data,
+                tmp_path / "run",
+                mask={"ratio": 0.9},
+                optim={"lr": None, "warmup_steps": 0},  # the config defaults (the blr rule)
+                train={"steps": 4, "save_every": 0, "recon_every": 2, "tensorboard": True},
+            )
         )
     )
     result = train(cfg)

@@ -16,7 +16,7 @@ import pytest
 import torch
 import yaml
 from clips import make_corrupt_files, make_garbled_file
-from helpers_train import TINY_MODEL, write_videos
+from helpers_train import TINY_MODEL, tiny_run, write_videos
 from safetensors.torch import load_file
 
 from videomask import checkpoint as ckpt
@@ -230,21 +230,14 @@ def test_resume_at_an_epoch_end_keeps_the_drop_path_noise(tmp_path):
     The resumed run starts one more loader iterator than the uninterrupted one; that must not draw from
     the global torch RNG, which drop-path uses."""
     videos = write_videos(tmp_path / "videos")
-    raw = {
-        "run": {"out_dir": str(tmp_path / "straight"), "seed": 1, "device": "cpu"},
-        "data": {
-            "path": str(videos),
-            "num_frames": 4,
-            "sampling_rate": 2,
-            "size": 32,
-            "batch_size": 2,
-            "num_workers": 0,
-        },
-        "model": {"name": "tiny", "overrides": {**TINY_MODEL["overrides"], "depth": 2, "drop_path": 0.5}},
-        "mask": {"name": "tube", "ratio": 0.75},
-        "optim": {"lr": 2e-3, "warmup_steps": 0, "schedule": "constant"},  # the lr does not depend on train.steps
-        "train": {"steps": 6, "log_every": 1, "save_every": 0, "progress": False, "tensorboard": False},
-    }
+    raw = tiny_run(
+        videos,
+        tmp_path / "straight",
+        run={"seed": 1},
+        model={"overrides": {**TINY_MODEL["overrides"], "depth": 2, "drop_path": 0.5}},
+        optim={"lr": 2e-3, "warmup_steps": 0, "schedule": "constant"},  # the lr does not depend on train.steps
+        train={"log_every": 1, "save_every": 0},
+    )
     cfg_path = tmp_path / "cfg.yaml"
     cfg_path.write_text(yaml.safe_dump(raw))
     assert train(load_config(cfg_path, [])).ok
