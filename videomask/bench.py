@@ -119,17 +119,23 @@ def _check_fields(cls: type, raw: dict[str, Any], where: str) -> dict[str, Any]:
     return out
 
 
+def read_bench_yaml(path: Path) -> dict[str, Any]:
+    """A bench config file's YAML mapping; one-line errors for a missing, unparsable or non-mapping file."""
+    if not path.is_file():
+        raise VideomaskError(f"bench config not found: {path}")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise VideomaskError(f"cannot parse bench config {path}: {str(err).splitlines()[0]}") from None
+    if not isinstance(raw, dict):
+        raise VideomaskError(f"bench config {path} must be a mapping")
+    return raw
+
+
 def load_bench_config(path: str | Path) -> BenchConfig:
     """Read a bench YAML strictly; relative paths (also in ``train``) resolve against the file's folder."""
     p = Path(path)
-    if not p.is_file():
-        raise VideomaskError(f"bench config not found: {p}")
-    try:
-        raw = yaml.safe_load(p.read_text()) or {}
-    except yaml.YAMLError as err:
-        raise VideomaskError(f"cannot parse bench config {p}: {str(err).splitlines()[0]}") from None
-    if not isinstance(raw, dict):
-        raise VideomaskError(f"bench config {p} must be a mapping")
+    raw = read_bench_yaml(p)
     eval_raw = raw.pop("eval", {}) or {}
     cfg = BenchConfig(**_check_fields(BenchConfig, raw, ""))
     cfg.eval = EvalSettings(**_check_fields(EvalSettings, eval_raw, "eval."))

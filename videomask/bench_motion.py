@@ -54,6 +54,7 @@ from videomask.bench import (
     _train_config,
     base_model,
     fit_difference_stats,
+    read_bench_yaml,
     report_header,
     start_work,
     summarise,
@@ -135,12 +136,7 @@ def load_motion_config(path: str | Path) -> MotionBenchConfig:
     from videomask.config import config_from_dict
 
     p = Path(path)
-    if not p.is_file():
-        raise VideomaskError(f"bench config not found: {p}")
-    try:
-        raw = yaml.safe_load(p.read_text()) or {}
-    except yaml.YAMLError as err:
-        raise VideomaskError(f"cannot parse bench config {p}: {str(err).splitlines()[0]}") from None
+    raw = read_bench_yaml(p)
     eval_raw = raw.pop("eval", {}) or {}
     cfg = MotionBenchConfig(**_check_fields(MotionBenchConfig, raw, ""))
     cfg.eval = MotionEval(**_check_fields(MotionEval, eval_raw, "eval."))

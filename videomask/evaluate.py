@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import csv
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -251,15 +251,22 @@ def extract_features(
     model: torch.nn.Module, clips: Tensor, *, batch_size: int = 16, device: str | torch.device = "cpu"
 ) -> Tensor:
     """Frozen pooled features: uint8 ``[N, 3, T, H, W]`` (or normalised float) -> float ``[N, D]``."""
+    return _frozen_pass(model.features, model, clips, batch_size, device)  # [N, D]
+
+
+def _frozen_pass(
+    fn: Callable[[Tensor], Tensor], model: torch.nn.Module, clips: Tensor, batch_size: int, device: str | torch.device
+) -> Tensor:
+    """``fn`` (a method of ``model``, in eval mode) over ``clips`` in batches, normalised on the way; CPU float."""
     was_training = model.training
     model.eval()
     out = []
     for lo in range(0, clips.shape[0], batch_size):
         batch = clips[lo : lo + batch_size]
         video = normalise(batch) if batch.dtype == torch.uint8 else batch.float()  # [b, 3, T, H, W]
-        out.append(model.features(video.to(device)).float().cpu())  # [b, D]
+        out.append(fn(video.to(device)).float().cpu())
     model.train(was_training)
-    return torch.cat(out)  # [N, D]
+    return torch.cat(out)
 
 
 def motion_energy_features(clips: Tensor, patch: int = 16) -> Tensor:
@@ -636,15 +643,7 @@ def extract_tokens(
 ) -> Tensor:
     """Frozen encoder tokens of every clip: uint8 ``[N, 3, T, H, W]`` -> float ``[N, L, D]`` (token order
     ``i_t*(h*w) + i_h*w + i_w``; the encoder output before any pooling)."""
-    was_training = model.training
-    model.eval()
-    out = []
-    for lo in range(0, clips.shape[0], batch_size):
-        batch = clips[lo : lo + batch_size]
-        video = normalise(batch) if batch.dtype == torch.uint8 else batch.float()  # [b, 3, T, H, W]
-        out.append(model.encode(video.to(device)).float().cpu())  # [b, L, D]
-    model.train(was_training)
-    return torch.cat(out)  # [N, L, D]
+    return _frozen_pass(model.encode, model, clips, batch_size, device)  # [N, L, D]
 
 
 def mean_pool(tokens: Tensor) -> Tensor:
