@@ -27,8 +27,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from videomask import bench_motion as bm
     from videomask import evaluate as ev
-    from videomask.bench import _train_config, report_header
-    from videomask.model import make_config
+    from videomask.bench import report_header, shared_settings
     from videomask.patches import grid_for
 
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -43,19 +42,9 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(max(1, cfg.threads))
     work = Path(cfg.work_dir)
     foot = bm.prepare_footage(cfg, work, print)
-    probe_cfg = _train_config(
-        bm._as_bench_config(cfg),
-        Path(args.config).resolve().parent,
-        out_dir=work / "probe_ri",
-        data_path=str(work),
-        checkpoint="",
-        masker={"name": "tube"},
-        steps=1,
-        seed=0,
-        name="probe",
-    )
+    bench_cfg = bm._as_bench_config(cfg)
+    probe_cfg, tubelet = shared_settings(bench_cfg, Path(args.config).resolve().parent, work / "probe_ri", work)
     d = probe_cfg.data
-    tubelet = make_config(probe_cfg.model.name, **probe_cfg.model.overrides).tubelet
     grid = grid_for((d.num_frames, d.size, d.size), tubelet)
     sets = bm.build_probe_sets(
         foot, cfg, num_frames=d.num_frames, sampling_rate=d.sampling_rate, size=d.size, backend=d.backend

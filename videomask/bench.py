@@ -34,7 +34,7 @@ import typing
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -42,6 +42,9 @@ import yaml
 
 from videomask import evaluate as ev
 from videomask.errors import VideomaskError
+
+if TYPE_CHECKING:
+    from videomask.config import RunConfig
 
 # metric key -> (column title, higher is better)
 METRICS: dict[str, tuple[str, bool]] = {
@@ -789,6 +792,27 @@ def variant_masker(
     return masker
 
 
+def shared_settings(
+    cfg: BenchConfig, base_dir: Path, out_dir: Path, data_path: str | Path
+) -> tuple[RunConfig, tuple[int, int, int]]:
+    """The clip, model and mask settings every run of a bench shares (its ``train`` sections), as a run
+    config that is never trained, and the model's tubelet."""
+    from videomask.model import make_config
+
+    probe_cfg = _train_config(
+        cfg,
+        base_dir,
+        out_dir=out_dir,
+        data_path=str(data_path),
+        checkpoint="",
+        masker={"name": "tube"},
+        steps=1,
+        seed=0,
+        name="probe",
+    )
+    return probe_cfg, make_config(probe_cfg.model.name, **probe_cfg.model.overrides).tubelet
+
+
 # Over 80 lines on purpose: the protocol's steps in order (split, detect, base, fit, evaluation data, references,
 # variants x seeds), each a call.
 def run_bench(
@@ -800,7 +824,6 @@ def run_bench(
     log: Callable[[str], None] = print,
 ) -> dict[str, Any]:
     """Run the whole protocol (module docstring) and return the result dict (also written by the caller)."""
-    from videomask.model import make_config
     from videomask.patches import grid_for
 
     for name, folder in (("source", cfg.source), ("target", cfg.target)):
@@ -814,19 +837,8 @@ def run_bench(
     base_dir = Path(base_dir)
 
     # shared clip and model settings (from the bench's train sections)
-    probe_cfg = _train_config(
-        cfg,
-        base_dir,
-        out_dir=runs_dir / "probe",
-        data_path=cfg.source,
-        checkpoint="",
-        masker={"name": "tube"},
-        steps=1,
-        seed=0,
-        name="probe",
-    )
+    probe_cfg, tubelet = shared_settings(cfg, base_dir, runs_dir / "probe", cfg.source)
     d = probe_cfg.data
-    tubelet = make_config(probe_cfg.model.name, **probe_cfg.model.overrides).tubelet
     clip_kwargs = dict(num_frames=d.num_frames, sampling_rate=d.sampling_rate, size=d.size, backend=d.backend)
 
     log(f"bench: splitting target videos by time (train share {cfg.eval.train_share})")

@@ -56,6 +56,7 @@ from videomask.bench import (
     fit_difference_stats,
     read_bench_yaml,
     report_header,
+    shared_settings,
     start_work,
     summarise,
     variant_masker,
@@ -502,7 +503,6 @@ def run_motion_bench(
     log: Callable[[str], None] = print,
 ) -> dict[str, Any]:
     """Run the whole protocol (module docstring); returns the result dict (written by :func:`write_motion_report`)."""
-    from videomask.model import make_config
     from videomask.patches import grid_for
 
     if not (Path(cfg.assets) / "source").is_dir():
@@ -510,19 +510,8 @@ def run_motion_bench(
     t_start = time.perf_counter()
     log, work, runs_dir = start_work(cfg.work_dir, cfg.threads, log)
     bcfg = _as_bench_config(cfg)
-    probe_cfg = _train_config(
-        bcfg,
-        Path(base_dir),
-        out_dir=runs_dir / "probe",
-        data_path=str(work),
-        checkpoint="",
-        masker={"name": "tube"},
-        steps=1,
-        seed=0,
-        name="probe",
-    )
+    probe_cfg, tubelet = shared_settings(bcfg, Path(base_dir), runs_dir / "probe", work)
     d = probe_cfg.data
-    tubelet = make_config(probe_cfg.model.name, **probe_cfg.model.overrides).tubelet
     grid = grid_for((d.num_frames, d.size, d.size), tubelet)
     clip = dict(num_frames=d.num_frames, sampling_rate=d.sampling_rate, size=d.size, backend=d.backend)
 
