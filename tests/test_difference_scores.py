@@ -93,6 +93,20 @@ def _clips(n: int, with_object: bool, seed: int, size: int = 64) -> torch.Tensor
     return video
 
 
+def _small_stats(source=None, target=None, embedder=None) -> DifferenceStats:
+    """Statistics of a quick fit (4 words, 16 prototypes): plain stripes vs stripes with a square."""
+    return fit_statistics(
+        source if source is not None else [_clips(6, False, 0)],
+        target if target is not None else [_clips(6, True, 1)],
+        embedder if embedder is not None else PixelEmbedder(dim=16, tubelet=TUBELET),
+        num_words=4,
+        num_anchors=1,
+        num_prototypes=16,
+        init_tokens=32,
+        progress=False,
+    )
+
+
 def _tiny_model():
     from videomask.model import build_model
 
@@ -140,30 +154,12 @@ def test_fit_save_load_mask_round_trip(name, tmp_path):
 
 def test_statistics_refuse_another_embedder(tmp_path):
     source, target = [_clips(6, False, 0)], [_clips(6, True, 1)]
-    stats = fit_statistics(
-        source,
-        target,
-        PixelEmbedder(dim=16, tubelet=TUBELET),
-        num_words=4,
-        num_anchors=1,
-        num_prototypes=16,
-        init_tokens=32,
-        progress=False,
-    )
+    stats = _small_stats(source, target)
     with pytest.raises(VideomaskError, match="embedder mismatch"):
         DifferenceMasker(stats=stats, embedder=CNNEmbedder(tubelet=TUBELET))
     with pytest.raises(VideomaskError, match="embedder mismatch"):
         DifferenceMasker(stats=stats, embedder=PixelEmbedder(dim=16, seed=1, tubelet=TUBELET))
-    model_stats = fit_statistics(
-        source,
-        target,
-        ModelEmbedder(_tiny_model(), layer="block:1"),
-        num_words=4,
-        num_anchors=1,
-        num_prototypes=16,
-        init_tokens=32,
-        progress=False,
-    )
+    model_stats = _small_stats(source, target, embedder=ModelEmbedder(_tiny_model(), layer="block:1"))
     other = _tiny_model()
     with torch.no_grad():
         other.blocks[0].attn.proj.weight.add_(0.1)
@@ -292,16 +288,7 @@ def test_score_cache_cli_and_refusal(scored, tmp_path, capsys):
 
     out = tmp_path / "scores.safetensors"
     assert score_cache(out) == 0 and "4 videos scored" in capsys.readouterr().out
-    other = fit_statistics(
-        [_clips(6, False, 0)],
-        [_clips(6, True, 1)],
-        PixelEmbedder(dim=16, tubelet=TUBELET),
-        num_words=4,
-        num_anchors=1,
-        num_prototypes=16,
-        init_tokens=32,
-        progress=False,
-    )
+    other = _small_stats()
     with pytest.raises(VideomaskError, match="other statistics"):
         DifferenceMasker(stats=other, cache=out)
     with pytest.raises(VideomaskError, match="other statistics or scorer"):
@@ -447,16 +434,7 @@ def test_version_1_statistics_still_load_with_tficf(tmp_path):
     """A file written before the distance and enrichment scorers (version 1) loads; its masker uses TF-ICF."""
     from safetensors.torch import save_file
 
-    stats = fit_statistics(
-        [_clips(6, False, 0)],
-        [_clips(6, True, 1)],
-        PixelEmbedder(dim=16, tubelet=TUBELET),
-        num_words=4,
-        num_anchors=1,
-        num_prototypes=16,
-        init_tokens=32,
-        progress=False,
-    )
+    stats = _small_stats()
     tensors = {
         "centroids": stats.centroids,
         "anchors": stats.anchors,

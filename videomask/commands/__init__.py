@@ -11,7 +11,6 @@ def add_clip_arguments(
     num_frames: int | None = 16,
     sampling_rate: int = 4,
     size: int | None = 224,
-    tubelet: tuple[int, int] | None = (2, 16),
     with_tubelet: bool = True,
     with_backend: bool = True,
 ) -> None:
@@ -41,7 +40,7 @@ def add_clip_arguments(
             "--tubelet",
             type=int,
             nargs=2,
-            default=tubelet,
+            default=(2, 16),
             metavar=("T", "P"),
             help="tubelet frames and patch size (default: 2 16)",
         )
