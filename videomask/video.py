@@ -108,6 +108,7 @@ class _FrameIndex:
     keyframes: list[int]  # presentation indices of keyframes (sorted), [] when unknown
     time_base: Fraction
     open_gop: bool = False  # a keyframe is followed (in decode order) by frames shown before it
+    sizes: list[int] | None = None  # packet bytes of every frame (presentation order, with ``pts``), or None
 
 
 def _err(path: str | os.PathLike, what: str, err: BaseException | None = None) -> VideoDecodeError:
@@ -167,11 +168,13 @@ def _demux_index(container: av.container.InputContainer, stream: av.video.stream
     """One demux pass over the video packets (no decoding): frame count, pts and keyframes."""
     pts: list[int | None] = []
     key: list[bool] = []
+    size: list[int] = []
     for packet in container.demux(stream):
         if packet.size == 0 or packet.is_discard:
             continue
         pts.append(packet.pts)
         key.append(bool(packet.is_keyframe))
+        size.append(packet.size)
     n = len(pts)
     time_base = stream.time_base or Fraction(1, 1)
     if n == 0 or any(p is None for p in pts) or len(set(pts)) != n:
@@ -187,7 +190,7 @@ def _demux_index(container: av.container.InputContainer, stream: av.video.stream
         elif last_key is not None and p < last_key:  # type: ignore[operator]
             open_gop = True
             break
-    return _FrameIndex(n, sorted_pts, keyframes, time_base, open_gop)
+    return _FrameIndex(n, sorted_pts, keyframes, time_base, open_gop, [size[i] for i in order])
 
 
 def _open_container(path: str) -> av.container.InputContainer:
@@ -446,8 +449,10 @@ def _file_key(path: str, backend: str) -> tuple | None:
     return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, backend)
 
 
-def _remember_verdict(path: str, backend: str, reason: str | None) -> None:
-    key = _file_key(path, backend)
+def _remember_verdict(path: str, backend: str, reason: str | None, key: tuple | None = None) -> None:
+    """Remember ``reason`` (None: verified) for this file and backend; ``key``: its :func:`_file_key` when
+    the caller has it already (one ``stat`` less)."""
+    key = key if key is not None else _file_key(path, backend)
     if key is None:
         return
     with _verdict_lock:
@@ -457,9 +462,9 @@ def _remember_verdict(path: str, backend: str, reason: str | None) -> None:
             _VERDICTS.popitem(last=False)
 
 
-def _known_verdict(path: str, backend: str) -> tuple[bool, str | None]:
+def _known_verdict(path: str, backend: str, key: tuple | None = None) -> tuple[bool, str | None]:
     """``(known, reason)``: whether this file (same size and mtime) was verified for ``backend`` before."""
-    key = _file_key(path, backend)
+    key = key if key is not None else _file_key(path, backend)
     with _verdict_lock:
         if key is None or key not in _VERDICTS:
             return False, None
@@ -634,6 +639,7 @@ class VideoReader:
         self._delegate: PyAVReader | None = None  # the PyAV reader this one handed over to
         self._pyav: PyAVReader | None = None  # the PyAV reader for a hand-over
         self._check: _Probe | None = None  # non-default backends: the probe's PyAV decoder, kept for the checks
+        self._verdict_key: tuple | None = None  # the file's verdict key, taken when the checks start
 
     @property
     def meta(self) -> VideoMeta:
@@ -708,8 +714,7 @@ class VideoReader:
         candidates = sorted({i for i in wanted if i != 0})
         if not candidates:
             return None  # frame 0 was checked at open; check a later frame on a later read
-        middle = self._meta.num_frames // 2
-        target = min(candidates, key=lambda i: (i - self._keyframe_before(i), abs(i - middle)))
+        target = min(candidates, key=self._check_cost)
         check, self._check = self._check, None
         assert check is not None
         try:
@@ -730,9 +735,19 @@ class VideoReader:
         if why is not None:
             return f"{self.backend}'s frame {target} differs from PyAV's ({why})"
         self.verified = True
-        _remember_verdict(self.path, self.backend, None)
+        _remember_verdict(self.path, self.backend, None, self._verdict_key)
         self._release_pyav()
         return None
+
+    def _check_cost(self, index: int) -> tuple[int, int]:
+        """How much PyAV must decode to give frame ``index`` for a check (smaller is cheaper): the packet
+        bytes from the keyframe before it up to it (from frame 1 in the first GOP, where the probe's decoder
+        goes on from frame 0), a stand-in for decode time; by frame count when sizes are unknown."""
+        key = self._keyframe_before(index)
+        sizes = self._index.sizes
+        if sizes is None:
+            return (index - key, index)
+        return (sum(sizes[max(key, 1) : index + 1]), index)
 
     def _verify_frame0(self, got: np.ndarray, reference: np.ndarray | None = None) -> None:
         """At open: the backend's frame 0 (upright RGB) against PyAV's (``reference``, converted here when not
@@ -755,7 +770,8 @@ class VideoReader:
         False)."""
         assert self._probe is not None
         found, self._probe = self._probe, None
-        known, _ = _known_verdict(self.path, self.backend)
+        self._verdict_key = _file_key(self.path, self.backend)  # the file as opened (one stat for both uses)
+        known, _ = _known_verdict(self.path, self.backend, self._verdict_key)
         if known or not verify:
             self.verified = True if known else None
             found.container.close()
@@ -784,7 +800,7 @@ class VideoReader:
         self.backend = "pyav"
         self.verified = False
         self._release_backend()
-        _remember_verdict(self.path, self.requested_backend, reason)
+        _remember_verdict(self.path, self.requested_backend, reason, self._verdict_key)
         log.warning("videomask: %s: using PyAV instead of %s: %s", self.path, self.requested_backend, reason)
 
     def _read(self, wanted: list[int]) -> np.ndarray:
@@ -1248,6 +1264,8 @@ class OpenCVReader(VideoReader):
         return _rotate(rgb, self._meta.rotation)
 
     def _frame(self, index: int) -> np.ndarray:
+        if index == self._pos:  # the frame grabbed last (frame 0 after open): convert it again, no seek
+            return self._retrieve(index)
         key = self._keyframe_before(index)
         if self.seek_ok and self._msec is not None and not (self._pos < index and key <= self._pos + self.seek_min_gap):
             self.num_seeks += 1
