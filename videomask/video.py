@@ -694,6 +694,9 @@ class VideoReader:
         if self.backend == "pyav":
             return self._read(wanted)
         backend = self.backend
+        # PyAV's check frame is decoded before the backend's read: decord decodes ahead in a thread of its own
+        # after a read, so a check decoded after it made decord decode (and discard) frames meanwhile
+        check = self._reference(wanted) if self.verified is None and self._check is not None else None
         try:
             frames = self._read(wanted)
         except VideoDecodeError as err:
@@ -701,19 +704,25 @@ class VideoReader:
             self._hand_over(f"{backend} failed: {str(err).removeprefix(self.path + ': ')}")
             return self._delegate._read(wanted)  # type: ignore[union-attr]
         _report_libav_messages(self.path, backend)
-        if self.verified is None and self._check is not None:
-            reason = self._verify_read(wanted, frames)
-            if reason is not None:
-                self._hand_over(reason)
+        if check is not None:
+            target, reference = check
+            why = None if reference is None else frames_differ(frames[wanted.index(target)], reference)
+            if why is not None:
+                self._hand_over(f"{backend}'s frame {target} differs from PyAV's ({why})")
                 return self._delegate._read(wanted)  # type: ignore[union-attr]
+            self.verified = True
+            _remember_verdict(self.path, backend, None, self._verdict_key)
+            self._release_pyav()
         return frames
 
-    def _verify_read(self, wanted: list[int], frames: np.ndarray) -> str | None:
-        """Compare one requested frame (other than 0, cheapest for PyAV to reach) with PyAV's; the verdict
-        is remembered for the file. Returns the reason to hand over, or None."""
+    def _reference(self, wanted: list[int]) -> tuple[int, np.ndarray | None] | None:
+        """PyAV's frame for the first read's check: one requested frame other than 0 (frame 0 was checked at
+        open), the cheapest for PyAV to reach; ``(target, upright RGB [H, W, 3])``, the frame None when PyAV
+        cannot decode it either (then the backend's frames stand). None when only frame 0 is requested (a later
+        read is checked)."""
         candidates = sorted({i for i in wanted if i != 0})
         if not candidates:
-            return None  # frame 0 was checked at open; check a later frame on a later read
+            return None
         target = min(candidates, key=self._check_cost)
         check, self._check = self._check, None
         assert check is not None
@@ -723,21 +732,12 @@ class VideoReader:
             finally:
                 check.container.close()  # the decoder has moved: no hand-over from it
             if frame is not None:
-                reference = _rotate(_to_rgb(frame), self._meta.rotation)  # [H, W, 3]
-                del frame
-            else:  # no shortcut (no usable pts, or the seek did not land as the index says): PyAV's reader
-                with PyAVReader(self.path, threads=getattr(self, "_threads", 0)) as pyav:
-                    reference = pyav._read([target])[0]  # [H, W, 3]
+                return target, _rotate(_to_rgb(frame), self._meta.rotation)  # [H, W, 3]
+            # no shortcut (no usable pts, or the seek did not land as the index says): PyAV's reader
+            with PyAVReader(self.path, threads=getattr(self, "_threads", 0)) as pyav:
+                return target, pyav._read([target])[0]  # [H, W, 3]
         except VideoDecodeError:
-            reference = None  # PyAV cannot decode it either: nothing to compare, the backend's frames stand
-        got = frames[wanted.index(target)]
-        why = None if reference is None else frames_differ(got, reference)
-        if why is not None:
-            return f"{self.backend}'s frame {target} differs from PyAV's ({why})"
-        self.verified = True
-        _remember_verdict(self.path, self.backend, None, self._verdict_key)
-        self._release_pyav()
-        return None
+            return target, None
 
     def _check_cost(self, index: int) -> tuple[int, int]:
         """How much PyAV must decode to give frame ``index`` for a check (smaller is cheaper), in bytes of
