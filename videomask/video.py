@@ -21,12 +21,13 @@ decoded before, so a seek-based read there may differ from the sequential decode
 
 **Per-file verification.** decord and OpenCV are checked against PyAV on every new file: frame 0 at open
 (PyAV's probe has decoded it already) and, on the first read, the requested frame (other than 0) that is
-cheapest for PyAV to reach, decoded by PyAV before the backend's read. A frame outside the colour-conversion tolerance (:func:`frames_differ`), a
-size or frame-count disagreement, or a backend that cannot open or decode the file hands the file over to
-PyAV: one log line (logger ``videomask.video``), ``reader.backend == "pyav"``, ``reader.fallback`` says
-why. Verdicts are remembered per file (device, inode, size, mtime) in the process; ``open_video(..., verify=False)``
-skips the checks. On the conformance corpus (tests/corpus.py) decord hands over MPEG transport streams
-(it drops the first GOP there) and rotated files of some sizes; it agrees elsewhere.
+cheapest for PyAV to reach, decoded by PyAV before the backend's read. A frame outside the colour-conversion
+tolerance (:func:`frames_differ`), a size or frame-count disagreement, or a backend that cannot open or
+decode the file hands the file over to PyAV: one log line (logger ``videomask.video``), ``reader.backend ==
+"pyav"``, ``reader.fallback`` says why. Verdicts are remembered per file (device, inode, size, mtime) in the
+process; ``open_video(..., verify=False)`` skips the checks. On the conformance corpus (tests/corpus.py)
+decord hands over MPEG transport streams (it drops the first GOP there) and rotated files of some sizes; it
+agrees elsewhere.
 decord's own FFmpeg copy prints its decoder complaints to stderr; they are counted instead and reported in
 one log line per file. OpenCV's copy is silenced (its failures still raise). PyAV keeps FFmpeg quiet.
 
