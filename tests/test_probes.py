@@ -201,6 +201,7 @@ def test_motion_bench_end_to_end(tmp_path):
     assert (tmp_path / "results" / "m.png").stat().st_size > 1000
     names = [r["variant"] for r in data["runs"]]
     assert names[:3] == ["random init", "base", "motion energy (no model)"]
+    assert "2 steps of tube masking" in data["setup"]["base"]  # the config's base_steps, not the default
     assert names.count("tube") == names.count("difference-mask") == 2
     for run in data["runs"]:
         if run["variant"] == "motion energy (no model)":

@@ -489,7 +489,14 @@ def evaluate_encoder(
 
 def _as_bench_config(cfg: MotionBenchConfig) -> BenchConfig:
     """The fields the shared training helpers of :mod:`videomask.bench` read."""
-    return BenchConfig(train=cfg.train, variants=cfg.variants, seeds=cfg.seeds, steps=cfg.steps)
+    return BenchConfig(
+        train=cfg.train,
+        variants=cfg.variants,
+        seeds=cfg.seeds,
+        steps=cfg.steps,
+        base_steps=cfg.base_steps,
+        base_checkpoint=cfg.base_checkpoint,
+    )
 
 
 # Over 80 lines on purpose: the protocol's steps in order (footage, base, statistics, probes, references,
