@@ -165,6 +165,19 @@ def test_sanity_verdict_marks_cells_inconclusive():
     assert verdicts["b_linear"]["gap_pts"] == pytest.approx(15.0) and verdicts["b_linear"]["conclusive"]
 
 
+def test_base_mask_section():
+    """The base model's masker: tube by default, random in VideoMAE's token mode, anything else refused."""
+    from videomask.bench import BenchConfig, base_mask_section
+    from videomask.errors import VideomaskError
+
+    assert base_mask_section(BenchConfig().base_masker) == {"name": "tube", "options": {}, "mode": None}
+    assert base_mask_section({"name": "random"})["mode"] == "token"
+    assert base_mask_section({"name": "random", "mode": "tube"})["mode"] == "tube"
+    for bad in ({"name": "difference"}, {"name": "tube", "ratio": 0.5}, {"name": "tube", "mode": "frame"}):
+        with pytest.raises(VideomaskError, match="base_masker"):
+            base_mask_section(bad)
+
+
 def test_motion_bench_end_to_end(tmp_path):
     """The known-answer protocol on the shipped assets with minimal settings: the report, its paired
     table against tube and the JSON's shape."""
@@ -178,6 +191,7 @@ def test_motion_bench_end_to_end(tmp_path):
         name="m",
         seeds=[0, 1],
         base_steps=2,
+        base_masker={"name": "random"},
         steps=1,
         upper_steps=0,
         footage={"num_source": 4, "num_target": 12, "num_frames": 16, "sizes": [24], "square": True},
@@ -201,7 +215,8 @@ def test_motion_bench_end_to_end(tmp_path):
     assert (tmp_path / "results" / "m.png").stat().st_size > 1000
     names = [r["variant"] for r in data["runs"]]
     assert names[:3] == ["random init", "base", "motion energy (no model)"]
-    assert "2 steps of tube masking" in data["setup"]["base"]  # the config's base_steps, not the default
+    # the config's base_steps and base_masker, not the defaults (200 steps of tube masking)
+    assert "2 steps of random masking (token mode)" in data["setup"]["base"]
     assert names.count("tube") == names.count("difference-mask") == 2
     for run in data["runs"]:
         if run["variant"] == "motion energy (no model)":

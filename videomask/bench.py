@@ -6,7 +6,8 @@ Protocol (``videomask bench``; settings in ``configs/bench_full.yaml`` / ``confi
    The first ``cut`` frames are written to a lossless copy (FFV1/MKV) that is the *only* target footage
    used for continued pretraining, statistics fitting and the objects masker; test windows lie in
    ``[cut + gap, N)`` and are never seen in training.
-2. **Base model.** One model pretrained on the source set with tube masking (or a given checkpoint).
+2. **Base model.** One model pretrained on the source set with tube masking (``base_masker``; or a given
+   checkpoint).
 3. **Anchors.** People are detected once on the target videos (boxes cache, JSON lines); difference
    statistics are fitted on source vs the target train copies.
 4. **Continued pretraining**, from the same base weights, once per variant (tube, random, difference
@@ -91,6 +92,7 @@ class BenchConfig:
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
     base_checkpoint: str = ""  # start from this instead of pretraining a base model on the source
     base_steps: int = 200
+    base_masker: dict[str, Any] = field(default_factory=lambda: {"name": "tube"})  # the base's masker (a variant spec)
     steps: int = 100  # continued-pretraining steps per variant and seed
     variants: dict[str, dict[str, Any]] = field(default_factory=dict)  # name -> {name: masker, options: {...}}
     train: dict[str, Any] = field(default_factory=dict)  # RunConfig sections shared by every training run
@@ -165,6 +167,7 @@ def validate_bench_config(cfg: BenchConfig) -> BenchConfig:
         raise VideomaskError("bench needs at least one seed")
     if cfg.steps < 1 or (cfg.base_steps < 1 and not cfg.base_checkpoint):
         raise VideomaskError("bench steps and base_steps must be >= 1 (or give base_checkpoint)")
+    base_mask_section(cfg.base_masker)
     if not cfg.variants:
         raise VideomaskError("bench config lists no variants")
     for name, spec in cfg.variants.items():
@@ -746,29 +749,41 @@ def detect_anchors(
     return Anchors(str(detector), stride, labels, boxes_target, boxes_train)
 
 
+def base_mask_section(spec: dict[str, Any]) -> dict[str, Any]:
+    """The ``mask`` section of the base model's pretraining from the config's ``base_masker``
+    (``{name: tube | random, mode: tube | token}``; random defaults to VideoMAE's single-token mode)."""
+    if not isinstance(spec, dict) or spec.get("name") not in ("tube", "random") or set(spec) - {"name", "mode"}:
+        raise VideomaskError(f"base_masker must be {{name: tube | random, mode: tube | token}}, got {spec!r}")
+    if spec.get("mode") not in (None, "tube", "token"):
+        raise VideomaskError(f"base_masker mode must be tube or token, got {spec['mode']!r}")
+    default_mode = "token" if spec["name"] == "random" else None
+    return {"name": spec["name"], "options": {}, "mode": spec.get("mode") or default_mode}
+
+
 def base_model(
     cfg: BenchConfig, base_dir: Path, runs_dir: Path, model_name: str, log: Callable[[str], None], source: str
 ) -> tuple[str, float, str]:
-    """The model every variant continues from (``cfg.base_checkpoint``, or tube masking from random init on
-    the ``source`` videos for ``cfg.base_steps``) -> ``(checkpoint, wall s, description)``."""
+    """The model every variant continues from (``cfg.base_checkpoint``, or ``cfg.base_masker`` masking from
+    random init on the ``source`` videos for ``cfg.base_steps``) -> ``(checkpoint, wall s, description)``."""
     if cfg.base_checkpoint:
         return cfg.base_checkpoint, 0.0, f"given checkpoint `{cfg.base_checkpoint}`"
-    log(f"bench: pretraining the base model on the source set ({cfg.base_steps} steps, tube masking)")
+    masker = base_mask_section(cfg.base_masker)
+    how = f"{masker['name']} masking" + (f" ({masker['mode']} mode)" if masker["mode"] else "")
+    log(f"bench: pretraining the base model on the source set ({cfg.base_steps} steps, {how})")
     base_cfg = _train_config(
         cfg,
         base_dir,
         out_dir=runs_dir / "base",
         data_path=str(source),
         checkpoint="",
-        masker={"name": "tube"},
+        masker=masker,
         steps=cfg.base_steps,
         seed=0,
         name="base",
     )
     final, wall, _ = _run_training(base_cfg)
     desc = (
-        f"`{model_name}` pretrained from random init on the source set, {cfg.base_steps} steps of tube masking "
-        f"({wall:.0f} s)"
+        f"`{model_name}` pretrained from random init on the source set, {cfg.base_steps} steps of {how} ({wall:.0f} s)"
     )
     return str(final), wall, desc
 

@@ -7,7 +7,8 @@ Protocol (``videomask bench --config configs/bench_motion.yaml``; a config with 
    known direction (8 classes), speed class (3) and box in every frame. Target clips are split **by
    video**: every ``test_every``-th clip is a test video, never used for pretraining, fitting,
    detection or probe training.
-2. **Base model**: one model pretrained on the source clips with tube masking (or a given checkpoint).
+2. **Base model**: one model pretrained on the source clips with tube masking (``base_masker``; or a
+   given checkpoint).
 3. **Anchors**: difference statistics fitted (``videomask fit`` with its default scorer and embedder)
    on source vs the target *train* clips; object boxes from the generator (ground truth) and from a
    detector run on the target train clips.
@@ -52,6 +53,7 @@ from videomask.bench import (
     _check_fields,
     _run_training,
     _train_config,
+    base_mask_section,
     base_model,
     fit_difference_stats,
     read_bench_yaml,
@@ -113,6 +115,7 @@ class MotionBenchConfig:
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
     base_checkpoint: str = ""
     base_steps: int = 200
+    base_masker: dict[str, Any] = field(default_factory=lambda: {"name": "tube"})  # {name: tube | random, mode}
     steps: int = 100
     upper_steps: int = 0  # 0 = no upper reference
     variants: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -158,6 +161,7 @@ def validate_motion_config(cfg: MotionBenchConfig) -> MotionBenchConfig:
         raise VideomaskError("bench needs at least one seed")
     if cfg.steps < 1 or (cfg.base_steps < 1 and not cfg.base_checkpoint) or cfg.upper_steps < 0:
         raise VideomaskError("bench steps and base_steps must be >= 1 (or give base_checkpoint), upper_steps >= 0")
+    base_mask_section(cfg.base_masker)
     if cfg.test_every < 2:
         raise VideomaskError("test_every must be >= 2 (every test_every-th target clip is a test video)")
     if not cfg.variants:
@@ -496,6 +500,7 @@ def _as_bench_config(cfg: MotionBenchConfig) -> BenchConfig:
         steps=cfg.steps,
         base_steps=cfg.base_steps,
         base_checkpoint=cfg.base_checkpoint,
+        base_masker=cfg.base_masker,
     )
 
 
