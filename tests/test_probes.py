@@ -239,6 +239,7 @@ def test_motion_bench_end_to_end(tmp_path):
         "bench_motion.yaml",
         "bench_motion_cpu.yaml",
         "bench_motion_balanced.yaml",
+        "bench_motion_randbase.yaml",
         "bench_motion_long.yaml",
         "bench_motion_quick.yaml",
         "bench_gpu.yaml",
@@ -253,6 +254,7 @@ def test_shipped_motion_configs_load(name):
     assert "tube" in cfg.variants and len(cfg.seeds) >= 1
     balance = cfg.footage.get("balance_every", 0)
     assert balance in (0, cfg.test_every)  # labels balanced for the split the bench uses, or not at all
+    assert cfg.base_masker["name"] == ("random" if name == "bench_motion_randbase.yaml" else "tube")
 
 
 def test_footage_square_option_crops_the_scenery(tmp_path):
