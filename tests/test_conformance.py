@@ -154,13 +154,30 @@ def test_check_shortcut_gives_pyav_sequential_frames(corpus, name):
 
 
 @pytest.mark.parametrize("backend", [b for b in ("opencv", "decord") if b in available_backends()])
-def test_checks_decode_with_the_requested_threads(corpus, backend):
-    """The PyAV decoder kept for the checks runs with the backend's ``threads`` (FFmpeg's frame threads
-    would make every check cost more CPU than the decode it checks)."""
-    files, _ = corpus
+@pytest.mark.parametrize("threads", [0, 1, 3])
+def test_checks_decode_on_one_thread_and_a_hand_over_keeps_the_requested_threads(corpus, monkeypatch, backend, threads):
+    """The PyAV decoder kept for the checks decodes on one thread whatever ``threads`` says (it decodes a frame
+    or two, for which FFmpeg's frame threads cost more than they give); a file handed over to PyAV at open is
+    then decoded with the requested ``threads``, and gives PyAV's frames."""
+    files, references = corpus
+    path = files["h264_bframes.mp4"]
     forget_verdicts()
-    with open_video(files["vp9.webm"], backend, threads=1) as video:
-        assert video._check is not None and video._check.stream.codec_context.thread_count == 1
+    with open_video(path, backend, threads=threads) as video:
+        assert video._check is not None and video._check.stream.codec_context.thread_count == vv.CHECK_THREADS == 1
+    forget_verdicts()
+    monkeypatch.setattr(
+        vv.VideoReader,
+        "_verify_frame0",
+        lambda self, got, ref=None: (_ for _ in ()).throw(
+            vv._Refused(f"{self.backend}'s frame 0 differs from PyAV's (test)")
+        ),
+    )
+    with open_video(path, backend, threads=threads) as video:
+        assert type(video) is vv.PyAVReader and "frame 0 differs" in video.fallback
+        count = video._stream.codec_context.thread_count
+        assert count == threads if threads else count > 1  # 0: FFmpeg's choice (cores + 1 frame threads)
+        np.testing.assert_array_equal(video.read([0, 17, 3]), references["h264_bframes.mp4"][[0, 17, 3]])
+    forget_verdicts()
 
 
 def test_verified_files_skip_the_checks_next_time(corpus):

@@ -566,6 +566,7 @@ def _hook_bundled_libav(package_dir: str) -> None:
 
 
 _quieted: set[str] = set()
+_quieted_packages: set[str] = set()
 
 
 def _quiet_bundled_libav(package_dir: str) -> None:
@@ -575,6 +576,9 @@ def _quiet_bundled_libav(package_dir: str) -> None:
     callback could deadlock with a decoder thread); its decode failures still surface as
     ``VideoDecodeError``. Call after the package's first use of FFmpeg (OpenCV sets the level then).
     """
+    if package_dir in _quieted_packages:  # one glob per package, not one per open
+        return
+    _quieted_packages.add(package_dir)
     for lib_path in sorted(glob.glob(os.path.join(os.path.normpath(package_dir) + ".libs", "libavutil*.so*"))):
         if lib_path in _quieted:
             continue
@@ -605,6 +609,13 @@ def _report_libav_messages(path: str, backend: str) -> None:
         count,
         first or "?",
     )
+
+
+# PyAV decoder threads for the non-default backends' probe and checks: they decode one to a few frames, for
+# which FFmpeg's frame threads cost more than they give (thread start-up, and a frame-threaded decoder takes
+# thread_count - 1 extra packets before it gives a frame out): one thread made an OpenCV clip read 11% cheaper
+# unverified and 14% cheaper verified over the 31-file corpus (benchmarks/results/decode.md, part 3)
+CHECK_THREADS = 1
 
 
 class VideoReader:
@@ -798,7 +809,11 @@ class VideoReader:
         """Decode this file with PyAV from now on: one log line, the verdict remembered for the file."""
         if self._pyav is None:
             check, self._check = self._check, None  # at open: go on with the probe's decoder (at frame 0)
-            self._pyav = PyAVReader(self.path, threads=getattr(self, "_threads", 0), found=check)
+            threads = getattr(self, "_threads", 0)
+            if check is not None and threads != CHECK_THREADS:  # its thread count is fixed: open anew
+                check.container.close()
+                check = None
+            self._pyav = PyAVReader(self.path, threads=threads, found=check)
         self._delegate = self._pyav
         self._delegate.requested_backend = self.requested_backend
         self._delegate.fallback = self.fallback = reason
@@ -1081,7 +1096,7 @@ class DecordReader(VideoReader):
         _hook_bundled_libav(os.path.dirname(decord.__file__))
         self._threads = threads
         self._vr = None
-        super().__init__(path, threads=threads, keep_open=True)
+        super().__init__(path, threads=CHECK_THREADS, keep_open=True)
         self._start_checks(verify)
         self._pos = -1  # sequential path: index of the last frame decoded
         try:
@@ -1194,7 +1209,7 @@ class OpenCVReader(VideoReader):
         self._cv2 = cv2
         self._threads = threads
         self._cap = None
-        super().__init__(path, threads=threads, keep_open=True)
+        super().__init__(path, threads=CHECK_THREADS, keep_open=True)
         self._start_checks(verify)
         try:
             self._setup()
