@@ -613,8 +613,8 @@ def _report_libav_messages(path: str, backend: str) -> None:
 
 # PyAV decoder threads for the non-default backends' probe and checks: they decode one to a few frames, for
 # which FFmpeg's frame threads cost more than they give (thread start-up, and a frame-threaded decoder takes
-# thread_count - 1 extra packets before it gives a frame out): one thread made an OpenCV clip read 11% cheaper
-# unverified and 14% cheaper verified over the 31-file corpus (benchmarks/results/decode.md, part 3)
+# thread_count - 1 extra packets before it gives a frame out): at the default threads=0 one thread made an
+# OpenCV clip read 9% cheaper unverified and 13% cheaper verified over 31 files (benchmarks/results/decode.md)
 CHECK_THREADS = 1
 
 
