@@ -82,7 +82,9 @@ def reference_frames(path: Path) -> tuple[np.ndarray, int]:
     (the clip's frames [16, H, W, 3], the video's frame count)."""
     rotation = probe(path).rotation
     with av.open(str(path)) as container:
-        frames = [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
+        stream = container.streams.video[0]
+        stream.codec_context.flags |= av.codec.context.Flags.unaligned  # exact crop (see videomask.video)
+        frames = [f.to_ndarray(format="rgb24") for f in container.decode(stream)]
     wanted = indices_for(len(frames))
     return np.stack([_rotate(frames[i], rotation) for i in wanted]), len(frames)
 
@@ -283,6 +285,7 @@ def read_plain(path: Path, indices: list[int], threads: int) -> np.ndarray:
     with av.open(str(path)) as container:
         stream = container.streams.video[0]
         stream.codec_context.thread_count = threads
+        stream.codec_context.flags |= av.codec.context.Flags.unaligned
         for k, frame in enumerate(container.decode(stream)):
             if k in wanted:
                 got[k] = frame.to_ndarray(format="rgb24")

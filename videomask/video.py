@@ -218,6 +218,10 @@ def _start_decoding(container: av.container.InputContainer, threads: int) -> tup
     stream = container.streams.video[0]
     stream.thread_type = "AUTO"  # frame + slice threads; output order is unchanged
     stream.codec_context.thread_count = threads
+    # Crop exactly to the picture: without this flag FFmpeg keeps some of the columns a left crop should
+    # remove so that the planes stay aligned (a 60x44 Theora picture stored at offset 2 in a 64x48 frame
+    # came out 62 wide, two columns of padding on the left); no effect on files without a left crop
+    stream.codec_context.flags |= av.codec.context.Flags.unaligned
     return stream, container.decode(stream)
 
 
@@ -892,40 +896,41 @@ def _packets_from_keyframe(
 
 
 def _decode_one(found: _Probe, index: _FrameIndex, target: int, key: int) -> av.VideoFrame | None:
-    """PyAV's frame ``target`` decoded with as little work as possible, for a check: from the probe's decoder
-    (which has given frame 0) when ``key``, the keyframe before the target, is 0; else after a seek to
-    ``key``, sending packets from the keyframe's own up to the target's and then draining the decoder (a B-frame
-    decoder would otherwise decode further packets before it gives the frame out). The same frame as
-    PyAV's reader gives (it seeks to the same keyframe); None when there is no such shortcut here (no
-    usable pts, the seek did not land on the keyframe, the frame did not come out): use the reader."""
+    """PyAV's frame ``target`` decoded with as little work as possible, for a check; the same frame as PyAV's
+    reader gives, or None when there is no such shortcut here (use the reader).
+
+    When ``key``, the keyframe before the target, is 0: the probe's decoder goes on from frame 0, and its
+    n-th frame out is frame n, counted as PyAV's sequential path counts (AVI files with packed B-frames give
+    frames out in display order with swapped pts, so pts cannot name them there). Else after a seek to
+    ``key`` (packets from the keyframe's own on), as in PyAV's reader: the first frame out is named by its
+    pts and each next one must be the next frame of the index; None when pts are missing, the seek does not
+    land on the keyframe or the order breaks. The decoder is not drained early: FFmpeg's unpacking of packed
+    B-frames holds a B-frame back, and a drain dropped it, so the next frame came out in order under its pts.
+    """
     if index.pts is None:
         return None
-    want = index.pts[target]
     container, stream = found.container, found.stream
     codec = stream.codec_context
     try:
         if key == 0:
-            for frame in found.frames:  # sequential from frame 1
-                if frame.pts == want:
+            for n, frame in enumerate(found.frames, start=1):  # sequential from frame 1
+                if n == target:
                     return frame
-                if frame.pts is None or frame.pts > want:
-                    return None
             return None
         packets = _packets_from_keyframe(container, stream, index, key)
         if packets is None:
             return None
-        for packet in packets:
-            frames = codec.decode(packet)
-            if packet.pts == want:
-                frames = [*frames, *codec.decode(None)]  # the target's packet is in: drain
-            for frame in frames:
-                if frame.pts == want:
-                    return frame
-            if packet.pts == want:
+        last = None  # the position of the last frame out
+        for packet in itertools.chain(packets, [None]):  # None: drain at the end of the stream
+            for frame in codec.decode(packet):
+                pos = bisect.bisect_left(index.pts, frame.pts) if frame.pts is not None else len(index.pts)
+                if pos >= len(index.pts) or index.pts[pos] != frame.pts or (last is not None and pos != last + 1):
+                    return None  # not in the index, or out of order
+                if pos >= target:
+                    return frame if pos == target else None
+                last = pos
+            if packet is None:
                 return None
-        for frame in codec.decode(None):
-            if frame.pts == want:
-                return frame
     except av.FFmpegError as err:
         raise _DecodeFailed(str(_err(container.name, "decode failed", err))) from None
     return None
