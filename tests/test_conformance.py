@@ -10,7 +10,7 @@ import zlib
 import av
 import numpy as np
 import pytest
-from clips import decode_index, encode_index_frame, make_garbled_file
+from clips import decode_index, encode_index_frame, make_garbled_file, make_index_clip
 from corpus import CORPUS, FRAMES, HEIGHT, WIDTH, make_corpus, missing_encoders
 
 from videomask import video as vv
@@ -99,10 +99,11 @@ def test_backend_equals_pyav_sequential_decode_or_hands_over(corpus, name, backe
         np.testing.assert_array_equal(again.read(sparse), first)
 
 
-def cheapest_check(wanted: list[int], path) -> int:
-    """The requested frame cheapest for PyAV to give (videomask.video's cost: packet bytes, 400 + pixels / 100
-    per decoded frame, 500 per seek), from the keyframe before it (from frame 1 in the first GOP, the probe
-    having decoded frame 0), sizes from a plain PyAV demux."""
+def cheapest_check(wanted: list[int], path, backend: str = "opencv") -> int:
+    """The check's frame: of the requested frames other than 0 and the frame after the keyframe before the
+    first of them (for OpenCV only in the first GOP), the one cheapest for PyAV to give (videomask.video's
+    cost: packet bytes, 400 + pixels / 100 per decoded frame, 500 per seek), from the keyframe before it
+    (from frame 1 in the first GOP, the probe having decoded frame 0), sizes from a plain PyAV demux."""
     with av.open(str(path)) as container:
         stream = container.streams.video[0]
         pixels = stream.codec_context.width * stream.codec_context.height
@@ -115,7 +116,11 @@ def cheapest_check(wanted: list[int], path) -> int:
         start = max(key, 1)
         return sum(sizes[start : i + 1]) + (i + 1 - start) * (400 + pixels // 100) + (500 if key else 0)
 
-    return min(wanted, key=lambda i: (cost(i), i))
+    requested = sorted(i for i in wanted if i != 0)
+    after_key = max(k for k in keys if k <= requested[0]) + 1  # decoded on the way to the first requested frame
+    on_the_way = after_key < requested[0] and (backend != "opencv" or after_key == 1)  # OpenCV: first GOP only
+    candidates = requested + ([after_key] if on_the_way else [])
+    return min(candidates, key=lambda i: (cost(i), i))
 
 
 def test_verification_catches_wrong_frames_and_remembers_the_verdict(corpus, monkeypatch, caplog):
@@ -167,6 +172,40 @@ def test_check_shortcut_gives_pyav_sequential_frames(corpus, name):
             found.container.close()
     expected = 4 if name == "mpeg4_packed.avi" else 12  # packed: the first GOP's 1, 4, 7, 10
     assert decoded == expected, f"{name}: the shortcut declined {12 - decoded} of 12 targets"
+
+
+@pytest.mark.parametrize("backend", [b for b in ("opencv", "decord") if b in available_backends()])
+def test_long_gop_check_uses_the_frame_after_the_keyframe(tmp_path, monkeypatch, backend):
+    """With one keyframe every 60 frames, a read deep inside a GOP is checked on the frame after its keyframe
+    (decoded by the backend on its way; not in the result), not on a requested frame PyAV would decode the
+    GOP for; OpenCV only in the first GOP (its own seek would start a GOP earlier). A backend wrong on that
+    frame alone is caught."""
+    path = make_index_clip(tmp_path / "long_gop.mp4", 120, 48, 64, gop=60, bframes=2)
+    checked: list[int] = []
+    decode_one = vv._decode_one
+    monkeypatch.setattr(
+        vv, "_decode_one", lambda found, index, t, key: checked.append(t) or decode_one(found, index, t, key)
+    )
+    for wanted, expected in [([40, 44, 48], 1), ([100, 104], 61 if backend == "decord" else 100)]:
+        forget_verdicts()
+        checked.clear()
+        with open_video(path, backend) as video:
+            got = video.read(wanted)
+            assert video.backend == backend and video.verified
+        assert checked == [expected] and got.shape == (len(wanted), 48, 64, 3)
+        assert [decode_index(f) for f in got] == wanted
+    real = type(video)._read
+
+    def wrong_on_frame_1(self, indices):  # frame 1 alone comes out as frame 2
+        frames = real(self, indices)
+        return np.stack([real(self, [2])[0] if i == 1 else f for i, f in zip(indices, frames)])
+
+    monkeypatch.setattr(type(video), "_read", wrong_on_frame_1)
+    forget_verdicts()
+    with open_video(path, backend) as video:
+        got = video.read([40, 44])
+        assert video.backend == "pyav" and "frame 1 differs" in video.fallback
+    assert [decode_index(f) for f in got] == [40, 44]
 
 
 @pytest.mark.parametrize("backend", [b for b in ("opencv", "decord") if b in available_backends()])

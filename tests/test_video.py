@@ -349,8 +349,9 @@ def test_sparse_read_of_large_frames_holds_only_requested_frames(tmp_path, backe
         _, peak = tracemalloc.get_traced_memory()
         tracemalloc.stop()
     assert [decode_index(f) for f in got] == [21, 2]
-    # the output (2 frames) plus a few frames of conversion buffers, never the 24 frames of the video
-    assert peak < 6 * frame_bytes, f"peak {peak / 1e6:.1f} MB for two {frame_bytes / 1e6:.1f} MB frames"
+    # the output (2 frames; OpenCV's first read also holds its check frame, frame 1) plus a few frames of
+    # conversion buffers, never the 24 frames of the video
+    assert peak < 7 * frame_bytes, f"peak {peak / 1e6:.1f} MB for two {frame_bytes / 1e6:.1f} MB frames"
 
 
 def test_call_with_timeout_abandons_a_read_stuck_in_the_library(clip_dir, monkeypatch):

@@ -20,14 +20,18 @@ Limit: inside a *damaged* stretch of a corrupt file, decoder error concealment d
 decoded before, so a seek-based read there may differ from the sequential decode.
 
 **Per-file verification.** decord and OpenCV are checked against PyAV on every new file: frame 0 at open
-(PyAV's probe has decoded it already) and, on the first read, the requested frame (other than 0) that is
-cheapest for PyAV to reach, decoded by PyAV before the backend's read. A frame outside the colour-conversion
-tolerance (:func:`frames_differ`), a size or frame-count disagreement, or a backend that cannot open or
-decode the file hands the file over to PyAV: one log line (logger ``videomask.video``), ``reader.backend ==
-"pyav"``, ``reader.fallback`` says why. Verdicts are remembered per file (device, inode, size, mtime) in the
-process; ``open_video(..., verify=False)`` skips the checks. On the conformance corpus (tests/corpus.py)
-decord hands over MPEG transport streams (it drops the first GOP there) and rotated files of some sizes; it
-agrees elsewhere.
+(PyAV's probe has decoded it already) and, on the first read, one frame other than 0, decoded by PyAV
+before the backend's read: of the requested frames and the frame after the keyframe before the first of
+them (which the backend decodes on its way; for OpenCV only in the first GOP), the one cheapest for PyAV to
+reach, so that a read deep inside a long GOP does not make PyAV decode the GOP. A frame outside the
+colour-conversion tolerance (:func:`frames_differ`), a size or frame-count disagreement, or a backend that
+cannot open or decode the file hands the file over to PyAV: one log line (logger ``videomask.video``),
+``reader.backend == "pyav"``, ``reader.fallback`` says why. Verdicts are remembered per file (device,
+inode, size, mtime) in the process; ``open_video(..., verify=False)`` skips the checks. On the conformance
+corpus (tests/corpus.py) decord hands over MPEG transport streams (it drops the first GOP there), rotated
+files of some sizes and Theora/Ogg (it cannot open them), OpenCV a Theora picture at an offset (its frames
+are 4.7/255 off the encoded picture, PyAV's 1.7); they agree elsewhere. PyAV crops exactly to the picture
+(FFmpeg's unaligned flag).
 decord's own FFmpeg copy prints its decoder complaints to stderr; they are counted instead and reported in
 one log line per file. OpenCV's copy is silenced (its failures still raise). PyAV keeps FFmpeg quiet.
 
@@ -713,8 +717,12 @@ class VideoReader:
         # PyAV's check frame is decoded before the backend's read: decord decodes ahead in a thread of its own
         # after a read, so a check decoded after it made decord decode (and discard) frames meanwhile
         check = self._reference(wanted) if self.verified is None and self._check is not None else None
+        # the check's frame, when it is not requested, is read first (the frame after the keyframe the read
+        # starts from, which the backend decodes anyway) and left out of the result: a view of the first
+        # len(wanted) frames (one frame more is held until the result is freed)
+        extra = check is not None and check[0] not in wanted
         try:
-            frames = self._read(wanted)
+            frames = self._read([check[0], *wanted] if extra else wanted)  # type: ignore[index]
         except VideoDecodeError as err:
             _report_libav_messages(self.path, backend)
             self._hand_over(f"{backend} failed: {str(err).removeprefix(self.path + ': ')}")
@@ -722,23 +730,28 @@ class VideoReader:
         _report_libav_messages(self.path, backend)
         if check is not None:
             target, reference = check
-            why = None if reference is None else frames_differ(frames[wanted.index(target)], reference)
+            got = frames[0] if extra else frames[wanted.index(target)]
+            why = None if reference is None else frames_differ(got, reference)
             if why is not None:
                 self._hand_over(f"{backend}'s frame {target} differs from PyAV's ({why})")
                 return self._delegate._read(wanted)  # type: ignore[union-attr]
             self.verified = True
             _remember_verdict(self.path, backend, None, self._verdict_key)
             self._release_pyav()
-        return frames
+        return frames[1:] if extra else frames
 
     def _reference(self, wanted: list[int]) -> tuple[int, np.ndarray | None] | None:
-        """PyAV's frame for the first read's check: one requested frame other than 0 (frame 0 was checked at
-        open), the cheapest for PyAV to reach; ``(target, upright RGB [H, W, 3])``, the frame None when PyAV
-        cannot decode it either (then the backend's frames stand). None when only frame 0 is requested (a later
-        read is checked)."""
+        """PyAV's frame for the first read's check: the cheapest for PyAV to reach of the requested frames other
+        than 0 (frame 0 was checked at open) and the frame after the keyframe before the first of them, which
+        the backend decodes on its way there (with a long GOP, every requested frame may lie deep inside it);
+        ``(target, upright RGB [H, W, 3])``, the frame None when PyAV cannot decode it either (then the
+        backend's frames stand). None when only frame 0 is requested (a later read is checked)."""
         candidates = sorted({i for i in wanted if i != 0})
         if not candidates:
             return None
+        after_key = self._on_the_way(candidates[0])
+        if after_key is not None:
+            candidates.append(after_key)
         target = min(candidates, key=self._check_cost)
         check, self._check = self._check, None
         assert check is not None
@@ -754,6 +767,13 @@ class VideoReader:
                 return target, pyav._read([target])[0]  # [H, W, 3]
         except VideoDecodeError:
             return target, None
+
+    def _on_the_way(self, first: int) -> int | None:
+        """The frame after the keyframe before frame ``first`` (the first requested frame other than 0), which
+        the backend decodes on its way to ``first`` and gives out for one colour conversion more; None when
+        that frame is ``first`` or later."""
+        after = self._keyframe_before(first) + 1
+        return after if after < first else None
 
     def _check_cost(self, index: int) -> tuple[int, int]:
         """How much PyAV must decode to give frame ``index`` for a check (smaller is cheaper), in bytes of
@@ -1229,6 +1249,12 @@ class OpenCVReader(VideoReader):
         if self._cap is not None:
             self._cap.release()
             self._cap = None
+
+    def _on_the_way(self, first: int) -> int | None:
+        # OpenCV's own seek starts 16 frames before its target, so a seek to the frame after a keyframe
+        # decodes the GOP before it too (measured: twice the clip read); only in the first GOP, which it
+        # grabs from frame 0 without a seek
+        return super()._on_the_way(first) if self._keyframe_before(first) == 0 else None
 
     def _setup(self) -> None:
         cv2 = self._cv2
