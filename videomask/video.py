@@ -718,8 +718,8 @@ class VideoReader:
         # after a read, so a check decoded after it made decord decode (and discard) frames meanwhile
         check = self._reference(wanted) if self.verified is None and self._check is not None else None
         # the check's frame, when it is not requested, is read first (the frame after the keyframe the read
-        # starts from, which the backend decodes anyway) and left out of the result: a view of the first
-        # len(wanted) frames (one frame more is held until the result is freed)
+        # starts from, which the backend decodes anyway) and left out of the result: a view without the first
+        # frame (one frame more is held until the result is freed)
         extra = check is not None and check[0] not in wanted
         try:
             frames = self._read([check[0], *wanted] if extra else wanted)  # type: ignore[index]
@@ -1252,7 +1252,7 @@ class OpenCVReader(VideoReader):
 
     def _on_the_way(self, first: int) -> int | None:
         # OpenCV's own seek starts 16 frames before its target, so a seek to the frame after a keyframe
-        # decodes the GOP before it too (measured: twice the clip read); only in the first GOP, which it
+        # decodes the GOP before it too (measured: 1.5-2.1x the clip read); only in the first GOP, which it
         # grabs from frame 0 without a seek
         return super()._on_the_way(first) if self._keyframe_before(first) == 0 else None
 
