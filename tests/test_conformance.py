@@ -99,8 +99,8 @@ def test_backend_equals_pyav_sequential_decode_or_hands_over(corpus, name, backe
         np.testing.assert_array_equal(again.read(sparse), first)
 
 
-def cheapest_check(wanted: list[int], path, backend: str = "opencv") -> int:
-    """The check's frame: of the requested frames other than 0 and the frame after the keyframe before the
+def cheapest_check(wanted: list[int], path) -> int:
+    """OpenCV's check frame: of the requested frames other than 0 and the frame after the keyframe before the
     first of them (for OpenCV only in the first GOP), the one cheapest for PyAV to give (videomask.video's
     cost: packet bytes, 400 + pixels / 100 per decoded frame, 500 per seek), from the keyframe before it
     (from frame 1 in the first GOP, the probe having decoded frame 0), sizes from a plain PyAV demux."""
@@ -118,7 +118,7 @@ def cheapest_check(wanted: list[int], path, backend: str = "opencv") -> int:
 
     requested = sorted(i for i in wanted if i != 0)
     after_key = max(k for k in keys if k <= requested[0]) + 1  # decoded on the way to the first requested frame
-    on_the_way = after_key < requested[0] and (backend != "opencv" or after_key == 1)  # OpenCV: first GOP only
+    on_the_way = after_key < requested[0] and after_key == 1  # OpenCV: in the first GOP only
     candidates = requested + ([after_key] if on_the_way else [])
     return min(candidates, key=lambda i: (cost(i), i))
 
@@ -150,8 +150,8 @@ def test_verification_catches_wrong_frames_and_remembers_the_verdict(corpus, mon
 
 @pytest.mark.parametrize("name", NAMES)
 def test_check_shortcut_gives_pyav_sequential_frames(corpus, name):
-    """The verification's cheap PyAV decode (probe decoder for the first GOP; else seek, send packets up to
-    the target's, drain) gives the sequential decode's frame, or declines (None) and the reader is used.
+    """The verification's cheap PyAV decode (probe decoder for the first GOP, counting frames; else seek and
+    decode forward, checking the order) gives the sequential decode's frame, or declines (None) and the reader is used.
     It declines only after a seek in the packed B-frame AVI, whose pts are swapped in pairs (there the
     order check sees it; counting frames in the first GOP still works)."""
     import bisect

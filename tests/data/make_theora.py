@@ -1,7 +1,7 @@
 """Write the Theora/Ogg files of the conformance corpus (tests/corpus.py) into this folder.
 
 PyAV's wheels have no Theora encoder, so these two files are made once with libtheora's own
-``encoder_example`` (Debian package ``libtheora-bin``, BSD-3-Clause) and kept here: 36 index clips frames
+``encoder_example`` (Debian package ``libtheora-bin``, BSD-3-Clause) and kept here: 36 index-clip frames
 (frame k encodes k, tests/clips.py), keyframes at most 12 frames apart, quality 10.
 
 - ``theora.ogv``: 64x48, the whole coded frame is the picture.
