@@ -151,9 +151,10 @@ def test_verification_catches_wrong_frames_and_remembers_the_verdict(corpus, mon
 @pytest.mark.parametrize("name", NAMES)
 def test_check_shortcut_gives_pyav_sequential_frames(corpus, name):
     """The verification's cheap PyAV decode (probe decoder for the first GOP, counting frames; else seek and
-    decode forward, checking the order) gives the sequential decode's frame, or declines (None) and the reader is used.
-    It declines only after a seek in the packed B-frame AVI, whose pts are swapped in pairs (there the
-    order check sees it; counting frames in the first GOP still works)."""
+    count on from the first frame's pts) gives the sequential decode's frame on every corpus file, the packed
+    B-frame AVI too, whose pts are swapped in pairs (targets 13, 19, 25 and 31 come out under their
+    neighbour's pts and are confirmed by the next frame; an order check declined every target after a seek
+    there, and PyAV's reader decoded from frame 0)."""
     import bisect
 
     files, references = corpus
@@ -170,42 +171,70 @@ def test_check_shortcut_gives_pyav_sequential_frames(corpus, name):
                 np.testing.assert_array_equal(vv._rotate(vv._to_rgb(frame), found.meta.rotation), ref[target])
         finally:
             found.container.close()
-    expected = 4 if name == "mpeg4_packed.avi" else 12  # packed: the first GOP's 1, 4, 7, 10
-    assert decoded == expected, f"{name}: the shortcut declined {12 - decoded} of 12 targets"
+    assert decoded == 12, f"{name}: the shortcut declined {12 - decoded} of 12 targets"
+
+
+@pytest.mark.parametrize(
+    "positions, taken, in_step",
+    [
+        ([12, 13, 14], [True] * 3, [True] * 3),  # in order
+        ([12, 14, 13, 16, 15], [True] * 5, [True, False, True, False, True]),  # packed B-frames: pts swapped in pairs
+        ([12, 14, 15, 16], [True] * 4, [True, False, False, False]),  # frame 13 dropped: never in step again
+        ([12, 14, 12], [True, True, False], [True, False]),  # a frame seen before
+        ([12, 15], [True, False], [True]),  # two away from the count
+        ([12, 11], [True, False], [True]),  # before the first
+    ],
+)
+def test_count_after_seek(positions, taken, in_step):
+    """The frames after a seek are counted from the first one's pts; a pts may name the count's neighbour (packed
+    B-frames), and a count is trusted only in step (every frame up to it seen), which a dropped frame never is."""
+    counter = vv._CountAfterSeek()
+    got_taken, got_in_step = [], []
+    for pos in positions:
+        got_taken.append(counter.take(pos))
+        if not got_taken[-1]:
+            break
+        got_in_step.append(counter.in_step)
+    assert got_taken == taken
+    assert got_in_step == in_step
+    assert counter.count == 12 + len(got_taken) - 1
 
 
 @pytest.mark.parametrize("backend", [b for b in ("opencv", "decord") if b in available_backends()])
 def test_long_gop_check_uses_the_frame_after_the_keyframe(tmp_path, monkeypatch, backend):
-    """With one keyframe every 60 frames, a read deep inside a GOP is checked on the frame after its keyframe
-    (decoded by the backend on its way; not in the result), not on a requested frame PyAV would decode the
-    GOP for; OpenCV only in the first GOP (its own seek would start a GOP earlier). A backend wrong on that
-    frame alone is caught."""
+    """With one keyframe every 60 frames, a read deep inside a GOP is checked on a frame the backend decodes
+    on its way (not in the result), not on a requested frame PyAV would decode the GOP for: the frame after
+    the keyframe, or for OpenCV after a seek the frame 18 after it (OpenCV's own seek to the frame after the
+    keyframe would start a GOP earlier; from keyframe 60 it can give frame 76 first), read with the one seek
+    the clip needs. A backend wrong on that frame alone is caught."""
     path = make_index_clip(tmp_path / "long_gop.mp4", 120, 48, 64, gop=60, bframes=2)
     checked: list[int] = []
     decode_one = vv._decode_one
     monkeypatch.setattr(
         vv, "_decode_one", lambda found, index, t, key: checked.append(t) or decode_one(found, index, t, key)
     )
-    for wanted, expected in [([40, 44, 48], 1), ([100, 104], 61 if backend == "decord" else 100)]:
+    for wanted, expected, seeks in [([40, 44, 48], 1, 0), ([100, 104], 61 if backend == "decord" else 78, 1)]:
         forget_verdicts()
         checked.clear()
         with open_video(path, backend) as video:
             got = video.read(wanted)
             assert video.backend == backend and video.verified
+            assert backend == "decord" or video.num_seeks == seeks
         assert checked == [expected] and got.shape == (len(wanted), 48, 64, 3)
         assert [decode_index(f) for f in got] == wanted
     real = type(video)._read
+    for wanted, wrong in [([40, 44], 1), ([100, 104], 61 if backend == "decord" else 78)]:
 
-    def wrong_on_frame_1(self, indices):  # frame 1 alone comes out as frame 2
-        frames = real(self, indices)
-        return np.stack([real(self, [2])[0] if i == 1 else f for i, f in zip(indices, frames)])
+        def wrong_on_one(self, indices, wrong=wrong):  # the check's frame alone comes out as the next one
+            frames = real(self, indices)
+            return np.stack([real(self, [wrong + 1])[0] if i == wrong else f for i, f in zip(indices, frames)])
 
-    monkeypatch.setattr(type(video), "_read", wrong_on_frame_1)
-    forget_verdicts()
-    with open_video(path, backend) as video:
-        got = video.read([40, 44])
-        assert video.backend == "pyav" and "frame 1 differs" in video.fallback
-    assert [decode_index(f) for f in got] == [40, 44]
+        monkeypatch.setattr(type(video), "_read", wrong_on_one)
+        forget_verdicts()
+        with open_video(path, backend) as video:
+            got = video.read(wanted)
+            assert video.backend == "pyav" and f"frame {wrong} differs" in video.fallback
+        assert [decode_index(f) for f in got] == wanted
 
 
 @pytest.mark.parametrize("backend", [b for b in ("opencv", "decord") if b in available_backends()])

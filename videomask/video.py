@@ -915,17 +915,48 @@ def _packets_from_keyframe(
     return None
 
 
+class _CountAfterSeek:
+    """Names the frames a decoder gives out after a seek as PyAV's sequential decode names them (its n-th frame
+    out is frame n): the first by its pts, each next one by counting on from it.
+
+    AVI files with packed B-frames (old DivX/Xvid) give their frames in display order with the pts swapped in
+    pairs, so a frame's pts may name the count's neighbour, but never a frame seen before. A dropped frame
+    would leave the frames seen one short of the count for good: a count is trusted once it is in step (the
+    frames seen are exactly those from the first up to it), at its frame or at the next one.
+    """
+
+    def __init__(self) -> None:
+        self.first = self.count = self.newest = -1  # the first frame's position, the count, the newest seen
+        self._seen: set[int] = set()
+
+    def take(self, pos: int) -> bool:
+        """Count the next frame out, whose pts is at position ``pos`` of the index; False when the rule breaks
+        (a position seen before, before the first, or more than a neighbour away from the count)."""
+        if self.first < 0:
+            self.first = self.count = pos
+        else:
+            self.count += 1
+        if pos in self._seen or pos < self.first or abs(pos - self.count) > 1:
+            return False
+        self._seen.add(pos)
+        self.newest = max(self.newest, pos)
+        return True
+
+    @property
+    def in_step(self) -> bool:
+        # distinct positions from the first to at most count + 1, as many as counted: all up to the count
+        return self.newest == self.count
+
+
 def _decode_one(found: _Probe, index: _FrameIndex, target: int, key: int) -> av.VideoFrame | None:
     """PyAV's frame ``target`` decoded with as little work as possible, for a check; the same frame as PyAV's
-    reader gives, or None when there is no such shortcut here (use the reader).
+    sequential decode gives, or None when there is no such shortcut here (use the reader).
 
-    When ``key``, the keyframe before the target, is 0: the probe's decoder goes on from frame 0, and its
-    n-th frame out is frame n, counted as PyAV's sequential path counts (AVI files with packed B-frames give
-    frames out in display order with swapped pts, so pts cannot name them there). Else after a seek to
-    ``key`` (packets from the keyframe's own on), as in PyAV's reader: the first frame out is named by its
-    pts and each next one must be the next frame of the index; None when pts are missing, the seek does not
-    land on the keyframe or the order breaks. The decoder is not drained early: FFmpeg's unpacking of packed
-    B-frames holds a B-frame back, and a drain dropped it, so the next frame came out in order under its pts.
+    When ``key``, the keyframe before the target, is 0: the probe's decoder goes on from frame 0 and its n-th
+    frame out is frame n. Else after a seek to ``key`` (packets from the keyframe's own on), the frames are
+    named by ``_CountAfterSeek``: None when pts are missing, the seek lands after the target or the count is
+    not in step at the target or the frame after it. The decoder is not drained early: FFmpeg's unpacking of
+    packed B-frames holds a B-frame back, and a drain dropped it.
     """
     if index.pts is None:
         return None
@@ -940,15 +971,21 @@ def _decode_one(found: _Probe, index: _FrameIndex, target: int, key: int) -> av.
         packets = _packets_from_keyframe(container, stream, index, key)
         if packets is None:
             return None
-        last = None  # the position of the last frame out
+        counter = _CountAfterSeek()
+        held = None  # the target's frame, counted while not in step: the next frame must bring the count in step
         for packet in itertools.chain(packets, [None]):  # None: drain at the end of the stream
             for frame in codec.decode(packet):
                 pos = bisect.bisect_left(index.pts, frame.pts) if frame.pts is not None else len(index.pts)
-                if pos >= len(index.pts) or index.pts[pos] != frame.pts or (last is not None and pos != last + 1):
-                    return None  # not in the index, or out of order
-                if pos >= target:
-                    return frame if pos == target else None
-                last = pos
+                if pos >= len(index.pts) or index.pts[pos] != frame.pts:
+                    return None  # not in the index
+                if (counter.first < 0 and pos > target) or not counter.take(pos):
+                    return None  # the seek landed after the target, or the count broke
+                if held is not None:
+                    return held if counter.in_step else None
+                if counter.count == target:
+                    if counter.in_step:
+                        return frame
+                    held = frame
             if packet is None:
                 return None
     except av.FFmpegError as err:
@@ -1220,6 +1257,11 @@ class DecordReader(VideoReader):
             raise _err(self.path, f"decord cannot decode frame {index}", err) from None
 
 
+# OpenCV's seek (cap_ffmpeg) starts this many frames before its target and decodes forward from the keyframe
+# before that
+OPENCV_SEEK_BACK = 16
+
+
 class OpenCVReader(VideoReader):
     """OpenCV (``cv2.VideoCapture``, FFmpeg) backend: ``CAP_PROP_POS_FRAMES`` seeks are checked against the
     pts index through ``CAP_PROP_POS_MSEC``; a mismatch switches to ``grab()``-ing from the start.
@@ -1251,10 +1293,15 @@ class OpenCVReader(VideoReader):
             self._cap = None
 
     def _on_the_way(self, first: int) -> int | None:
-        # OpenCV's own seek starts 16 frames before its target, so a seek to the frame after a keyframe
-        # decodes the GOP before it too (measured: 1.5-2.1x the clip read); only in the first GOP, which it
-        # grabs from frame 0 without a seek
-        return super()._on_the_way(first) if self._keyframe_before(first) == 0 else None
+        key = self._keyframe_before(first)
+        if key <= self.seek_min_gap:  # the reader grabs from frame 0 (where the open left it) without a seek
+            return super()._on_the_way(first)
+        # OpenCV's own seek to frame t starts from the keyframe before t - 16 (cap_ffmpeg's seek), so a seek to
+        # the frame after a keyframe decodes the GOP before it too (measured: 1.5-2.1x the clip read); the
+        # first frame it can give out from this keyframe is key + 16 (two more: its seek goes by time), and
+        # the reader grabs on from there to ``first``
+        after = key + OPENCV_SEEK_BACK + 2
+        return after if after < first else None
 
     def _setup(self) -> None:
         cv2 = self._cv2
