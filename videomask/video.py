@@ -895,8 +895,11 @@ def _packets_from_keyframe(
 ) -> Iterator[av.Packet] | None:
     """The stream's packets from keyframe ``key``'s own packet on (after a seek), or None when no seek finds
     it. MPEG program / transport streams seek to a byte position near the time, so the packets before the
-    keyframe's are skipped (demuxed, not decoded), and a seek that lands past it is retried from an
-    earlier keyframe (at most three)."""
+    keyframe's are skipped (demuxed, not decoded), and a seek that lands past it, or where the keyframe's
+    packet comes with other pts than in the index (a program stream's demuxer after a seek), is retried from
+    an earlier keyframe (at most three). When none finds it (a keyframe table that names frames the
+    container does not seek to): the packets from the first keyframe after a seek to ``key``, if it is a
+    keyframe of the index no later than ``key``, with the pts the index gives it."""
     assert index.pts is not None
     target = index.pts[key]
     earlier = [k for k in index.keyframes if k <= key][::-1][:3] or [key]
@@ -912,12 +915,20 @@ def _packets_from_keyframe(
             if skipped >= index.num_frames or (packet.is_keyframe and (packet.pts or 0) > target):
                 break  # past the keyframe: seek from an earlier one
             skipped += 1
+    keys = {index.pts[k] for k in index.keyframes if k <= key}
+    container.seek(target, stream=stream, backward=True, any_frame=False)
+    demux = container.demux(stream)
+    for packet in demux:
+        if packet.size and not packet.is_discard and packet.is_keyframe:
+            if packet.pts not in keys:
+                return None
+            return itertools.chain([packet], (p for p in demux if p.size and not p.is_discard))
     return None
 
 
-class _CountAfterSeek:
-    """Names the frames a decoder gives out after a seek as PyAV's sequential decode names them (its n-th frame
-    out is frame n): the first by its pts, each next one by counting on from it.
+class _FrameCounter:
+    """Names the frames a decoder gives out after a seek (or from the start) as PyAV's sequential decode names
+    them (its n-th frame out is frame n): the first by its pts, each next one by counting on from it.
 
     AVI files with packed B-frames (old DivX/Xvid) give their frames in display order with the pts swapped in
     pairs, so a frame's pts may name the count's neighbour, but never a frame seen before. A dropped frame
@@ -938,8 +949,8 @@ class _CountAfterSeek:
             self.count += 1
         if pos in self._seen or pos < self.first or abs(pos - self.count) > 1:
             return False
-        self._seen.add(pos)
         self.newest = max(self.newest, pos)
+        self._seen = {p for p in self._seen if p >= self.count} | {pos}  # a next frame's pts names count or later
         return True
 
     @property
@@ -948,13 +959,21 @@ class _CountAfterSeek:
         return self.newest == self.count
 
 
+def _decoded(codec: av.codec.context.CodecContext, packets: Iterator[av.Packet]) -> Iterator[av.VideoFrame]:
+    """The frames of ``packets`` (after a seek), the decoder drained at the end (a plain function: see
+    ``_guarded``)."""
+    for packet in packets:
+        yield from codec.decode(packet)
+    yield from codec.decode(None)
+
+
 def _decode_one(found: _Probe, index: _FrameIndex, target: int, key: int) -> av.VideoFrame | None:
     """PyAV's frame ``target`` decoded with as little work as possible, for a check; the same frame as PyAV's
     sequential decode gives, or None when there is no such shortcut here (use the reader).
 
     When ``key``, the keyframe before the target, is 0: the probe's decoder goes on from frame 0 and its n-th
     frame out is frame n. Else after a seek to ``key`` (packets from the keyframe's own on), the frames are
-    named by ``_CountAfterSeek``: None when pts are missing, the seek lands after the target or the count is
+    named by ``_FrameCounter``: None when pts are missing, the seek lands after the target or the count is
     not in step at the target or the frame after it. The decoder is not drained early: FFmpeg's unpacking of
     packed B-frames holds a B-frame back, and a drain dropped it.
     """
@@ -971,7 +990,7 @@ def _decode_one(found: _Probe, index: _FrameIndex, target: int, key: int) -> av.
         packets = _packets_from_keyframe(container, stream, index, key)
         if packets is None:
             return None
-        counter = _CountAfterSeek()
+        counter = _FrameCounter()
         held = None  # the target's frame, counted while not in step: the next frame must bring the count in step
         for packet in itertools.chain(packets, [None]):  # None: drain at the end of the stream
             for frame in codec.decode(packet):
@@ -1042,14 +1061,16 @@ class PyAVReader(VideoReader):
             except Exception:  # noqa: BLE001 - a decoder error while closing is no reason to fail close()
                 pass
         self._stream = None
-        self._last = None
+        self._last = self._ahead = None
 
     # -- decoder state: a frame generator from the last seek (or the start) and the last frame it gave --
     def _use(self, frames: Iterator[av.VideoFrame], *, after_seek: bool) -> None:
         self._gen: Iterator[av.VideoFrame] | None = _guarded(self.path, frames)  # holds no reference to self
-        self._pos = -1  # index of the last frame taken from the generator (-1: none yet)
+        self._pos = -1  # index of the last frame given out (-1: none yet)
         self._last: av.VideoFrame | None = None
         self._after_seek = after_seek
+        self._count = _FrameCounter()  # names the frames while seeks are trusted
+        self._ahead: tuple[av.VideoFrame, int] | None = None  # the next frame and its index, taken to confirm a count
 
     def _restart(self) -> None:
         """Decode from the very start: frames are counted (and checked against the pts index)."""
@@ -1062,31 +1083,52 @@ class PyAVReader(VideoReader):
         self._use(frames, after_seek=False)
 
     def _seek(self, keyframe: int) -> None:
-        assert self._container is not None and self._index.pts is not None
+        """Decode from keyframe ``keyframe``'s own packet, found as the check's shortcut finds it: an MPEG
+        program stream's demuxer gave the packets after a seek other pts than in a pass from the start (the
+        keyframe's one frame earlier), so frames named by those pts were the next frame's."""
+        assert self._container is not None and self._stream is not None
         self.num_seeks += 1
         try:
-            self._container.seek(self._index.pts[keyframe], stream=self._stream, backward=True, any_frame=False)
+            packets = _packets_from_keyframe(self._container, self._stream, self._index, keyframe)
         except av.FFmpegError as err:
             raise _Unreliable(f"seek failed: {err}") from None
-        self._use(self._container.decode(self._stream), after_seek=True)
+        if packets is None:
+            raise _Unreliable(f"no seek lands on keyframe {keyframe}'s packet")
+        self._use(_decoded(self._stream.codec_context, packets), after_seek=True)
 
     def _next(self) -> av.VideoFrame | None:
-        """Take one frame from the generator, update ``_pos``; raise ``_Unreliable`` if its pts is wrong."""
-        frame = next(self._gen, None)
-        if frame is None:
-            return None
-        if self.seek_ok:
-            k = self._pts_to_index.get(frame.pts) if frame.pts is not None else None
-            if k is None:
-                raise _Unreliable(f"decoded pts {frame.pts} not in the index")
-            first_after_seek = self._after_seek and self._last is None
-            if not first_after_seek and k != self._pos + 1:
-                raise _Unreliable(f"frame order broken: {self._pos} then {k}")
-            self._pos = k
+        """Take one frame, update ``_pos``. While seeks are trusted, frames are named by ``_FrameCounter`` (from
+        the start, the first must be frame 0), ``_Unreliable`` raised when its rule breaks; a frame counted out
+        of step (packed B-frames) is given out once the next frame brings the count in step, and that next
+        frame is kept for the next call."""
+        if self._ahead is not None:
+            (frame, pos), self._ahead = self._ahead, None
         else:
-            self._pos += 1
+            frame = next(self._gen, None)
+            if frame is None:
+                return None
+            pos = self._counted(frame) if self.seek_ok else self._pos + 1
+            if self.seek_ok and not self._count.in_step:
+                ahead = next(self._gen, None)
+                if ahead is None:
+                    raise _Unreliable(f"the video ended before frame {pos}'s count was confirmed")
+                self._ahead = (ahead, self._counted(ahead))
+                if not self._count.in_step:
+                    raise _Unreliable(f"frame order broken after frame {pos}")
+        self._pos = pos
         self._last = frame
         return frame
+
+    def _counted(self, frame: av.VideoFrame) -> int:
+        """The index ``frame`` gets from the count; raise ``_Unreliable`` if its pts does not fit."""
+        k = self._pts_to_index.get(frame.pts) if frame.pts is not None else None
+        if k is None:
+            raise _Unreliable(f"decoded pts {frame.pts} not in the index")
+        if self._count.first < 0 and not self._after_seek and k != 0:
+            raise _Unreliable(f"the first frame has frame {k}'s pts")
+        if not self._count.take(k):
+            raise _Unreliable(f"frame order broken: frame {self._count.count} has frame {k}'s pts")
+        return self._count.count
 
     def _frame(self, index: int) -> np.ndarray:
         if self.seek_ok:
