@@ -404,3 +404,36 @@ def test_decode_benchmark_reports_exact_wrong_refused(corpus):
     assert "| h264_bframes.mp4 | exact | wrong (" in table and "refused (VideoDecodeError)" in table
     assert lines[-1].endswith("| 2/0/0/0 | 0/0/2/0 | 0/0/0/2 |")
     assert readable["videomask[pyav]"] == clips and readable["shifted"] == readable["refuses"] == []
+
+
+def test_exactness_benchmark_counts_wrong_frames(corpus, tmp_path, monkeypatch, capsys):
+    """benchmarks/exactness.py reads every backend from keyframes and at random against the sequential
+    decode: 0 wrong on the MPEG-1 program stream and the packed B-frame AVI (PyAV gave 3 wrong frames from
+    keyframe 24 of the first before), and a backend that gives the next frame is counted wrong."""
+    import shutil
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    import exactness
+
+    files, _ = corpus
+    for name in ("mpeg1_ps.mpg", "mpeg4_packed.avi"):
+        shutil.copy(files[name], tmp_path / name)
+    exactness.main(["--footage", str(tmp_path), "--keyframes", "3", "--reads", "2"])
+
+    def cells(out: str) -> dict[str, list[str]]:  # the table's rows by file
+        rows = [[c.strip() for c in line.strip().strip("|").split("|")] for line in out.splitlines()]
+        return {row[0]: row[2:] for row in rows if len(row) > 2}
+
+    rows = cells(capsys.readouterr().out)
+    assert set(rows) >= {"mpeg1_ps.mpg", "mpeg4_packed.avi", "**total**"}
+    totals = rows["**total**"]
+    assert len(totals) == len(available_backends())
+    assert all(cell.startswith("0 / ") and int(cell.split(" / ")[1]) > 50 for cell in totals), totals
+
+    real = vv.PyAVReader._frame
+    monkeypatch.setattr(vv.PyAVReader, "_frame", lambda self, i: real(self, min(i + 1, FRAMES - 1)))
+    exactness.main(["--footage", str(tmp_path), "--keyframes", "3", "--reads", "2", "--seed", "1"])
+    pyav = cells(capsys.readouterr().out)["**total**"][0]  # the first column: the next frames are wrong
+    assert not pyav.startswith("0 / "), pyav

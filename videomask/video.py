@@ -10,8 +10,12 @@ each target and decodes forward, so a sparse read of a long video costs about on
 the whole video. Every reader first builds a frame index from a demux pass (packets only, nothing decoded):
 the presentation timestamp (pts) of every frame in presentation order, and which frames are keyframes.
 Frame ``k`` is the frame whose pts is the ``k``-th smallest; this is exact for variable frame rate too.
-Each frame decoded after a seek is identified by its pts; when pts are missing or repeated, or a seek lands
-on the wrong frame, or decoded frames skip or go backwards, the reader stops trusting seeks and switches
+A seek decodes from the keyframe's own packet, with the pts the index gives it (MPEG program and transport
+streams seek to a byte position near the time, and a program stream's demuxer can stamp the packets after a
+seek other than in a pass from the start); the first frame out is named by its pts and the next ones are
+counted on from it (:class:`_FrameCounter`: old DivX/Xvid AVIs with packed B-frames swap the pts in pairs,
+so a pts may name its count's neighbour). When pts are missing or repeated, a seek lands on the wrong
+frame, or decoded frames skip, repeat or go further astray, the reader stops trusting seeks and switches
 to a sequential path (decode from the start, count frames), which is slower but always right.
 Forward decoding is preferred to a seek unless the seek skips at least ``VideoReader.seek_min_gap``
 frames. The decord backend trusts ``get_batch`` only when decord's own frame timestamps match the index;
@@ -21,9 +25,10 @@ decoded before, so a seek-based read there may differ from the sequential decode
 
 **Per-file verification.** decord and OpenCV are checked against PyAV on every new file: frame 0 at open
 (PyAV's probe has decoded it already) and, on the first read, one frame other than 0, decoded by PyAV
-before the backend's read: of the requested frames and the frame after the keyframe before the first of
-them (which the backend decodes on its way; for OpenCV only in the first GOP), the one cheapest for PyAV to
-reach, so that a read deep inside a long GOP does not make PyAV decode the GOP. A frame outside the
+before the backend's read: of the requested frames and the first frame the backend decodes on its way to
+the first of them (the frame after its keyframe; for OpenCV after a seek the frame 18 after it, as OpenCV's
+own seek starts 16 frames before its target), the one cheapest for PyAV to reach, so that a read deep
+inside a long GOP does not make PyAV decode the GOP. A frame outside the
 colour-conversion tolerance (:func:`frames_differ`), a size or frame-count disagreement, or a backend that
 cannot open or decode the file hands the file over to PyAV: one log line (logger ``videomask.video``),
 ``reader.backend == "pyav"``, ``reader.fallback`` says why. Verdicts are remembered per file (device,
