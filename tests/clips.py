@@ -151,8 +151,9 @@ def make_corrupt_files(folder: str | os.PathLike) -> dict[str, Path]:
     """Write broken inputs into ``folder``; returns ``{name: path}`` for
 
     ``zero_byte`` (empty .mp4), ``truncated`` (the first ~30% of a valid mp4 with its index at the end),
-    ``random_bytes`` (64 KiB of noise named .mp4), ``text`` (a text file named .mp4) and
-    ``one_frame`` (a valid mp4 with a single frame: decodable, but shorter than any clip).
+    ``random_bytes`` (64 KiB of noise named .mp4), ``text`` (a text file named .mp4), ``unknown_codec``
+    (a valid mkv whose codec id names no codec: PyAV opens the stream without a decoder) and ``one_frame``
+    (a valid mp4 with a single frame: decodable, but shorter than any clip).
     """
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
@@ -172,6 +173,13 @@ def make_corrupt_files(folder: str | os.PathLike) -> dict[str, Path]:
 
     files["text"] = folder / "text.mp4"
     files["text"].write_text("this is not a video\n" * 20)
+
+    whole = make_index_clip(folder / "_whole.mkv", 10, 64, 96)
+    data = whole.read_bytes()
+    assert data.count(b"V_MPEG4/ISO/AVC") == 1
+    files["unknown_codec"] = folder / "unknown_codec.mkv"
+    files["unknown_codec"].write_bytes(data.replace(b"V_MPEG4/ISO/AVC", b"V_MPEG4/ISO/XYZ"))
+    whole.unlink()
 
     files["one_frame"] = make_index_clip(folder / "one_frame.mp4", 1, 64, 96)
     return files

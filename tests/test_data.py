@@ -406,7 +406,14 @@ def mixed_dir(tmp_path_factory) -> Path:
     return root
 
 
-BAD = {"bad/one_frame.mp4", "bad/random_bytes.mp4", "bad/text.mp4", "bad/truncated.mp4", "bad/zero_byte.mp4"}
+BAD = {
+    "bad/one_frame.mp4",
+    "bad/random_bytes.mp4",
+    "bad/text.mp4",
+    "bad/truncated.mp4",
+    "bad/unknown_codec.mkv",
+    "bad/zero_byte.mp4",
+}
 
 
 @pytest.mark.parametrize("backend", BACKEND_PARAMS)
@@ -415,10 +422,10 @@ def test_corrupt_and_short_videos_are_skipped_and_counted(mixed_dir, backend, ca
     with caplog.at_level(logging.WARNING, logger="videomask.data"):
         items = [ds[i] for i in range(len(ds))] + [ds[i] for i in range(len(ds))]  # second pass: no new warnings
     assert {item["video_id"] for item in items} == {"good1.mp4", "good2.mp4"}
-    assert ds.skipped == 6
+    assert ds.skipped == 7
     assert {video_id for video_id, _ in ds.skipped_videos()} == BAD | {"short.mp4"}
     warned = [r.getMessage() for r in caplog.records if r.name == "videomask.data"]
-    assert len(warned) == 6 and all("\n" not in w for w in warned)
+    assert len(warned) == 7 and all("\n" not in w for w in warned)
     reasons = dict(ds.skipped_videos())
     assert "short='skip'" in reasons["short.mp4"] and "min_frames" in reasons["bad/one_frame.mp4"]
 
@@ -444,7 +451,7 @@ def test_every_video_bad_is_one_line_error(mixed_dir):
     with pytest.raises(VideomaskError, match="every video failed to decode") as err:
         ds[0]
     assert "\n" not in str(err.value)
-    assert ds.skipped == 5
+    assert ds.skipped == 6
 
 
 def test_hanging_decode_is_cut_by_the_timeout(video_dir, monkeypatch):
@@ -474,8 +481,8 @@ def test_dataloader_workers_give_the_same_batches_and_count_skips(mixed_dir):
 
     serial, skipped_serial = run(0, 1)
     parallel, skipped_parallel = run(2, 1)
-    assert skipped_serial == skipped_parallel == 5  # counted in the worker processes, seen by the parent
-    assert len(serial) == len(parallel) == 4
+    assert skipped_serial == skipped_parallel == 6  # counted in the worker processes, seen by the parent
+    assert len(serial) == len(parallel) == 5  # 9 videos, batches of 2
     for (ids_a, fi_a, g_a, v_a), (ids_b, fi_b, g_b, v_b) in zip(serial, parallel):
         assert ids_a == ids_b
         assert torch.equal(fi_a, fi_b) and torch.equal(g_a, g_b) and torch.equal(v_a, v_b)
@@ -518,7 +525,7 @@ def test_info_reports_videos_grid_and_skips(mixed_dir, capsys):
     assert "token grid 2x2x2 = 8 tokens (4 tubes)" in out
     assert "good1.mp4: 30 frames, 25.000 fps, 1.20 s, 64x64" in out
     assert "[C,T,H,W] 3x4x32x32" in out
-    assert "decoded 3 of 8 video(s); skipped 5" in out
+    assert "decoded 3 of 9 video(s); skipped 6" in out
 
 
 def test_info_on_a_single_video_and_a_list(mixed_dir, tmp_path, capsys):
@@ -534,7 +541,7 @@ def test_info_errors_are_one_line_exit_2(tmp_path, mixed_dir, capsys):
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "no such file or folder" in err
     assert cli_main(["info", str(mixed_dir / "bad"), "--size", "32", "--num-frames", "4"]) == 2
-    assert "none of the 5 video(s)" in capsys.readouterr().err
+    assert "none of the 6 video(s)" in capsys.readouterr().err
     assert cli_main(["info", str(mixed_dir), "--size", "40"]) == 2
     assert "not divisible by the patch" in capsys.readouterr().err
 

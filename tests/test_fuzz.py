@@ -28,6 +28,7 @@ BASES = [
     "mpeg1_ps.mpg",
     "mjpeg.mov",
     "hevc.mkv",
+    "mpeg4_packed.avi",  # packed B-frames: PyAV counts frames after a seek there
 ]
 OPEN_TIMEOUT, READ_TIMEOUT = 10.0, 5.0  # seconds per file and backend (the slack below covers the rest)
 

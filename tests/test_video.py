@@ -193,7 +193,7 @@ def corrupt(tmp_path_factory):
 
 
 @pytest.mark.parametrize("backend", BACKEND_PARAMS + ["auto"])
-@pytest.mark.parametrize("case", ["zero_byte", "truncated", "random_bytes", "text"])
+@pytest.mark.parametrize("case", ["zero_byte", "truncated", "random_bytes", "text", "unknown_codec"])
 def test_broken_files_raise_video_decode_error(corrupt, case, backend):
     with pytest.raises(VideoDecodeError) as info:
         with open_video(corrupt[case], backend) as video:

@@ -225,6 +225,8 @@ class _Probe:
 
 def _start_decoding(container: av.container.InputContainer, threads: int) -> tuple:
     stream = container.streams.video[0]
+    if stream.codec_context is None:  # e.g. a damaged header: PyAV found no decoder to open
+        raise _err(container.name, "no decoder for the video stream")
     stream.thread_type = "AUTO"  # frame + slice threads; output order is unchanged
     stream.codec_context.thread_count = threads
     # Crop exactly to the picture: without this flag FFmpeg keeps some of the columns a left crop should
