@@ -137,6 +137,17 @@ def test_pyav_seeks_in_packed_bframes(corpus):
             assert video.seek_ok and video.num_seeks == seeks, reads
 
 
+@pytest.mark.parametrize("name", [n for n in NAMES if n.values[0].endswith(".ts")])
+def test_pyav_goes_back_to_the_start_of_a_transport_stream(corpus, name):
+    """A seek back to keyframe 0 of an MPEG transport stream lands after it; the reader opens the file anew
+    there instead of giving up seeking for the rest of the file, and stays exact."""
+    files, references = corpus
+    with open_video(files[name], "pyav") as video:
+        for indices in ([30], [5, 7], [26], [2]):
+            np.testing.assert_array_equal(video.read(indices), references[name][indices])
+        assert video.seek_ok and video.num_seeks == 4
+
+
 def cheapest_check(wanted: list[int], path) -> int:
     """OpenCV's check frame: of the requested frames other than 0 and the first frame OpenCV decodes on its way
     to the first of them, the one cheapest for PyAV to give (videomask.video's

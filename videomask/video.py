@@ -1100,6 +1100,9 @@ class PyAVReader(VideoReader):
         except av.FFmpegError as err:
             raise _Unreliable(f"seek failed: {err}") from None
         if packets is None:
+            if keyframe == 0:  # an MPEG transport stream cannot always seek back to its start: open it anew
+                self._restart()
+                return
             raise _Unreliable(f"no seek lands on keyframe {keyframe}'s packet")
         self._use(_decoded(self._stream.codec_context, packets), after_seek=True)
 
