@@ -328,6 +328,22 @@ def part2(lengths: list[int], repeats: int, threads: int, size: tuple[int, int])
     return lines
 
 
+def quiet_logging() -> None:
+    """Warnings to stderr, videomask.video's hand-over lines left out (the tables report them)."""
+    logging.basicConfig(level=logging.WARNING, format="%(name)s: %(message)s")
+    logging.getLogger("videomask.video").setLevel(logging.ERROR)
+
+
+def find_videos(folder: Path, corpus_dir: Path | None = None) -> list[Path]:
+    """The videos under ``folder`` (recursive), then the conformance corpus written to ``corpus_dir`` if given."""
+    videos = sorted(p for p in folder.rglob("*") if p.suffix.lower() in VIDEO_EXTENSIONS)
+    if corpus_dir is not None:
+        videos += sorted(make_corpus(corpus_dir).values())
+    if not videos:
+        raise SystemExit(f"no videos under {folder}")
+    return videos
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="videomask decoding benchmark")
     parser.add_argument("--footage", type=Path, default=ROOT / "assets", help="folder of clips (recursive)")
@@ -346,14 +362,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
-    logging.basicConfig(level=logging.WARNING, format="%(name)s: %(message)s")
-    logging.getLogger("videomask.video").setLevel(logging.ERROR)  # hand-overs are in the table
-    clips = sorted(p for p in args.footage.rglob("*") if p.suffix.lower() in VIDEO_EXTENSIONS)
+    quiet_logging()
     with tempfile.TemporaryDirectory() as tmp:
-        if args.corpus:
-            clips += sorted(make_corpus(Path(tmp) / "corpus").values())
-        if not clips:
-            raise SystemExit(f"no video clips under {args.footage}")
+        clips = find_videos(args.footage, Path(tmp) / "corpus" if args.corpus else None)
         print(f"av {av.__version__}, torch {torch.__version__}, backends {available_backends()}")
         for line in part1(clips, args.repeats, args.threads, args.footage):
             print(line, flush=True)

@@ -19,7 +19,6 @@ the backend kept the file or handed it over to PyAV.
 from __future__ import annotations
 
 import argparse
-import logging
 import random
 import sys
 import tempfile
@@ -28,12 +27,11 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests"))  # tests/corpus.py: the conformance corpus
+sys.path.insert(0, str(ROOT / "benchmarks"))  # decode.py: finding the videos, the corpus (tests/corpus.py)
 
 import av  # noqa: E402
-from corpus import make_corpus  # noqa: E402
+from decode import find_videos, quiet_logging  # noqa: E402
 
-from videomask.data import VIDEO_EXTENSIONS  # noqa: E402
 from videomask.errors import VideoDecodeError  # noqa: E402
 from videomask.video import _probe, _rotate, available_backends, forget_verdicts, frames_differ, open_video  # noqa: E402
 
@@ -96,15 +94,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--reads", type=int, default=8, help="random clip + sparse read pairs, per file")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.WARNING, format="%(name)s: %(message)s")
-    logging.getLogger("videomask.video").setLevel(logging.ERROR)  # hand-overs are in the table
+    quiet_logging()
     backends = [b for b in ("pyav", "opencv", "decord") if b in available_backends()]
-    files = sorted(p for p in args.footage.rglob("*") if p.suffix.lower() in VIDEO_EXTENSIONS)
     with tempfile.TemporaryDirectory() as tmp:
-        if args.corpus:
-            files += sorted(make_corpus(Path(tmp) / "corpus").values())
-        if not files:
-            raise SystemExit(f"no videos under {args.footage}")
+        files = find_videos(args.footage, Path(tmp) / "corpus" if args.corpus else None)
         print(
             f"av {av.__version__}, backends {backends}; per cell: frames wrong / frames read (readers handed to PyAV)"
         )
