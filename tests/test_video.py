@@ -106,7 +106,7 @@ def test_pyav_falls_back_when_pts_do_not_match_the_index(clip_dir):
         reference = video.read_all()
     with open_video(clip_dir / "h264_bframes.mp4") as video:
         # pretend the index is off by one frame: decoded pts no longer line up, so seeking must be dropped
-        video._pts_to_index = {p: k + 1 for p, k in video._pts_to_index.items()}
+        video._pts_to_index.update({p: k + 1 for p, k in video._pts_to_index.items()})  # in place: the decoder holds it
         got = video.read([30, 2, 45])
         assert not video.seek_ok
     np.testing.assert_array_equal(got, reference[[30, 2, 45]])
@@ -296,7 +296,9 @@ def test_pyav_reader_frees_its_decoder_without_the_cyclic_gc(clip_dir, close):
             assert refs[-1]() is None, f"{name}: the reader is kept alive by a reference cycle"
             assert _live_pyav_objects() == before, f"{name}: PyAV objects left for the cyclic GC"
         with open_video(clip_dir / "h264_bframes.mp4") as video:  # the sequential fallback after a bad seek
-            video._pts_to_index = {p: k + 1 for p, k in video._pts_to_index.items()}
+            video._pts_to_index.update(
+                {p: k + 1 for p, k in video._pts_to_index.items()}
+            )  # in place: the decoder holds it
             video.read([30, 2])
             assert not video.seek_ok
         assert _live_pyav_objects() == before

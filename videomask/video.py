@@ -974,15 +974,45 @@ def _decoded(codec: av.codec.context.CodecContext, packets: Iterator[av.Packet])
     yield from codec.decode(None)
 
 
+def _named(
+    frames: Iterator[av.VideoFrame], position: Callable[[int], int | None], *, from_start: bool
+) -> Iterator[tuple[av.VideoFrame, int]]:
+    """``frames`` with the index each gets from a ``_FrameCounter`` (``position``: the index a pts names, None
+    when none); from the start, the first must be frame 0. A frame counted out of step is given once the next
+    frame brings the count in step. Raises ``_Unreliable`` when the rule breaks (a plain function: see
+    ``_guarded``)."""
+    counter = _FrameCounter()
+    held: tuple[av.VideoFrame, int] | None = None  # counted out of step: the next frame must bring it in step
+    for frame in frames:
+        k = position(frame.pts) if frame.pts is not None else None
+        if k is None:
+            raise _Unreliable(f"decoded pts {frame.pts} not in the index")
+        if from_start and counter.first < 0 and k != 0:
+            raise _Unreliable(f"the first frame has frame {k}'s pts")
+        if not counter.take(k):
+            raise _Unreliable(f"frame order broken: frame {counter.count} has frame {k}'s pts")
+        if held is not None:
+            if not counter.in_step:
+                raise _Unreliable(f"frame order broken after frame {held[1]}")
+            yield held
+            held = None
+        if counter.in_step:
+            yield frame, counter.count
+        else:
+            held = (frame, counter.count)
+    if held is not None:
+        raise _Unreliable(f"the video ended before frame {held[1]}'s count was confirmed")
+
+
 def _decode_one(found: _Probe, index: _FrameIndex, target: int, key: int) -> av.VideoFrame | None:
     """PyAV's frame ``target`` decoded with as little work as possible, for a check; the same frame as PyAV's
     sequential decode gives, or None when there is no such shortcut here (use the reader).
 
     When ``key``, the keyframe before the target, is 0: the probe's decoder goes on from frame 0 and its n-th
     frame out is frame n. Else after a seek to ``key`` (packets from the keyframe's own on), the frames are
-    named by ``_FrameCounter``: None when pts are missing, the seek lands after the target or the count is
-    not in step at the target or the frame after it. The decoder is not drained early: FFmpeg's unpacking of
-    packed B-frames holds a B-frame back, and a drain dropped it.
+    named as PyAV's reader names them (``_named``): None when pts are missing, the seek lands after the
+    target or the count breaks or is not in step at the target or the frame after it. The decoder is not
+    drained early: FFmpeg's unpacking of packed B-frames holds a B-frame back, and a drain dropped it.
     """
     if index.pts is None:
         return None
@@ -997,26 +1027,20 @@ def _decode_one(found: _Probe, index: _FrameIndex, target: int, key: int) -> av.
         packets = _packets_from_keyframe(container, stream, index, key)
         if packets is None:
             return None
-        counter = _FrameCounter()
-        held = None  # the target's frame, counted while not in step: the next frame must bring the count in step
-        for packet in itertools.chain(packets, [None]):  # None: drain at the end of the stream
-            for frame in codec.decode(packet):
-                pos = bisect.bisect_left(index.pts, frame.pts) if frame.pts is not None else len(index.pts)
-                if pos >= len(index.pts) or index.pts[pos] != frame.pts:
-                    return None  # not in the index
-                if (counter.first < 0 and pos > target) or not counter.take(pos):
-                    return None  # the seek landed after the target, or the count broke
-                if held is not None:
-                    return held if counter.in_step else None
-                if counter.count == target:
-                    if counter.in_step:
-                        return frame
-                    held = frame
-            if packet is None:
-                return None
+        pts = index.pts
+
+        def position(p: int) -> int | None:
+            k = bisect.bisect_left(pts, p)
+            return k if k < len(pts) and pts[k] == p else None
+
+        for frame, k in _named(_decoded(codec, packets), position, from_start=False):
+            if k >= target:  # the seek may land after the target
+                return frame if k == target else None
+        return None
+    except _Unreliable:
+        return None
     except av.FFmpegError as err:
         raise _DecodeFailed(str(_err(container.name, "decode failed", err))) from None
-    return None
 
 
 class PyAVReader(VideoReader):
@@ -1062,22 +1086,27 @@ class PyAVReader(VideoReader):
     def _drop_decoder(self) -> None:
         """Close the frame generator and drop the stream and the last frame (not the container)."""
         gen, self._gen = self._gen, None
+        self._named = iter(())
         if gen is not None:
             try:
                 gen.close()
             except Exception:  # noqa: BLE001 - a decoder error while closing is no reason to fail close()
                 pass
         self._stream = None
-        self._last = self._ahead = None
+        self._last = None
 
     # -- decoder state: a frame generator from the last seek (or the start) and the last frame it gave --
     def _use(self, frames: Iterator[av.VideoFrame], *, after_seek: bool) -> None:
-        self._gen: Iterator[av.VideoFrame] | None = _guarded(self.path, frames)  # holds no reference to self
         self._pos = -1  # index of the last frame given out (-1: none yet)
         self._last: av.VideoFrame | None = None
         self._after_seek = after_seek
-        self._count = _FrameCounter()  # names the frames while seeks are trusted
-        self._ahead: tuple[av.VideoFrame, int] | None = None  # the next frame and its index, taken to confirm a count
+        self._gen: Iterator[av.VideoFrame] | None = _guarded(self.path, frames)  # holds no reference to self
+        # (frame, index): named by pts and counted while seeks are trusted, else counted from the start
+        self._named: Iterator[tuple[av.VideoFrame, int]] = (
+            _named(self._gen, self._pts_to_index.get, from_start=not after_seek)
+            if self.seek_ok
+            else zip(self._gen, itertools.count())
+        )
 
     def _restart(self) -> None:
         """Decode from the very start: frames are counted (and checked against the pts index)."""
@@ -1107,38 +1136,12 @@ class PyAVReader(VideoReader):
         self._use(_decoded(self._stream.codec_context, packets), after_seek=True)
 
     def _next(self) -> av.VideoFrame | None:
-        """Take one frame, update ``_pos``. While seeks are trusted, frames are named by ``_FrameCounter`` (from
-        the start, the first must be frame 0), ``_Unreliable`` raised when its rule breaks; a frame counted out
-        of step (packed B-frames) is given out once the next frame brings the count in step, and that next
-        frame is kept for the next call."""
-        if self._ahead is not None:
-            (frame, pos), self._ahead = self._ahead, None
-        else:
-            frame = next(self._gen, None)
-            if frame is None:
-                return None
-            pos = self._counted(frame) if self.seek_ok else self._pos + 1
-            if self.seek_ok and not self._count.in_step:
-                ahead = next(self._gen, None)
-                if ahead is None:
-                    raise _Unreliable(f"the video ended before frame {pos}'s count was confirmed")
-                self._ahead = (ahead, self._counted(ahead))
-                if not self._count.in_step:
-                    raise _Unreliable(f"frame order broken after frame {pos}")
-        self._pos = pos
-        self._last = frame
-        return frame
-
-    def _counted(self, frame: av.VideoFrame) -> int:
-        """The index ``frame`` gets from the count; raise ``_Unreliable`` if its pts does not fit."""
-        k = self._pts_to_index.get(frame.pts) if frame.pts is not None else None
-        if k is None:
-            raise _Unreliable(f"decoded pts {frame.pts} not in the index")
-        if self._count.first < 0 and not self._after_seek and k != 0:
-            raise _Unreliable(f"the first frame has frame {k}'s pts")
-        if not self._count.take(k):
-            raise _Unreliable(f"frame order broken: frame {self._count.count} has frame {k}'s pts")
-        return self._count.count
+        """Take one frame, update ``_pos`` (``_named`` raises ``_Unreliable`` when a pts does not fit)."""
+        item = next(self._named, None)
+        if item is None:
+            return None
+        self._last, self._pos = item
+        return self._last
 
     def _frame(self, index: int) -> np.ndarray:
         if self.seek_ok:
