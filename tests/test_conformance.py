@@ -251,6 +251,37 @@ def test_frame_counter(positions, taken, in_step):
     assert counter.count == 12 + len(got_taken) - 1
 
 
+@pytest.mark.parametrize(
+    "positions, from_start, named, breaks",
+    [
+        ([0, 1, 2], True, [0, 1, 2], False),
+        ([1, 2], True, [], True),  # from the start, the first frame must be frame 0
+        ([12, 14, 13, 16, 15], False, [12, 13, 14, 15, 16], False),  # packed B-frames
+        ([12, 14, 15, 16], False, [12], True),  # frame 13 dropped: 14 is never confirmed as 13
+        ([12, 14], False, [12], True),  # the video ends before the count of the last frame is confirmed
+    ],
+)
+def test_named_frames(positions, from_start, named, breaks):
+    """Decoded frames get their index from the count (the frames' own pts in the order given), a frame out of
+    step only once the next one brings the count in step; a broken rule raises (the reader then decodes
+    from the start)."""
+
+    class Frame:
+        def __init__(self, pts: int) -> None:
+            self.pts = pts
+
+    frames = [Frame(100 * k) for k in positions]
+    got: list[tuple[int, int]] = []
+    try:
+        for frame, index in vv._named(iter(frames), lambda pts: pts // 100, from_start=from_start):
+            got.append((frame.pts // 100, index))
+        broke = False
+    except vv._Unreliable:
+        broke = True
+    assert [index for _, index in got] == named and broke == breaks
+    assert [pos for pos, _ in got] == positions[: len(got)]  # each frame given once, in the decoder's order
+
+
 @pytest.mark.parametrize("backend", [b for b in ("opencv", "decord") if b in available_backends()])
 def test_long_gop_check_uses_the_frame_after_the_keyframe(tmp_path, monkeypatch, backend):
     """With one keyframe every 60 frames, a read deep inside a GOP is checked on a frame the backend decodes
