@@ -949,12 +949,12 @@ class _FrameCounter:
 
     def take(self, pos: int) -> bool:
         """Count the next frame out, whose pts is at position ``pos`` of the index; False when the rule breaks
-        (a position seen before, before the first, or more than a neighbour away from the count)."""
+        (a position seen before, or more than a neighbour away from the count: so never before the first)."""
         if self.first < 0:
             self.first = self.count = pos
         else:
             self.count += 1
-        if pos in self._seen or pos < self.first or abs(pos - self.count) > 1:
+        if pos in self._seen or abs(pos - self.count) > 1:
             return False
         self.newest = max(self.newest, pos)
         self._seen = {p for p in self._seen if p >= self.count} | {pos}  # a next frame's pts names count or later
