@@ -1,6 +1,6 @@
 """A conformance corpus: small index clips (frame ``k`` encodes ``k``, see :mod:`clips`) in many codecs and
-containers, made with PyAV's encoders; the Theora files, which PyAV cannot encode, are kept in ``tests/data``
-(made with libtheora, see ``tests/data/make_theora.py``). Used by ``tests/test_conformance.py`` and
+containers, made with PyAV's encoders; the Theora files, which PyAV cannot encode, are kept in ``tests/fixtures``
+(made with libtheora, see ``tests/fixtures/make_theora.py``). Used by ``tests/test_conformance.py`` and
 ``benchmarks/decode.py``.
 
     files = make_corpus(folder)            # {name: path}; entries whose encoder is missing are left out
@@ -17,7 +17,7 @@ from pathlib import Path
 import av
 from clips import make_index_clip
 
-DATA = Path(__file__).resolve().parent / "data"  # files made with encoders PyAV lacks
+DATA = Path(__file__).resolve().parent / "fixtures"  # files made with encoders PyAV lacks
 
 FRAMES = 36  # frames per corpus clip (three GOPs of 12)
 HEIGHT, WIDTH = 48, 64
@@ -29,7 +29,7 @@ CORPUS: dict[str, dict] = {
     "mpeg1_ts.ts": dict(codec="mpeg1video", gop=12, bframes=2),
     "mpeg2_ts.ts": dict(codec="mpeg2video", gop=12, bframes=2),
     "h264_ts.ts": dict(codec="libx264", gop=12, bframes=2),
-    "theora.ogv": dict(fixture=True),  # 64x48 (tests/data/make_theora.py)
+    "theora.ogv": dict(fixture=True),  # 64x48 (tests/fixtures/make_theora.py)
     "theora_offset.ogv": dict(fixture=True, height=44, width=60),  # a 60x44 picture at (2, 2) of a 64x48 frame
     "vp8.webm": dict(codec="libvpx", gop=12),
     "vp9.webm": dict(codec="libvpx-vp9", gop=12),

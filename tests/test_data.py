@@ -28,7 +28,6 @@ from videomask.data import (
     collate_clips,
     crop,
     hflip,
-    item_seed,
     multiscale_crop_params,
     plan_reads,
     random_resized_crop_params,
@@ -38,6 +37,7 @@ from videomask.data import (
 )
 from videomask.errors import VideoDecodeError, VideomaskError
 from videomask.patches import ClipGeometry
+from videomask.seeding import item_seed
 from videomask.video import BACKENDS, available_backends
 
 BACKEND_PARAMS = [

@@ -44,7 +44,6 @@ from __future__ import annotations
 
 import csv
 import gc
-import hashlib
 import logging
 import math
 import multiprocessing
@@ -66,6 +65,7 @@ from torch.utils.data import Dataset
 
 from videomask.errors import VideoDecodeError, VideomaskError
 from videomask.patches import ClipGeometry, Tubelet, as_tubelet, grid_for
+from videomask.seeding import item_generator
 from videomask.video import BACKENDS, available_backends, call_with_timeout, open_video
 
 log = logging.getLogger("videomask.data")
@@ -222,19 +222,6 @@ def plan_reads(clips: Sequence[Sequence[int]]) -> tuple[list[int], list[list[int
     unique = sorted({int(i) for clip in clips for i in clip})
     where = {frame: pos for pos, frame in enumerate(unique)}
     return unique, [[where[int(i)] for i in clip] for clip in clips]
-
-
-def item_seed(seed: int, epoch: int, index: int, sample: int) -> int:
-    """A 63-bit seed that depends only on ``(seed, epoch, index, sample)`` (stable across processes)."""
-    digest = hashlib.blake2b(f"{seed}/{epoch}/{index}/{sample}".encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "little") & ((1 << 63) - 1)
-
-
-def item_generator(seed: int, epoch: int, index: int, sample: int) -> torch.Generator:
-    """The CPU generator all random draws of one clip come from."""
-    generator = torch.Generator()
-    generator.manual_seed(item_seed(seed, epoch, index, sample))
-    return generator
 
 
 # --------------------------------------------------------------------------------------------------

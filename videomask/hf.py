@@ -457,7 +457,7 @@ class MaskingCollator:
             return None
         from torch.utils.data import get_worker_info
 
-        from videomask.train import step_seed
+        from videomask.seeding import step_seed
 
         worker = get_worker_info()
         seed = step_seed(int(self.seed), self.calls, worker.id if worker is not None else 0, 0)

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import hashlib
 import json
 import math
 import os
@@ -45,6 +44,7 @@ from torch.utils.data import DataLoader, DistributedSampler
 from videomask import checkpoint as ckpt
 from videomask.config import RunConfig, save_config
 from videomask.errors import VideomaskError
+from videomask.seeding import rank_seed, step_seed
 
 if TYPE_CHECKING:
     from videomask.data import VideoDataset
@@ -210,18 +210,6 @@ def lr_at(step: int, total: int, peak: float, warmup: int, min_ratio: float, sch
     progress = min(1.0, (step - warmup) / span)
     low = peak * min_ratio
     return low + (peak - low) * 0.5 * (1.0 + math.cos(math.pi * progress))
-
-
-def step_seed(seed: int, step: int, micro: int, rank: int) -> int:
-    """A 63-bit seed for the mask generator of one micro-batch, a pure function of its coordinates."""
-    digest = hashlib.sha256(f"videomask:{seed}:{step}:{micro}:{rank}".encode()).digest()
-    return int.from_bytes(digest[:8], "little") & ((1 << 63) - 1)
-
-
-def rank_seed(seed: int, rank: int) -> int:
-    """The seed of a rank's global torch RNG for the loop (drop-path, dropout): different on every rank."""
-    digest = hashlib.sha256(f"videomask-rank:{seed}:{rank}".encode()).digest()
-    return int.from_bytes(digest[:8], "little") & ((1 << 63) - 1)
 
 
 def unused_in_pretraining(model: torch.nn.Module) -> list[str]:
