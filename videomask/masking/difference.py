@@ -37,11 +37,17 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from videomask.difference import (
+    SCORERS,
+    DifferenceStats,
+    ScoreCache,
+    build_embedder,
+    check_identity,
+    prototype_distance,
+)
 from videomask.errors import VideomaskError
 from videomask.masking.base import ScoredMasker, register_masker
 from videomask.patches import Grid, as_tubelet
-from videomask.scorecache import ScoreCache
-from videomask.stats import SCORERS, DifferenceStats, build_embedder, check_identity, prototype_distance
 
 SCORES = ("max", "mean")
 ANCHOR_RULES = ("auto", "calibrated", "threshold", "word", "share")

@@ -15,9 +15,7 @@ import torch
 from safetensors.torch import save_file
 
 from videomask.cli import main as cli_main
-from videomask.errors import VideomaskError
-from videomask.masking import DifferenceMasker, build_masker
-from videomask.stats import (
+from videomask.difference import (
     CallableEmbedder,
     DifferenceStats,
     ModelEmbedder,
@@ -26,6 +24,8 @@ from videomask.stats import (
     fit_statistics,
     tficf_scores,
 )
+from videomask.errors import VideomaskError
+from videomask.masking import DifferenceMasker, build_masker
 
 SIZE, FRAMES, OBJ = 96, 8, 32  # frame side, frames per video, object side (pixels)
 TUBELET = (2, 16, 16)

@@ -11,9 +11,7 @@ import pytest
 import torch
 
 from videomask.cli import main as cli_main
-from videomask.errors import VideomaskError
-from videomask.masking import DifferenceMasker
-from videomask.stats import (
+from videomask.difference import (
     CallableEmbedder,
     CNNEmbedder,
     DifferenceStats,
@@ -25,6 +23,8 @@ from videomask.stats import (
     fit_statistics,
     tficf_scores,
 )
+from videomask.errors import VideomaskError
+from videomask.masking import DifferenceMasker
 
 TUBELET = (2, 16, 16)
 
@@ -242,7 +242,7 @@ def test_cached_scores_equal_in_loop_scores(scored, tmp_path):
     equal the in-loop scores (to float16 storage) when the clip's slots start on cached frames, and stay
     close when they start one frame off."""
     from videomask.data import ClipTransform, collate_clips
-    from videomask.scorecache import build_score_cache
+    from videomask.difference import build_score_cache
     from videomask.video import open_video
 
     masker = DifferenceMasker.load(scored["stats"], ratio=0.5)
@@ -314,7 +314,7 @@ def footage(tmp_path_factory):
     from videomask.footage import build_known_difference
 
     out = tmp_path_factory.mktemp("known")
-    assets = Path(__file__).resolve().parents[1] / "assets"
+    assets = Path(__file__).resolve().parents[2] / "assets"
     build_known_difference(out, assets=assets, num_source=8, num_target=8, num_frames=16, sizes=(32, 48), seed=3)
     return out
 
@@ -366,7 +366,7 @@ def test_balanced_footage_is_written_with_matching_labels(tmp_path):
 
     from videomask.footage import DIRECTIONS, build_known_difference
 
-    assets = Path(__file__).resolve().parents[1] / "assets"
+    assets = Path(__file__).resolve().parents[2] / "assets"
     summary = build_known_difference(
         tmp_path, assets=assets, num_source=2, num_target=12, num_frames=8, sizes=(32,), seed=1, balance_every=3
     )
@@ -471,7 +471,7 @@ def test_score_cache_uses_the_training_normalisation(scored):
     """A cache built with the training clips' mean/std matches in-step scores on those clips; one built with
     ImageNet's does not (per-channel normalisation changes a token's pattern)."""
     from videomask.data import ClipTransform
-    from videomask.scorecache import build_score_cache
+    from videomask.difference import build_score_cache
     from videomask.video import open_video
 
     mean, std = (0.2, 0.5, 0.8), (0.3, 0.2, 0.1)
