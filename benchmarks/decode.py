@@ -37,7 +37,7 @@ import torch  # noqa: E402
 from clips import decode_index, make_index_clip  # noqa: E402
 from corpus import make_corpus  # noqa: E402
 
-from videomask.data import VIDEO_EXTENSIONS, frames_to_tensor, resize_short_side, sample_indices  # noqa: E402
+from videomask.data import VIDEO_EXTENSIONS, frames_to_tensor, prepare_process, resize_short_side, sample_indices  # noqa: E402
 from videomask.patches import ClipGeometry  # noqa: E402
 from videomask.video import (  # noqa: E402
     _rotate,
@@ -345,6 +345,7 @@ def find_videos(folder: Path, corpus_dir: Path | None = None) -> list[Path]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    prepare_process()  # as the CLI does: decord's FFmpeg messages go to one log line per file
     parser = argparse.ArgumentParser(description="videomask decoding benchmark")
     parser.add_argument("--footage", type=Path, default=ROOT / "assets", help="folder of clips (recursive)")
     parser.add_argument("--corpus", action="store_true", help="add the generated conformance corpus (tests/corpus.py)")

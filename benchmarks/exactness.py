@@ -32,6 +32,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))  # decode.py: finding the videos, t
 import av  # noqa: E402
 from decode import find_videos, quiet_logging  # noqa: E402
 
+from videomask.data import prepare_process  # noqa: E402
 from videomask.errors import VideoDecodeError  # noqa: E402
 from videomask.video import _probe, _rotate, available_backends, forget_verdicts, frames_differ, open_video  # noqa: E402
 
@@ -87,6 +88,7 @@ def check(path: Path, backend: str, plan: list[list[list[int]]], ref: dict[int, 
 
 
 def main(argv: list[str] | None = None) -> int:
+    prepare_process()  # as the CLI does: decord's FFmpeg messages go to one log line per file
     parser = argparse.ArgumentParser(description="random-access exactness of every backend")
     parser.add_argument("--footage", type=Path, default=ROOT / "assets", help="folder of videos (recursive)")
     parser.add_argument("--corpus", action="store_true", help="add the generated conformance corpus (tests/corpus.py)")

@@ -32,7 +32,7 @@ REPO = Path(__file__).resolve().parents[1]
 CHILD = r"""
 import json, resource, sys, time, tracemalloc
 from videomask.cli import main
-import videomask.commands.fit, videomask.stats, videomask.data, torch  # imports before the baseline
+import videomask.commands.fit, videomask.difference, videomask.data, torch  # imports before the baseline
 
 def rss_mb():
     for line in open("/proc/self/status"):

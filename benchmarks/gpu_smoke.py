@@ -204,8 +204,8 @@ def _masker_batch(B: int, T: int, S: int) -> dict:
 def build_every_masker(T: int, S: int, tubelet: tuple[int, int, int]) -> dict[str, Any]:
     """name -> masker for each registered masker (the difference masker with pixel-embedding statistics)."""
     from videomask.detect import BoxCache
+    from videomask.difference import PixelEmbedder, fit_statistics
     from videomask.masking import available_maskers, build_masker
-    from videomask.stats import PixelEmbedder, fit_statistics
 
     maskers: dict[str, Any] = {}
     for name in available_maskers():
@@ -285,7 +285,7 @@ def check_masks(rep: Report, args: argparse.Namespace, device: torch.device) -> 
 def check_resume_on_cpu(rep: Report, args: argparse.Namespace, device: torch.device, work: Path, videos: Path) -> None:
     from safetensors.torch import load_file
 
-    from videomask import checkpoint as ckpt
+    from videomask.io import MODEL_FILE, load_model_weights, read_weights_metadata
     from videomask.model import VideoMAE, VideoMAEConfig
     from videomask.train import train
 
@@ -295,7 +295,7 @@ def check_resume_on_cpu(rep: Report, args: argparse.Namespace, device: torch.dev
         folder = work / "resume"
         first = train(run_config(folder, videos, args, train={"steps": 4, "save_every": 2, "precision": precision}))
         assert first.ok and first.last_checkpoint is not None
-        saved = load_file(str(first.last_checkpoint / ckpt.MODEL_FILE))
+        saved = load_file(str(first.last_checkpoint / MODEL_FILE))
         cfg = run_config(
             folder,
             videos,
@@ -308,9 +308,9 @@ def check_resume_on_cpu(rep: Report, args: argparse.Namespace, device: torch.dev
         # the GPU-written checkpoint reads back into a CPU model exactly
         import json
 
-        meta = ckpt.read_weights_metadata(first.last_checkpoint / ckpt.MODEL_FILE)
+        meta = read_weights_metadata(first.last_checkpoint / MODEL_FILE)
         model = VideoMAE(VideoMAEConfig(**json.loads(meta["model_config"])))
-        ckpt.load_model_weights(model, first.last_checkpoint / ckpt.MODEL_FILE)
+        load_model_weights(model, first.last_checkpoint / MODEL_FILE)
         assert all(torch.equal(v, saved[k]) for k, v in model.state_dict().items())
         return f"{precision} run on {device} saved step {first.steps}; resumed on cpu (fp32) to step {again.steps}"
 

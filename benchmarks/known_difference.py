@@ -1,6 +1,6 @@
 """Known-difference benchmark: do the difference scores find what is new in the target?
 
-Footage with a known answer (``videomask.footage``): the same real scenery in source and target
+Footage with a known answer (``videomask.bench.footage``): the same real scenery in source and target
 (other frames of the same clips), and real objects (faces, a cyclist, a man; animated crops of the
 shipped footage) moving through the target clips only, with their boxes known in every frame.
 
@@ -11,7 +11,7 @@ shipped footage) moving through the target clips only, with their boxes known in
 
 For every embedder x scorer it fits the statistics once (``fit_statistics``) and scores held-out clips
 of the target (another sampling seed) with the ``difference`` masker in token mode. Token labels come
-from the boxes (``videomask.metrics``: object = at least half of the patch covered, background = not
+from the boxes (``videomask.bench.metrics``: object = at least half of the patch covered, background = not
 touched, border tokens left out). Reported: the score's ROC AUC for object tokens, and for the
 masker's anchors (its default anchor rule) the anchor share of tokens, precision, chance (the object
 share), lift = precision / chance, recall and IoU; for the synthetic variants also for objects at
@@ -119,7 +119,7 @@ def pretrain_source_model(source: Path, out: Path, args: argparse.Namespace) -> 
 
 
 def _embedder(spec: str, tubelet: tuple[int, int, int]):
-    from videomask.stats import build_embedder
+    from videomask.difference import build_embedder
 
     if spec.startswith("checkpoint:") and "@" in spec:
         path, layer = spec.split("@", 1)
@@ -151,7 +151,7 @@ def _datasets(source: Path, target: Path, args: argparse.Namespace, tubelet):
 
 def _labels(batch: dict, boxes, tubelet) -> tuple[torch.Tensor, torch.Tensor]:
     """Object / valid token labels ``[N, L]`` of a batch from a boxes cache."""
-    from videomask.metrics import token_coverage, token_labels
+    from videomask.bench.metrics import token_coverage, token_labels
     from videomask.patches import ClipGeometry
 
     objs, valids = [], []
@@ -175,11 +175,11 @@ def evaluate_variant(
     args: argparse.Namespace,
     tubelet,
 ) -> list[dict]:
+    from videomask.bench.metrics import anchor_agreement, roc_auc
     from videomask.data import collate_clips
     from videomask.detect import BoxCache
+    from videomask.difference import fit_statistics
     from videomask.masking import DifferenceMasker
-    from videomask.metrics import anchor_agreement, roc_auc
-    from videomask.stats import fit_statistics
 
     src_ds, tgt_ds, eval_ds = _datasets(source, target, args, tubelet)
     batch = collate_clips([eval_ds[i] for i in range(len(eval_ds))])  # video [N, C, T, H, W]
@@ -239,9 +239,9 @@ def evaluate_variant(
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    from videomask.bench.footage import build_known_difference
     from videomask.data import list_videos
     from videomask.detect import build_cache
-    from videomask.footage import build_known_difference
 
     t0 = time.perf_counter()
     torch.manual_seed(args.seed)
@@ -323,7 +323,7 @@ def write_report(result: dict, out: Path, name: str) -> None:
         "same plus a colour-graded, zoomed target scenery; `people` = shipped footage (no people vs people) against "
         "detected people (an imperfect reference; the scenery differs too). "
         f"Synthetic footage: {s['num_source']} source and {s['num_target']} target clips, object widths 24/32/48 px, "
-        "speeds 1-3 px/frame, 8 directions (`videomask.footage`).",
+        "speeds 1-3 px/frame, 8 directions (`videomask.bench.footage`).",
         "",
         "Token labels: object = box covers >= 50% of the patch (mean over the tubelet's frames), background = not "
         "touched, "

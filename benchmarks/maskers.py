@@ -54,7 +54,7 @@ def _batch(B: int, T: int, S: int, seed: int = 0) -> dict:
 
 
 def _stats(embedder, S: int, T: int):
-    from videomask.stats import fit_statistics
+    from videomask.difference import fit_statistics
 
     source = [torch.randn(4, 3, T, S, S, generator=torch.Generator().manual_seed(i)) for i in range(4)]
     target = [torch.randn(4, 3, T, S, S, generator=torch.Generator().manual_seed(10 + i)) * 1.5 for i in range(4)]
@@ -65,8 +65,8 @@ def _stats(embedder, S: int, T: int):
 
 def _cache_for(masker, B: int, T: int, S: int):
     """A score cache holding videos v0..v{B-1} (frames 0, 4, 8, ...) for ``masker``: what the loop looks up."""
+    from videomask.difference import ScoreCache, stats_fingerprint
     from videomask.patches import grid_for
-    from videomask.scorecache import ScoreCache, stats_fingerprint
 
     grid = grid_for((T, S, S), TUBELET)
     starts = torch.arange(grid.t * 2).numpy() * 8  # more entries than a clip needs
@@ -80,8 +80,8 @@ def _cache_for(masker, B: int, T: int, S: int):
 
 def build_maskers(T: int, S: int, tiny_model) -> dict[str, Any]:
     """name -> masker for clips of T frames at S x S."""
+    from videomask.difference import CNNEmbedder, ModelEmbedder, PixelEmbedder
     from videomask.masking import MASKERS, build_masker
-    from videomask.stats import CNNEmbedder, ModelEmbedder, PixelEmbedder
 
     maskers: dict[str, Any] = {
         "random": build_masker("random", tubelet=TUBELET),

@@ -25,9 +25,12 @@ sys.path.insert(0, str(REPO))
 def main(argv: list[str] | None = None) -> int:
     import torch
 
-    from videomask import bench_motion as bm
-    from videomask import evaluate as ev
     from videomask.bench import report_header, shared_settings
+    from videomask.bench.motion import _as_bench_config
+    from videomask.bench.motion_config import load_motion_config, metric_keys
+    from videomask.bench.motion_eval import build_probe_sets, evaluate_encoder, prepare_footage
+    from videomask.bench.motion_report import analyse
+    from videomask.eval import load_encoder
     from videomask.patches import grid_for
 
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -38,27 +41,27 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--name", default="motion_random_init", help="report file stem (<name>.md / .json under --out)")
     args = p.parse_args(argv)
     t0 = time.perf_counter()
-    cfg = bm.load_motion_config(args.config)
+    cfg = load_motion_config(args.config)
     torch.set_num_threads(max(1, cfg.threads))
     work = Path(cfg.work_dir)
-    foot = bm.prepare_footage(cfg, work, print)
-    bench_cfg = bm._as_bench_config(cfg)
+    foot = prepare_footage(cfg, work, print)
+    bench_cfg = _as_bench_config(cfg)
     probe_cfg, tubelet = shared_settings(bench_cfg, Path(args.config).resolve().parent, work / "probe_ri", work)
     d = probe_cfg.data
     grid = grid_for((d.num_frames, d.size, d.size), tubelet)
-    sets = bm.build_probe_sets(
+    sets = build_probe_sets(
         foot, cfg, num_frames=d.num_frames, sampling_rate=d.sampling_rate, size=d.size, backend=d.backend
     )
     runs = []
     for seed in range(args.seeds):
-        model = ev.load_encoder(probe_cfg.model.name, overrides=probe_cfg.model.overrides, seed=seed)
+        model = load_encoder(probe_cfg.model.name, overrides=probe_cfg.model.overrides, seed=seed)
         runs.append(
-            {"seed": seed, "metrics": bm.evaluate_encoder(model, sets, None, cfg, time_slots=grid.t, patch=tubelet[1])}
+            {"seed": seed, "metrics": evaluate_encoder(model, sets, None, cfg, time_slots=grid.t, patch=tubelet[1])}
         )
         print(f"random init seed {seed}: done ({time.perf_counter() - t0:.0f} s)", flush=True)
     bench = json.loads(args.bench.read_text())
-    bench = bm.analyse(bench)
-    keys = bm.metric_keys(cfg.eval.tasks, cfg.eval.probes)
+    bench = analyse(bench)
+    keys = metric_keys(cfg.eval.tasks, cfg.eval.probes)
     trained = [v for v in bench["setup"]["variants"]]
     rows = []
     for key in keys:

@@ -17,7 +17,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from videomask.bench_motion import write_motion_report  # noqa: E402
+from videomask.bench import write_motion_report  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,7 +1,7 @@
 """Training-step time: videomask ``VideoMAE`` vs ``transformers.VideoMAEForPreTraining``, side by side.
 
 One step = zero_grad + forward (loss) + backward + AdamW step, at an identical config, identical
-weights (copied through :func:`videomask.hf.save_hf_checkpoint`), identical input and identical tube
+weights (copied through :func:`videomask.io.save_hf_checkpoint`), identical input and identical tube
 mask. The variants run interleaved (one step of each per repeat) so CPU load from other processes hits
 them alike; medians over the repeats are reported, with the ratio videomask / HF.
 
@@ -31,7 +31,7 @@ from pathlib import Path
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from videomask.hf import save_hf_checkpoint
+from videomask.io import save_hf_checkpoint
 from videomask.model import VideoMAE, make_config
 
 

@@ -43,8 +43,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     from transformers import Trainer, TrainingArguments, VideoMAEConfig, VideoMAEForPreTraining
 
     from videomask.data import VideoDataset
-    from videomask.hf import MaskingCollator
-    from videomask.masking import build_masker
+    from videomask.masking import MaskingCollator, build_masker
     from videomask.resources import data_dir
 
     torch.manual_seed(args.seed)

@@ -1,6 +1,6 @@
 """A conformance corpus: small index clips (frame ``k`` encodes ``k``, see :mod:`clips`) in many codecs and
 containers, made with PyAV's encoders; the Theora files, which PyAV cannot encode, are kept in ``tests/fixtures``
-(made with libtheora, see ``tests/fixtures/make_theora.py``). Used by ``tests/test_conformance.py`` and
+(made with libtheora, see ``tests/fixtures/make_theora.py``). Used by ``tests/video/test_conformance.py`` and
 ``benchmarks/decode.py``.
 
     files = make_corpus(folder)            # {name: path}; entries whose encoder is missing are left out

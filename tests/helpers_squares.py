@@ -73,7 +73,7 @@ def square_inputs(root: Path, num_frames: int, size: int) -> dict[str, Path]:
     import torch
 
     from videomask.detect import build_cache
-    from videomask.stats import PixelEmbedder, fit_statistics
+    from videomask.difference import PixelEmbedder, fit_statistics
 
     video = write_square_clip(
         root / "square.mp4", num_frames=20, height=72, width=96, size=16, top=20, left=20, dark=30, bright=230, crf=None

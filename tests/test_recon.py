@@ -13,8 +13,8 @@ from helpers_squares import square_inputs
 from helpers_train import tiny_run, write_videos
 from PIL import Image
 
-from videomask.checkpoint import save_model_weights
 from videomask.cli import main
+from videomask.io import save_model_weights
 from videomask.masking import available_maskers
 from videomask.model import VideoMAE, VideoMAEConfig
 from videomask.patches import grid_for, patchify
@@ -155,7 +155,7 @@ def inputs(tmp_path_factory) -> dict[str, Path]:
     from videomask.train import model_meta
 
     save_model_weights(model, root / "run" / "final" / "model.safetensors", model_meta(model))
-    from videomask.hf import save_hf_checkpoint, to_videomae_state_dict
+    from videomask.io import save_hf_checkpoint, to_videomae_state_dict
 
     save_hf_checkpoint(model, root / "hf")
     torch.save({"model": to_videomae_state_dict(model)}, root / "videomae.pth")

@@ -61,6 +61,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser = argparse.ArgumentParser(prog=f"videomask {name}", description=module.HELP)
         module.add_arguments(parser)
         args = parser.parse_args(rest)
+        # the process set-up (allocator, fork hook, FFmpeg logs) lives with the data loading, which loads torch
+        from videomask.data.process import prepare_process
+
+        prepare_process()
         return int(module.run(args) or 0)
     except VideomaskError as err:
         print(f"videomask {name}: error: {err}", file=sys.stderr)

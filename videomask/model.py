@@ -2,7 +2,7 @@
 
 The layout follows facebookresearch/mae ``models_mae.py`` (patchify / forward_encoder /
 forward_decoder / forward_loss) and is numerically the same model as Hugging Face
-``transformers.VideoMAEForPreTraining`` (see :mod:`videomask.hf` for weight import/export):
+``transformers.VideoMAEForPreTraining`` (see :mod:`videomask.io.hf` for weight import/export):
 
 * a tubelet ``Conv3d`` embedding (computed as the equivalent linear map on the *visible* tubelets only);
 * a fixed 1-D sine-cosine position table over the flattened token index (built in torch, any ``L``);

@@ -19,12 +19,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import cv2
 import numpy as np
 import torch
+from PIL import Image
 from torch import Tensor
 
+from videomask.data import ClipTransform, sample_indices
 from videomask.errors import VideomaskError
-from videomask.patches import ClipGeometry, Tubelet
+from videomask.patches import ClipGeometry, Tubelet, patchify, unpatchify
+from videomask.video import open_video
 
 MASK_GREY = np.array([96, 96, 96], dtype=np.float32)
 ANCHOR_COLOUR = (255, 220, 0)  # RGB yellow
@@ -67,8 +71,6 @@ def load_clip(
     std: Sequence[float] | None = None,
 ) -> Clip:
     """Decode the centred clip of a video and apply the evaluation transform (``mean``/``std``: default ImageNet's)."""
-    from videomask.data import ClipTransform, sample_indices
-    from videomask.video import open_video
 
     path = Path(path)
     if not path.is_file():
@@ -106,7 +108,6 @@ def _outline(
 
 
 def _draw_boxes(image: np.ndarray, boxes: Sequence[tuple[Sequence[float], str]], scale: int) -> None:
-    import cv2
 
     for box, label in boxes:
         x0, y0, x1, y1 = (int(round(v * scale)) for v in box)
@@ -141,7 +142,6 @@ def draw_frames(
     ``(box in clip pixels, label)`` pairs drawn on frame ``k`` of both pictures. Masked patches are
     blended ``shade`` of the way to grey; anchor patches get a yellow outline.
     """
-    import cv2
 
     T, H, W, _ = frames.shape
     t, ph, pw = tubelet
@@ -166,7 +166,6 @@ def draw_frames(
 
 
 def _caption(width: int, text: str, scale: int) -> np.ndarray:
-    import cv2
 
     bar = np.full((12 * scale, width, 3), 255, dtype=np.uint8)
     cv2.putText(bar, text, (4, 9 * scale), cv2.FONT_HERSHEY_SIMPLEX, 0.3 * scale, (0, 0, 0), 1, cv2.LINE_AA)
@@ -175,7 +174,6 @@ def _caption(width: int, text: str, scale: int) -> np.ndarray:
 
 def save_gif(pictures: np.ndarray, path: str | Path, frame_ms: int = 200, colors: int = 128) -> Path:
     """Write uint8 ``[T, H, W, 3]`` as a looping GIF (one ``colors``-colour palette for all frames)."""
-    from PIL import Image
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -189,7 +187,6 @@ def save_gif(pictures: np.ndarray, path: str | Path, frame_ms: int = 200, colors
 
 def save_png(picture: np.ndarray, path: str | Path, colors: int | None = 256) -> Path:
     """Write one uint8 ``[H, W, 3]`` picture as PNG (palette of ``colors`` colours, or full RGB with None)."""
-    from PIL import Image
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -331,7 +328,6 @@ def reconstruct(model: Any, video: Tensor, mask: Tensor) -> Reconstruction:
     the *original* patch's mean and std (unbiased, ``+1e-6``), as VideoMAE's visualisation script does:
     the picture then borrows the masked patch's mean colour and contrast from the original.
     """
-    from videomask.patches import patchify, unpatchify
 
     c = model.config
     grid = model.grid_of(video)
@@ -382,7 +378,6 @@ def error_heatmap(
 
     Inferno colours from ``vmin`` to ``vmax``; NaN (a token not reconstructed) is light grey.
     """
-    import cv2
 
     T, H, W = frames_shape
     t, ph, pw = tubelet
@@ -415,7 +410,6 @@ class ReconPicture:
 
 def _text_bar(texts: Sequence[str], panel: int, spacing: int, scale: int) -> np.ndarray:
     """A white bar with one label over each of ``len(texts)`` panels ``panel`` px wide, ``spacing`` apart."""
-    import cv2
 
     bar = np.full((12 * scale, len(texts) * panel + (len(texts) - 1) * spacing, 3), 255, dtype=np.uint8)
     for n, text in enumerate(texts):
@@ -426,7 +420,6 @@ def _text_bar(texts: Sequence[str], panel: int, spacing: int, scale: int) -> np.
 
 def _named_row(image: np.ndarray, lines: Sequence[str], width: int, scale: int) -> np.ndarray:
     """``image`` with a white column ``width`` px wide on its left holding ``lines`` (a row name)."""
-    import cv2
 
     side = np.full((image.shape[0], width, 3), 255, dtype=np.uint8)
     for i, word in enumerate(lines):
@@ -465,7 +458,6 @@ def draw_recon(
     Returns the animation (one frame per clip frame, panels side by side) and a still grid (one row per
     panel, one column per time slot).
     """
-    import cv2
 
     T, H, W, _ = clip.frames.shape
     plain, masked = draw_frames(clip.frames, recon.mask, tubelet, anchors=anchors, boxes=boxes, scale=scale, shade=1.0)

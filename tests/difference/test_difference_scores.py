@@ -190,7 +190,7 @@ def test_cnn_embedder_is_imagenet_mobilenet():
 
 
 def _write_video(path, frames: np.ndarray) -> None:
-    from videomask.footage import write_clip
+    from videomask.bench.footage import write_clip
 
     write_clip(path, frames, fps=10, crf=0)
 
@@ -311,7 +311,7 @@ def test_score_cache_cli_and_refusal(scored, tmp_path, capsys):
 def footage(tmp_path_factory):
     from pathlib import Path
 
-    from videomask.footage import build_known_difference
+    from videomask.bench.footage import build_known_difference
 
     out = tmp_path_factory.mktemp("known")
     assets = Path(__file__).resolve().parents[2] / "assets"
@@ -322,8 +322,8 @@ def footage(tmp_path_factory):
 def test_footage_labels_match_the_pasted_motion(footage):
     """Boxes move in the labelled direction at the labelled speed, stay in the frame, and the boxes cache
     holds the same boxes."""
+    from videomask.bench.footage import DIRECTIONS
     from videomask.detect import BoxCache
-    from videomask.footage import DIRECTIONS
 
     labels = json.loads((footage / "labels.json").read_text())["clips"]
     cache = BoxCache.load(footage / "target_boxes.jsonl")
@@ -345,7 +345,7 @@ def test_balanced_footage_labels_carry_no_scenery_prior():
     (the old rule tied object to scenery and drew labels independently, so a cell's mix could be far off)."""
     from collections import Counter
 
-    from videomask.footage import _balanced_plan
+    from videomask.bench.footage import _balanced_plan
 
     rng = np.random.default_rng(0)
     plan = _balanced_plan(192, 4, 4, 3, 3, 3, rng)
@@ -364,7 +364,7 @@ def test_balanced_footage_labels_carry_no_scenery_prior():
 def test_balanced_footage_is_written_with_matching_labels(tmp_path):
     from pathlib import Path
 
-    from videomask.footage import DIRECTIONS, build_known_difference
+    from videomask.bench.footage import DIRECTIONS, build_known_difference
 
     assets = Path(__file__).resolve().parents[2] / "assets"
     summary = build_known_difference(
@@ -383,9 +383,9 @@ def test_balanced_footage_is_written_with_matching_labels(tmp_path):
 def test_distance_score_finds_the_pasted_objects(footage):
     """On the known-difference footage (same real scenery, real objects in the target only), the default
     distance score separates object tokens from scenery (AUC >= 0.85) and TF-ICF does not do better."""
+    from videomask.bench.metrics import roc_auc, token_coverage, token_labels
     from videomask.data import ClipTransform, VideoDataset, collate_clips
     from videomask.detect import BoxCache
-    from videomask.metrics import roc_auc, token_coverage, token_labels
     from videomask.patches import ClipGeometry
 
     def dataset(which, seed):

@@ -406,8 +406,8 @@ def test_fit_cli_errors(tmp_path, domains, capsys):
 def test_anchor_patches_find_the_target_only_object(tmp_path, domains, capsys):
     """Fit with ``videomask fit``; the default (distance) score ranks the object the source never shows above
     the scenery, its anchors land on it and stay rare on source clips; TF-ICF is measured beside it."""
+    from videomask.bench.metrics import roc_auc
     from videomask.data import ClipTransform, VideoDataset, collate_clips
-    from videomask.metrics import roc_auc
 
     out = tmp_path / "stats.safetensors"
     assert _fit_cli(domains, out) == 0
@@ -467,7 +467,7 @@ def test_anchor_patches_find_the_target_only_object(tmp_path, domains, capsys):
 
 def test_fit_cli_with_checkpoint_embedder(tmp_path, domains):
     """``--embedder checkpoint:PATH``: the statistics record the checkpoint, and the masker rebuilds it."""
-    from videomask.checkpoint import save_model_weights
+    from videomask.io import save_model_weights
     from videomask.model import build_model
     from videomask.train import model_meta
 

@@ -1,14 +1,23 @@
-"""``videomask bench``: tube vs random vs difference masking, head to head (see :mod:`videomask.bench`)."""
+"""``videomask bench``: tube vs random vs difference masking, head to head (see :mod:`videomask.bench`).
+
+Needs the ``bench`` extra (``pip install 'videomask[bench]'``); without it the command stops at once with one line.
+"""
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
+import shlex
+import sys
 from pathlib import Path
 from typing import Any
+
+from videomask.errors import VideomaskError
 
 HELP = "compare tube, random and difference masking head to head"
 
 REPO_CONFIGS = Path(__file__).resolve().parents[2] / "configs"
+BENCH_EXTRA = ("scipy", "matplotlib")  # the packages of the bench extra (pyproject.toml)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -44,8 +53,6 @@ def _config_path(args: argparse.Namespace) -> Path:
 
 def _command_line(args: argparse.Namespace) -> str:
     """The command as typed, rebuilt from the parsed arguments (the flags that were given)."""
-    import shlex
-
     parts = ["videomask", "bench"]
     for key, value in vars(args).items():
         if value is None or value is False:
@@ -57,8 +64,6 @@ def _command_line(args: argparse.Namespace) -> str:
 
 def _apply_flags(cfg: Any, args: argparse.Namespace, paths: tuple[str, ...]) -> None:
     """The command-line flags over a bench config (either protocol): seeds, lengths, folders, variants."""
-    from videomask.errors import VideomaskError
-
     if args.seeds is not None:
         if args.seeds < 1:
             raise VideomaskError("--seeds must be >= 1")
@@ -77,14 +82,21 @@ def _apply_flags(cfg: Any, args: argparse.Namespace, paths: tuple[str, ...]) -> 
         cfg.variants = {v: cfg.variants[v] for v in wanted}
 
 
-def run(args: argparse.Namespace) -> int:
-    import sys
+def require_bench_extra() -> None:
+    """Stop with one line, before any work, when a package of the ``bench`` extra is not installed."""
+    missing = [name for name in BENCH_EXTRA if importlib.util.find_spec(name) is None]
+    if missing:
+        raise VideomaskError(
+            f"this command needs the bench extra ({', '.join(missing)} not installed): pip install 'videomask[bench]'"
+        )
 
-    from videomask.bench import load_bench_config, run_bench, validate_bench_config, write_report
+
+def run(args: argparse.Namespace) -> int:
+    require_bench_extra()
+    # the harness (and torch) load only when the command runs, so `videomask --help` stays fast
+    from videomask.bench import is_motion_config, load_bench_config, run_bench, validate_bench_config, write_report
 
     path = _config_path(args)
-    from videomask.bench_motion import is_motion_config
-
     if is_motion_config(path):
         return _run_motion(args, path)
     cfg = load_bench_config(path)
@@ -103,11 +115,9 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _run_motion(args: argparse.Namespace, path: Path) -> int:
-    """The known-answer protocol (a config with ``protocol: motion``, see :mod:`videomask.bench_motion`)."""
-    import sys
-
-    from videomask.bench_motion import load_motion_config, run_motion_bench, validate_motion_config, write_motion_report
-    from videomask.errors import VideomaskError
+    """The known-answer protocol (a config with ``protocol: motion``, see :mod:`videomask.bench.motion`)."""
+    # the harness (and torch) load only when the command runs
+    from videomask.bench import load_motion_config, run_motion_bench, validate_motion_config, write_motion_report
 
     cfg = load_motion_config(path)
     if args.source is not None or args.target is not None:

@@ -24,11 +24,13 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
+from videomask.config import load_config
 from videomask.errors import VideomaskError
+from videomask.resources import data_dir, data_file
 
 if TYPE_CHECKING:
     from videomask.config import RunConfig
-    from videomask.stats import DifferenceStats
+    from videomask.difference import DifferenceStats
     from videomask.train import RunResult
 
 HELP = "run the shipped end-to-end demo on assets/ with configs/demo.yaml"
@@ -56,7 +58,6 @@ def _find_config(path: str | None) -> tuple[Path, bool]:
         return Path(path), False
     if Path("configs/demo.yaml").is_file():
         return Path("configs/demo.yaml"), False
-    from videomask.resources import data_file
 
     return data_file("configs", "demo.yaml"), True
 
@@ -125,8 +126,6 @@ def read_plan(args: argparse.Namespace) -> DemoPlan:
     config_path, shipped = _find_config(args.config)
     base = config_path.resolve().parent
     if shipped:  # installed anywhere: the clips come from the package, the run folder goes under the cwd
-        from videomask.resources import data_dir
-
         resolve = _shipped_resolver(data_dir("assets"), Path.cwd())
     else:
         resolve = lambda value: _absolute(value, base)  # noqa: E731
@@ -169,7 +168,7 @@ def read_plan(args: argparse.Namespace) -> DemoPlan:
 
 def pretrain_source(plan: DemoPlan) -> tuple[RunConfig, RunResult]:
     """Stage 1: pretrain on the source clips with the demo's source masker (tube) for ``demo.source_steps``."""
-    from videomask.config import load_config
+    # heavy imports load when the command runs, so `videomask --help` stays fast
     from videomask.train import train
 
     stage1 = copy.deepcopy(plan.raw)
@@ -193,8 +192,9 @@ def pretrain_source(plan: DemoPlan) -> tuple[RunConfig, RunResult]:
 
 def fit_difference(plan: DemoPlan, cfg1: RunConfig, result1: RunResult) -> tuple[DifferenceStats, Path]:
     """Stage 2: difference statistics (source vs target) with stage 1's tubelet embedding as the embedder."""
+    # heavy imports load when the command runs, so `videomask --help` stays fast
     from videomask.data import ClipTransform, VideoDataset
-    from videomask.stats import ModelEmbedder, fit_statistics
+    from videomask.difference import ModelEmbedder, fit_statistics
     from videomask.train import build_model_from_config
 
     trained = copy.deepcopy(cfg1)
@@ -241,7 +241,7 @@ def fit_difference(plan: DemoPlan, cfg1: RunConfig, result1: RunResult) -> tuple
 
 def pretrain_target(plan: DemoPlan, result1: RunResult, stats_path: Path) -> tuple[RunConfig, RunResult]:
     """Stage 3: continue pretraining stage 1's model on the target clips with the configured (difference) masker."""
-    from videomask.config import load_config
+    # heavy imports load when the command runs, so `videomask --help` stays fast
     from videomask.train import train
 
     stage3 = copy.deepcopy(plan.raw)
@@ -259,8 +259,10 @@ def pretrain_target(plan: DemoPlan, result1: RunResult, stats_path: Path) -> tup
 
 def draw_picture(plan: DemoPlan, cfg3: RunConfig, tubelet: tuple[int, ...]) -> tuple[Any, Any]:
     """Stage 4: the stage-3 masker's masks on the first target clip -> ``(masker, picture)``."""
+    # heavy imports load when the command runs, so `videomask --help` stays fast
     import torch
 
+    # heavy imports load when the command runs, so `videomask --help` stays fast
     from videomask.masking import build_masker, mode_option
     from videomask.viz import load_clip, show_masks
 

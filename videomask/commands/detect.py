@@ -12,11 +12,15 @@ and retried next time. ``--detector`` is a built-in name or a boxes ``.jsonl`` f
 from __future__ import annotations
 
 import argparse
+import sys
+
+from videomask.errors import VideomaskError
 
 HELP = "detect anchor objects in videos and build a resumable boxes cache (JSON lines)"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    # heavy imports load when the command runs, so `videomask --help` stays fast
     from videomask.detect import available_detectors
 
     parser.add_argument("data", help="a folder of videos, a list file (path label / CSV / TSV) or one video file")
@@ -33,11 +37,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import sys
 
+    # heavy imports load when the command runs, so `videomask --help` stays fast
     from videomask.data import VideoDataset
     from videomask.detect import BoxCache, build_cache, build_detector
-    from videomask.errors import VideomaskError
 
     if args.limit is not None and args.limit < 1:
         raise VideomaskError("--limit must be >= 1")

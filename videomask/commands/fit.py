@@ -60,7 +60,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from videomask.stats import fit_paths
+    # heavy imports load when the command runs, so `videomask --help` stays fast
+    from videomask.difference import fit_paths
 
     options = {
         name: getattr(args, name)

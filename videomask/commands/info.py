@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 
 from videomask.commands import add_clip_arguments
+from videomask.errors import VideomaskError
 
 HELP = "decode videos and print metadata, sampling and patch-grid report"
 
@@ -47,8 +48,8 @@ def _format_indices(indices: list[int]) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    # heavy imports load when the command runs, so `videomask --help` stays fast
     from videomask.data import VideoDataset
-    from videomask.errors import VideomaskError
     from videomask.patches import as_tubelet, grid_for
 
     if args.limit is not None and args.limit < 1:

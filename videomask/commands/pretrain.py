@@ -8,6 +8,11 @@ trains with DistributedDataParallel.
 from __future__ import annotations
 
 import argparse
+import sys
+
+import yaml
+
+from videomask.config import config_to_dict, load_config
 
 HELP = "continue pretraining a VideoMAE model with a chosen masker"
 
@@ -29,9 +34,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import yaml
-
-    from videomask.config import config_to_dict, load_config
 
     overrides = list(args.overrides) + (["train.resume=true"] if args.resume else [])
     cfg = load_config(args.config, overrides)
@@ -39,12 +41,11 @@ def run(args: argparse.Namespace) -> int:
         print(yaml.safe_dump(config_to_dict(cfg), sort_keys=False), end="")
         return 0
 
+    # heavy imports load when the command runs, so `videomask --help` stays fast
     from videomask.train import train
 
     result = train(cfg)
     if not result.ok:
-        import sys
-
         print(f"videomask pretrain: stopped: {result.stopped}", file=sys.stderr)
         return 1
     return 0

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
+
+from videomask.errors import VideomaskError
 
 HELP = "linear probe and kNN accuracy on frozen encoder features"
 
@@ -60,11 +63,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
-    from videomask import evaluate as ev
+    # torch and the decoders load only when the command runs, so `videomask --help` stays fast
+    from videomask import eval as ev
     from videomask.data import list_videos
-    from videomask.errors import VideomaskError
     from videomask.video import open_video
 
     if args.k < 1 or args.batch_size < 1 or not 0.0 < args.train_share < 1.0:

@@ -12,8 +12,10 @@ embedder in the training step. Unreadable videos are skipped and counted.
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from videomask.commands import add_clip_arguments
+from videomask.errors import VideomaskError
 
 HELP = "score every video once with a difference masker (a cache for continued pretraining)"
 
@@ -31,12 +33,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from pathlib import Path
 
+    # heavy imports load when the command runs, so `videomask --help` stays fast
     from videomask.data import list_videos, read_video_list
-    from videomask.errors import VideomaskError
+    from videomask.difference import build_score_cache
     from videomask.masking import DifferenceMasker
-    from videomask.scorecache import build_score_cache
 
     if args.size < 1 or args.num_frames < 1 or args.sampling_rate < 1:
         raise VideomaskError("--size, --num-frames and --sampling-rate must be >= 1")

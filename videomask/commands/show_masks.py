@@ -12,9 +12,11 @@ detector on the clip's frames; either feeds the ``objects`` masker and the drawn
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 from typing import Any
 
 from videomask.commands import add_clip_arguments
+from videomask.errors import VideomaskError
 
 HELP = "draw a masker's masks on a clip (GIF and PNG grid)"
 
@@ -73,6 +75,7 @@ def add_masker_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _accepted(name: str) -> set[str]:
+    # heavy imports load when the command runs, so `videomask --help` stays fast
     from videomask.masking import MASKERS, masker_options
 
     return set(masker_options(MASKERS[name]))
@@ -80,9 +83,8 @@ def _accepted(name: str) -> set[str]:
 
 def masker_options_from_flags(args: argparse.Namespace) -> tuple[dict[str, Any], set[str]]:
     """Check the flags against the masker -> ``(options given on the command line, options it accepts)``."""
-    from pathlib import Path
 
-    from videomask.errors import VideomaskError
+    # heavy imports load when the command runs, so `videomask --help` stays fast
     from videomask.masking import available_maskers
     from videomask.patches import as_tubelet
 
@@ -122,8 +124,8 @@ def masker_options_from_flags(args: argparse.Namespace) -> tuple[dict[str, Any],
 
 def clip_boxes(args: argparse.Namespace, clip: Any, cache: Any) -> tuple[Any, Any]:
     """The clip's boxes from ``--boxes`` (``cache``) or ``--detector`` -> ``(detections or None, cache)``."""
+    # heavy imports load when the command runs, so `videomask --help` stays fast
     from videomask.detect import BoxCache, build_detector, detect_frames
-    from videomask.errors import VideomaskError
 
     if cache is not None:
         vid = args.video_id or cache.resolve_video_id(args.video)
@@ -153,8 +155,8 @@ def prepare(
 
     ``tubelet``, ``mean``, ``std``: fixed by a model (show-recon); otherwise from the flags / the masker.
     """
+    # heavy imports load when the command runs, so `videomask --help` stays fast
     from videomask.detect import BoxCache
-    from videomask.errors import VideomaskError
     from videomask.masking import build_masker
     from videomask.viz import load_clip
 
@@ -189,6 +191,7 @@ def prepare(
 
 
 def run(args: argparse.Namespace) -> int:
+    # heavy imports load when the command runs, so `videomask --help` stays fast
     from videomask.viz import show_masks
 
     clip, masker, detections = prepare(args)

@@ -14,13 +14,16 @@ un-normalised with each original patch's mean and std, and the picture says so.
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from videomask.commands import add_clip_arguments
+from videomask.errors import VideomaskError
 
 HELP = "draw what a model reconstructs of a masked clip (GIF and PNG grid)"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    # heavy imports load when the command runs, so `videomask --help` stays fast
     from videomask.commands.show_masks import add_masker_arguments
 
     parser.add_argument("video", help="a video file")
@@ -48,13 +51,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from pathlib import Path
 
+    # heavy imports load when the command runs, so `videomask --help` stays fast
     import torch
 
-    from videomask.checkpoint import load_model
+    # heavy imports load when the command runs, so `videomask --help` stays fast
     from videomask.commands.show_masks import prepare
-    from videomask.errors import VideomaskError
+    from videomask.io import load_model
     from videomask.viz import show_recon
 
     if not Path(args.video).is_file():  # before the (slow) model load

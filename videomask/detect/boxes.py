@@ -305,6 +305,7 @@ class BoxCache:
         labels: Sequence[str] | str | None = None,
     ) -> list[Tensor]:
         """Boxes ``[N_k, 4]`` (float32, original pixels) for each asked frame; ``labels`` filters (None = all)."""
+        # torch loads lazily: detection worker processes start without it
         import torch
 
         if isinstance(frame_indices, torch.Tensor):

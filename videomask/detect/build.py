@@ -12,10 +12,14 @@ from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
+import cv2
+from tqdm import tqdm
+
 from videomask.detect.boxes import read_cache
 from videomask.detect.detectors import identity_of
 from videomask.detect.registry import build_detector, detect_frames
 from videomask.errors import VideomaskError
+from videomask.video import open_video
 
 __all__ = ["DetectReport", "build_cache", "detect_video"]
 
@@ -24,7 +28,6 @@ def detect_video(
     path: str | Path, detector: Any, *, video_id: str, stride: int = 4, chunk: int = 16
 ) -> tuple[list[dict], int]:
     """Detect on frames ``0, stride, ... < num_frames`` of one video -> ``(box records, num_frames)``."""
-    from videomask.video import open_video
 
     records: list[dict] = []
     with open_video(str(path)) as reader:
@@ -55,8 +58,6 @@ _WORKER_DETECTOR: Any = None
 def _init_worker(detector: Any) -> None:
     global _WORKER_DETECTOR
     try:
-        import cv2
-
         cv2.setNumThreads(1)
     except ImportError:  # pragma: no cover
         pass
@@ -157,7 +158,6 @@ def build_cache(
     processes (the detector must be picklable; torch is not imported there). A video that fails to
     decode is skipped, reported in ``DetectReport.skipped``, and retried by the next run.
     """
-    from tqdm import tqdm
 
     if stride < 1:
         raise VideomaskError(f"stride must be >= 1, got {stride}")

@@ -13,6 +13,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+import cv2
 import numpy as np
 
 from videomask.errors import VideomaskError
@@ -60,7 +61,6 @@ def _check_frames(frames: np.ndarray) -> np.ndarray:
 
 def _upscale(gray: np.ndarray, min_side: int, max_scale: float) -> tuple[np.ndarray, float]:
     """Resize ``gray`` so its short side is at least ``min_side`` (factor <= ``max_scale``); returns (image, factor)."""
-    import cv2
 
     h, w = gray.shape[:2]
     factor = min(float(max_scale), max(1.0, float(min_side) / float(min(h, w))))
@@ -125,15 +125,12 @@ class HogPeopleDetector:
 
     def _model(self):
         if self._hog is None:
-            import cv2
-
             hog = cv2.HOGDescriptor()
             hog.setSVMDetector(cv2.HOGDescriptor_getDefaultPeopleDetector())
             self._hog = hog
         return self._hog
 
     def __call__(self, frames: np.ndarray) -> list[list[Detection]]:
-        import cv2
 
         frames = _check_frames(frames)
         hog = self._model()
@@ -210,8 +207,6 @@ class HaarDetector:
 
     def _model(self):
         if self._model_obj is None:
-            import cv2
-
             path = self.cascade if os.path.exists(self.cascade) else os.path.join(cv2.data.haarcascades, self.cascade)
             model = cv2.CascadeClassifier(path)
             if model.empty():
@@ -220,7 +215,6 @@ class HaarDetector:
         return self._model_obj
 
     def __call__(self, frames: np.ndarray) -> list[list[Detection]]:
-        import cv2
 
         frames = _check_frames(frames)
         model = self._model()

@@ -38,7 +38,7 @@ def choose_anchor_labels(
         icf(l)     = log((F_S + V) / (f_S(l) + 1))
         tficf(l)   = tf_T(l) * icf(l)
 
-    (the same shape as :func:`videomask.stats.tficf_scores`, counted in frames instead of tokens).
+    (the same shape as :func:`videomask.difference.tficf_scores`, counted in frames instead of tokens).
     Labels never detected in the target are not candidates; ties go to the alphabetically first label.
     """
     target = target_cache if isinstance(target_cache, BoxCache) else BoxCache.load(target_cache)

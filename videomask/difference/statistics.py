@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
 from torch import Tensor
 
 from videomask.difference.calibration import QUANTILE_LEVELS
@@ -84,7 +86,6 @@ class DifferenceStats:
 
     def save(self, path: str | Path) -> Path:
         """Write a safetensors file (tensors + JSON metadata under ``videomask``)."""
-        from safetensors.torch import save_file
 
         path = Path(path)
         if path.parent and not path.parent.exists():
@@ -109,7 +110,6 @@ class DifferenceStats:
     @classmethod
     def load(cls, path: str | Path) -> "DifferenceStats":
         """Read a file written by :meth:`save`; a clear error for a missing or foreign file."""
-        from safetensors import SafetensorError, safe_open
 
         path = Path(path)
         if not path.is_file():

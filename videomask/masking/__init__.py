@@ -24,6 +24,7 @@ from videomask.masking.base import (
     select_rank_sampling,
     select_topk,
 )
+from videomask.masking.collator import MaskingCollator
 from videomask.masking.difference import DifferenceMasker  # noqa: E402
 from videomask.masking.simple import RandomMasker, TubeMasker
 
@@ -48,4 +49,5 @@ __all__ = [
     "RandomMasker",
     "TubeMasker",
     "DifferenceMasker",
+    "MaskingCollator",
 ]

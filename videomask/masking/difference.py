@@ -56,7 +56,7 @@ DEFAULT_THRESHOLDS = {"distance": 0.99, "enrichment": 1.96, "tficf": 0.5}
 
 @register_masker("difference")
 class DifferenceMasker(ScoredMasker):
-    """Difference-Masking from fitted :class:`~videomask.stats.DifferenceStats`.
+    """Difference-Masking from fitted :class:`~videomask.difference.DifferenceStats`.
 
     ``stats``: a ``DifferenceStats`` or a path to a statistics file. ``embedder``: optional; by
     default rebuilt from the statistics' embedder identity (pixel, cnn and checkpoint-backed model

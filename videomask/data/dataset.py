@@ -1,0 +1,322 @@
+"""The video dataset: :class:`VideoDataset` (decode, sample, transform; skips bad videos and logs them).
+
+Determinism, skipping and repeated sampling are described in docs/data.md.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import os
+import tempfile
+import uuid
+import weakref
+from collections.abc import Iterable, Sequence
+from multiprocessing.context import get_spawning_popen
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from videomask.data.lists import VIDEO_EXTENSIONS, VideoItem, list_videos, read_video_list
+from videomask.data.process import prepare_process
+from videomask.data.sampling import VideoTooShortError, clip_span, plan_reads, sample_indices
+from videomask.data.transforms import ClipTransform
+from videomask.errors import VideoDecodeError, VideomaskError
+from videomask.patches import Tubelet, as_tubelet, grid_for
+from videomask.seeding import item_generator
+from videomask.video import BACKENDS, available_backends, call_with_timeout, open_video
+
+log = logging.getLogger("videomask.data")
+
+
+class ClipDecodeError(VideoDecodeError):
+    """A video opened, but the frames of this clip (these random draws) could not be decoded; other clips
+    of the same video may decode (a damaged stretch), so the video is not skipped for good."""
+
+
+def _remove_file(path: str, owner_pid: int) -> None:
+    if os.getpid() == owner_pid:
+        try:
+            os.unlink(path)
+        except OSError:
+            pass
+
+
+class VideoDataset(Dataset):
+    """Clips of videos for training or evaluation; see docs/data.md for determinism and skipping.
+
+    ``dataset[i]`` is a dict (``num_sample == 1``) or a list of ``num_sample`` dicts, each::
+
+        video [C, T, H, W] float, video_id str, frame_indices long [T], geometry float64 [9],
+        label int (-1: none), index int
+
+    Batch them with :func:`collate_clips`. Options: ``num_frames`` at stride ``sampling_rate``;
+    ``sampling`` (``random`` / ``center`` / ``uniform``) and ``short`` (``loop`` / ``pad`` / ``skip``)
+    as :func:`sample_indices`; videos with fewer than ``min_frames`` frames are always skipped;
+    ``num_sample`` clips per video from one decode; ``transform`` (default:
+    ``ClipTransform(size=size, train=train)``, ``size`` 224; a given transform brings its own size and
+    augmentation, so passing ``size``, or a ``train`` that disagrees with it, is an error; ``train``
+    defaults to ``sampling == "random"`` and ``sampling`` to ``"center"`` when ``train=False``, else
+    ``"random"``); ``tubelet`` checks that
+    clips fit the token grid (and is the patch the default transform checks);
+    ``backend`` for :func:`videomask.video.open_video`; ``seed``; ``timeout`` seconds per video;
+    ``skip_log`` file (default: a temporary file).
+    """
+
+    def __init__(
+        self,
+        items: Sequence[VideoItem],
+        *,
+        num_frames: int = 16,
+        sampling_rate: int = 4,
+        sampling: str | None = None,
+        short: str = "loop",
+        min_frames: int = 2,
+        num_sample: int = 1,
+        transform: ClipTransform | None = None,
+        size: int | Sequence[int] | None = None,
+        train: bool | None = None,
+        tubelet: int | Sequence[int] | None = None,
+        backend: str = "pyav",
+        seed: int = 0,
+        timeout: float | None = 60.0,
+        skip_log: str | os.PathLike | None = None,
+        classes: Sequence[str] | None = None,
+    ) -> None:
+        self.items = list(items)
+        if not self.items:
+            raise VideomaskError("the dataset has no videos")
+        prepare_process()  # allocator tuning, fork hook, FFmpeg log capture (see process.py)
+        if num_frames <= 0 or sampling_rate <= 0 or num_sample <= 0 or min_frames <= 0:
+            raise VideomaskError(
+                f"num_frames, sampling_rate, num_sample and min_frames must be positive, "
+                f"got {num_frames}, {sampling_rate}, {num_sample}, {min_frames}"
+            )
+        if transform is not None and (size is not None or (train is not None and train != transform.train)):
+            raise VideomaskError(
+                "VideoDataset: a transform sets the clip size and augmentation; pass size/train to "
+                "ClipTransform instead of the dataset"
+            )
+        if sampling is None:
+            sampling = "center" if train is False else "random"
+        if train is None:
+            train = sampling == "random"
+        sample_indices(
+            clip_span(num_frames, sampling_rate), num_frames, sampling_rate, sampling, short
+        )  # validates names
+        self.num_frames, self.sampling_rate, self.sampling, self.short = num_frames, sampling_rate, sampling, short
+        self.min_frames, self.num_sample = min_frames, num_sample
+        self.tubelet: Tubelet | None = as_tubelet(tubelet) if tubelet is not None else None
+        if transform is None:
+            patch = self.tubelet[1:] if self.tubelet is not None else None
+            transform = ClipTransform(size=224 if size is None else size, train=train, patch=patch)  # type: ignore[arg-type]
+        self.transform = transform
+        if self.tubelet is not None:
+            grid_for((num_frames, *self.transform.size), self.tubelet)  # clear error when not divisible
+        if backend != "auto" and backend not in available_backends():
+            known = ", ".join(available_backends())
+            why = "is not installed" if backend in BACKENDS else "is unknown"
+            raise VideomaskError(f"video backend {backend!r} {why} (available: {known}, auto)")
+        self.backend, self.seed = backend, int(seed)
+        self.timeout = float(timeout) if timeout is not None and timeout > 0 else None
+        self.classes = list(classes) if classes is not None else None
+        self._epoch = multiprocessing.RawValue("q", 0)  # shared with worker processes (also persistent ones)
+        if skip_log is None:  # named now (so every worker shares it), created at the first skip
+            path = os.path.join(tempfile.gettempdir(), f"videomask-skipped-{os.getpid()}-{uuid.uuid4().hex[:12]}.tsv")
+            weakref.finalize(self, _remove_file, path, os.getpid())
+            self.skip_log = path
+        else:
+            self.skip_log = str(skip_log)
+            Path(self.skip_log).parent.mkdir(parents=True, exist_ok=True)
+        self._bad_cache: tuple[int, tuple[dict[str, str], set[str]]] = (-1, ({}, set()))
+
+    # -- construction ------------------------------------------------------------------------------
+
+    @classmethod
+    def from_folder(
+        cls,
+        root: str | os.PathLike,
+        extensions: Iterable[str] = VIDEO_EXTENSIONS,
+        recursive: bool = True,
+        **options: Any,
+    ) -> "VideoDataset":
+        """All videos under ``root`` (see :func:`list_videos`); ids are paths relative to ``root``."""
+        return cls(list_videos(root, extensions, recursive), **options)
+
+    @classmethod
+    def from_list(cls, path: str | os.PathLike, **options: Any) -> "VideoDataset":
+        """Videos named in a list file (see :func:`read_video_list`)."""
+        items, classes = read_video_list(path)
+        return cls(items, classes=classes, **options)
+
+    @classmethod
+    def from_path(cls, path: str | os.PathLike, **options: Any) -> "VideoDataset":
+        """A folder (:meth:`from_folder`), a single video file (by extension) or a list file (:meth:`from_list`)."""
+        p = Path(path)
+        if not p.exists():
+            raise VideomaskError(f"no such file or folder: {path}")
+        if p.is_dir():
+            return cls.from_folder(p, **options)
+        if p.suffix.lower() in VIDEO_EXTENSIONS:
+            return cls([VideoItem(os.path.abspath(p), p.name)], **options)
+        return cls.from_list(p, **options)
+
+    # -- epoch and pickling ------------------------------------------------------------------------
+
+    @property
+    def epoch(self) -> int:
+        return int(self._epoch.value)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Select the epoch whose random draws items use (seen by all DataLoader workers)."""
+        self._epoch.value = int(epoch)
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        if get_spawning_popen() is None:  # a plain pickle (not a worker start): keep the value only
+            state["_epoch"] = int(self._epoch.value)
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        prepare_process()  # a spawned worker process
+        if isinstance(state["_epoch"], int):
+            value = multiprocessing.RawValue("q", state["_epoch"])
+            state["_epoch"] = value
+        self.__dict__.update(state)
+
+    # -- skipped videos ----------------------------------------------------------------------------
+
+    def _read_log(self) -> tuple[dict[str, str], set[str]]:
+        """``({video_id: reason}, ids bad for good)`` from the skip log (re-read only when it grew).
+
+        A third column ``clips`` marks a video skipped only for some clips (:class:`ClipDecodeError`).
+        """
+        try:
+            size = os.path.getsize(self.skip_log)
+        except OSError:
+            return {}, set()
+        if size != self._bad_cache[0]:
+            bad: dict[str, str] = {}
+            for_good: set[str] = set()
+            with open(self.skip_log, encoding="utf-8") as f:
+                for line in f:
+                    video_id, reason, *kind = line.rstrip("\n").split("\t")
+                    bad.setdefault(video_id, reason)
+                    if not kind:
+                        for_good.add(video_id)
+            self._bad_cache = (size, (bad, for_good))  # type: ignore[assignment]
+        return self._bad_cache[1]  # type: ignore[return-value]
+
+    def _bad(self) -> dict[str, str]:
+        """``{video_id: reason}`` of every video skipped so far (for good or for some clips)."""
+        return self._read_log()[0]
+
+    def mark_skipped(self, index: int, reason: str, *, for_good: bool = True) -> None:
+        """Record video ``index`` as bad: one warning line and one skip-log line (once per video).
+
+        ``for_good=False``: only some clips of it failed (later items still try it, see ``__getitem__``).
+        """
+        video_id = self.items[index].video_id
+        bad, known_for_good = self._read_log()
+        if video_id in known_for_good or (video_id in bad and not for_good):
+            return
+        reason = " ".join(str(reason).split()) or "unknown error"
+        reason = reason.removeprefix(f"{self.items[index].path}: ")  # the id already names the video
+        if video_id not in bad:
+            log.warning("videomask: skipping %s %s: %s", "video" if for_good else "a clip of video", video_id, reason)
+        with open(self.skip_log, "a", encoding="utf-8") as f:
+            f.write(f"{' '.join(video_id.split(chr(9)))}\t{reason}{'' if for_good else chr(9) + 'clips'}\n")
+
+    def skipped_videos(self) -> list[tuple[str, str]]:
+        """``(video_id, reason)`` of every video skipped so far, by any process using this skip log."""
+        return list(self._bad().items())
+
+    @property
+    def skipped(self) -> int:
+        """How many distinct videos were skipped so far (all worker processes)."""
+        return len(self._bad())
+
+    # -- loading -----------------------------------------------------------------------------------
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def _decode(
+        self, index: int, draw_index: int, epoch: int
+    ) -> tuple[Any, list[list[int]], np.ndarray, list[list[int]], list[torch.Generator]]:
+        """Open, sample and read (run under the time-out): (meta, clip indices, frames, positions, generators)."""
+        item = self.items[index]
+        with open_video(item.path, backend=self.backend) as reader:
+            meta = reader.meta
+            n = int(meta.num_frames)
+            if n < self.min_frames:
+                raise VideoTooShortError(f"video has {n} frame(s), fewer than min_frames={self.min_frames}")
+            generators = [item_generator(self.seed, epoch, draw_index, s) for s in range(self.num_sample)]
+            clips = [
+                sample_indices(n, self.num_frames, self.sampling_rate, self.sampling, self.short, g) for g in generators
+            ]
+            unique, positions = plan_reads(clips)
+            try:
+                frames = np.asarray(reader.read(unique))
+            except VideoDecodeError as err:  # depends on which frames were drawn
+                raise ClipDecodeError(str(err)) from None
+        if frames.ndim != 4 or frames.shape[0] != len(unique) or frames.shape[-1] != 3 or frames.dtype != np.uint8:
+            raise ClipDecodeError(
+                f"decoded {tuple(frames.shape)} {frames.dtype} frames, expected {len(unique)} uint8 RGB frames"
+            )
+        return meta, clips, frames, positions, generators
+
+    def load_clips(self, index: int, draw_index: int | None = None) -> tuple[Any, list[dict[str, Any]]]:
+        """Strictly load video ``index``: ``(VideoMeta, num_sample clip dicts)``; raises on a bad video.
+
+        Random draws use ``draw_index`` (default ``index``) and the current epoch.
+        """
+        item = self.items[index]
+        draw_index = index if draw_index is None else draw_index
+        meta, clips, frames, positions, generators = call_with_timeout(
+            lambda: self._decode(index, draw_index, self.epoch), self.timeout, "decode"
+        )
+        out = []
+        for clip, pos, generator in zip(clips, positions, generators):
+            video, geometry = self.transform(frames[pos], generator)  # [C, T, H, W]
+            out.append(
+                {
+                    "video": video,
+                    "video_id": item.video_id,
+                    "frame_indices": torch.tensor(clip, dtype=torch.long),  # [T]
+                    "geometry": geometry.to_tensor(),  # [9] float64
+                    "label": item.label,
+                    "index": index,
+                }
+            )
+        return meta, out
+
+    def __getitem__(self, index: int) -> dict[str, Any] | list[dict[str, Any]]:
+        n = len(self.items)
+        if not -n <= index < n:
+            raise IndexError(f"index {index} out of range for a dataset of {n} videos")
+        index %= n
+        for step in range(n):
+            j = (index + step) % n
+            if self.items[j].video_id in self._read_log()[1]:
+                continue
+            try:
+                _, clips = self.load_clips(j, draw_index=index)
+            except ClipDecodeError as err:
+                self.mark_skipped(j, str(err), for_good=False)
+                continue
+            except VideomaskError as err:
+                self.mark_skipped(j, str(err))
+                continue
+            except Exception as err:  # a backend bug on one odd file must not stop the run
+                self.mark_skipped(j, f"{type(err).__name__}: {err}")
+                continue
+            return clips[0] if self.num_sample == 1 else clips
+        first_id, first_reason = next(iter(self._bad().items()), ("?", "unknown"))
+        raise VideomaskError(
+            f"every video failed to decode ({n} videos; first: {first_id}: {first_reason}; "
+            f"all reasons in {self.skip_log})"
+        )

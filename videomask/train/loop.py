@@ -1,0 +1,255 @@
+"""The continued-pretraining loop: ``train(cfg) -> RunResult``, single process or under ``torchrun``.
+
+    from videomask.config import load_config
+    result = train(load_config("configs/pretrain_base.yaml", ["data.path=videos/my_domain"]))
+
+How the loop stays deterministic across resumes, ranks and devices is described in docs/training.md.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from tqdm.auto import tqdm
+
+from videomask.config import RunConfig, save_config
+from videomask.errors import VideomaskError
+from videomask.io import MODEL_FILE, model_meta, save_hf_checkpoint, save_model_weights
+from videomask.train.checkpoint import (
+    capture_rng_state,
+    checkpoint_dir,
+    find_latest_checkpoint,
+    load_checkpoint,
+    prune_checkpoints,
+    restore_rng_state,
+    save_checkpoint,
+)
+from videomask.train.distributed import DistInfo, barrier, say, setup_distributed, wrap_ddp
+from videomask.train.log import LogWindow, MetricsLog, run_banner
+from videomask.train.parts import Parts, build_parts
+from videomask.train.schedule import lr_at
+from videomask.train.step import train_step
+from videomask.viz import ReconLogger
+
+
+@dataclass
+class RunResult:
+    """What :func:`train` returns (on every rank; metrics are global means)."""
+
+    out_dir: Path
+    steps: int  # optimizer steps done (including skipped ones)
+    total_steps: int
+    skipped_steps: int  # steps skipped for a non-finite loss or gradient
+    stopped: str | None = None  # None when the run finished; else why it stopped early
+    last_checkpoint: Path | None = None
+    final_dir: Path | None = None
+    history: list[dict[str, Any]] = field(default_factory=list)  # logged records of this process's session
+
+    @property
+    def ok(self) -> bool:
+        return self.stopped is None
+
+
+def train(cfg: RunConfig) -> RunResult:
+    """Run (or resume) continued pretraining as configured (see docs/training.md)."""
+    info, device = setup_distributed(cfg.run.device)
+    try:
+        return _train(cfg, info, device)
+    finally:
+        if info.owns_group and dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def _train(cfg: RunConfig, info: DistInfo, device: torch.device) -> RunResult:
+    """The loop: prepare the run folder, build the parts, restore, then :func:`train_step` until done."""
+    latest = prepare_run_folder(cfg, info)
+    parts = build_parts(cfg, info, device)
+    start_step, skipped = restore_checkpoint(parts, latest, cfg, info)
+    model = wrap_ddp(parts.model, info, device)  # what the step calls; parts.model stays the bare VideoMAE
+    say(info, run_banner(parts, cfg, info, device))
+
+    log = MetricsLog(parts.out_dir, start_step, cfg.train.tensorboard) if info.is_main else None
+
+    recon = ReconLogger.for_run(cfg, parts.dataset, parts.masker, log.writer) if log is not None else None
+    result = RunResult(
+        out_dir=parts.out_dir,
+        steps=start_step,
+        total_steps=parts.total_steps,
+        skipped_steps=skipped,
+        last_checkpoint=latest,
+    )
+    bar = None
+    if info.is_main and cfg.train.progress:
+        bar = tqdm(total=parts.total_steps, initial=start_step, desc=cfg.run.name, dynamic_ncols=True, file=sys.stderr)
+
+    window = LogWindow.empty(device)
+    step, bad_streak = start_step, 0
+    try:
+        while step < parts.total_steps:
+            o = cfg.optim
+            lr = lr_at(step, parts.total_steps, parts.lr_peak, o.warmup_steps, o.min_lr_ratio, o.schedule)
+            for group in parts.optimizer.param_groups:
+                group["lr"] = lr
+            # the model checks the mask counts (a host sync) on the first step and on logged steps only
+            logged = (step + 1) % cfg.train.log_every == 0 or step + 1 == parts.total_steps
+            stats = train_step(parts, model, step, cfg, info, check=step == start_step or logged)
+            if stats.skipped:
+                skipped, bad_streak = skipped + 1, bad_streak + 1
+                why = "loss" if stats.bad_loss else "gradient"
+                say(info, f"step {step + 1}: non-finite {why}, step skipped ({bad_streak} in a row, {skipped} in all)")
+            else:
+                bad_streak = 0
+            window.add(stats)
+            step += 1
+            result.steps, result.skipped_steps = step, skipped
+            if bar is not None:
+                bar.update(1)
+
+            stopping = bad_streak >= cfg.train.max_bad_steps
+            if step % cfg.train.log_every == 0 or step == parts.total_steps or stopping:
+                record = window.record(info, step=step, epoch=parts.stream.epoch, lr=lr, skipped_steps=skipped)
+                result.history.append(record)
+                if log is not None:
+                    log.write(record)
+                if bar is not None and record["loss"] is not None:
+                    bar.set_postfix(loss=f"{record['loss']:.4f}", lr=f"{lr:.2e}")
+                window = LogWindow.empty(device)
+
+            if recon is not None and not stats.skipped:
+                recon.maybe_log(parts.model, step)
+            if stopping:
+                result.stopped = (
+                    f"{bad_streak} consecutive non-finite losses or gradients at step {step}; "
+                    f"last good checkpoint: {result.last_checkpoint or 'none'}"
+                )
+                say(info, f"stopping: {result.stopped}")
+                break
+            if (
+                cfg.train.save_every
+                and step % cfg.train.save_every == 0
+                and step < parts.total_steps
+                and bad_streak == 0
+            ):
+                result.last_checkpoint = save_run(parts, cfg, info, step, skipped)
+    finally:
+        parts.stream.close()
+        if bar is not None:
+            bar.close()
+        if log is not None:
+            log.close()
+
+    if result.stopped is None:
+        finish_run(parts, cfg, info, result, step, skipped)
+    return result
+
+
+def prepare_run_folder(cfg: RunConfig, info: DistInfo) -> Path | None:
+    """The checkpoint to resume from (None: a fresh run); writes ``config.yaml``. Every rank reads the folder."""
+    out_dir = Path(cfg.run.out_dir)
+    latest = find_latest_checkpoint(out_dir)
+    if info.enabled:  # every rank must see the same run folder (one shared filesystem across nodes)
+        seen: list[Any] = [None] * info.world_size
+        dist.all_gather_object(seen, latest.name if latest is not None else None)
+        if len(set(seen)) > 1:
+            raise VideomaskError(
+                f"ranks see different checkpoints in {out_dir} ({seen}); run.out_dir must be "
+                "on a filesystem shared by all nodes"
+            )
+    if latest is not None and not cfg.train.resume:
+        raise VideomaskError(
+            f"run folder {out_dir} already has checkpoints (latest {latest.name}); pass --resume "
+            f"(train.resume=true) to continue it, or choose another run.out_dir"
+        )
+    if latest is None and cfg.train.resume:
+        say(info, f"no checkpoint in {out_dir}; starting from scratch")
+    if info.is_main:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        save_config(cfg, out_dir / "config.yaml")
+    barrier(info)
+    return latest
+
+
+def restore_checkpoint(parts: Parts, latest: Path | None, cfg: RunConfig, info: DistInfo) -> tuple[int, int]:
+    """Load ``latest`` (weights, optimizer, scaler, data position, this rank's RNG) -> ``(step, skipped_steps)``."""
+    if latest is None:
+        return 0, 0
+    state = load_checkpoint(latest, parts.model, optimizer=parts.optimizer, scaler=parts.scaler)
+    if parts.scaler.is_enabled() and not state.get("scaler_restored", True):
+        say(info, f"note: {latest.name} was written without fp16 loss scaling; the GradScaler starts afresh")
+    t = state["train"]
+    if (
+        t.get("world_size", info.world_size) != info.world_size
+        or t.get("batch_size", cfg.data.batch_size) != cfg.data.batch_size
+    ):
+        say(
+            info,
+            f"warning: resuming with a different world size / batch size than {latest.name}; "
+            "the data position is approximate",
+        )
+    stream = parts.stream
+    stream.epoch, stream.consumed = int(t.get("epoch", 0)), int(t.get("batches_in_epoch", 0))
+    rng = state["rng"]
+    if rng:
+        restore_rng_state(*rng[info.rank if len(rng) == info.world_size else 0])
+    step = int(state["step"])
+    say(info, f"resuming from {latest} (step {step}, epoch {stream.epoch}, batch {stream.consumed})")
+    return step, int(t.get("skipped_steps", 0))
+
+
+def save_run(parts: Parts, cfg: RunConfig, info: DistInfo, step: int, skipped: int) -> Path:
+    """Checkpoint ``step`` on rank 0 with every rank's RNG state; barriers on both sides."""
+    barrier(info)
+    rng = capture_rng_state()
+    states = [rng]
+    if info.enabled:
+        gathered: list[Any] = [None] * info.world_size if info.is_main else None  # type: ignore[assignment]
+        dist.gather_object(rng, gathered, dst=0)
+        states = gathered
+    path = checkpoint_dir(parts.out_dir, step)
+    if info.is_main:
+        train_state = {
+            "epoch": parts.stream.epoch,
+            "batches_in_epoch": parts.stream.consumed,
+            "world_size": info.world_size,
+            "batch_size": cfg.data.batch_size,
+            "skipped_steps": skipped,
+            "total_steps": parts.total_steps,
+            "scheduler": {
+                "kind": f"warmup+{cfg.optim.schedule}",
+                "peak_lr": parts.lr_peak,
+                "warmup_steps": cfg.optim.warmup_steps,
+                "min_lr_ratio": cfg.optim.min_lr_ratio,
+            },
+        }
+        path = save_checkpoint(
+            parts.out_dir,
+            step,
+            parts.model,
+            optimizer=parts.optimizer,
+            scaler=parts.scaler,
+            train_state=train_state,
+            rng_states=states,
+            model_meta=model_meta(parts.model),
+        )
+        prune_checkpoints(parts.out_dir, cfg.train.keep_last)
+    barrier(info)
+    return path
+
+
+def finish_run(parts: Parts, cfg: RunConfig, info: DistInfo, result: RunResult, step: int, skipped: int) -> None:
+    """The last checkpoint (unless the last save was this step) and ``final/`` (weights, plus ``hf/``)."""
+    out_dir, model = parts.out_dir, parts.model
+    if result.last_checkpoint is None or result.last_checkpoint.name != checkpoint_dir(out_dir, step).name:
+        result.last_checkpoint = save_run(parts, cfg, info, step, skipped)
+    result.final_dir = out_dir / "final"
+    if info.is_main:
+        save_model_weights(model, result.final_dir / MODEL_FILE, {**model_meta(model), "step": str(step)})
+        if parts.source == "hf" or cfg.train.export_hf:
+            save_hf_checkpoint(model, result.final_dir / "hf")
+    barrier(info)
+    say(info, f"done: {step} steps ({skipped} skipped); final weights in {result.final_dir}")

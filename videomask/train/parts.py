@@ -1,0 +1,327 @@
+"""What a run trains with: model, dataset and resumable batch stream, optimizer, loss scaler, masker."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+from torch.utils.data import DataLoader, DistributedSampler
+
+from videomask.config import RunConfig
+from videomask.data import ClipTransform, VideoDataset, collate_clips
+from videomask.difference import DifferenceStats, build_score_cache
+from videomask.errors import VideomaskError
+from videomask.io import load_model
+from videomask.masking import DifferenceMasker, build_masker, mode_option
+from videomask.model import VideoMAE, VideoMAEConfig, build_model
+from videomask.seeding import rank_seed
+from videomask.train.distributed import DistInfo, barrier, resolve_precision, say
+from videomask.train.schedule import peak_lr
+
+if TYPE_CHECKING:
+    from videomask.data import VideoDataset
+    from videomask.masking import Masker
+
+
+@dataclass
+class Parts:
+    """What a run trains with, built by :func:`build_parts` before the loop starts."""
+
+    out_dir: Path
+    device: torch.device
+    model: VideoMAE  # the bare model (never the DDP wrapper): checkpoints, pictures, exports
+    source: str  # where its weights came from: init | hf | pth | videomask
+    dataset: VideoDataset
+    stream: BatchStream
+    optimizer: torch.optim.Optimizer
+    scaler: torch.amp.GradScaler
+    masker: Masker
+    amp_dtype: torch.dtype | None  # None = fp32
+    lr_peak: float
+    total_steps: int
+    params: list[torch.Tensor]  # the trainable parameters (gradient norm and clipping)
+
+
+class ResumableSampler(DistributedSampler):
+    """``DistributedSampler`` (deterministic shuffle from ``seed + epoch``) that can start mid-epoch.
+
+    Set ``start`` to the number of this rank's samples already consumed in the current epoch.
+    """
+
+    def __init__(self, dataset: Any, *, num_replicas: int, rank: int, seed: int, shuffle: bool = True) -> None:
+        super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=shuffle, seed=seed, drop_last=False)
+        self.start = 0
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(list(super().__iter__())[self.start :])
+
+    def __len__(self) -> int:
+        return max(0, self.num_samples - self.start)
+
+
+def build_dataset(cfg: RunConfig, model_config: VideoMAEConfig | None = None) -> VideoDataset:
+    """The training :class:`~videomask.data.VideoDataset` from ``cfg.data`` (a folder, a list file or one video).
+
+    ``data.options`` keys that are :class:`~videomask.data.ClipTransform` fields (``crop``, ``scales``,
+    ``flip_prob``, ``area``, ``ratio``, ``short_side``, ``mean``, ``std``) configure the transform; the
+    others (``min_frames``, ``timeout``, ``skip_log``, ...) go to the dataset. The normalisation defaults
+    to the model's ``mean``/``std`` and the clip must fit the model's tubelet.
+    """
+
+    d = cfg.data
+    if not d.path:
+        raise VideomaskError("set data.path to a folder of videos, a list file (csv/tsv/txt) or a video")
+    transform_fields = {f.name for f in dataclasses.fields(ClipTransform)} - {"size", "train"}
+    t_opts = {k: v for k, v in d.options.items() if k in transform_fields}
+    ds_opts = {k: v for k, v in d.options.items() if k not in transform_fields}
+    for key in ("scales", "area", "ratio", "mean", "std", "patch"):
+        if isinstance(t_opts.get(key), list):
+            t_opts[key] = tuple(t_opts[key])
+    tubelet = None
+    if model_config is not None:
+        tubelet = model_config.tubelet
+        t_opts.setdefault("mean", tuple(model_config.mean))
+        t_opts.setdefault("std", tuple(model_config.std))
+        t_opts.setdefault("patch", (model_config.patch_size, model_config.patch_size))
+    try:
+        transform = ClipTransform(size=(d.size, d.size), train=d.sampling == "random", **t_opts)
+    except TypeError as err:
+        raise VideomaskError(f"data.options: {err}") from None
+    options: dict[str, Any] = dict(
+        num_frames=d.num_frames,
+        sampling_rate=d.sampling_rate,
+        sampling=d.sampling,
+        short=d.short,
+        num_sample=d.num_sample,
+        backend=d.backend,
+        seed=cfg.run.seed,
+        transform=transform,
+        tubelet=tubelet,
+    )
+    options.update(ds_opts)
+    try:
+        return VideoDataset.from_path(d.path, **options)
+    except TypeError as err:
+        raise VideomaskError(f"data.options: {err}") from None
+
+
+class BatchStream:
+    """Endless micro-batches over epochs that knows its position (epoch, batches consumed in the epoch)."""
+
+    def __init__(
+        self,
+        dataset: Any,
+        sampler: ResumableSampler,
+        loader_kwargs: dict[str, Any],
+        batch_size: int,
+        epoch: int = 0,
+        consumed: int = 0,
+    ) -> None:
+        self.dataset, self.sampler, self.loader_kwargs, self.batch_size = dataset, sampler, loader_kwargs, batch_size
+        self.epoch, self.consumed = epoch, consumed
+        self._it: Iterator[Any] | None = None
+        self._loader: DataLoader | None = None
+
+    @property
+    def batches_per_epoch(self) -> int:
+        return self.sampler.num_samples // self.batch_size
+
+    def _start_epoch(self) -> None:
+        self.sampler.set_epoch(self.epoch)
+        self.sampler.start = self.consumed * self.batch_size
+        if hasattr(self.dataset, "set_epoch"):
+            self.dataset.set_epoch(self.epoch)  # shared with the (persistent) workers
+        if self._loader is None:  # one loader; persistent workers survive epochs, the sampler restarts
+            workers = self.loader_kwargs.get("num_workers", 0)
+            self._loader = DataLoader(
+                self.dataset,
+                batch_size=self.batch_size,
+                sampler=self.sampler,
+                drop_last=True,
+                persistent_workers=workers > 0,
+                **self.loader_kwargs,
+            )
+        self._it = iter(self._loader)
+
+    def next(self) -> dict[str, Any]:
+        """The next micro-batch; rolls over to the next epoch when one ends."""
+        empty_epochs = 0
+        while True:
+            if self._it is None:
+                self._start_epoch()
+            try:
+                batch = next(self._it)
+            except StopIteration:
+                if self.consumed == 0:
+                    empty_epochs += 1
+                    if empty_epochs > 1:
+                        raise VideomaskError(
+                            "the training data gave no batch in a whole epoch (all videos bad?)"
+                        ) from None
+                self.epoch, self.consumed, self._it = self.epoch + 1, 0, None
+                continue
+            self.consumed += 1
+            return batch
+
+    def close(self) -> None:
+        """Drop the iterator and the loader (ends the worker processes)."""
+        self._it = None
+        self._loader = None
+
+
+def fused_adamw_supported(params: Iterable[torch.Tensor]) -> bool:
+    """Whether this torch has a fused AdamW kernel for every parameter's device (CUDA; CPU from torch 2.4)."""
+    try:
+        # a private torch helper: imported where its absence can be caught
+        from torch.utils._foreach_utils import _get_fused_kernels_supported_devices
+
+        devices = set(_get_fused_kernels_supported_devices())
+    except ImportError:  # pragma: no cover - private helper moved
+        devices = {"cuda"}
+    params = list(params)
+    return bool(params) and all(p.device.type in devices and torch.is_floating_point(p) for p in params)
+
+
+def build_model_from_config(cfg: RunConfig) -> tuple[VideoMAE, str]:
+    """The model named by ``cfg.model``; returns ``(model, source)`` with source ``init|hf|pth|videomask``.
+
+    ``model.checkpoint``: empty = random init of ``model.name`` + ``model.overrides``; a folder with
+    ``config.json`` = Hugging Face ``save_pretrained``; a ``.pth``/``.pt`` = original VideoMAE weights
+    (architecture inferred from the weights; ``model.overrides`` for what shapes cannot tell);
+    a ``.safetensors`` file or a folder holding ``model.safetensors`` = a videomask checkpoint (its
+    stored model config is used, ``model.overrides`` applied on top).
+    """
+    m = cfg.model
+    torch.manual_seed(cfg.run.seed)
+    if not m.checkpoint:
+        return build_model(m.name, **m.overrides), "init"
+    return load_model(m.checkpoint, name=m.name, what="model.checkpoint", **m.overrides)
+
+
+# read from a score cache by default: computing them in the step is costly (see benchmarks/results/maskers.md)
+CACHED_EMBEDDERS = ("cnn", "model-patch", "model-block")
+
+
+def _embedder_kind(stats_path: Any) -> str:
+    """``pixel``, ``cnn``, ``model-patch``, ``model-block`` or ``callable`` for a statistics file."""
+
+    ident = DifferenceStats.load(stats_path).embedder
+    kind = str(ident.get("kind"))
+    return f"model-{'patch' if ident.get('layer', 'patch') == 'patch' else 'block'}" if kind == "model" else kind
+
+
+def prepare_score_cache(cfg: RunConfig, dataset: Any, info: DistInfo, device: torch.device) -> str | None:
+    """The score cache the ``difference`` masker should read, building it once when needed.
+
+    ``mask.options.cache``: a path (used as is), ``"none"`` (scores computed in the step), or ``"auto"`` /
+    unset: a cache for the expensive embedders (:data:`CACHED_EMBEDDERS`; the cheap ones are computed in the
+    step, see benchmarks/results/maskers.md), built by rank 0 into
+    ``run.out_dir/scores.safetensors`` from the training videos at ``data.size`` and reused on resume.
+    """
+    if cfg.mask.name != "difference":
+        return None
+    cache = cfg.mask.options.get("cache", "auto")
+    if cache in (None, "none"):
+        return None
+    if cache != "auto":
+        return str(cache)
+    stats_path = cfg.mask.options.get("stats")
+    kind = None if stats_path is None else _embedder_kind(stats_path)
+    if kind not in CACHED_EMBEDDERS:
+        return None
+    path = Path(cfg.run.out_dir) / "scores.safetensors"
+    if info.is_main and not path.is_file():
+        options = {k: v for k, v in cfg.mask.options.items() if k in ("scorer", "threshold", "anchor_share")}
+        masker = DifferenceMasker.load(stats_path, anchor_rule="share", **options)
+        say(info, f"scoring {len(dataset.items)} videos once into {path} (embedder {kind})")
+        transform = dataset.transform  # the training clips' normalisation, so the cache sees the same pixels
+        built, skipped = build_score_cache(
+            masker,
+            [(it.video_id, it.path) for it in dataset.items],
+            size=cfg.data.size,
+            num_frames=cfg.data.num_frames,
+            sampling_rate=cfg.data.sampling_rate,
+            backend=cfg.data.backend,
+            device=device,
+            progress=cfg.train.progress,
+            mean=transform.mean,
+            std=transform.std,
+        )
+        built.save(path)
+        if skipped:
+            say(info, f"score cache: {len(skipped)} unreadable video(s) skipped")
+    barrier(info)
+    return str(path)
+
+
+def build_masker_from_config(cfg: RunConfig, model: VideoMAE, device: torch.device, cache: str | None = None) -> Masker:
+    """The masker from ``cfg.mask``, with the model's tubelet, moved to the training device
+    (``cache``: the difference masker's score cache from :func:`prepare_score_cache`)."""
+
+    options = dict(cfg.mask.options)
+    if cfg.mask.name == "difference":
+        options["cache"] = cache
+    options.setdefault("tubelet", tuple(model.tubelet))
+    options["ratio"] = cfg.mask.ratio
+    options.update(mode_option(cfg.mask.name, cfg.mask.mode))
+    return build_masker(cfg.mask.name, **options).to(device)
+
+
+def build_parts(cfg: RunConfig, info: DistInfo, device: torch.device) -> Parts:
+    """Model, data stream, optimizer, loss scaler and masker of a run, on ``device`` (nothing restored yet)."""
+
+    model, source = build_model_from_config(cfg)
+    dataset = build_dataset(cfg, model.config)
+    sampler = ResumableSampler(dataset, num_replicas=info.world_size, rank=info.rank, seed=cfg.run.seed)
+    # the loader's own generator: starting an epoch's iterator must not draw from the global torch RNG,
+    # which drop-path uses (a resumed run starts one more iterator than the uninterrupted run)
+    loader_kwargs = dict(
+        num_workers=cfg.data.num_workers,
+        pin_memory=device.type == "cuda",
+        collate_fn=collate_clips,
+        generator=torch.Generator().manual_seed(cfg.run.seed),
+    )
+    stream = BatchStream(dataset, sampler, loader_kwargs, cfg.data.batch_size)
+    if stream.batches_per_epoch == 0:
+        raise VideomaskError(
+            f"data has {len(dataset)} videos, fewer than data.batch_size x ranks = "
+            f"{cfg.data.batch_size} x {info.world_size}; lower data.batch_size or add videos"
+        )
+    total_steps = cfg.train.steps or max(1, cfg.train.epochs * stream.batches_per_epoch // cfg.train.accum_steps)
+
+    if cfg.train.grad_checkpointing:
+        model.set_grad_checkpointing(True)
+    model.to(device).train()
+    lr_peak = peak_lr(cfg, info.world_size)
+    optimizer = torch.optim.AdamW(
+        model.param_groups(cfg.optim.weight_decay),
+        lr=lr_peak,
+        betas=tuple(cfg.optim.betas),
+        eps=cfg.optim.eps,
+        weight_decay=cfg.optim.weight_decay,
+        fused=fused_adamw_supported(model.parameters()) or None,  # None: torch's default kernel (foreach)
+    )
+    amp_dtype = resolve_precision(cfg.train.precision, device)
+    scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16)
+    masker = build_masker_from_config(cfg, model, device, prepare_score_cache(cfg, dataset, info, device))
+    # every rank draws its own drop-path / dropout noise (the model init above used run.seed on all ranks)
+    torch.manual_seed(rank_seed(cfg.run.seed, info.rank))
+    return Parts(
+        out_dir=Path(cfg.run.out_dir),
+        device=device,
+        model=model,
+        source=source,
+        dataset=dataset,
+        stream=stream,
+        optimizer=optimizer,
+        scaler=scaler,
+        masker=masker,
+        amp_dtype=amp_dtype,
+        lr_peak=lr_peak,
+        total_steps=total_steps,
+        params=[p for p in model.parameters() if p.requires_grad],
+    )
