@@ -40,13 +40,13 @@ from corpus import make_corpus  # noqa: E402
 from videomask.data import VIDEO_EXTENSIONS, frames_to_tensor, prepare_process, resize_short_side, sample_indices  # noqa: E402
 from videomask.patches import ClipGeometry  # noqa: E402
 from videomask.video import (  # noqa: E402
-    _rotate,
     available_backends,
     forget_verdicts,
     frames_differ,
     open_video,
     probe,
 )
+from videomask.video.convert import rotate  # noqa: E402
 
 NUM_FRAMES, STRIDE, SIZE = 16, 4, 112
 
@@ -86,7 +86,7 @@ def reference_frames(path: Path) -> tuple[np.ndarray, int]:
         stream.codec_context.flags |= av.codec.context.Flags.unaligned  # exact crop (see videomask.video)
         frames = [f.to_ndarray(format="rgb24") for f in container.decode(stream)]
     wanted = indices_for(len(frames))
-    return np.stack([_rotate(frames[i], rotation) for i in wanted]), len(frames)
+    return np.stack([rotate(frames[i], rotation) for i in wanted]), len(frames)
 
 
 def _timed(fn) -> tuple[float, float]:

@@ -34,12 +34,14 @@ from decode import find_videos, quiet_logging  # noqa: E402
 
 from videomask.data import prepare_process  # noqa: E402
 from videomask.errors import VideoDecodeError  # noqa: E402
-from videomask.video import _probe, _rotate, available_backends, forget_verdicts, frames_differ, open_video  # noqa: E402
+from videomask.video import available_backends, forget_verdicts, frames_differ, open_video  # noqa: E402
+from videomask.video.convert import rotate  # noqa: E402
+from videomask.video.meta import open_probe  # noqa: E402
 
 
 def read_plan(path: Path, keyframes: int, reads: int, seed: int) -> tuple[int, list[list[list[int]]]]:
     """The file's frame count and its reads: a list of readers, each a list of reads (frame indices)."""
-    found = _probe(str(path), threads=1)
+    found = open_probe(str(path), threads=1)
     found.container.close()
     n, keys = found.index.num_frames, [k for k in found.index.keyframes if k > 0]
     if len(keys) > keyframes:
@@ -63,7 +65,7 @@ def reference(path: Path, wanted: set[int]) -> dict[int, np.ndarray]:
         stream.codec_context.flags |= av.codec.context.Flags.unaligned
         for k, frame in enumerate(container.decode(stream)):
             if k in wanted:
-                kept[k] = _rotate(frame.to_ndarray(format="rgb24"), rotation)
+                kept[k] = rotate(frame.to_ndarray(format="rgb24"), rotation)
     return kept
 
 

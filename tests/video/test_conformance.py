@@ -14,7 +14,14 @@ from clips import decode_index, encode_index_frame, make_garbled_file, make_inde
 from corpus import CORPUS, FRAMES, HEIGHT, WIDTH, make_corpus, missing_encoders
 
 from videomask import video as vv
-from videomask.video import BACKENDS, available_backends, forget_verdicts, frames_differ, open_video, verify
+from videomask.video import (
+    BACKENDS,
+    available_backends,
+    forget_verdicts,
+    frames_differ,
+    open_video,
+    verify,
+)
 
 BACKEND_PARAMS = [
     pytest.param(name, marks=pytest.mark.skipif(name not in available_backends(), reason=f"{name} not installed"))
@@ -35,7 +42,7 @@ def pyav_sequential(path) -> np.ndarray:
     with av.open(str(path)) as container:
         stream = container.streams.video[0]
         stream.codec_context.flags |= av.codec.context.Flags.unaligned
-        frames = [vv._rotate(f.to_ndarray(format="rgb24"), rotation) for f in container.decode(stream)]
+        frames = [vv.convert.rotate(f.to_ndarray(format="rgb24"), rotation) for f in container.decode(stream)]
     return np.stack(frames)  # [N, H, W, 3]
 
 
@@ -109,7 +116,7 @@ def test_a_fresh_reader_is_exact_from_every_keyframe(corpus, name, backend):
     files, references = corpus
     path, ref = files[name], references[name]
     forget_verdicts()
-    found = vv._probe(str(path), threads=1)
+    found = vv.meta.open_probe(str(path), threads=1)
     found.container.close()
     keys = [k for k in found.index.keyframes if 0 < k < FRAMES - 1]
     for start in [k + d for k in keys for d in (0, 1)]:
@@ -212,14 +219,16 @@ def test_check_shortcut_gives_pyav_sequential_frames(corpus, name):
     path, ref = files[name], references[name]
     decoded = 0
     for target in range(1, FRAMES, 3):
-        found = vv._probe(str(path), threads=1)
+        found = vv.meta.open_probe(str(path), threads=1)
         try:
             keys = found.index.keyframes
             key = keys[bisect.bisect_right(keys, target) - 1] if keys else 0
-            frame = vv._decode_one(found, found.index, target, key)
+            frame = vv.frames.decode_one(found, found.index, target, key)
             if frame is not None:
                 decoded += 1
-                np.testing.assert_array_equal(vv._rotate(vv._to_rgb(frame), found.meta.rotation), ref[target])
+                np.testing.assert_array_equal(
+                    vv.convert.rotate(vv.convert.to_rgb(frame), found.meta.rotation), ref[target]
+                )
         finally:
             found.container.close()
     assert decoded == 12, f"{name}: the shortcut declined {12 - decoded} of 12 targets"
@@ -239,7 +248,7 @@ def test_check_shortcut_gives_pyav_sequential_frames(corpus, name):
 def test_frame_counter(positions, taken, in_step):
     """The frames after a seek are counted from the first one's pts; a pts may name the count's neighbour (packed
     B-frames), and a count is trusted only in step (every frame up to it seen), which a dropped frame never is."""
-    counter = vv._FrameCounter()
+    counter = vv.frames.FrameCounter()
     got_taken, got_in_step = [], []
     for pos in positions:
         got_taken.append(counter.take(pos))
@@ -273,10 +282,10 @@ def test_named_frames(positions, from_start, named, breaks):
     frames = [Frame(100 * k) for k in positions]
     got: list[tuple[int, int]] = []
     try:
-        for frame, index in vv._named(iter(frames), lambda pts: pts // 100, from_start=from_start):
+        for frame, index in vv.frames.named(iter(frames), lambda pts: pts // 100, from_start=from_start):
             got.append((frame.pts // 100, index))
         broke = False
-    except vv._Unreliable:
+    except vv.frames.Unreliable:
         broke = True
     assert [index for _, index in got] == named and broke == breaks
     assert [pos for pos, _ in got] == positions[: len(got)]  # each frame given once, in the decoder's order
@@ -291,7 +300,7 @@ def test_long_gop_check_uses_the_frame_after_the_keyframe(tmp_path, monkeypatch,
     the clip needs. A backend wrong on that frame alone is caught."""
     path = make_index_clip(tmp_path / "long_gop.mp4", 120, 48, 64, gop=60, bframes=2)
     checked: list[int] = []
-    decode_one = vv._decode_one
+    decode_one = vv.frames.decode_one
     monkeypatch.setattr(
         verify, "decode_one", lambda found, index, t, key: checked.append(t) or decode_one(found, index, t, key)
     )
@@ -347,7 +356,7 @@ def test_checks_decode_on_one_thread_and_a_hand_over_keeps_the_requested_threads
     forget_verdicts()
 
     def differs(self, got, reference=None):  # a backend whose frame 0 disagrees: handed over at open
-        raise vv._Refused(f"{self.backend}'s frame 0 differs from PyAV's (test)")
+        raise vv.verify.Refused(f"{self.backend}'s frame 0 differs from PyAV's (test)")
 
     monkeypatch.setattr(vv.CheckedReader, "_verify_frame0", differs)
     with open_video(path, backend, threads=threads) as video:

@@ -9,11 +9,9 @@ docs/decoding.md.
 
 from videomask.errors import VideoDecodeError
 from videomask.video.backends import AUTO_ORDER, BACKENDS, available_backends, open_video
-from videomask.video.convert import rotate, to_rgb
 from videomask.video.decord_reader import DecordReader
 from videomask.video.ffmpeg_log import enable_ffmpeg_log_capture
-from videomask.video.frames import FrameCounter, Unreliable, decode_one, named
-from videomask.video.meta import VideoMeta, open_probe, probe
+from videomask.video.meta import VideoMeta, probe
 from videomask.video.opencv import OPENCV_SEEK_BACK, OpenCVReader
 from videomask.video.pyav import PyAVReader
 from videomask.video.reader import VideoReader
@@ -24,20 +22,9 @@ from videomask.video.verify import (
     OUTLIER_FRACTION,
     OUTLIER_LEVEL,
     CheckedReader,
-    Refused,
     forget_verdicts,
     frames_differ,
 )
-
-# the names these helpers had in the single-file module (tests and benchmarks use them)
-_probe = open_probe
-_rotate = rotate
-_to_rgb = to_rgb
-_decode_one = decode_one
-_named = named
-_FrameCounter = FrameCounter
-_Unreliable = Unreliable
-_Refused = Refused
 
 __all__ = [
     "VideoMeta",
