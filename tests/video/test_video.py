@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import threading
 import time
 import tracemalloc
 import weakref
@@ -240,9 +241,12 @@ def test_read_under_call_with_timeout_cuts_a_slow_decode(clip_dir, backend):
     time while the decode goes on in the abandoned worker thread."""
     video = open_video(clip_dir / "raw_stream.h264", "pyav" if backend == "decord" else backend)
     real = video._frame
+    stop, abandoned = threading.Event(), []
 
     def slow(index):  # a decode that takes 0.3 s per frame
-        time.sleep(0.3)
+        abandoned.append(threading.current_thread())
+        if stop.wait(0.3):
+            raise VideoDecodeError("stopped by the test")
         return real(index)
 
     video._frame = slow
@@ -250,6 +254,9 @@ def test_read_under_call_with_timeout_cuts_a_slow_decode(clip_dir, backend):
     with pytest.raises(VideoDecodeError, match="timed out after 0.05 s"):
         call_with_timeout(lambda: video.read(range(N)), 0.05, what="decode")
     assert time.monotonic() - start < 0.25  # released before the first frame is even decoded
+    stop.set()  # end the abandoned decode: a thread still inside a C++ decoder at interpreter exit aborts it
+    abandoned[0].join(timeout=10.0)
+    assert not abandoned[0].is_alive()
     with open_video(clip_dir / "raw_stream.h264", backend) as fresh:  # a new reader decodes normally
         assert [decode_index(f) for f in call_with_timeout(lambda: fresh.read([1, 0]), 30.0)] == [1, 0]
 
@@ -307,7 +314,6 @@ def test_pyav_reader_frees_its_decoder_without_the_cyclic_gc(clip_dir, close):
 
 
 def test_call_with_timeout_reuses_its_worker_thread():
-    import threading
 
     me = threading.current_thread()
     first = call_with_timeout(threading.current_thread, 5.0)
