@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from helpers_train import TINY_MODEL, tiny_run, write_videos
+from helpers_train import TINY_MODEL, tiny_run
 from safetensors.torch import load_file
 
 from videomask import train as train_mod
@@ -26,19 +26,6 @@ from videomask.train.checkpoint import STATE_FILE, load_checkpoint, save_checkpo
 
 CUDA = torch.cuda.is_available()
 needs_cuda = pytest.mark.skipif(not CUDA, reason="needs a CUDA GPU")
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture(scope="module")
-def videos(tmp_path_factory) -> Path:
-    return write_videos(tmp_path_factory.mktemp("videos"))
 
 
 def tiny_config(tmp_path: Path, videos: Path, overrides=()):

@@ -35,15 +35,6 @@ from videomask.train.checkpoint import (
 )
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Same thread count in this process as in the OMP_NUM_THREADS=1 subprocesses (bit-identical math)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def small_model() -> torch.nn.Module:
     return torch.nn.Sequential(torch.nn.Linear(6, 5), torch.nn.LayerNorm(5), torch.nn.Linear(5, 2))
 

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from helpers_train import tiny_run, write_clip, write_videos
+from helpers_train import tiny_run, write_clip
 from safetensors.torch import load_file
 
 from videomask import cli
@@ -21,20 +21,6 @@ from videomask.io import MODEL_FILE, read_weights_metadata
 from videomask.train import loss_split, lr_at, peak_lr, step_seed, train
 from videomask.train import step as train_step_mod
 from videomask.train.checkpoint import list_checkpoints, load_checkpoint
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """The tiny model's ops are too small to gain from threads; one thread keeps steps fast on a busy CPU."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture(scope="module")
-def videos(tmp_path_factory) -> Path:
-    return write_videos(tmp_path_factory.mktemp("videos"))
 
 
 def tiny_raw(videos: Path, out_dir: Path, **sections) -> dict:
