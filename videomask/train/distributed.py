@@ -153,7 +153,3 @@ def wrap_ddp(model: VideoMAE, info: DistInfo, device: torch.device) -> torch.nn.
     return torch.nn.parallel.DistributedDataParallel(
         model, device_ids=[device.index] if device.type == "cuda" else None, find_unused_parameters=bool(unused)
     )
-
-
-def _unwrap(model: torch.nn.Module) -> torch.nn.Module:
-    return model.module if isinstance(model, torch.nn.parallel.DistributedDataParallel) else model
