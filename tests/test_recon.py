@@ -125,7 +125,10 @@ def test_draw_recon_panels():
     pic = draw_recon(clip, rec, model.tubelet, scale=1, title="t")
     T, H, W = NUM_FRAMES, SIZE, SIZE
     assert pic.frames.shape[0] == T and pic.frames.shape[2] == 4 * W + 3 * 4
-    body = pic.frames[0, 24 : 24 + H]  # below the caption and the panel labels (12 px each at scale 1)
+    # below the caption and the panel labels (their height depends on how the caption wraps): the first
+    # panel is the clip's frame as it is at scale 1
+    top = next(y for y in range(pic.frames.shape[1] - H + 1) if np.array_equal(pic.frames[0, y : y + H, :W], frames[0]))
+    body = pic.frames[0, top : top + H]
     masked_panel, heat = body[:, W + 4 : 2 * W + 4], body[:, 3 * (W + 4) :]
     first = int(torch.nonzero(mask[0, :16])[0])  # a masked token of the first time slot
     i, j = divmod(first, W // 16)

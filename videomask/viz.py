@@ -33,6 +33,7 @@ from videomask.video import open_video
 MASK_GREY = np.array([96, 96, 96], dtype=np.float32)
 ANCHOR_COLOUR = (255, 220, 0)  # RGB yellow
 BOX_COLOUR = (0, 230, 80)  # RGB green
+NOT_RECONSTRUCTED = np.array([200, 200, 200], dtype=np.uint8)  # heat-map colour of visible patches
 
 
 @dataclass
@@ -165,35 +166,206 @@ def draw_frames(
     return np.stack(plain), np.stack(masked)
 
 
-def _caption(width: int, text: str, scale: int) -> np.ndarray:
+FONT = cv2.FONT_HERSHEY_SIMPLEX
+TEXT_COLOUR = (0, 0, 0)
+WHITE = (255, 255, 255)
 
-    bar = np.full((12 * scale, width, 3), 255, dtype=np.uint8)
-    cv2.putText(bar, text, (4, 9 * scale), cv2.FONT_HERSHEY_SIMPLEX, 0.3 * scale, (0, 0, 0), 1, cv2.LINE_AA)
+
+def _font(scale: int) -> float:
+    """The text size of a picture drawn at ``scale`` (about 7 px tall capitals per scale unit)."""
+    return 0.3 * scale
+
+
+def _text_width(text: str, scale: int) -> int:
+    return int(cv2.getTextSize(text, FONT, _font(scale), 1)[0][0])
+
+
+def _put(image: np.ndarray, text: str, x: int, baseline: int, scale: int) -> None:
+    cv2.putText(image, text, (x, baseline), FONT, _font(scale), TEXT_COLOUR, 1, cv2.LINE_AA)
+
+
+def wrap_text(text: str, width: int, scale: int) -> list[str]:
+    """``text`` broken into lines no wider than ``width`` px: at spaces, inside a word only when it alone is wider."""
+    lines: list[str] = []
+    for paragraph in text.split("\n"):
+        line = ""
+        for word in paragraph.split():
+            candidate = f"{line} {word}" if line else word
+            if _text_width(candidate, scale) <= width:
+                line = candidate
+                continue
+            if line:
+                lines.append(line)
+            while _text_width(word, scale) > width and len(word) > 1:  # a word wider than the picture
+                cut = 1
+                while cut < len(word) and _text_width(word[: cut + 1], scale) <= width:
+                    cut += 1
+                lines.append(word[:cut])
+                word = word[cut:]
+            line = word
+        lines.append(line)
+    return lines
+
+
+def caption_band(width: int, text: str, scale: int, min_lines: int = 1) -> np.ndarray:
+    """A white band ``width`` px wide holding ``text``, wrapped to the width (at least ``min_lines`` lines tall)."""
+    margin = 2 * scale
+    lines = wrap_text(text, width - 2 * margin, scale)
+    bar = np.full(((max(len(lines), min_lines) * 10 + 2) * scale, width, 3), 255, dtype=np.uint8)
+    for i, line in enumerate(lines):
+        _put(bar, line, margin, (i * 10 + 9) * scale, scale)
     return bar
 
 
-def save_gif(pictures: np.ndarray, path: str | Path, frame_ms: int = 200, colors: int = 128) -> Path:
-    """Write uint8 ``[T, H, W, 3]`` as a looping GIF (one ``colors``-colour palette for all frames)."""
+def _same_height(bands: Sequence[np.ndarray]) -> list[np.ndarray]:
+    """White-pad ``[h_i, W, 3]`` bands at the bottom to the tallest one's height (the GIF's frames must agree)."""
+    tallest = max(b.shape[0] for b in bands)
+    return [np.pad(b, ((0, tallest - b.shape[0]), (0, 0), (0, 0)), constant_values=255) for b in bands]
 
+
+def colour_ramp(levels: int) -> np.ndarray:
+    """The heat maps' colours (inferno) for ``levels`` steps from low to high -> uint8 ``[levels, 3]`` RGB."""
+    ramp = np.linspace(0, 255, levels).round().astype(np.uint8)[None]  # [1, levels]
+    return np.ascontiguousarray(cv2.applyColorMap(ramp, cv2.COLORMAP_INFERNO)[0, :, ::-1])  # [levels, 3]
+
+
+@dataclass(frozen=True)
+class LegendEntry:
+    """One legend item: ``kind`` ``"fill"`` (a filled square), ``"outline"`` (a square border), ``"box"`` (a
+    thin box) in ``colour``, or ``"scale"`` (a colour bar from ``low`` to ``high``), followed by ``text``."""
+
+    kind: str
+    text: str
+    colour: tuple[int, int, int] = (0, 0, 0)
+    low: float = 0.0
+    high: float = 1.0
+
+
+def _legend_item(entry: LegendEntry, scale: int) -> np.ndarray:
+    """One entry drawn on white -> uint8 ``[10*s, w, 3]``."""
+    s = scale
+    height, side = 10 * s, 8 * s
+    if entry.kind == "scale":
+        low, high = f"{entry.low:.3g}", f"{entry.high:.3g}"
+        bar_w = 48 * s
+        head = f"{entry.text} "
+        widths = [_text_width(head, s), _text_width(low, s) + 2 * s, bar_w, 2 * s + _text_width(high, s)]
+        item = np.full((height, sum(widths), 3), 255, dtype=np.uint8)
+        x = 0
+        _put(item, head, x, 8 * s, s)
+        x += widths[0]
+        _put(item, low, x, 8 * s, s)
+        x += widths[1]
+        item[s : s + side, x : x + bar_w] = colour_ramp(bar_w)[None]  # low left, high right
+        _put(item, high, x + bar_w + 2 * s, 8 * s, s)
+        return item
+    text_w = _text_width(entry.text, s)
+    item = np.full((height, side + 3 * s + text_w, 3), 255, dtype=np.uint8)
+    y0, y1 = s, s + side
+    if entry.kind == "fill":
+        item[y0:y1, :side] = entry.colour
+    elif entry.kind == "outline":
+        item[y0:y1, :side] = 160  # a grey patch inside the border, as a masked anchor looks
+        cells = np.zeros((1, 1), dtype=bool)
+        cells[0, 0] = True
+        patch = item[y0:y1, :side]
+        _outline(patch, cells, (8, 8), s, entry.colour)
+    elif entry.kind == "box":
+        cv2.rectangle(item, (0, y0), (side - 1, y1 - 1), entry.colour, max(1, s // 2))
+    else:
+        raise ValueError(f"unknown legend entry kind {entry.kind!r}")
+    _put(item, entry.text, side + 3 * s, 8 * s, s)
+    return item
+
+
+def legend_band(width: int, entries: Sequence[LegendEntry], scale: int) -> np.ndarray:
+    """A white band ``width`` px wide with ``entries`` left to right, on as many lines as the width needs."""
+    s = scale
+    items = [_legend_item(e, s) for e in entries]
+    lines: list[list[np.ndarray]] = [[]]
+    used = 2 * s
+    for item in items:
+        if lines[-1] and used + item.shape[1] > width - 2 * s:
+            lines.append([])
+            used = 2 * s
+        lines[-1].append(item)
+        used += item.shape[1] + 8 * s
+    band = np.full(((len(lines) * 12 + 2) * s, width, 3), 255, dtype=np.uint8)
+    for i, line in enumerate(lines):
+        x = 2 * s
+        for item in line:
+            w = min(item.shape[1], width - x)  # an item wider than the whole picture is cut at its edge
+            band[(i * 12 + 2) * s : (i * 12 + 12) * s, x : x + w] = item[:, :w]
+            x += item.shape[1] + 8 * s
+    return band
+
+
+def _gif_palette(pictures: np.ndarray, fixed: np.ndarray, colors: int) -> np.ndarray:
+    """A ``colors``-entry palette ``[colors, 3]`` for ``pictures`` uint8 ``[T, H, W, 3]``: the ``fixed`` colours
+    (the drawing's flat colours, kept exact) and a median-cut palette of the other pixels."""
+    flat = pictures.reshape(-1, 3)
+    packed = (flat[:, 0].astype(np.int32) << 16) | (flat[:, 1].astype(np.int32) << 8) | flat[:, 2]
+    fixed_packed = (fixed[:, 0].astype(np.int32) << 16) | (fixed[:, 1].astype(np.int32) << 8) | fixed[:, 2]
+    rest = flat[~np.isin(packed, fixed_packed)]
+    if len(rest) > 1 << 20:  # a sample is enough to place the palette
+        rest = rest[:: len(rest) // (1 << 20) + 1]
+    free = colors - len(fixed)
+    if len(rest) == 0 or free <= 0:
+        return fixed[:colors]
+    sample = Image.fromarray(np.ascontiguousarray(rest[None]))  # [1, N, 3]
+    cut = sample.quantize(colors=free, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE)
+    found = np.array(cut.getpalette()[: 3 * free], dtype=np.uint8).reshape(-1, 3)
+    return np.concatenate([fixed, found])
+
+
+def _nearest(pictures: np.ndarray, palette: np.ndarray) -> np.ndarray:
+    """Each pixel of uint8 ``[..., 3]`` -> the index of its nearest ``palette`` colour (exact, per distinct colour)."""
+    flat = pictures.reshape(-1, 3)
+    packed = (flat[:, 0].astype(np.int32) << 16) | (flat[:, 1].astype(np.int32) << 8) | flat[:, 2]
+    distinct, inverse = np.unique(packed, return_inverse=True)
+    rgb = np.stack([(distinct >> 16) & 255, (distinct >> 8) & 255, distinct & 255], axis=1).astype(np.int32)
+    best = np.empty(len(rgb), dtype=np.uint8)
+    pal = palette.astype(np.int32)
+    for start in range(0, len(rgb), 4096):  # [chunk, colors] distances at a time
+        d = ((rgb[start : start + 4096, None, :] - pal[None]) ** 2).sum(-1)
+        best[start : start + 4096] = d.argmin(1)
+    return best[inverse.reshape(-1)].reshape(pictures.shape[:-1])
+
+
+# the flat colours of the drawings: kept exact in a GIF's palette
+FLAT_COLOURS = np.array(
+    [WHITE, TEXT_COLOUR, tuple(int(v) for v in MASK_GREY), ANCHOR_COLOUR, BOX_COLOUR, tuple(NOT_RECONSTRUCTED)],
+    dtype=np.uint8,
+)
+
+
+def save_gif(pictures: np.ndarray, path: str | Path, frame_ms: int = 200, colors: int = 192) -> Path:
+    """Write uint8 ``[T, H, W, 3]`` as a looping GIF with one ``colors``-colour palette for all frames.
+
+    The palette holds the drawing's flat colours exactly (white, text, mask grey, anchor yellow, box
+    green, the heat map's grey) and a median cut of the other pixels; no dithering, so flat masks stay
+    flat and the file small.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    # one shared palette without dithering keeps the file small (flat grey masks, no noise patterns)
-    strip = Image.fromarray(np.concatenate(list(pictures), axis=0))
-    palette = strip.quantize(colors=colors, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE)
-    images = [Image.fromarray(p).quantize(palette=palette, dither=Image.Dither.NONE) for p in pictures]
+    palette = _gif_palette(pictures, FLAT_COLOURS, colors)
+    indices = _nearest(pictures, palette)  # [T, H, W] uint8
+    flat_palette = palette.reshape(-1).tolist()
+    images = []
+    for frame in indices:
+        image = Image.frombytes("P", (frame.shape[1], frame.shape[0]), np.ascontiguousarray(frame).tobytes())
+        image.putpalette(flat_palette)
+        images.append(image)
     images[0].save(path, save_all=True, append_images=images[1:], duration=frame_ms, loop=0, optimize=True)
     return path
 
 
-def save_png(picture: np.ndarray, path: str | Path, colors: int | None = 256) -> Path:
-    """Write one uint8 ``[H, W, 3]`` picture as PNG (palette of ``colors`` colours, or full RGB with None)."""
+def save_png(picture: np.ndarray, path: str | Path) -> Path:
+    """Write one uint8 ``[H, W, 3]`` picture as a full-colour (RGB, no palette) PNG."""
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    image = Image.fromarray(picture)
-    if colors is not None:
-        image = image.quantize(colors=colors, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE)
-    image.save(path, optimize=True)
+    Image.fromarray(np.ascontiguousarray(picture, dtype=np.uint8)).convert("RGB").save(path, optimize=True)
     return path
 
 
@@ -206,6 +378,8 @@ class MaskPicture:
     masked_share: float
     anchor_share: float | None
     detections: int
+    frames: np.ndarray | None = None  # uint8 [T, rows, cols, 3]: the GIF's frames as drawn
+    grid: np.ndarray | None = None  # uint8 [rows, cols, 3]: the PNG as drawn
 
 
 def show_masks(
@@ -231,54 +405,73 @@ def show_masks(
     result = masker.generate(clip.batch(), generator)
     mask = result.mask[0]  # [L]
     anchors = result.anchors[0] if result.anchors is not None else None
+    if heatmap and result.scores is None:
+        raise VideomaskError(f"masker {masker.name!r} gives no scores to draw as a heat map")
     drawn = _map_detections(clip, detections)
     plain, masked = draw_frames(clip.frames, mask, masker.tubelet, anchors=anchors, boxes=drawn, scale=scale)
     T = len(plain)
-    panels = [plain, masked]
+    panels, names = [plain, masked], ["clip", "masked"]
+    entries = [LegendEntry("fill", "masked patch", tuple(int(v) for v in MASK_GREY))]
+    if anchors is not None:
+        entries.append(LegendEntry("outline", "anchor patch", ANCHOR_COLOUR))
+    if detections is not None:
+        labels = sorted({d.label for found in detections for d in found})
+        what = f"detection: {', '.join(labels)}" if labels else "detection (none found)"
+        entries.append(LegendEntry("box", what, BOX_COLOUR))
     if heatmap:
-        if result.scores is None:
-            raise VideomaskError(f"masker {masker.name!r} gives no scores to draw as a heat map")
-        panels.append(score_heatmap(plain, result.scores[0], masker.tubelet, scale, anchors))
+        scores = result.scores[0]
+        panels.append(score_heatmap(plain, scores, masker.tubelet, scale, anchors))
+        names.append("scores")
+        entries.append(LegendEntry("scale", "score", low=float(scores.min()), high=float(scores.max())))
     masked_share = float(mask.float().mean())
     anchor_share = float(anchors.float().mean()) if anchors is not None else None
-    title = f"{masker.name}  masked {masked_share:.0%}" + (
-        f"  anchors {anchor_share:.0%}" if anchor_share is not None else ""
+    title = f"{masker.name} masker: masked {masked_share:.0%}" + (
+        f", anchors {anchor_share:.0%}" if anchor_share is not None else ""
     )
-    gap = np.full((plain.shape[1], 4 * scale, 3), 255, dtype=np.uint8)
-    width = plain.shape[2] * len(panels) + gap.shape[1] * (len(panels) - 1)
 
-    def side_by_side(k: int) -> np.ndarray:
-        parts = []
-        for n, panel in enumerate(panels):
-            parts += ([gap] if n else []) + [panel[k]]
-        return np.concatenate(parts, axis=1)
-
-    pictures = np.stack(
+    # the animation: per frame a caption, the panel names, the panels side by side, the legend
+    gap = 4 * scale
+    width = plain.shape[2] * len(panels) + gap * (len(panels) - 1)
+    white_gap = np.full((plain.shape[1], gap, 3), 255, dtype=np.uint8)
+    captions = _same_height([caption_band(width, f"{title}, frame {clip.frame_indices[k]}", scale) for k in range(T)])
+    heads = _text_bar(names, plain.shape[2], gap, scale)
+    legend = legend_band(width, entries, scale)
+    frames = np.stack(
         [
-            np.concatenate([_caption(width, f"{title}  frame {clip.frame_indices[k]}", scale), side_by_side(k)], axis=0)
+            np.concatenate(
+                [
+                    captions[k],
+                    heads,
+                    np.concatenate([part for panel in panels for part in (white_gap, panel[k])][1:], axis=1),
+                    legend,
+                ],
+                axis=0,
+            )
             for k in range(T)
         ]
-    )  # [T, caption + H*s, panels*W*s + gaps, 3]
-    gif = save_gif(pictures, output)
-    t = masker.tubelet[0]
-    columns = list(range(0, T, t))[:max_columns]  # the first frame of each tubelet slot
+    )  # [T, caption + names + H*s + legend, panels*W*s + gaps, 3]
+
+    # the still: one row per panel (named on the left), one column per tubelet slot
+    columns = list(range(0, T, masker.tubelet[0]))[:max_columns]  # the first frame of each tubelet slot
     col_gap = np.full((plain.shape[1], 2 * scale, 3), 255, dtype=np.uint8)
-
-    def row(images: np.ndarray) -> np.ndarray:
-        parts = []
-        for n, k in enumerate(columns):
-            parts += ([col_gap] if n else []) + [images[k]]
-        return np.concatenate(parts, axis=1)
-
-    rows = [row(panel) for panel in panels]
-    spacer = np.full((2 * scale, rows[0].shape[1], 3), 255, np.uint8)
-    stacked = [rows[0]]
-    for r in rows[1:]:
-        stacked += [spacer, r]
-    grid = np.concatenate([_caption(rows[0].shape[1], title, scale), *stacked], axis=0)
+    rows = [np.concatenate([part for k in columns for part in (col_gap, panel[k])][1:], axis=1) for panel in panels]
+    label_w = max(_text_width(name, scale) for name in names) + 6 * scale
+    full_w = rows[0].shape[1] + label_w
+    spacer = np.full((2 * scale, full_w, 3), 255, dtype=np.uint8)
+    body = [part for image, name in zip(rows, names) for part in (spacer, _named_row(image, [name], label_w, scale))]
+    shown = ", ".join(str(clip.frame_indices[k]) for k in columns)
+    grid = np.concatenate(
+        [
+            caption_band(full_w, f"{title}; columns: frames {shown}", scale),
+            *body[1:],
+            legend_band(full_w, entries, scale),
+        ],
+        axis=0,
+    )  # [caption + rows + spacers + legend, label + columns*W*s + gaps, 3]
+    gif = save_gif(frames, output)
     png_path = save_png(grid, png if png is not None else Path(output).with_suffix(".png"))
     count = sum(len(f) for f in detections) if detections is not None else 0
-    return MaskPicture(gif, png_path, masked_share, anchor_share, count)
+    return MaskPicture(gif, png_path, masked_share, anchor_share, count, frames, grid)
 
 
 def score_heatmap(
@@ -301,8 +494,6 @@ def score_heatmap(
 
 
 # ----------------------------------------------------------------------------- reconstructions
-
-NOT_RECONSTRUCTED = np.array([200, 200, 200], dtype=np.uint8)  # heat-map colour of visible patches
 
 NORM_PIX_NOTE = "reconstruction: norm_pix_loss prediction un-normalised with each original patch's mean and std"
 PIXEL_NOTE = "reconstruction: predicted pixels (norm_pix_loss off)"
@@ -409,12 +600,15 @@ class ReconPicture:
 
 
 def _text_bar(texts: Sequence[str], panel: int, spacing: int, scale: int) -> np.ndarray:
-    """A white bar with one label over each of ``len(texts)`` panels ``panel`` px wide, ``spacing`` apart."""
+    """A white bar with one name over each of ``len(texts)`` panels ``panel`` px wide, ``spacing`` apart (each
+    name wrapped to its panel's width)."""
 
-    bar = np.full((12 * scale, len(texts) * panel + (len(texts) - 1) * spacing, 3), 255, dtype=np.uint8)
-    for n, text in enumerate(texts):
-        origin = (n * (panel + spacing) + 2, 9 * scale)
-        cv2.putText(bar, text, origin, cv2.FONT_HERSHEY_SIMPLEX, 0.3 * scale, (0, 0, 0), 1, cv2.LINE_AA)
+    wrapped = [wrap_text(text, panel - 2 * scale, scale) for text in texts]
+    lines = max(len(w) for w in wrapped)
+    bar = np.full(((lines * 10 + 2) * scale, len(texts) * panel + (len(texts) - 1) * spacing, 3), 255, dtype=np.uint8)
+    for n, text_lines in enumerate(wrapped):
+        for i, line in enumerate(text_lines):
+            _put(bar, line, n * (panel + spacing) + 2 * scale, (i * 10 + 9) * scale, scale)
     return bar
 
 
@@ -423,8 +617,7 @@ def _named_row(image: np.ndarray, lines: Sequence[str], width: int, scale: int) 
 
     side = np.full((image.shape[0], width, 3), 255, dtype=np.uint8)
     for i, word in enumerate(lines):
-        origin = (2, 12 * scale + i * 10 * scale)
-        cv2.putText(side, word, origin, cv2.FONT_HERSHEY_SIMPLEX, 0.28 * scale, (0, 0, 0), 1, cv2.LINE_AA)
+        _put(side, word, 2 * scale, 12 * scale + i * 10 * scale, scale)
     return np.concatenate([side, image], axis=1)
 
 
@@ -476,46 +669,64 @@ def draw_recon(
 
     masked_share = float(recon.mask.float().mean())
     anchor_share, la, lo = _recon_losses(recon, anchors)
-    head = f"{title}  masked {masked_share:.0%}" + (f"  anchors {anchor_share:.0%}" if anchor_share is not None else "")
-    head += f"  loss {recon.loss:.3f}" + (
+    head = f"{title}: masked {masked_share:.0%}" + (f", anchors {anchor_share:.0%}" if anchor_share is not None else "")
+    head += f", loss {recon.loss:.3f}" + (
         f" (anchor {la:.3f}, other {lo:.3f})" if la is not None and lo is not None else ""
     )
     note = NORM_PIX_NOTE if recon.norm_pix_loss else PIXEL_NOTE
+    entries = [LegendEntry("fill", "masked patch", tuple(int(v) for v in MASK_GREY))]
+    if anchors is not None:
+        entries.append(LegendEntry("outline", "anchor patch", ANCHOR_COLOUR))
+    if boxes is not None:
+        labels = sorted({name for found in boxes for _, name in found})
+        what = f"detection: {', '.join(labels)}" if labels else "detection (none found)"
+        entries.append(LegendEntry("box", what, BOX_COLOUR))
+    entries.append(LegendEntry("fill", "visible (no error)", tuple(int(v) for v in NOT_RECONSTRUCTED)))
+    entries.append(LegendEntry("scale", "error", low=vmin, high=vmax))
 
     # the animation: per frame a caption, the panel labels, the four panels side by side, the note
     gap = 4 * scale
     width = 4 * W * scale + 3 * gap
     white_gap = np.full((H * scale, gap, 3), 255, dtype=np.uint8)
-    labels = _text_bar(
-        ["original", "masked input", "reconstruction", f"error {vmin:.2f}-{vmax:.2f}"], W * scale, gap, scale
-    )
+    labels = _text_bar(["original", "masked input", "reconstruction", "error"], W * scale, gap, scale)
+    captions = _same_height([caption_band(width, f"{head}, frame {clip.frame_indices[k]}", scale) for k in range(T)])
+    legend, note_bar = legend_band(width, entries, scale), caption_band(width, note, scale)
     frames = np.stack(
         [
             np.concatenate(
                 [
-                    _caption(width, f"{head}  frame {clip.frame_indices[k]}", scale),
+                    captions[k],
                     labels,
                     np.concatenate([part for panel in panels for part in (white_gap, panel[k])][1:], axis=1),
-                    _caption(width, note, scale),
+                    legend,
+                    note_bar,
                 ],
                 axis=0,
             )
             for k in range(T)
         ]
-    )  # [T, 3 captions + H*s, 4*W*s + 3 gaps, 3]
+    )  # [T, caption + names + H*s + legend + note, 4*W*s + 3 gaps, 3]
 
     # the still: one row per panel (named on the left), one column per time slot
     columns = list(range(0, T, tubelet[0]))[:max_columns]
     col_gap = np.full((H * scale, 2 * scale, 3), 255, dtype=np.uint8)
     rows = [np.concatenate([part for k in columns for part in (col_gap, panel[k])][1:], axis=1) for panel in panels]
-    row_names = [["original"], ["masked", "input"], ["recon-", "struction"], ["error", f"{vmin:.2f}-", f"{vmax:.2f}"]]
-    label_w = 42 * scale
+    row_names = [["original"], ["masked", "input"], ["recon-", "struction"], ["error"]]
+    label_w = max(_text_width(line, scale) for names in row_names for line in names) + 6 * scale
     full_w = rows[0].shape[1] + label_w
     spacer = np.full((2 * scale, full_w, 3), 255, dtype=np.uint8)
     body = [
         part for image, names in zip(rows, row_names) for part in (spacer, _named_row(image, names, label_w, scale))
     ]
-    grid = np.concatenate([_caption(full_w, head, scale), *body[1:], _caption(full_w, note, scale)], axis=0)
+    grid = np.concatenate(
+        [
+            caption_band(full_w, head, scale),
+            *body[1:],
+            legend_band(full_w, entries, scale),
+            caption_band(full_w, note, scale),
+        ],
+        axis=0,
+    )  # [caption + rows + spacers + legend + note, label + columns*W*s + gaps, 3]
     return ReconPicture(frames, grid, recon.loss, la, lo, masked_share, anchor_share)
 
 
