@@ -78,3 +78,48 @@ def test_nms_per_label():
     ]
     kept = nms(dets, iou=0.5)
     assert sorted((d.label, d.score) for d in kept) == [("face", 0.4), ("person", 0.3), ("person", 0.9)]
+
+
+def test_working_size_caps_the_long_side_and_upscales_small_frames():
+    from videomask.detect.detectors import working_factor
+
+    assert working_factor(1080, 1920, 576, 960, 6.0) == 0.5  # HD: the long side capped
+    assert working_factor(128, 170, 576, 960, 6.0) == pytest.approx(576 / 128)  # small: up to min_side
+    assert working_factor(128, 228, 576, 960, 6.0) == pytest.approx(960 / 228)  # ... but never past the cap
+    assert working_factor(1080, 1920, 576, None, 6.0) == 1.0  # no cap: as given
+
+
+@pytest.mark.skipif(not FACE.exists(), reason="shipped clip assets/target/webcam_face.mp4 not present")
+def test_boxes_found_at_a_reduced_size_map_back_to_the_frame():
+    """The same picture at 160x120 and at 8x that size: the detector works on both at 320x240 and the boxes it
+    returns are in each frame's own pixels, 8x apart."""
+    import cv2
+
+    from videomask.detect import HaarDetector
+
+    small = _frames(FACE, [0, 30])  # [2, 120, 160, 3]
+    big = np.stack([cv2.resize(f, (1280, 960), interpolation=cv2.INTER_CUBIC) for f in small])
+    detector = HaarDetector("haarcascade_frontalface_default.xml", "face", min_neighbors=5, max_side=320)
+    for (face_small,), (face_big,) in zip(detector(small), detector(big)):
+        scaled = np.array(face_big.box) / 8.0
+        ix = min(scaled[2], face_small.box[2]) - max(scaled[0], face_small.box[0])
+        iy = min(scaled[3], face_small.box[3]) - max(scaled[1], face_small.box[1])
+        area = (scaled[2] - scaled[0]) * (scaled[3] - scaled[1])
+        other = (face_small.box[2] - face_small.box[0]) * (face_small.box[3] - face_small.box[1])
+        iou = max(ix, 0) * max(iy, 0) / (area + other - max(ix, 0) * max(iy, 0))
+        assert iou > 0.8, (face_small.box, face_big.box)
+        assert 320 < (face_big.box[0] + face_big.box[2]) / 2 < 960  # in the big frame's pixels
+
+
+ANIMALS = ASSETS / "source" / "bigbuckbunny.mp4"
+
+
+@pytest.mark.skipif(not ANIMALS.exists(), reason="shipped clip assets/source/bigbuckbunny.mp4 not present")
+def test_people_does_not_fire_on_animals_and_still_finds_pedestrians():
+    """The thresholds chosen by benchmarks/detector.py: no person on the cartoon rabbit's frames where the
+    unthresholded detector found some, the pedestrians still found; HD frames are detected at a capped size."""
+    people = build_detector("people")
+    assert people(_frames(ANIMALS, [20, 40, 45, 59, 63])) == [[], [], [], [], []]
+    if PEDESTRIANS.exists():
+        assert all(people(_frames(PEDESTRIANS, [0, 24, 48])))
+    assert [part.max_side for part in people.detectors] == [768, 480]

@@ -59,15 +59,27 @@ def _check_frames(frames: np.ndarray) -> np.ndarray:
     return frames
 
 
-def _upscale(gray: np.ndarray, min_side: int, max_scale: float) -> tuple[np.ndarray, float]:
-    """Resize ``gray`` so its short side is at least ``min_side`` (factor <= ``max_scale``); returns (image, factor)."""
+def working_factor(height: int, width: int, min_side: int, max_side: int | None, max_scale: float) -> float:
+    """The resize factor a detector applies to a ``height`` x ``width`` frame before detecting.
 
+    Small frames are upscaled until their short side reaches ``min_side`` (factor <= ``max_scale``): the
+    detectors' windows are larger than people in small clips. Then the long side is capped at ``max_side``
+    (None: no cap): detection time grows with the pixel count, and HD frames hold people far larger than
+    the windows. Boxes found at the working size are divided by the factor (:func:`_clip_box`).
+    """
+    factor = min(float(max_scale), max(1.0, float(min_side) / float(min(height, width))))
+    if max_side is not None and max(height, width) * factor > max_side:
+        factor = float(max_side) / float(max(height, width))
+    return factor
+
+
+def _resize(gray: np.ndarray, factor: float) -> np.ndarray:
+    """``gray`` resized by ``factor`` (area averaging down, cubic up; unchanged at 1)."""
+    if factor == 1.0:
+        return gray
     h, w = gray.shape[:2]
-    factor = min(float(max_scale), max(1.0, float(min_side) / float(min(h, w))))
-    if factor <= 1.0:
-        return gray, 1.0
-    size = (int(round(w * factor)), int(round(h * factor)))
-    return cv2.resize(gray, size, interpolation=cv2.INTER_CUBIC), factor
+    size = (max(1, int(round(w * factor))), max(1, int(round(h * factor))))
+    return cv2.resize(gray, size, interpolation=cv2.INTER_CUBIC if factor > 1.0 else cv2.INTER_AREA)
 
 
 def _clip_box(x0: float, y0: float, x1: float, y1: float, w: int, h: int) -> tuple[float, float, float, float]:
@@ -83,15 +95,18 @@ class HogPeopleDetector:
     """OpenCV's HOG + linear SVM pedestrian detector (Dalal & Triggs), label ``person``.
 
     The detector's window is 64x128 px (a person ~96 px tall), so frames whose short side is below
-    ``min_side`` are upscaled first: people in small clips are far smaller than the window. Boxes are
-    shrunk to the person inside the window as in OpenCV's ``peopledetect.py`` sample (15% each side
-    horizontally, 5% vertically).
+    ``min_side`` are upscaled first: people in small clips are far smaller than the window. A long side
+    above ``max_side`` is scaled down to it (:func:`working_factor`): the time grows with the pixel count.
+    Boxes come back in the frame's own pixels, shrunk to the person inside the window as in OpenCV's
+    ``peopledetect.py`` sample (15% each side horizontally, 5% vertically); boxes scoring below
+    ``min_score`` (the SVM margin) are dropped.
     """
 
     def __init__(
         self,
         *,
         min_side: int = 576,
+        max_side: int | None = None,
         max_scale: float = 6.0,
         win_stride: int = 8,
         scale: float = 1.05,
@@ -99,6 +114,7 @@ class HogPeopleDetector:
         min_score: float = 0.0,
     ) -> None:
         self.min_side = int(min_side)
+        self.max_side = int(max_side) if max_side is not None else None
         self.max_scale = float(max_scale)
         self.win_stride = int(win_stride)
         self.scale = float(scale)
@@ -111,6 +127,7 @@ class HogPeopleDetector:
         return {
             "name": "hog",
             "min_side": self.min_side,
+            "max_side": self.max_side,
             "max_scale": self.max_scale,
             "win_stride": self.win_stride,
             "scale": self.scale,
@@ -137,7 +154,8 @@ class HogPeopleDetector:
         out: list[list[Detection]] = []
         for frame in frames:
             h, w = frame.shape[:2]
-            gray, factor = _upscale(cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY), self.min_side, self.max_scale)
+            factor = working_factor(h, w, self.min_side, self.max_side, self.max_scale)
+            gray = _resize(cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY), factor)
             rects, weights = hog.detectMultiScale(
                 gray,
                 hitThreshold=self.hit_threshold,
@@ -162,7 +180,9 @@ class HaarDetector:
     """An OpenCV Haar cascade from ``cv2.data.haarcascades`` (shipped with opencv-python), one label.
 
     Frames are converted to grey, histogram-equalised and upscaled to a short side of at least
-    ``min_side``. The score is the cascade's last-stage level weight (``detectMultiScale3``).
+    ``min_side``, or scaled down to a long side of at most ``max_side`` (:func:`working_factor`); boxes
+    come back in the frame's own pixels. The score is the cascade's last-stage level weight
+    (``detectMultiScale3``).
     """
 
     def __init__(
@@ -172,6 +192,7 @@ class HaarDetector:
         *,
         name: str | None = None,
         min_side: int = 320,
+        max_side: int | None = None,
         max_scale: float = 6.0,
         scale_factor: float = 1.1,
         min_neighbors: int = 3,
@@ -181,6 +202,7 @@ class HaarDetector:
         self.label = label
         self.name = name or f"haar:{cascade}"
         self.min_side = int(min_side)
+        self.max_side = int(max_side) if max_side is not None else None
         self.max_scale = float(max_scale)
         self.scale_factor = float(scale_factor)
         self.min_neighbors = int(min_neighbors)
@@ -194,6 +216,7 @@ class HaarDetector:
             "cascade": self.cascade,
             "label": self.label,
             "min_side": self.min_side,
+            "max_side": self.max_side,
             "max_scale": self.max_scale,
             "scale_factor": self.scale_factor,
             "min_neighbors": self.min_neighbors,
@@ -222,7 +245,8 @@ class HaarDetector:
         for frame in frames:
             h, w = frame.shape[:2]
             gray = cv2.equalizeHist(cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY))
-            gray, factor = _upscale(gray, self.min_side, self.max_scale)
+            factor = working_factor(h, w, self.min_side, self.max_side, self.max_scale)
+            gray = _resize(gray, factor)
             rects, _, weights = model.detectMultiScale3(
                 gray, scaleFactor=self.scale_factor, minNeighbors=self.min_neighbors, outputRejectLevels=True
             )

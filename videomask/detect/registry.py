@@ -33,9 +33,17 @@ def available_detectors() -> list[str]:
     return sorted(DETECTORS)
 
 
-register_detector("hog")(lambda: HogPeopleDetector())
+# the working size (long side capped) and score thresholds of the people detectors, chosen on footage with
+# and without people by benchmarks/detector.py (benchmarks/results/detector.md)
+HOG_DEFAULTS: dict[str, Any] = {"max_side": 768, "min_score": 0.5}
+UPPERBODY_DEFAULTS: dict[str, Any] = {"max_side": 480, "min_score": 0.5}
+PEOPLE_NMS_IOU = 0.5
+
+register_detector("hog")(lambda: HogPeopleDetector(**HOG_DEFAULTS))
 register_detector("haar-fullbody")(lambda: HaarDetector("haarcascade_fullbody.xml", "person", name="haar-fullbody"))
-register_detector("haar-upperbody")(lambda: HaarDetector("haarcascade_upperbody.xml", "person", name="haar-upperbody"))
+register_detector("haar-upperbody")(
+    lambda: HaarDetector("haarcascade_upperbody.xml", "person", name="haar-upperbody", **UPPERBODY_DEFAULTS)
+)
 register_detector("haar-face")(
     lambda: HaarDetector("haarcascade_frontalface_default.xml", "face", name="haar-face", min_neighbors=5)
 )
@@ -49,7 +57,7 @@ register_detector("haar-plate")(
     lambda: HaarDetector("haarcascade_russian_plate_number.xml", "license_plate", name="haar-plate", min_neighbors=5)
 )
 register_detector("people")(
-    lambda: CombinedDetector([DETECTORS["hog"](), DETECTORS["haar-upperbody"]()], name="people")
+    lambda: CombinedDetector([DETECTORS["hog"](), DETECTORS["haar-upperbody"]()], name="people", iou=PEOPLE_NMS_IOU)
 )
 register_detector("bodies")(
     lambda: CombinedDetector([DETECTORS[n]() for n in ("hog", "haar-fullbody", "haar-upperbody")], name="bodies")
