@@ -113,3 +113,33 @@ def test_unknown_or_missing_data_is_a_videomask_error() -> None:
         data_dir("models")
     with pytest.raises(VideomaskError, match="not found"):
         data_file("configs", "no_such.yaml")
+
+
+def test_installed_commands_read_the_shipped_configs_from_any_folder(wheel: Path, tmp_path: Path) -> None:
+    """``videomask bench --quick`` and ``videomask pretrain --config configs/pretrain_tiny.yaml`` from an empty
+    folder with the unpacked wheel: the shipped config is found, its clips are the shipped ones and its run
+    folders go under the current folder (never into the installed package)."""
+    site = tmp_path / "site"
+    zipfile.ZipFile(wheel).extractall(site)
+    work = tmp_path / "work"
+    work.mkdir()
+    code = (
+        "import argparse, videomask\n"
+        "from videomask.bench import load_bench_config\n"
+        "from videomask.commands import config_path\n"
+        "from videomask.commands.bench import _config_path\n"
+        "from videomask.config import load_config\n"
+        "bench = load_bench_config(_config_path(argparse.Namespace(config=None, quick=True)))\n"
+        "run = load_config(config_path('configs/pretrain_tiny.yaml'))\n"
+        "print(videomask.__file__); print(bench.source); print(bench.work_dir)\n"
+        "print(run.data.path); print(run.run.out_dir)\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(site)}
+    proc = subprocess.run([sys.executable, "-c", code], cwd=work, env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    module, source, work_dir, data, out_dir = proc.stdout.split("\n")[:5]
+    assert Path(module).is_relative_to(site)
+    assert Path(source) == site / "videomask" / "_assets" / "source"
+    assert Path(data) == site / "videomask" / "_assets" / "target"
+    assert Path(work_dir) == (work / "runs" / "bench_quick").resolve()
+    assert Path(out_dir) == (work / "runs" / "pretrain_tiny").resolve()

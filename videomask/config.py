@@ -303,6 +303,18 @@ def _apply_override(cfg: RunConfig, item: str) -> None:
     setattr(section, key, _resolve_field(parts[0], key, fields[key], value, cwd))
 
 
+def ratio_message(name: str, ratio: float) -> str:
+    """The one wording of the mask-ratio range, for a config key or a command-line flag."""
+    return f"{name} must be in (0, 1) (the share of tokens masked), got {ratio}"
+
+
+def check_mask_ratio(ratio: float, name: str = "mask.ratio") -> float:
+    """``ratio`` when it is in (0, 1), the range every command accepts; else a one-line VideomaskError."""
+    if not 0.0 < ratio < 1.0:
+        raise VideomaskError(ratio_message(name, ratio))
+    return ratio
+
+
 def validate_config(cfg: RunConfig) -> RunConfig:
     """Check value ranges that types cannot express; raise a one-line VideomaskError."""
     checks = [
@@ -312,7 +324,7 @@ def validate_config(cfg: RunConfig) -> RunConfig:
         (cfg.data.num_sample >= 1, "data.num_sample must be >= 1"),
         (cfg.data.batch_size >= 1, "data.batch_size must be >= 1"),
         (cfg.data.num_workers >= 0, "data.num_workers must be >= 0"),
-        (0.0 < cfg.mask.ratio < 1.0, f"mask.ratio must be in (0, 1), got {cfg.mask.ratio}"),
+        (0.0 < cfg.mask.ratio < 1.0, ratio_message("mask.ratio", cfg.mask.ratio)),
         (cfg.optim.lr is None or cfg.optim.lr > 0, "optim.lr must be > 0 (or null for the base-lr rule)"),
         (cfg.optim.blr > 0, "optim.blr must be > 0"),
         (0.0 <= cfg.optim.min_lr_ratio <= 1.0, "optim.min_lr_ratio must be in [0, 1]"),
@@ -373,6 +385,18 @@ def load_config(
             first = str(err).strip().splitlines()[0] if str(err).strip() else "invalid YAML"
             raise VideomaskError(f"cannot parse config {p}: {first}") from None
         base = p.resolve().parent
+    return load_config_dict(raw, overrides, base, extra_sections)
+
+
+def load_config_dict(
+    raw: dict[str, Any],
+    overrides: Sequence[str] = (),
+    base_dir: str | Path = ".",
+    extra_sections: Sequence[str] = (),
+) -> RunConfig:
+    """:func:`load_config` of a nested dict whose relative paths resolve against ``base_dir``: a config a
+    command assembles itself is checked (keys, types, overrides, ranges) before anything runs."""
+    base = Path(base_dir)
     cfg = config_from_dict(raw, base, extra_sections)
     for item in overrides:
         _apply_override(cfg, item)

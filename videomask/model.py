@@ -48,6 +48,10 @@ class VideoMAEConfig:
         tubelet_size: frames per tubelet ``t``.
         patch_size: tubelet side ``p`` in pixels.
         in_chans: input channels ``C``.
+        pos_grid: the token grid ``(t', h, w)`` the weights learned their sine-cosine positions on, set when
+            a checkpoint continues on clips of another grid (:func:`videomask.io.match_positions`): a clip
+            whose grid differs gets that grid's table resampled trilinearly (:func:`resample_pos_table`).
+            None: each clip's own grid's table (VideoMAE).
     Encoder:
         embed_dim, depth, num_heads, mlp_ratio: width, blocks, heads, MLP hidden = ``int(embed_dim*mlp_ratio)``.
         qkv_bias: learn q and v biases (VideoMAE; the k bias is always exactly zero).
@@ -73,6 +77,7 @@ class VideoMAEConfig:
     tubelet_size: int = 2
     patch_size: int = 16
     in_chans: int = 3
+    pos_grid: tuple[int, int, int] | None = None
     embed_dim: int = 768
     depth: int = 12
     num_heads: int = 12
@@ -96,6 +101,10 @@ class VideoMAEConfig:
     def __post_init__(self) -> None:
         self.mean = tuple(float(v) for v in self.mean)
         self.std = tuple(float(v) for v in self.std)
+        if self.pos_grid is not None:
+            self.pos_grid = tuple(int(v) for v in self.pos_grid)  # type: ignore[assignment]
+            if len(self.pos_grid) != 3 or min(self.pos_grid) <= 0:
+                raise VideomaskError(f"model config: pos_grid must be 3 positive ints (t', h, w), got {self.pos_grid}")
         for name in (
             "img_size",
             "num_frames",
@@ -215,6 +224,19 @@ def sinusoid_table(num_positions: int, dim: int) -> Tensor:
     table[:, 0::2] = torch.sin(angles[:, 0::2])
     table[:, 1::2] = torch.cos(angles[:, 1::2])
     return table.to(torch.float32)
+
+
+def resample_pos_table(table: Tensor, src: Grid, dst: Grid) -> Tensor:
+    """A position table ``[src.num_tokens, D]`` on grid ``src`` resampled to grid ``dst`` -> ``[dst.num_tokens, D]``.
+
+    The table is reshaped to ``[t', h, w, D]`` (token order ``i_t*(h*w) + i_h*w + i_w``), interpolated
+    trilinearly with ``align_corners=False`` (a token at relative position ``((i+0.5)/n, ...)`` gets the
+    table's value at that relative position in ``src``) and flattened in the same order.
+    """
+    D = table.shape[1]
+    grid = table.reshape(src.t, src.h, src.w, D).permute(3, 0, 1, 2)[None]  # [1, D, t', h, w]
+    out = F.interpolate(grid.float(), size=(dst.t, dst.h, dst.w), mode="trilinear", align_corners=False)
+    return out[0].permute(1, 2, 3, 0).reshape(dst.num_tokens, D).to(table.dtype)  # [L_dst, D]
 
 
 class QVBiasAttention(Attention):
@@ -350,7 +372,7 @@ class VideoMAE(nn.Module):
 
         self.register_buffer("pix_mean", torch.tensor(c.mean, dtype=torch.float32), persistent=False)
         self.register_buffer("pix_std", torch.tensor(c.std, dtype=torch.float32), persistent=False)
-        self._pos_cache: dict[tuple[int, int, str], Tensor] = {}
+        self._pos_cache: dict[tuple[Any, ...], Tensor] = {}
         self.init_weights()
 
     # ------------------------------------------------------------------ setup
@@ -403,12 +425,22 @@ class VideoMAE(nn.Module):
             )
         return grid_for(video.shape[2:], self.tubelet)
 
-    def pos_table(self, num_tokens: int, dim: int, device: torch.device) -> Tensor:
-        """The cached sine-cosine table ``[num_tokens, dim]`` on ``device`` (float32)."""
-        key = (num_tokens, dim, str(device))
+    def pos_table(self, num_tokens: int, dim: int, device: torch.device, grid: Grid | None = None) -> Tensor:
+        """The cached sine-cosine table ``[num_tokens, dim]`` on ``device`` (float32).
+
+        With ``config.pos_grid`` set and a clip ``grid`` that differs from it, the ``pos_grid`` table
+        resampled to ``grid`` (:func:`resample_pos_table`).
+        """
+        learned = None if self.config.pos_grid is None else Grid(*self.config.pos_grid)
+        resample = grid is not None and learned is not None and learned != grid
+        key = (num_tokens, dim, str(device), learned, grid) if resample else (num_tokens, dim, str(device))
         table = self._pos_cache.get(key)
         if table is None:
-            table = sinusoid_table(num_tokens, dim).to(device)
+            if resample:
+                assert learned is not None and grid is not None and grid.num_tokens == num_tokens
+                table = resample_pos_table(sinusoid_table(learned.num_tokens, dim), learned, grid).to(device)
+            else:
+                table = sinusoid_table(num_tokens, dim).to(device)
             self._pos_cache[key] = table
         return table
 
@@ -488,7 +520,7 @@ class VideoMAE(nn.Module):
         """
         grid = self.grid_of(video)
         x = self._embed_tokens(video, ids_keep)  # [B, L_vis, D]
-        pos = self.pos_table(grid.num_tokens, self.config.embed_dim, video.device)  # [L, D]
+        pos = self.pos_table(grid.num_tokens, self.config.embed_dim, video.device, grid)  # [L, D]
         pos = pos[None].expand(video.shape[0], -1, -1) if ids_keep is None else pos[ids_keep]  # [B, L_vis, D]
         x = x + pos.to(x.dtype)
         x = self._run(self.blocks, x)  # [B, L_vis, D]
@@ -556,14 +588,16 @@ class VideoMAE(nn.Module):
         chosen = score.topk(keep, dim=1, largest=False).indices  # [B, keep]
         return torch.zeros_like(mask).scatter_(1, chosen, True)  # [B, L]
 
-    def forward_decoder(self, latent: Tensor, ids_keep: Tensor, ids_dec: Tensor, num_tokens: int) -> Tensor:
+    def forward_decoder(
+        self, latent: Tensor, ids_keep: Tensor, ids_dec: Tensor, num_tokens: int, grid: Grid | None = None
+    ) -> Tensor:
         """Decode visible latents ``[B, L_vis, D]`` + mask tokens at ``ids_dec [B, L_dec]``.
 
-        Returns ``[B, L_dec, t*p*p*C]``.
+        Returns ``[B, L_dec, t*p*p*C]``. ``grid``: the clip's token grid (for ``config.pos_grid``).
         """
         x_vis = self.encoder_to_decoder(latent)  # [B, L_vis, Dd]
         B, _, Dd = x_vis.shape
-        pos = self.pos_table(num_tokens, Dd, latent.device).to(x_vis.dtype)  # [L, Dd]
+        pos = self.pos_table(num_tokens, Dd, latent.device, grid).to(x_vis.dtype)  # [L, Dd]
         # [B, L_vis+L_dec, Dd]
         x = torch.cat([x_vis + pos[ids_keep], self.mask_token.to(x_vis.dtype) + pos[ids_dec]], dim=1)
         x = self._run(self.decoder_blocks, x)  # [B, L_vis+L_dec, Dd]
@@ -640,7 +674,7 @@ class VideoMAE(nn.Module):
             video, mask, decoder_mask, num_masked=num_masked, num_decoded=num_decoded, generator=generator
         )
         latent = self.forward_encoder(video, ids_keep)  # [B, L_vis, D]
-        pred = self.forward_decoder(latent, ids_keep, ids_dec, grid.num_tokens)  # [B, L_dec, t*p*p*C]
+        pred = self.forward_decoder(latent, ids_keep, ids_dec, grid.num_tokens, grid)  # [B, L_dec, t*p*p*C]
         target = self.patchify_target(video, ids_dec)  # [B, L_dec, t*p*p*C]
         loss, token_loss = self.forward_loss(pred, target)
         return VideoMAEOutput(loss=loss, pred=pred, target=target, token_loss=token_loss, decoder_mask=decoder_mask)
@@ -656,5 +690,6 @@ __all__ = [
     "VideoMAEOutput",
     "build_model",
     "make_config",
+    "resample_pos_table",
     "sinusoid_table",
 ]

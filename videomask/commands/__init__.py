@@ -3,6 +3,78 @@
 from __future__ import annotations
 
 import argparse
+import atexit
+import shutil
+import sys
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from videomask.errors import VideomaskError
+from videomask.resources import data_dir
+
+
+def absolute(value: str, base: Path) -> str:
+    """``value`` as an absolute path, a relative one read against ``base``."""
+    p = Path(value).expanduser()
+    return str(p if p.is_absolute() else (base / p).resolve())
+
+
+def shipped_resolver(assets: Path, cwd: Path) -> Callable[[str], str]:
+    """Relative paths of a shipped config: ``../assets/...`` -> the shipped clips, the rest as if the
+    config sat in ``<cwd>/configs/`` (so the run folder ``../runs/demo`` lands in ``<cwd>/runs/demo``)."""
+
+    def resolve(value: str) -> str:
+        p = Path(value).expanduser()
+        if p.is_absolute():
+            return str(p)
+        if p.parts[:2] == ("..", "assets"):
+            return str(assets.joinpath(*p.parts[2:]))
+        return absolute(value, cwd / "configs")
+
+    return resolve
+
+
+def _rewrite_paths(node: Any, resolve: Callable[[str], str]) -> Any:
+    """Every ``../``-relative string in a YAML tree through ``resolve`` (the shipped configs' only relative form)."""
+    if isinstance(node, dict):
+        return {k: _rewrite_paths(v, resolve) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_rewrite_paths(v, resolve) for v in node]
+    if isinstance(node, str) and node.startswith("../"):
+        return resolve(node)
+    return node
+
+
+def config_path(given: str | None, default: str | None = None) -> Path:
+    """The YAML config a command reads: ``given`` (or ``./configs/<default>``) when that file exists, else the
+    copy shipped with videomask of the same name, so ``--config configs/NAME.yaml`` as the docs write it works
+    from any folder and any install (wheel, editable, clone).
+
+    A shipped config is read from a copy whose relative paths are laid out for the current folder
+    (:func:`shipped_resolver`): the shipped clips, and run folders under ``./runs/``.
+    """
+    path = Path(given) if given else Path("configs") / str(default)
+    if path.is_file():
+        return path
+    if given and path.parent not in (Path("."), Path("configs")):
+        raise VideomaskError(f"config file not found: {given}")
+    shipped = data_dir("configs") / path.name
+    if path.suffix not in (".yaml", ".yml") or not shipped.is_file():
+        known = ", ".join(sorted(p.name for p in data_dir("configs").glob("*.yaml")))
+        raise VideomaskError(f"config file not found: {path} (shipped configs: {known})")
+    raw = yaml.safe_load(shipped.read_text()) or {}
+    folder = Path(tempfile.mkdtemp(prefix="videomask-config-"))
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    copy = folder / shipped.name
+    copy.write_text(
+        yaml.safe_dump(_rewrite_paths(raw, shipped_resolver(data_dir("assets"), Path.cwd())), sort_keys=False)
+    )
+    print(f"videomask: using the shipped {path.name} (no {path} here); run folders go under ./runs/", file=sys.stderr)
+    return copy
 
 
 def add_clip_arguments(

@@ -12,11 +12,11 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from videomask.commands import config_path
 from videomask.errors import VideomaskError
 
 HELP = "compare tube, random and difference masking head to head"
 
-REPO_CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 BENCH_EXTRA = ("scipy", "matplotlib")  # the packages of the bench extra (pyproject.toml)
 
 
@@ -44,11 +44,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _config_path(args: argparse.Namespace) -> Path:
-    if args.config:
-        return Path(args.config)
-    name = "bench_quick.yaml" if args.quick else "bench_full.yaml"
-    local = Path("configs") / name
-    return local if local.is_file() else REPO_CONFIGS / name
+    """``--config``, else ``configs/bench_quick.yaml`` (``--quick``) or ``configs/bench_full.yaml``: a file here,
+    else the copy shipped with videomask (see :func:`videomask.commands.config_path`)."""
+    return config_path(args.config, "bench_quick.yaml" if args.quick else "bench_full.yaml")
 
 
 def _command_line(args: argparse.Namespace) -> str:

@@ -24,7 +24,9 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
-from videomask.config import load_config
+from videomask.commands import absolute as _absolute
+from videomask.commands import shipped_resolver as _shipped_resolver
+from videomask.config import load_config, load_config_dict
 from videomask.errors import VideomaskError
 from videomask.resources import data_dir, data_file
 
@@ -34,6 +36,9 @@ if TYPE_CHECKING:
     from videomask.train import RunResult
 
 HELP = "run the shipped end-to-end demo on assets/ with configs/demo.yaml"
+
+DEMO_KEYS = ("source", "target", "source_steps", "source_mask", "fit")
+FIT_KEYS = ("clips_per_video", "num_words", "num_anchors", "num_prototypes", "tokens_per_clip", "epochs")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -62,21 +67,6 @@ def _find_config(path: str | None) -> tuple[Path, bool]:
     return data_file("configs", "demo.yaml"), True
 
 
-def _shipped_resolver(assets: Path, cwd: Path):
-    """Relative paths of the shipped config: ``../assets/...`` -> the shipped clips, the rest as if the
-    config sat in ``<cwd>/configs/`` (so the run folder ``../runs/demo`` lands in ``<cwd>/runs/demo``)."""
-
-    def resolve(value: str) -> str:
-        p = Path(value).expanduser()
-        if p.is_absolute():
-            return str(p)
-        if p.parts[:2] == ("..", "assets"):
-            return str(assets.joinpath(*p.parts[2:]))
-        return _absolute(value, cwd / "configs")
-
-    return resolve
-
-
 def _set_dotted(tree: dict[str, Any], dotted: str, text: str) -> None:
     node = tree
     *parents, leaf = dotted.split(".")
@@ -85,11 +75,6 @@ def _set_dotted(tree: dict[str, Any], dotted: str, text: str) -> None:
         if not isinstance(node, dict):
             raise VideomaskError(f"override {dotted}={text}: {key!r} is not a section")
     node[leaf] = yaml.safe_load(text) if text.strip() else ""
-
-
-def _absolute(value: str, base: Path) -> str:
-    p = Path(value).expanduser()
-    return str(p if p.is_absolute() else (base / p).resolve())
 
 
 def _write_stage(raw: dict[str, Any], path: Path) -> Path:
@@ -163,7 +148,65 @@ def read_plan(args: argparse.Namespace) -> DemoPlan:
         value = raw.get(section, {}).get(key)
         if value:
             raw[section][key] = resolve(str(value))
-    return DemoPlan(raw=raw, demo=demo, overrides=overrides, source=source, target=target, out_dir=out_dir)
+    plan = DemoPlan(raw=raw, demo=demo, overrides=overrides, source=source, target=target, out_dir=out_dir)
+    check_stages(plan)
+    return plan
+
+
+def stage1_config(plan: DemoPlan) -> tuple[dict[str, Any], list[str]]:
+    """Stage 1's ``videomask pretrain`` config and overrides: the demo's source masker and length."""
+    stage1 = copy.deepcopy(plan.raw)
+    stage1.setdefault("run", {}).update(name="demo-source", out_dir=str(plan.out_dir / "source"))
+    stage1.setdefault("data", {})["path"] = str(plan.source)
+    ratio = plan.raw.get("mask", {}).get("ratio", 0.9)
+    stage1["mask"] = {"name": str(plan.demo.get("source_mask", "tube")), "ratio": ratio}
+    stage1.setdefault("train", {})["steps"] = plan.demo.get("source_steps", 100)
+    # stage 1 takes the overrides but its own masker and length (demo.source_steps)
+    return stage1, [o for o in plan.overrides if not o.startswith(("mask.", "train.steps="))]
+
+
+def stage3_config(plan: DemoPlan) -> dict[str, Any]:
+    """Stage 3's ``videomask pretrain`` config (with ``plan.overrides``): stage 1's model, stage 2's statistics."""
+    stage3 = copy.deepcopy(plan.raw)
+    stage3.setdefault("run", {}).update(out_dir=str(plan.out_dir / "target"))
+    stage3.setdefault("data", {})["path"] = str(plan.target)
+    stage3.setdefault("model", {})["checkpoint"] = str(plan.out_dir / "source" / "final")
+    stage3.setdefault("mask", {}).setdefault("options", {})["stats"] = str(plan.out_dir / "stats.safetensors")
+    return stage3
+
+
+def check_demo_section(demo: dict[str, Any]) -> None:
+    """The ``demo`` section's keys and stage 2's settings (positive integers)."""
+    unknown = sorted(set(demo) - set(DEMO_KEYS))
+    if unknown:
+        raise VideomaskError(f"unknown demo key(s) {', '.join(unknown)} (allowed: {', '.join(DEMO_KEYS)})")
+    steps = demo.get("source_steps", 100)
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+        raise VideomaskError(f"demo.source_steps must be a positive integer, got {steps!r}")
+    fit = demo.get("fit", {})
+    if not isinstance(fit, dict):
+        raise VideomaskError(f"demo.fit must be a mapping of {', '.join(FIT_KEYS)}")
+    for key, value in fit.items():
+        if key not in FIT_KEYS:
+            raise VideomaskError(f"unknown demo.fit key {key!r} (allowed: {', '.join(FIT_KEYS)})")
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise VideomaskError(f"demo.fit.{key} must be a positive integer, got {value!r}")
+
+
+def check_stages(plan: DemoPlan) -> None:
+    """The demo section, both training stages' configs with the overrides, and their maskers' options,
+    checked before stage 1."""
+    # heavy imports load when the command runs, so `videomask --help` stays fast
+    from videomask.train import check_mask_section
+
+    check_demo_section(plan.demo)
+    stage1, overrides1 = stage1_config(plan)
+    cfg1 = load_config_dict(stage1, overrides1, plan.out_dir)
+    try:
+        check_mask_section(cfg1)
+    except VideomaskError as err:
+        raise VideomaskError(f"demo.source_mask: {err}") from None
+    check_mask_section(load_config_dict(stage3_config(plan), plan.overrides, plan.out_dir))
 
 
 def pretrain_source(plan: DemoPlan) -> tuple[RunConfig, RunResult]:
@@ -171,14 +214,7 @@ def pretrain_source(plan: DemoPlan) -> tuple[RunConfig, RunResult]:
     # heavy imports load when the command runs, so `videomask --help` stays fast
     from videomask.train import train
 
-    stage1 = copy.deepcopy(plan.raw)
-    stage1.setdefault("run", {}).update(name="demo-source", out_dir=str(plan.out_dir / "source"))
-    stage1.setdefault("data", {})["path"] = str(plan.source)
-    ratio = plan.raw.get("mask", {}).get("ratio", 0.9)
-    stage1["mask"] = {"name": str(plan.demo.get("source_mask", "tube")), "ratio": ratio}
-    stage1.setdefault("train", {})["steps"] = int(plan.demo.get("source_steps", 100))
-    # stage 1 takes the overrides but its own masker and length (demo.source_steps)
-    overrides = [o for o in plan.overrides if not o.startswith(("mask.", "train.steps="))]
+    stage1, overrides = stage1_config(plan)
     cfg1 = load_config(_write_stage(stage1, plan.out_dir / "stage1_source.yaml"), overrides)
     print(
         f"[1/4] pretraining a {cfg1.model.name} model on {plan.source} ({cfg1.train.steps} steps, "
@@ -244,11 +280,9 @@ def pretrain_target(plan: DemoPlan, result1: RunResult, stats_path: Path) -> tup
     # heavy imports load when the command runs, so `videomask --help` stays fast
     from videomask.train import train
 
-    stage3 = copy.deepcopy(plan.raw)
-    stage3.setdefault("run", {}).update(out_dir=str(plan.out_dir / "target"))
-    stage3.setdefault("data", {})["path"] = str(plan.target)
-    stage3.setdefault("model", {})["checkpoint"] = str(result1.final_dir)
-    stage3.setdefault("mask", {}).setdefault("options", {})["stats"] = str(stats_path)
+    stage3 = stage3_config(plan)
+    stage3["model"]["checkpoint"] = str(result1.final_dir)
+    stage3["mask"]["options"]["stats"] = str(stats_path)
     cfg3 = load_config(_write_stage(stage3, plan.out_dir / "stage3_target.yaml"), plan.overrides)
     print(f"[3/4] continuing pretraining on {plan.target} ({cfg3.train.steps} steps, {cfg3.mask.name} masking)")
     result3 = train(cfg3)
@@ -285,6 +319,15 @@ def draw_picture(plan: DemoPlan, cfg3: RunConfig, tubelet: tuple[int, ...]) -> t
     return masker, picture
 
 
+def _shown(path: Any) -> str:
+    """A path for the summary: relative to the current folder when inside it (as the README shows it)."""
+    path = Path(path)
+    try:
+        return str(path.relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
+
+
 def run(args: argparse.Namespace) -> int:
     """The four stages, then a summary of what each left in the run folder."""
     plan = read_plan(args)
@@ -296,17 +339,17 @@ def run(args: argparse.Namespace) -> int:
 
     target_share, source_share = stats.novelty_share(0.99)
     print()
-    print(f"videomask demo done in {time.perf_counter() - started:.0f} s; run folder {plan.out_dir}")
+    print(f"videomask demo done in {time.perf_counter() - started:.0f} s; run folder {_shown(plan.out_dir)}")
     print(f"  stage 1 (source, {cfg1.mask.name}):       {_loss_summary(result1.history)}")
     print(
-        f"  statistics:                   {stats_path} ({masker.scorer} scorer: {target_share:.1%} of target tokens "
-        f"beyond the source's 99th percentile, {source_share:.0%} of source tokens)"
+        f"  statistics:                   {_shown(stats_path)} ({masker.scorer} scorer: {target_share:.1%} of target "
+        f"tokens beyond the source's 99th percentile, {source_share:.0%} of source tokens)"
     )
     print(f"  stage 3 (target, {cfg3.mask.name}): {_loss_summary(result3.history)}")
-    print(f"  checkpoint:                   {result3.final_dir}")
-    print(f"  metrics:                      {result3.out_dir / 'metrics.jsonl'}")
+    print(f"  checkpoint:                   {_shown(result3.final_dir)}")
+    print(f"  metrics:                      {_shown(result3.out_dir / 'metrics.jsonl')}")
     print(
-        f"  masks:                        {picture.gif} (masked {picture.masked_share:.0%}, "
+        f"  masks:                        {_shown(picture.gif)} (masked {picture.masked_share:.0%}, "
         f"anchors {picture.anchor_share or 0:.0%})"
     )
     return 0

@@ -6,7 +6,7 @@ distance calibration, a visual vocabulary with word counts, enrichment and TF-IC
 
 SRC / TGT: a folder of videos or a list file (CSV / text, see ``videomask.data``). Prints, per scorer,
 the target share, source share and enrichment of what it found, and a one-line warning when nothing in
-the target stands out.
+the target stands out, followed by the next thing to try (another embedder, then the data).
 """
 
 from __future__ import annotations

@@ -12,13 +12,19 @@ import sys
 
 import yaml
 
+from videomask.commands import config_path
 from videomask.config import config_to_dict, load_config
 
 HELP = "continue pretraining a VideoMAE model with a chosen masker"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", "-c", required=True, help="YAML run config (see configs/)")
+    parser.add_argument(
+        "--config",
+        "-c",
+        required=True,
+        help="YAML run config; configs/NAME.yaml not found here reads the one shipped with videomask",
+    )
     parser.add_argument(
         "overrides",
         nargs="*",
@@ -36,7 +42,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
 
     overrides = list(args.overrides) + (["train.resume=true"] if args.resume else [])
-    cfg = load_config(args.config, overrides)
+    cfg = load_config(config_path(args.config), overrides)
     if args.print_config:
         print(yaml.safe_dump(config_to_dict(cfg), sort_keys=False), end="")
         return 0

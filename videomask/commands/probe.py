@@ -55,10 +55,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--max-windows", type=int, default=None, help="arrow/speed: at most this many windows per video and split"
     )
-    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument(
+        "--batch-size", type=int, default=16, help="clips per batch of feature extraction (default: 16)"
+    )
     parser.add_argument("--seed", type=int, default=0, help="seed of the split rule and of random init (default: 0)")
     parser.add_argument("--device", default="cpu", help="torch device for feature extraction (default: cpu)")
-    parser.add_argument("--backend", default="pyav", help="video backend: pyav, decord, opencv, auto")
+    parser.add_argument(
+        "--backend", default="pyav", help="decoding backend: pyav, decord, opencv or auto (default: pyav)"
+    )
     parser.add_argument("--json", default=None, help="also write the result as JSON to this file")
 
 

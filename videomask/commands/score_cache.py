@@ -27,7 +27,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--scorer", default=None, help="distance, enrichment or tficf (default: the statistics' first, distance)"
     )
-    # the clip geometry of the training run the cache is for
+    # the clip geometry the videos are scored at: --size is the statistics' (a run at any size looks it up)
     add_clip_arguments(parser, num_frames=16, sampling_rate=4, size=224, with_tubelet=False)
     parser.add_argument("--device", default="cpu", help="torch device for the embedder (default: cpu)")
 

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from videomask.commands import add_clip_arguments
+from videomask.config import check_mask_ratio
 from videomask.errors import VideomaskError
 
 HELP = "draw a masker's masks on a clip (GIF and PNG grid)"
@@ -46,7 +47,9 @@ def add_masker_arguments(parser: argparse.ArgumentParser) -> None:
         "--video-id", default=None, help="the video's id in the boxes cache (default: found from the path)"
     )
     parser.add_argument("--labels", nargs="+", default=None, help="anchor labels (default: every detected label)")
-    parser.add_argument("--ratio", type=float, default=None, help="share of tokens masked (masker default: 0.9)")
+    parser.add_argument(
+        "--ratio", type=float, default=None, help="share of tokens masked, in (0, 1) (default: the masker's, 0.9)"
+    )
     parser.add_argument(
         "--mode", default=None, choices=("tube", "token"), help="tube or token masking (masker default)"
     )
@@ -70,7 +73,12 @@ def add_masker_arguments(parser: argparse.ArgumentParser) -> None:
         help="difference anchor rule (default: auto)",
     )
     parser.add_argument(
-        "--tubelet", type=int, nargs=2, default=None, metavar=("T", "P"), help="tubelet frames and patch (default 2 16)"
+        "--tubelet",
+        type=int,
+        nargs=2,
+        default=None,
+        metavar=("T", "P"),
+        help="tubelet frames and patch size (default: 2 16)",
     )
 
 
@@ -94,6 +102,8 @@ def masker_options_from_flags(args: argparse.Namespace) -> tuple[dict[str, Any],
         raise VideomaskError(f"no such video file: {args.video}")
     if args.boxes and args.detector:
         raise VideomaskError("give --boxes or --detector, not both")
+    if args.ratio is not None:
+        check_mask_ratio(args.ratio, "--ratio")  # the range `videomask pretrain` accepts for mask.ratio
     if args.scale < 1:
         raise VideomaskError("--scale must be >= 1")
     accepted = _accepted(args.masker)
@@ -187,7 +197,11 @@ def prepare(
         options["boxes"] = cache
         if args.labels:
             options["labels"] = args.labels
-    return clip, build_masker(args.masker, **options), detections
+    masker = build_masker(args.masker, **options)
+    stats = getattr(masker, "stats", None)  # difference: statistics hold at the clip size they were fitted at
+    if stats is not None:
+        stats.check_clip((args.num_frames, args.size, args.size), size_key="--size", frames_key="--num-frames")
+    return clip, masker, detections
 
 
 def run(args: argparse.Namespace) -> int:

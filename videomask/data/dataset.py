@@ -63,7 +63,7 @@ class VideoDataset(Dataset):
     ``"random"``); ``tubelet`` checks that
     clips fit the token grid (and is the patch the default transform checks);
     ``backend`` for :func:`videomask.video.open_video`; ``seed``; ``timeout`` seconds per video;
-    ``skip_log`` file (default: a temporary file).
+    ``skip_log`` file (default: a temporary file, removed at exit and so never named in a message).
     """
 
     def __init__(
@@ -124,6 +124,7 @@ class VideoDataset(Dataset):
         self.timeout = float(timeout) if timeout is not None and timeout > 0 else None
         self.classes = list(classes) if classes is not None else None
         self._epoch = multiprocessing.RawValue("q", 0)  # shared with worker processes (also persistent ones)
+        self._temporary_log = skip_log is None
         if skip_log is None:  # named now (so every worker shares it), created at the first skip
             path = os.path.join(tempfile.gettempdir(), f"videomask-skipped-{os.getpid()}-{uuid.uuid4().hex[:12]}.tsv")
             weakref.finalize(self, _remove_file, path, os.getpid())
@@ -239,6 +240,29 @@ class VideoDataset(Dataset):
         """How many distinct videos were skipped so far (all worker processes)."""
         return len(self._bad())
 
+    def unreadable(self) -> list[tuple[str, str]]:
+        """``(video_id, reason)`` of every video that does not open or is shorter than ``min_frames``.
+
+        Opens each video (a demux, no decoding): meant for the few videos of a dataset smaller than a batch,
+        so a message counts unreadable files as unreadable; a large dataset finds its bad videos as it loads.
+        """
+        bad = []
+        for item in self.items:
+
+            def frame_count(path: str = item.path) -> int:
+                with open_video(path, backend=self.backend) as reader:
+                    return int(reader.meta.num_frames)
+
+            try:
+                n = call_with_timeout(frame_count, self.timeout, "open")
+            except Exception as err:  # as in __getitem__: a backend bug on one odd file makes it unreadable
+                reason = str(err) if isinstance(err, VideomaskError) else f"{type(err).__name__}: {err}"
+                bad.append((item.video_id, " ".join(reason.split()).removeprefix(f"{item.path}: ")))
+                continue
+            if n < self.min_frames:
+                bad.append((item.video_id, f"video has {n} frame(s), fewer than min_frames={self.min_frames}"))
+        return bad
+
     # -- loading -----------------------------------------------------------------------------------
 
     def __len__(self) -> int:
@@ -316,7 +340,8 @@ class VideoDataset(Dataset):
                 continue
             return clips[0] if self.num_sample == 1 else clips
         first_id, first_reason = next(iter(self._bad().items()), ("?", "unknown"))
+        # a temporary skip log is removed at exit: only a kept one is worth naming
+        where = "" if self._temporary_log else f"; all reasons in {self.skip_log}"
         raise VideomaskError(
-            f"every video failed to decode ({n} videos; first: {first_id}: {first_reason}; "
-            f"all reasons in {self.skip_log})"
+            f"every video failed to decode ({n} video{'' if n == 1 else 's'}; first: {first_id}: {first_reason}{where})"
         )

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -16,13 +17,14 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import save_file
+from safetensors.torch import save as st_save
 from torch import Tensor
 from tqdm.auto import tqdm
 
 from videomask.constants import IMAGENET_MEAN, IMAGENET_STD
 from videomask.data import frames_to_tensor, normalize, resize
 from videomask.errors import VideomaskError
+from videomask.io import write_bytes_atomic
 from videomask.patches import ClipGeometry, Grid, Tubelet, grid_for
 from videomask.video import open_video
 
@@ -30,6 +32,8 @@ CACHE_FORMAT = "videomask.score_cache"
 CACHE_VERSION = 1
 
 __all__ = ["ScoreCache", "build_score_cache", "stats_fingerprint"]
+
+log = logging.getLogger("videomask.difference")
 
 
 def stats_fingerprint(stats: Any, scorer: str) -> str:
@@ -65,11 +69,23 @@ class ScoreCache:
         return len(self.videos)
 
     def check(self, stats: Any, scorer: str) -> None:
-        """Refuse a cache made with other statistics or another scorer."""
+        """Refuse a cache made with other statistics or another scorer, or scored at another clip size than
+        the statistics were fitted at (its scores would be of pixels at the wrong scale). The run's own clip
+        size is free: :meth:`lookup` maps every clip through its geometry onto the cache's maps."""
         if self.meta.get("scorer") != scorer or self.meta.get("stats") != stats_fingerprint(stats, scorer):
             raise VideomaskError(
                 f"score cache {self.path or '(in memory)'} was made with other statistics or scorer "
                 f"({self.meta.get('scorer')!r}); rebuild it with `videomask score-cache`"
+            )
+        size, fitted = self.meta.get("size"), getattr(stats, "size", None)
+        if size is None or fitted is None:
+            log.warning(
+                "score cache %s or its statistics record no clip size: check skipped", self.path or "(in memory)"
+            )
+        elif int(size) != fitted:
+            raise VideomaskError(
+                f"score cache {self.path or '(in memory)'} was scored at {size} px, its statistics were fitted at "
+                f"{fitted} px clips: rebuild it with `videomask score-cache --size {fitted}`"
             )
 
     # -- file ----------------------------------------------------------------------------------
@@ -83,9 +99,8 @@ class ScoreCache:
             tensors[f"{i}.maps"] = maps.to(torch.float16).contiguous()
             index.append({"video": vid, "src": list(src)})
         meta = {**self.meta, "format": CACHE_FORMAT, "version": CACHE_VERSION, "index": index}
-        tmp = path.with_name(path.name + ".tmp")
-        save_file(tensors, str(tmp), metadata={"videomask": json.dumps(meta)})
-        tmp.replace(path)
+        # the shared atomic writer: a file the user shares gets a checkpoint's permissions (umask), not 0600
+        write_bytes_atomic(path, st_save(tensors, metadata={"videomask": json.dumps(meta)}))
         return path
 
     @classmethod
@@ -198,6 +213,8 @@ def build_score_cache(
     the ``(video_id, reason)`` of videos that could not be read (skipped, not fatal). ``mean``/``std``: the
     training clips' normalisation (default ImageNet's), so cached and in-step scores see the same pixels."""
 
+    # the embeddings are only comparable with the statistics at the fitted scale (the lookup maps any run size)
+    masker.stats.check_clip((num_frames, size, size), size_key="--size", frames_key="--num-frames")
     t, ph, pw = masker.tubelet
     masker.to(device)
     entries: dict[str, tuple[np.ndarray, Tensor, tuple[int, int]]] = {}

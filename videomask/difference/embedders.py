@@ -23,8 +23,8 @@ from torch import Tensor
 from videomask.difference.mobilenet import mobilenet_trunk
 from videomask.errors import VideomaskError
 from videomask.io import load_model
-from videomask.model import sinusoid_table
-from videomask.patches import Tubelet, as_tubelet, grid_for
+from videomask.model import resample_pos_table, sinusoid_table
+from videomask.patches import Grid, Tubelet, as_tubelet, grid_for
 
 __all__ = [
     "Embedder",
@@ -211,13 +211,20 @@ class _EncoderTrunk(torch.nn.Module):
         # the encoder's final norm only after its last block (as the model's own output)
         self.norm = copy.deepcopy(model.norm) if depth == len(model.blocks) and depth > 0 else torch.nn.Identity()
         self.embed_dim = int(model.patch_embed.proj.weight.shape[0])
+        pos_grid = getattr(getattr(model, "config", None), "pos_grid", None)  # the grid its positions mean
+        self.pos_grid = None if pos_grid is None else Grid(*pos_grid)
 
     def forward(self, video: Tensor) -> Tensor:
 
         x = self.patch_embed.proj(video.to(self.patch_embed.proj.weight.dtype))  # [B, D, t', h, w]
+        grid = Grid(*x.shape[2:])
         x = x.flatten(2).transpose(1, 2)  # [B, L, D] in token order
         if len(self.blocks):
-            x = x + sinusoid_table(x.shape[1], self.embed_dim).to(x.device, x.dtype)[None]  # [B, L, D]
+            if self.pos_grid is None or self.pos_grid == grid:
+                pos = sinusoid_table(x.shape[1], self.embed_dim)  # [L, D]
+            else:  # as the model does for a clip of another grid than its positions were learned on
+                pos = resample_pos_table(sinusoid_table(self.pos_grid.num_tokens, self.embed_dim), self.pos_grid, grid)
+            x = x + pos.to(x.device, x.dtype)[None]  # [B, L, D]
             for blk in self.blocks:
                 x = blk(x)
         return self.norm(x)  # [B, L, D]

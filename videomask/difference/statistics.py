@@ -3,22 +3,32 @@
 from __future__ import annotations
 
 import json
+import logging
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import save_file
+from safetensors.torch import save as st_save
 from torch import Tensor
 
 from videomask.difference.calibration import QUANTILE_LEVELS
 from videomask.errors import VideomaskError
+from videomask.io import write_bytes_atomic
 from videomask.patches import Tubelet, as_tubelet
 
 __all__ = ["STATS_FORMAT", "STATS_VERSION", "DifferenceStats"]
 
 STATS_FORMAT = "videomask.difference_stats"
 STATS_VERSION = 2
+
+log = logging.getLogger("videomask.difference")
+
+
+def _setting(key: str, value: object) -> str:
+    """``data.size=112`` for a config key, ``--size 112`` for a command-line flag."""
+    return f"{key} {value}" if key.startswith("--") else f"{key}={value}"
 
 
 @dataclass
@@ -34,7 +44,8 @@ class DifferenceStats:
     distance quantiles ``source_quantiles [1001]`` (held-out source tokens) and ``target_quantiles [1001]``
     at levels 0, 0.001, ..., 1, which calibrate a token's distance to the source.
 
-    ``embedder`` (the embedder's identity dict) and ``settings`` (fit options, data sizes).
+    ``embedder`` (the embedder's identity dict) and ``settings`` (fit options, data sizes; ``clip_size``:
+    the ``[T, H, W]`` of the fitted clips, checked by :meth:`check_clip`).
     """
 
     centroids: Tensor
@@ -57,6 +68,54 @@ class DifferenceStats:
     @property
     def tubelet(self) -> Tubelet:
         return as_tubelet(self.settings.get("tubelet", self.embedder.get("tubelet", (2, 16, 16))))
+
+    @property
+    def clip_size(self) -> tuple[int, int, int] | None:
+        """``(T, H, W)`` of the clips the statistics were fitted on (None when the file does not record it)."""
+        size = self.settings.get("clip_size")
+        return tuple(int(v) for v in size) if size and len(size) == 3 else None  # type: ignore[return-value]
+
+    @property
+    def size(self) -> int | None:
+        """The fitted clips' side in pixels (the shorter one), the scale every token embedding depends on."""
+        clip = self.clip_size
+        return None if clip is None else min(clip[1], clip[2])
+
+    @property
+    def frames_matter(self) -> bool:
+        """Whether the embeddings depend on the clip's frame count: encoder blocks add a position table over
+        the token grid (the tubelet, CNN and pixel embedders see one tubelet at a time)."""
+        return self.embedder.get("kind") == "model" and self.embedder.get("layer", "patch") != "patch"
+
+    def check_clip(
+        self, clip: Sequence[int], *, size_key: str = "the clip size", frames_key: str = "the clip's frames"
+    ) -> None:
+        """Refuse to score clips of ``clip = (T, H, W)`` (or ``(H, W)``) at another scale than the fit.
+
+        Token embeddings of pixel patches depend on the pixels per patch, so the source prototypes, the
+        distance calibration and the visual words only hold at the fitted size (and, for encoder-block
+        embedders, frame count). ``size_key`` / ``frames_key`` name the setting to change (``data.size``,
+        ``--size``). Files that record no clip size skip the check (one log line).
+        """
+        fitted = self.clip_size
+        if fitted is None:
+            log.warning("these statistics record no clip size (an older videomask wrote them): size check skipped")
+            return
+        *frames, height, width = (int(v) for v in clip)
+        size = min(height, width)
+        if size != self.size:
+            verb = "pass" if size_key.startswith("--") else "set"
+            raise VideomaskError(
+                f"statistics fitted at {self.size} px clips, this run uses {_setting(size_key, size)}: refit with "
+                f"`videomask fit --size {size}` or {verb} {_setting(size_key, self.size)}"
+            )
+        if frames and self.frames_matter and frames[0] != fitted[0]:
+            verb = "pass" if frames_key.startswith("--") else "set"
+            raise VideomaskError(
+                f"statistics fitted on {fitted[0]}-frame clips with encoder-block embeddings (positions over the "
+                f"token grid), this run uses {_setting(frames_key, frames[0])}: refit with `videomask fit "
+                f"--num-frames {frames[0]}` or {verb} {_setting(frames_key, fitted[0])}"
+            )
 
     @property
     def scorers(self) -> tuple[str, ...]:
@@ -104,7 +163,8 @@ class DifferenceStats:
                 tensors[name] = value.detach().float().cpu().contiguous()
         if self.enriched is not None:
             tensors["enriched"] = self.enriched.detach().long().cpu().contiguous()
-        save_file(tensors, str(path), metadata={"videomask": json.dumps(meta)})
+        # the shared atomic writer: a file the user shares gets a checkpoint's permissions (umask), not 0600
+        write_bytes_atomic(path, st_save(tensors, metadata={"videomask": json.dumps(meta)}))
         return path
 
     @classmethod
@@ -195,7 +255,27 @@ class DifferenceStats:
                 )
         if self.enriched is not None and self.enriched.numel() == 0:
             out.append("warning: no visual word is significantly more frequent in the target than in the source")
+        if out:
+            out.append(f"  try next: {_next_try(self.embedder, self.settings)}")
         return out
+
+
+def _next_try(embedder: dict, settings: dict) -> str:
+    """What to try when an embedder finds nothing new: another embedder first, then the data itself."""
+    kind, layer = embedder.get("kind"), embedder.get("layer", "patch")
+    if kind == "pixel":
+        other = "--embedder cnn (ImageNet features: objects and scenes rather than texture and colour)"
+    elif kind == "cnn":
+        other = "--embedder pixel (texture and colour) or checkpoint:PATH (a source encoder)"
+    elif kind == "model" and layer == "patch":
+        other = "--layer block:2 (tokens that see their context) or --embedder cnn"
+    else:
+        other = "--embedder cnn or --embedder pixel"
+    every = settings.get("holdout_every", 4)
+    return (
+        f"{other}; if no embedder finds anything, check that source and target differ, and give more source "
+        f"videos (every {every}-th source video calibrates the 99th percentile)"
+    )
 
 
 def _interp(x: float, xs: Tensor, ys: Tensor) -> float:

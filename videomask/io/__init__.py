@@ -13,7 +13,7 @@ from videomask.io.hf import (
     save_hf_checkpoint,
     videomask_state_to_hf,
 )
-from videomask.io.load import load_model
+from videomask.io.load import load_model, match_positions
 from videomask.io.pth import load_videomae_pth, to_videomae_state_dict
 from videomask.io.weights import (
     MODEL_FILE,
@@ -34,6 +34,7 @@ __all__ = [
     "load_model",
     "load_model_weights",
     "load_videomae_pth",
+    "match_positions",
     "model_meta",
     "model_to_bytes",
     "read_weights_metadata",

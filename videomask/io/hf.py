@@ -14,12 +14,15 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
+from safetensors.torch import save as st_save
 from torch import Tensor
 
 from videomask.errors import VideomaskError
 from videomask.io.state import load_into
+from videomask.io.weights import write_bytes_atomic
 from videomask.model import IMAGENET_MEAN, IMAGENET_STD, VideoMAE, VideoMAEConfig
+from videomask.patches import Grid
 
 # videomask block-internal key -> Hugging Face VideoMAELayer key (qkv.weight is handled apart)
 _HF_BLOCK = {
@@ -109,6 +112,11 @@ def config_to_hf(config: VideoMAEConfig) -> Any:
         )
     if tuple(config.mean) != IMAGENET_MEAN or tuple(config.std) != IMAGENET_STD:
         warnings.warn("Hugging Face VideoMAE always unnormalises the target with ImageNet mean/std", stacklevel=2)
+    if config.pos_grid is not None and Grid(*config.pos_grid) != config.grid():
+        warnings.warn(
+            f"pos_grid={config.pos_grid} is lost in Hugging Face (its positions are over image_size and num_frames)",
+            stacklevel=2,
+        )
     return HFConfig(
         image_size=config.img_size,
         patch_size=config.patch_size,
@@ -230,5 +238,6 @@ def save_hf_checkpoint(model: VideoMAE, folder: str | Path) -> Path:
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     config_to_hf(model.config).save_pretrained(folder)
-    save_file(videomask_state_to_hf(model), str(folder / "model.safetensors"), metadata={"format": "pt"})
+    # the shared atomic writer: the file gets the run's other checkpoints' permissions (umask), not 0600
+    write_bytes_atomic(folder / "model.safetensors", st_save(videomask_state_to_hf(model), metadata={"format": "pt"}))
     return folder

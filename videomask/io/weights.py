@@ -37,7 +37,11 @@ def fsync_dir(path: Path) -> None:
 
 
 def write_bytes_atomic(path: str | Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` via a temporary file + fsync + ``os.replace``."""
+    """Write ``data`` to ``path`` via a temporary file + fsync + ``os.replace``.
+
+    The file gets a plain write's permissions (0666 less the umask), as every file videomask writes for the
+    user: checkpoints, statistics, score caches (safetensors' own writer makes them 0600).
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")

@@ -81,6 +81,16 @@ class DifferenceMasker(ScoredMasker):
         cache: Any = None,
         **options: Any,
     ) -> None:
+        self.check_options(
+            dict(
+                embedder=embedder,
+                scorer=scorer,
+                anchor_rule=anchor_rule,
+                threshold=threshold,
+                anchor_share=anchor_share,
+                score=score,
+            )
+        )
         if not isinstance(stats, DifferenceStats):
             stats = DifferenceStats.load(stats)
         stats_tubelet = stats.settings.get("tubelet")
@@ -92,22 +102,13 @@ class DifferenceMasker(ScoredMasker):
             )
         super().__init__(tubelet=tubelet, **options)  # ratio, mode, selection, alpha, direction, reduce, ...
         scorer = scorer or stats.scorers[0]
-        if scorer not in SCORERS:
-            raise VideomaskError(f"scorer must be one of {SCORERS}, got {scorer!r}")
         if scorer not in stats.scorers:
             raise VideomaskError(
                 f"these statistics support scorers {stats.scorers}, not {scorer!r} (refit with `videomask fit`)"
             )
-        if score not in SCORES:
-            raise VideomaskError(f"score must be one of {SCORES}, got {score!r}")
-        if anchor_rule not in ANCHOR_RULES:
-            raise VideomaskError(f"anchor_rule must be one of {ANCHOR_RULES}, got {anchor_rule!r}")
         if anchor_rule == "auto":
             anchor_rule = "calibrated" if scorer == "distance" else "word"
-        if anchor_rule == "word" and scorer == "distance":
-            raise VideomaskError("anchor_rule 'word' needs a word scorer (enrichment or tficf), not 'distance'")
-        if not 0.0 < float(anchor_share) <= 1.0:
-            raise VideomaskError(f"anchor_share must be in (0, 1], got {anchor_share}")
+        self.check_options(dict(scorer=scorer, anchor_rule=anchor_rule))
         self.threshold = float(DEFAULT_THRESHOLDS[scorer] if threshold is None else threshold)
         if scorer == "distance" and anchor_rule in ("threshold", "calibrated") and not 0.0 < self.threshold < 1.0:
             raise VideomaskError(f"the distance threshold is a source quantile level in (0, 1), got {self.threshold}")
@@ -143,6 +144,33 @@ class DifferenceMasker(ScoredMasker):
         self._device = torch.device("cpu")
 
     @classmethod
+    def check_options(cls, options: Mapping[str, Any]) -> None:
+        """Check the option values that need no statistics (a run checks its config so before any work; the
+        rest is checked when the masker is built)."""
+        embedder = options.get("embedder")
+        if embedder is not None and not (
+            callable(embedder) and isinstance(getattr(embedder, "identity", None), Mapping)
+        ):
+            raise VideomaskError(
+                f"embedder: the difference masker takes an embedder object (Python only), not {embedder!r}; it "
+                "scores with the embedder its statistics were fitted with (for another one, fit statistics with "
+                "it: videomask fit --embedder ...)"
+            )
+        for key, allowed in (("scorer", SCORERS), ("anchor_rule", ANCHOR_RULES), ("score", SCORES)):
+            value = options.get(key)
+            if value is not None and value not in allowed:
+                raise VideomaskError(f"{key} must be one of {', '.join(allowed)}, got {value!r}")
+        for key in ("threshold", "anchor_share"):
+            value = options.get(key)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
+                raise VideomaskError(f"{key} must be a number, got {value!r}")
+        share = options.get("anchor_share")
+        if share is not None and not 0.0 < share <= 1.0:
+            raise VideomaskError(f"anchor_share must be in (0, 1], got {share}")
+        if options.get("anchor_rule") == "word" and options.get("scorer") == "distance":
+            raise VideomaskError("anchor_rule 'word' needs a word scorer (enrichment or tficf), not 'distance'")
+
+    @classmethod
     def load(cls, path: str | Path, **options: Any) -> "DifferenceMasker":
         """A masker from a statistics file written by ``videomask fit`` / ``DifferenceStats.save``."""
         return cls(stats=DifferenceStats.load(path), **options)
@@ -167,6 +195,12 @@ class DifferenceMasker(ScoredMasker):
         if self.embedder is None:
             raise VideomaskError(
                 "this difference masker has only a score cache; batches need video_id, frame_indices, geometry"
+            )
+        fitted, side = self.stats.size, min(video.shape[-2:])
+        if fitted is not None and side != fitted:  # the scale the embeddings depend on (DifferenceStats.check_clip)
+            raise VideomaskError(
+                f"clips of {video.shape[-2]}x{video.shape[-1]} px, statistics fitted at {fitted} px clips: refit with "
+                f"`videomask fit --size {side}` or resize the clips to {fitted} px"
             )
         emb = self.embedder(video)  # [B, L, D]
         if emb.dim() != 3 or emb.shape[1] != grid.num_tokens or emb.shape[2] != self.centroids.shape[1]:

@@ -41,6 +41,7 @@ from videomask.train.parts import (
     build_masker_from_config,
     build_model_from_config,
     build_parts,
+    check_mask_section,
     fused_adamw_supported,
     prepare_score_cache,
 )
@@ -64,6 +65,7 @@ __all__ = [
     "build_model_from_config",
     "build_parts",
     "capture_rng_state",
+    "check_mask_section",
     "checkpoint_dir",
     "effective_batch",
     "find_latest_checkpoint",

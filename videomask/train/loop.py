@@ -8,6 +8,7 @@ How the loop stays deterministic across resumes, ranks and devices is described 
 
 from __future__ import annotations
 
+import shutil
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,7 +32,7 @@ from videomask.train.checkpoint import (
 )
 from videomask.train.distributed import DistInfo, barrier, say, setup_distributed, wrap_ddp
 from videomask.train.log import LogWindow, MetricsLog, run_banner
-from videomask.train.parts import Parts, build_parts
+from videomask.train.parts import SKIP_LOG, Parts, build_parts, check_mask_section
 from videomask.train.schedule import lr_at
 from videomask.train.step import train_step
 from videomask.viz import ReconLogger
@@ -58,8 +59,14 @@ class RunResult:
 def train(cfg: RunConfig) -> RunResult:
     """Run (or resume) continued pretraining as configured (see docs/training.md)."""
     info, device = setup_distributed(cfg.run.device)
+    out_dir = Path(cfg.run.out_dir)
+    had_config = (out_dir / "config.yaml").exists()  # a file this run did not write is never removed
     try:
         return _train(cfg, info, device)
+    except BaseException:
+        if info.is_main and not had_config:
+            forget_failed_start(out_dir)
+        raise
     finally:
         if info.owns_group and dist.is_initialized():
             dist.destroy_process_group()
@@ -67,6 +74,7 @@ def train(cfg: RunConfig) -> RunResult:
 
 def _train(cfg: RunConfig, info: DistInfo, device: torch.device) -> RunResult:
     """The loop: prepare the run folder, build the parts, restore, then :func:`train_step` until done."""
+    check_mask_section(cfg)  # a masker mistake stops the run before it writes anything
     latest = prepare_run_folder(cfg, info)
     parts = build_parts(cfg, info, device)
     start_step, skipped = restore_checkpoint(parts, latest, cfg, info)
@@ -170,8 +178,28 @@ def prepare_run_folder(cfg: RunConfig, info: DistInfo) -> Path | None:
     if info.is_main:
         out_dir.mkdir(parents=True, exist_ok=True)
         save_config(cfg, out_dir / "config.yaml")
+        if latest is None:  # a fresh run tries every video again (one may have been fixed since)
+            (out_dir / SKIP_LOG).unlink(missing_ok=True)
     barrier(info)
     return latest
+
+
+def forget_failed_start(out_dir: Path) -> None:
+    """Undo a run that failed before its first checkpoint and logged nothing: ``config.yaml``, an empty
+    ``metrics.jsonl`` and ``tb/`` go, and the folder when it is then empty. What the user may want stays:
+    the list of skipped videos (``skipped.tsv``) and a built score cache."""
+    metrics = out_dir / "metrics.jsonl"
+    if not out_dir.is_dir() or find_latest_checkpoint(out_dir) is not None:
+        return
+    if metrics.is_file() and metrics.stat().st_size > 0:
+        return
+    metrics.unlink(missing_ok=True)
+    (out_dir / "config.yaml").unlink(missing_ok=True)
+    shutil.rmtree(out_dir / "tb", ignore_errors=True)
+    try:
+        out_dir.rmdir()
+    except OSError:  # not empty: the skip list or a score cache
+        pass
 
 
 def restore_checkpoint(parts: Parts, latest: Path | None, cfg: RunConfig, info: DistInfo) -> tuple[int, int]:

@@ -14,9 +14,16 @@ from torch.utils.data import DataLoader, DistributedSampler
 from videomask.config import RunConfig
 from videomask.data import ClipTransform, VideoDataset, collate_clips
 from videomask.difference import DifferenceStats, build_score_cache
-from videomask.errors import VideomaskError
-from videomask.io import load_model
-from videomask.masking import DifferenceMasker, build_masker, mode_option
+from videomask.errors import VideomaskError, one_line
+from videomask.io import load_model, match_positions
+from videomask.masking import (
+    MASKERS,
+    DifferenceMasker,
+    available_maskers,
+    build_masker,
+    masker_options,
+    mode_option,
+)
 from videomask.model import VideoMAE, VideoMAEConfig, build_model
 from videomask.seeding import rank_seed
 from videomask.train.distributed import DistInfo, barrier, resolve_precision, say
@@ -25,6 +32,8 @@ from videomask.train.schedule import peak_lr
 if TYPE_CHECKING:
     from videomask.data import VideoDataset
     from videomask.masking import Masker
+
+SKIP_LOG = "skipped.tsv"  # the run folder's list of skipped videos (data.options.skip_log overrides it)
 
 
 @dataclass
@@ -69,7 +78,8 @@ def build_dataset(cfg: RunConfig, model_config: VideoMAEConfig | None = None) ->
     ``data.options`` keys that are :class:`~videomask.data.ClipTransform` fields (``crop``, ``scales``,
     ``flip_prob``, ``area``, ``ratio``, ``short_side``, ``mean``, ``std``) configure the transform; the
     others (``min_frames``, ``timeout``, ``skip_log``, ...) go to the dataset. The normalisation defaults
-    to the model's ``mean``/``std`` and the clip must fit the model's tubelet.
+    to the model's ``mean``/``std`` and the clip must fit the model's tubelet. Skipped videos are listed in
+    ``run.out_dir/skipped.tsv`` unless ``data.options.skip_log`` names another file.
     """
 
     d = cfg.data
@@ -102,6 +112,7 @@ def build_dataset(cfg: RunConfig, model_config: VideoMAEConfig | None = None) ->
         transform=transform,
         tubelet=tubelet,
     )
+    options["skip_log"] = str(Path(cfg.run.out_dir) / SKIP_LOG)  # kept with the run, where the user looks
     options.update(ds_opts)
     try:
         return VideoDataset.from_path(d.path, **options)
@@ -155,6 +166,8 @@ class BatchStream:
                 self._start_epoch()
             try:
                 batch = next(self._it)
+            except VideomaskError as err:  # from a worker, torch adds the worker's traceback to the message
+                raise VideomaskError(one_line(err)) from None
             except StopIteration:
                 if self.consumed == 0:
                     empty_epochs += 1
@@ -171,6 +184,22 @@ class BatchStream:
         """Drop the iterator and the loader (ends the worker processes)."""
         self._it = None
         self._loader = None
+
+
+def too_few_videos(dataset: VideoDataset, batch_size: int, world_size: int) -> str:
+    """The message for data smaller than one batch per rank, counting unreadable videos as unreadable."""
+    bad = dataset.unreadable()
+    n, readable = len(dataset), len(dataset) - len(bad)
+    need = f"data.batch_size x ranks = {batch_size} x {world_size}"
+    if not bad:
+        return f"data has {n} video{'' if n == 1 else 's'}, fewer than {need}; lower data.batch_size or add videos"
+    first = f"{bad[0][0]}: {bad[0][1]}"
+    if not readable:
+        return f"no video in data.path can be read ({n} unreadable; first: {first})"
+    return (
+        f"data has {readable} readable video{'' if readable == 1 else 's'} ({len(bad)} unreadable; first: {first}), "
+        f"fewer than {need}; lower data.batch_size or add videos"
+    )
 
 
 def fused_adamw_supported(params: Iterable[torch.Tensor]) -> bool:
@@ -193,13 +222,18 @@ def build_model_from_config(cfg: RunConfig) -> tuple[VideoMAE, str]:
     ``config.json`` = Hugging Face ``save_pretrained``; a ``.pth``/``.pt`` = original VideoMAE weights
     (architecture inferred from the weights; ``model.overrides`` for what shapes cannot tell);
     a ``.safetensors`` file or a folder holding ``model.safetensors`` = a videomask checkpoint (its
-    stored model config is used, ``model.overrides`` applied on top).
+    stored model config is used, ``model.overrides`` applied on top). A fresh model is configured at the run's
+    clip size (so its saved config names the grid its positions are learned on); a checkpoint whose token
+    grid differs from the run's clips gets its position table resampled in 3-D (one log line).
     """
-    m = cfg.model
+    m, d = cfg.model, cfg.data
     torch.manual_seed(cfg.run.seed)
+    clip = (d.num_frames, d.size, d.size)
     if not m.checkpoint:
-        return build_model(m.name, **m.overrides), "init"
-    return load_model(m.checkpoint, name=m.name, what="model.checkpoint", **m.overrides)
+        model = build_model(m.name, **{"num_frames": d.num_frames, "img_size": d.size, **m.overrides})
+        match_positions(model, clip, "model.overrides")  # overrides that name another size
+        return model, "init"
+    return load_model(m.checkpoint, name=m.name, what="model.checkpoint", clip=clip, **m.overrides)
 
 
 # read from a score cache by default: computing them in the step is costly (see benchmarks/results/maskers.md)
@@ -214,13 +248,27 @@ def _embedder_kind(stats_path: Any) -> str:
     return f"model-{'patch' if ident.get('layer', 'patch') == 'patch' else 'block'}" if kind == "model" else kind
 
 
-def prepare_score_cache(cfg: RunConfig, dataset: Any, info: DistInfo, device: torch.device) -> str | None:
+def uses_score_cache(cfg: RunConfig) -> bool:
+    """Whether the run's ``difference`` masker reads a score cache (the choice :func:`prepare_score_cache` makes)."""
+    cache = cfg.mask.options.get("cache", "auto")
+    if cfg.mask.name != "difference" or cache in (None, "none"):
+        return False
+    stats_path = cfg.mask.options.get("stats")
+    return cache != "auto" or (stats_path is not None and _embedder_kind(stats_path) in CACHED_EMBEDDERS)
+
+
+def prepare_score_cache(
+    cfg: RunConfig, dataset: Any, info: DistInfo, device: torch.device, masker: Masker | None = None
+) -> str | None:
     """The score cache the ``difference`` masker should read, building it once when needed.
 
     ``mask.options.cache``: a path (used as is), ``"none"`` (scores computed in the step), or ``"auto"`` /
     unset: a cache for the expensive embedders (:data:`CACHED_EMBEDDERS`; the cheap ones are computed in the
     step, see benchmarks/results/maskers.md), built by rank 0 into
-    ``run.out_dir/scores.safetensors`` from the training videos at ``data.size`` and reused on resume.
+    ``run.out_dir/scores.safetensors`` from the training videos at the statistics' clip size (``data.size``
+    for files that record none) and reused on resume.
+    ``masker``: the run's difference masker with its embedder (from :func:`build_masker_from_config`), which
+    then scores the videos; by default one is built from the statistics.
     """
     if cfg.mask.name != "difference":
         return None
@@ -235,15 +283,17 @@ def prepare_score_cache(cfg: RunConfig, dataset: Any, info: DistInfo, device: to
         return None
     path = Path(cfg.run.out_dir) / "scores.safetensors"
     if info.is_main and not path.is_file():
-        options = {k: v for k, v in cfg.mask.options.items() if k in ("scorer", "threshold", "anchor_share")}
-        masker = DifferenceMasker.load(stats_path, anchor_rule="share", **options)
+        if not isinstance(masker, DifferenceMasker) or masker.embedder is None:
+            options = {k: v for k, v in cfg.mask.options.items() if k in ("scorer", "threshold", "anchor_share")}
+            masker = DifferenceMasker.load(stats_path, anchor_rule="share", **options)
         say(info, f"scoring {len(dataset.items)} videos once into {path} (embedder {kind})")
         transform = dataset.transform  # the training clips' normalisation, so the cache sees the same pixels
+        fitted = masker.stats.clip_size
         built, skipped = build_score_cache(
             masker,
             [(it.video_id, it.path) for it in dataset.items],
-            size=cfg.data.size,
-            num_frames=cfg.data.num_frames,
+            size=masker.stats.size or cfg.data.size,  # the statistics' scale (the lookup maps any clip size)
+            num_frames=fitted[0] if fitted else cfg.data.num_frames,
             sampling_rate=cfg.data.sampling_rate,
             backend=cfg.data.backend,
             device=device,
@@ -256,6 +306,25 @@ def prepare_score_cache(cfg: RunConfig, dataset: Any, info: DistInfo, device: to
             say(info, f"score cache: {len(skipped)} unreadable video(s) skipped")
     barrier(info)
     return str(path)
+
+
+def check_mask_section(cfg: RunConfig) -> None:
+    """``cfg.mask`` checked without building the masker (nothing read from disk): the masker's name, its mode,
+    its option names and the option values that need no statistics or boxes. A run calls this before it
+    writes anything; the rest is checked when :func:`build_parts` builds the masker, before the data."""
+    name = cfg.mask.name
+    if name not in MASKERS:
+        raise VideomaskError(f"unknown masker mask.name={name!r} (choose from {', '.join(available_maskers())})")
+    mode_option(name, cfg.mask.mode)
+    accepted = masker_options(MASKERS[name])
+    unknown = sorted(set(cfg.mask.options) - set(accepted))
+    if unknown:
+        raise VideomaskError(
+            f"masker {name!r}: unknown mask.options {', '.join(unknown)} (it takes {', '.join(accepted)})"
+        )
+    check = getattr(MASKERS[name], "check_options", None)
+    if check is not None:
+        check(cfg.mask.options)
 
 
 def build_masker_from_config(cfg: RunConfig, model: VideoMAE, device: torch.device, cache: str | None = None) -> Masker:
@@ -275,6 +344,16 @@ def build_parts(cfg: RunConfig, info: DistInfo, device: torch.device) -> Parts:
     """Model, data stream, optimizer, loss scaler and masker of a run, on ``device`` (nothing restored yet)."""
 
     model, source = build_model_from_config(cfg)
+    # the masker first: every option is checked before the data, the score cache and the loop
+    masker = build_masker_from_config(cfg, model, device)
+    if isinstance(masker, DifferenceMasker) and not uses_score_cache(cfg):  # scored in the step: same scale
+        clip = (cfg.data.num_frames, cfg.data.size, cfg.data.size)
+        masker.stats.check_clip(clip, size_key="data.size", frames_key="data.num_frames")
+    if uses_score_cache(cfg) and getattr(masker, "anchor_rule", None) == "word":
+        raise VideomaskError(
+            "a score cache holds scores, not visual words: set mask.options.anchor_rule to calibrated, threshold "
+            "or share, or mask.options.cache=none"
+        )
     dataset = build_dataset(cfg, model.config)
     sampler = ResumableSampler(dataset, num_replicas=info.world_size, rank=info.rank, seed=cfg.run.seed)
     # the loader's own generator: starting an epoch's iterator must not draw from the global torch RNG,
@@ -287,10 +366,7 @@ def build_parts(cfg: RunConfig, info: DistInfo, device: torch.device) -> Parts:
     )
     stream = BatchStream(dataset, sampler, loader_kwargs, cfg.data.batch_size)
     if stream.batches_per_epoch == 0:
-        raise VideomaskError(
-            f"data has {len(dataset)} videos, fewer than data.batch_size x ranks = "
-            f"{cfg.data.batch_size} x {info.world_size}; lower data.batch_size or add videos"
-        )
+        raise VideomaskError(too_few_videos(dataset, cfg.data.batch_size, info.world_size))
     total_steps = cfg.train.steps or max(1, cfg.train.epochs * stream.batches_per_epoch // cfg.train.accum_steps)
 
     if cfg.train.grad_checkpointing:
@@ -307,7 +383,9 @@ def build_parts(cfg: RunConfig, info: DistInfo, device: torch.device) -> Parts:
     )
     amp_dtype = resolve_precision(cfg.train.precision, device)
     scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16)
-    masker = build_masker_from_config(cfg, model, device, prepare_score_cache(cfg, dataset, info, device))
+    cache = prepare_score_cache(cfg, dataset, info, device, masker=masker)
+    if cache is not None:  # from now on the masker reads its scores from the cache
+        masker = build_masker_from_config(cfg, model, device, cache)
     # every rank draws its own drop-path / dropout noise (the model init above used run.seed on all ranks)
     torch.manual_seed(rank_seed(cfg.run.seed, info.rank))
     return Parts(
