@@ -21,7 +21,7 @@ import torch
 from torch.utils.data import Dataset
 
 from videomask.data.lists import VIDEO_EXTENSIONS, VideoItem, list_videos, read_video_list
-from videomask.data.process import prepare_process
+from videomask.data.process import keep_mmap_threshold, prepare_process
 from videomask.data.sampling import VideoTooShortError, clip_span, plan_reads, sample_indices
 from videomask.data.transforms import ClipTransform
 from videomask.errors import VideoDecodeError, VideomaskError
@@ -89,7 +89,7 @@ class VideoDataset(Dataset):
         self.items = list(items)
         if not self.items:
             raise VideomaskError("the dataset has no videos")
-        prepare_process()  # allocator tuning, fork hook, FFmpeg log capture (see process.py)
+        prepare_process()  # fork hook, FFmpeg log capture (see process.py)
         if num_frames <= 0 or sampling_rate <= 0 or num_sample <= 0 or min_frames <= 0:
             raise VideomaskError(
                 f"num_frames, sampling_rate, num_sample and min_frames must be positive, "
@@ -323,6 +323,7 @@ class VideoDataset(Dataset):
         if not -n <= index < n:
             raise IndexError(f"index {index} out of range for a dataset of {n} videos")
         index %= n
+        keep_mmap_threshold()  # this process decodes: a flat peak RSS over many videos (see process.py)
         for step in range(n):
             j = (index + step) % n
             if self.items[j].video_id in self._read_log()[1]:

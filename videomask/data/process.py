@@ -27,7 +27,7 @@ def keep_mmap_threshold(threshold: int = MMAP_THRESHOLD) -> bool:
     """Pin glibc's mmap threshold at ``threshold`` bytes (no dynamic raise); once per process.
 
     Does nothing off glibc, or when ``MALLOC_MMAP_THRESHOLD_`` is set (the user's choice wins).
-    Returns whether the threshold was set now. Called by :func:`prepare_process`.
+    Returns whether the threshold was set now. Called where videos are decoded (a dataset item, the score cache).
     """
     global _malloc_tuned
     if _malloc_tuned or os.environ.get("MALLOC_MMAP_THRESHOLD_") is not None:
@@ -59,12 +59,13 @@ def collect_before_fork() -> None:
 
 
 def prepare_process() -> None:
-    """Set this process up for decoding many videos; idempotent.
+    """Set this process up for reading videos; idempotent.
 
-    Pins the mmap threshold (:func:`keep_mmap_threshold`), collects garbage before every fork
-    (:func:`collect_before_fork`) and routes FFmpeg's log through Python logging
-    (:func:`videomask.video.enable_ffmpeg_log_capture`).
+    Collects garbage before every fork (:func:`collect_before_fork`) and routes FFmpeg's log through Python
+    logging (:func:`videomask.video.enable_ffmpeg_log_capture`). The mmap threshold is pinned only in a
+    process that decodes (:func:`keep_mmap_threshold`, called at a dataset's first item and by the score
+    cache): pinned in the training process, whose batches come from worker processes, it turns the model
+    step's large temporary tensors into fresh mmaps and page faults on every step.
     """
-    keep_mmap_threshold()
     collect_before_fork()
     enable_ffmpeg_log_capture()

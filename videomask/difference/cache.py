@@ -22,7 +22,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from videomask.constants import IMAGENET_MEAN, IMAGENET_STD
-from videomask.data import frames_to_tensor, normalize, resize
+from videomask.data import frames_to_tensor, keep_mmap_threshold, normalize, resize
 from videomask.errors import VideomaskError
 from videomask.io import write_bytes_atomic
 from videomask.patches import ClipGeometry, Grid, Tubelet, grid_for
@@ -219,6 +219,7 @@ def build_score_cache(
     masker.to(device)
     entries: dict[str, tuple[np.ndarray, Tensor, tuple[int, int]]] = {}
     skipped: list[tuple[str, str]] = []
+    keep_mmap_threshold()  # this process decodes every video (see videomask.data.process)
     for vid, path in tqdm(list(videos), desc="score videos", unit="video", disable=not progress):
         try:
             with open_video(path, backend=backend) as reader:
