@@ -293,15 +293,18 @@ class VideoDataset(Dataset):
             )
         return meta, clips, frames, positions, generators
 
-    def load_clips(self, index: int, draw_index: int | None = None) -> tuple[Any, list[dict[str, Any]]]:
+    def load_clips(
+        self, index: int, draw_index: int | None = None, epoch: int | None = None
+    ) -> tuple[Any, list[dict[str, Any]]]:
         """Strictly load video ``index``: ``(VideoMeta, num_sample clip dicts)``; raises on a bad video.
 
-        Random draws use ``draw_index`` (default ``index``) and the current epoch.
+        Random draws use ``draw_index`` (default ``index``) and ``epoch`` (default: the current epoch).
         """
         item = self.items[index]
         draw_index = index if draw_index is None else draw_index
+        epoch = self.epoch if epoch is None else epoch
         meta, clips, frames, positions, generators = call_with_timeout(
-            lambda: self._decode(index, draw_index, self.epoch), self.timeout, "decode"
+            lambda: self._decode(index, draw_index, epoch), self.timeout, "decode"
         )
         out = []
         for clip, pos, generator in zip(clips, positions, generators):
@@ -318,7 +321,12 @@ class VideoDataset(Dataset):
             )
         return meta, out
 
-    def __getitem__(self, index: int) -> dict[str, Any] | list[dict[str, Any]]:
+    def __getitem__(self, key: int | tuple[int, int]) -> dict[str, Any] | list[dict[str, Any]]:
+        """The clip(s) of video ``key``, or of ``key = (epoch, index)`` with that epoch's draws.
+
+        A bad video is skipped (logged once) and the next one in the list is tried.
+        """
+        epoch, index = key if isinstance(key, tuple) else (None, key)
         n = len(self.items)
         if not -n <= index < n:
             raise IndexError(f"index {index} out of range for a dataset of {n} videos")
@@ -329,7 +337,7 @@ class VideoDataset(Dataset):
             if self.items[j].video_id in self._read_log()[1]:
                 continue
             try:
-                _, clips = self.load_clips(j, draw_index=index)
+                _, clips = self.load_clips(j, draw_index=index, epoch=epoch)
             except ClipDecodeError as err:
                 self.mark_skipped(j, str(err), for_good=False)
                 continue

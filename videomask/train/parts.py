@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
-from torch.utils.data import DataLoader, DistributedSampler
+from torch.utils.data import DataLoader, DistributedSampler, Sampler
 
 from videomask.config import RunConfig
 from videomask.data import ClipTransform, VideoDataset, collate_clips
@@ -120,6 +120,30 @@ def build_dataset(cfg: RunConfig, model_config: VideoMAEConfig | None = None) ->
         raise VideomaskError(f"data.options: {err}") from None
 
 
+class EpochKeys(Sampler):
+    """Dataset keys ``(epoch, index)`` over the epochs from ``epoch`` on, without end.
+
+    Each epoch is ``sampler``'s order for that epoch (``ResumableSampler``: a deterministic shuffle from
+    ``seed + epoch``), cut to whole batches; the first epoch starts after ``consumed`` batches. One
+    DataLoader iterator over these keys prefetches across epoch boundaries, and every key carries its
+    epoch, so workers never read a shared epoch counter.
+    """
+
+    def __init__(self, sampler: ResumableSampler, batch_size: int, epoch: int, consumed: int) -> None:
+        self.sampler, self.batch_size, self.epoch, self.consumed = sampler, batch_size, epoch, consumed
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        epoch, skip = self.epoch, self.consumed * self.batch_size
+        while True:
+            self.sampler.set_epoch(epoch)
+            self.sampler.start = 0
+            order = list(iter(self.sampler))
+            whole = len(order) // self.batch_size * self.batch_size
+            for index in order[skip:whole]:
+                yield epoch, index
+            epoch, skip = epoch + 1, 0
+
+
 class BatchStream:
     """Endless micro-batches over epochs that knows its position (epoch, batches consumed in the epoch)."""
 
@@ -141,44 +165,36 @@ class BatchStream:
     def batches_per_epoch(self) -> int:
         return self.sampler.num_samples // self.batch_size
 
-    def _start_epoch(self) -> None:
-        self.sampler.set_epoch(self.epoch)
-        self.sampler.start = self.consumed * self.batch_size
+    def _start(self) -> None:
+        """One loader and one iterator from the current position on (they span epochs)."""
+        if self.batches_per_epoch == 0:
+            raise VideomaskError("the training data gave no batch in a whole epoch (all videos bad?)")
         if hasattr(self.dataset, "set_epoch"):
-            self.dataset.set_epoch(self.epoch)  # shared with the (persistent) workers
-        if self._loader is None:  # one loader; persistent workers survive epochs, the sampler restarts
-            workers = self.loader_kwargs.get("num_workers", 0)
-            self._loader = DataLoader(
-                self.dataset,
-                batch_size=self.batch_size,
-                sampler=self.sampler,
-                drop_last=True,
-                persistent_workers=workers > 0,
-                **self.loader_kwargs,
-            )
+            self.dataset.set_epoch(self.epoch)  # for code that reads the dataset's epoch; keys carry their own
+        keys = EpochKeys(self.sampler, self.batch_size, self.epoch, self.consumed)
+        workers = self.loader_kwargs.get("num_workers", 0)
+        self._loader = DataLoader(
+            self.dataset,
+            batch_size=self.batch_size,
+            sampler=keys,
+            drop_last=True,
+            persistent_workers=workers > 0,
+            **self.loader_kwargs,
+        )
         self._it = iter(self._loader)
 
     def next(self) -> dict[str, Any]:
-        """The next micro-batch; rolls over to the next epoch when one ends."""
-        empty_epochs = 0
-        while True:
-            if self._it is None:
-                self._start_epoch()
-            try:
-                batch = next(self._it)
-            except VideomaskError as err:  # from a worker, torch adds the worker's traceback to the message
-                raise VideomaskError(one_line(err)) from None
-            except StopIteration:
-                if self.consumed == 0:
-                    empty_epochs += 1
-                    if empty_epochs > 1:
-                        raise VideomaskError(
-                            "the training data gave no batch in a whole epoch (all videos bad?)"
-                        ) from None
-                self.epoch, self.consumed, self._it = self.epoch + 1, 0, None
-                continue
-            self.consumed += 1
-            return batch
+        """The next micro-batch; the position rolls over to the next epoch when its first batch is taken."""
+        if self._it is None:
+            self._start()
+        if self.consumed >= self.batches_per_epoch:
+            self.epoch, self.consumed = self.epoch + 1, 0
+        try:
+            batch = next(self._it)
+        except VideomaskError as err:  # from a worker, torch adds the worker's traceback to the message
+            raise VideomaskError(one_line(err)) from None
+        self.consumed += 1
+        return batch
 
     def close(self) -> None:
         """Drop the iterator and the loader (ends the worker processes)."""
