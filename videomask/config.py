@@ -48,6 +48,9 @@ class RunSection:
     out_dir: str = field(default="runs/pretrain", metadata=_PATH)  # the run folder
     seed: int = 0
     device: str = "auto"  # auto = cuda:LOCAL_RANK when CUDA is available, else cpu; or "cpu", "cuda", "cuda:1"
+    # seconds a rank waits for the others in a collective (barrier, all-reduce, the start) before the run
+    # fails with a one-line error; 1800 = torch's NCCL default
+    dist_timeout_s: float = 1800.0
 
 
 @dataclass
@@ -69,6 +72,9 @@ class DataSection:
     # extra options: ClipTransform fields (crop, scales, flip_prob, area, ratio, short_side, mean, std)
     # and VideoDataset keywords (min_frames, timeout, skip_log, ...)
     options: dict[str, Any] = field(default_factory=dict)
+    # fsspec filesystem options for a data.path that is a URL (s3://bucket/prefix): endpoint_url, anon,
+    # key, secret, ...; empty = fsspec's defaults (for S3 the AWS environment variables and files)
+    storage_options: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -237,7 +243,7 @@ def _fields(cls: type) -> dict[str, dataclasses.Field]:
 
 
 def _resolve(value: str, base: Path) -> str:
-    if not value:
+    if not value or re.match(r"^[A-Za-z][A-Za-z0-9+.\-]*://", value):  # a URL (s3://...) stays as written
         return value
     p = Path(value).expanduser()
     return str(p if p.is_absolute() else (base / p).resolve())
@@ -318,6 +324,7 @@ def check_mask_ratio(ratio: float, name: str = "mask.ratio") -> float:
 def validate_config(cfg: RunConfig) -> RunConfig:
     """Check value ranges that types cannot express; raise a one-line VideomaskError."""
     checks = [
+        (cfg.run.dist_timeout_s > 0, f"run.dist_timeout_s must be > 0 seconds, got {cfg.run.dist_timeout_s:g}"),
         (cfg.data.num_frames >= 1, "data.num_frames must be >= 1"),
         (cfg.data.sampling_rate >= 1, "data.sampling_rate must be >= 1"),
         (cfg.data.size >= 1, "data.size must be >= 1"),

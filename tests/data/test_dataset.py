@@ -235,8 +235,8 @@ def test_replacement_clip_does_not_depend_on_what_was_read_before(partly_bad_dir
     for cut in (7, len(order) // 2, len(order) - 5):
         fresh = VideoDataset.from_folder(partly_bad_dir, skip_log=tmp_path / f"fresh{cut}.tsv", **options)
         assert _clip_keys(fresh, order[cut:]) == straight[cut:], f"fresh dataset from item {cut}"
-        # the killed run's skip log already names videos found bad after the resume point
-        shutil.copy(tmp_path / "straight.tsv", tmp_path / f"seen{cut}.tsv")
+        # the killed run's skip log (its per-process files) already names videos found bad after the resume point
+        shutil.copytree(tmp_path / "straight.tsv.d", tmp_path / f"seen{cut}.tsv.d")
         seen = VideoDataset.from_folder(partly_bad_dir, skip_log=tmp_path / f"seen{cut}.tsv", **options)
         assert _clip_keys(seen, order[cut:]) == straight[cut:], f"dataset with the full skip log from item {cut}"
     assert used  # the partly decodable file was used (after the fix: for the draws that decode)

@@ -19,6 +19,7 @@ from videomask.data.sampling import (
     plan_reads,
     sample_indices,
 )
+from videomask.data.skiplog import SkipLog, remove_skip_log
 from videomask.data.transforms import (
     ClipTransform,
     center_crop,
@@ -41,6 +42,7 @@ __all__ = [
     "VIDEO_EXTENSIONS",
     "ClipDecodeError",
     "ClipTransform",
+    "SkipLog",
     "VideoDataset",
     "VideoItem",
     "VideoTooShortError",
@@ -58,6 +60,7 @@ __all__ = [
     "plan_reads",
     "prepare_process",
     "random_resized_crop_params",
+    "remove_skip_log",
     "read_video_list",
     "resize",
     "resize_short_side",

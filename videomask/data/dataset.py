@@ -8,10 +8,11 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import os
+import shutil
 import tempfile
 import uuid
 import weakref
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from multiprocessing.context import get_spawning_popen
 from pathlib import Path
 from typing import Any
@@ -23,11 +24,12 @@ from torch.utils.data import Dataset
 from videomask.data.lists import VIDEO_EXTENSIONS, VideoItem, list_videos, read_video_list
 from videomask.data.process import keep_mmap_threshold, prepare_process
 from videomask.data.sampling import VideoTooShortError, clip_span, plan_reads, sample_indices
+from videomask.data.skiplog import SkipLog, shard_dir
 from videomask.data.transforms import ClipTransform
 from videomask.errors import VideoDecodeError, VideomaskError
 from videomask.patches import Tubelet, as_tubelet, grid_for
 from videomask.seeding import item_generator
-from videomask.video import BACKENDS, available_backends, call_with_timeout, open_video
+from videomask.video import BACKENDS, available_backends, call_with_timeout, open_video, storage
 
 log = logging.getLogger("videomask.data")
 
@@ -38,11 +40,13 @@ class ClipDecodeError(VideoDecodeError):
 
 
 def _remove_file(path: str, owner_pid: int) -> None:
+    """Remove a temporary skip log (the merged view and the per-process files) in the process that named it."""
     if os.getpid() == owner_pid:
         try:
             os.unlink(path)
         except OSError:
             pass
+        shutil.rmtree(shard_dir(path), ignore_errors=True)
 
 
 class VideoDataset(Dataset):
@@ -63,7 +67,11 @@ class VideoDataset(Dataset):
     ``"random"``); ``tubelet`` checks that
     clips fit the token grid (and is the patch the default transform checks);
     ``backend`` for :func:`videomask.video.open_video`; ``seed``; ``timeout`` seconds per video;
-    ``skip_log`` file (default: a temporary file, removed at exit and so never named in a message).
+    ``skip_log`` file (default: a temporary file, removed at exit and so never named in a message; each
+    process writes its own file in ``<skip_log>.d/``, see :mod:`videomask.data.skiplog`); ``rank`` names
+    this process's skip-log files (default: the process group's rank, else ``RANK``);
+    ``storage_options`` for the fsspec filesystem of videos given as URLs (``s3://...``: ``endpoint_url``,
+    ``anon``, ``key``, ...; default: fsspec's, e.g. the AWS environment variables).
     """
 
     def __init__(
@@ -85,11 +93,22 @@ class VideoDataset(Dataset):
         timeout: float | None = 60.0,
         skip_log: str | os.PathLike | None = None,
         classes: Sequence[str] | None = None,
+        rank: int | None = None,
+        storage_options: Mapping[str, Any] | None = None,
     ) -> None:
         self.items = list(items)
         if not self.items:
             raise VideomaskError("the dataset has no videos")
         prepare_process()  # fork hook, FFmpeg log capture (see process.py)
+        self.storage_options = dict(storage_options or {})
+        remote = [item.path for item in self.items if storage.is_remote(item.path)]
+        if remote:
+            if backend not in ("pyav", "auto"):
+                raise VideomaskError(
+                    f"the {backend} backend reads local files only and {remote[0]} is a URL: use backend pyav"
+                )
+            storage.set_storage_options(remote, self.storage_options)
+            storage.filesystem(remote[0])  # a missing fsspec package is one line now, not a skip per video
         if num_frames <= 0 or sampling_rate <= 0 or num_sample <= 0 or min_frames <= 0:
             raise VideomaskError(
                 f"num_frames, sampling_rate, num_sample and min_frames must be positive, "
@@ -132,7 +151,7 @@ class VideoDataset(Dataset):
         else:
             self.skip_log = str(skip_log)
             Path(self.skip_log).parent.mkdir(parents=True, exist_ok=True)
-        self._bad_cache: tuple[int, tuple[dict[str, str], set[str]]] = (-1, ({}, set()))
+        self._log = SkipLog(self.skip_log, rank)
 
     # -- construction ------------------------------------------------------------------------------
 
@@ -144,19 +163,22 @@ class VideoDataset(Dataset):
         recursive: bool = True,
         **options: Any,
     ) -> "VideoDataset":
-        """All videos under ``root`` (see :func:`list_videos`); ids are paths relative to ``root``."""
-        return cls(list_videos(root, extensions, recursive), **options)
+        """All videos under ``root`` (see :func:`list_videos`; a URL too); ids are paths relative to ``root``."""
+        return cls(list_videos(root, extensions, recursive, options.get("storage_options")), **options)
 
     @classmethod
     def from_list(cls, path: str | os.PathLike, **options: Any) -> "VideoDataset":
-        """Videos named in a list file (see :func:`read_video_list`)."""
-        items, classes = read_video_list(path)
+        """Videos named in a list file (see :func:`read_video_list`; a URL too)."""
+        items, classes = read_video_list(path, options.get("storage_options"))
         return cls(items, classes=classes, **options)
 
     @classmethod
     def from_path(cls, path: str | os.PathLike, **options: Any) -> "VideoDataset":
-        """A folder (:meth:`from_folder`), a single video file (by extension) or a list file (:meth:`from_list`)."""
-        p = Path(path)
+        """A folder (:meth:`from_folder`), a single video file (by extension) or a list file (:meth:`from_list`);
+        ``path`` may be a URL (``s3://bucket/prefix``, any fsspec protocol)."""
+        if storage.is_remote(os.fspath(path)):
+            return cls._from_url(os.fspath(path).rstrip("/"), **options)
+        p = Path(storage.local_path(path))
         if not p.exists():
             raise VideomaskError(f"no such file or folder: {path}")
         if p.is_dir():
@@ -164,6 +186,19 @@ class VideoDataset(Dataset):
         if p.suffix.lower() in VIDEO_EXTENSIONS:
             return cls([VideoItem(os.path.abspath(p), p.name)], **options)
         return cls.from_list(p, **options)
+
+    @classmethod
+    def _from_url(cls, url: str, **options: Any) -> "VideoDataset":
+        """:meth:`from_path` of a URL: a key prefix is a folder, an object a video (by extension) or a list."""
+        storage.set_storage_options([url], options.get("storage_options"))
+        kind = storage.path_kind(url)
+        if kind is None:
+            raise VideomaskError(f"no such file or folder: {url}")
+        if kind == "directory":
+            return cls.from_folder(url, **options)
+        if os.path.splitext(url)[1].lower() in VIDEO_EXTENSIONS:
+            return cls([VideoItem(url, url.rsplit("/", 1)[-1])], **options)
+        return cls.from_list(url, **options)
 
     # -- epoch and pickling ------------------------------------------------------------------------
 
@@ -187,49 +222,30 @@ class VideoDataset(Dataset):
             value = multiprocessing.RawValue("q", state["_epoch"])
             state["_epoch"] = value
         self.__dict__.update(state)
+        remote = [item.path for item in self.items if storage.is_remote(item.path)]
+        storage.set_storage_options(remote, self.storage_options)  # this process reads the same store
 
     # -- skipped videos ----------------------------------------------------------------------------
 
-    def _read_log(self) -> tuple[dict[str, str], set[str]]:
-        """``({video_id: reason}, ids bad for good)`` from the skip log (re-read only when it grew).
-
-        A third column ``clips`` marks a video skipped only for some clips (:class:`ClipDecodeError`).
-        """
-        try:
-            size = os.path.getsize(self.skip_log)
-        except OSError:
-            return {}, set()
-        if size != self._bad_cache[0]:
-            bad: dict[str, str] = {}
-            for_good: set[str] = set()
-            with open(self.skip_log, encoding="utf-8") as f:
-                for line in f:
-                    video_id, reason, *kind = line.rstrip("\n").split("\t")
-                    bad.setdefault(video_id, reason)
-                    if not kind:
-                        for_good.add(video_id)
-            self._bad_cache = (size, (bad, for_good))  # type: ignore[assignment]
-        return self._bad_cache[1]  # type: ignore[return-value]
-
     def _bad(self) -> dict[str, str]:
-        """``{video_id: reason}`` of every video skipped so far (for good or for some clips)."""
-        return self._read_log()[0]
+        """``{video_id: reason}`` of every video skipped so far (for good or for some clips), by any process."""
+        return self._log.bad(force=True)
 
     def mark_skipped(self, index: int, reason: str, *, for_good: bool = True) -> None:
-        """Record video ``index`` as bad: one warning line and one skip-log line (once per video).
+        """Record video ``index`` as bad: one warning line and one skip-log line (once per video and process).
 
         ``for_good=False``: only some clips of it failed (later items still try it, see ``__getitem__``).
         """
         video_id = self.items[index].video_id
-        bad, known_for_good = self._read_log()
+        known_for_good = self._log.bad_for_good()
+        bad = self._log.bad(force=False)
         if video_id in known_for_good or (video_id in bad and not for_good):
             return
         reason = " ".join(str(reason).split()) or "unknown error"
         reason = reason.removeprefix(f"{self.items[index].path}: ")  # the id already names the video
         if video_id not in bad:
             log.warning("videomask: skipping %s %s: %s", "video" if for_good else "a clip of video", video_id, reason)
-        with open(self.skip_log, "a", encoding="utf-8") as f:
-            f.write(f"{' '.join(video_id.split(chr(9)))}\t{reason}{'' if for_good else chr(9) + 'clips'}\n")
+        self._log.append(video_id, reason, for_good=for_good)
 
     def skipped_videos(self) -> list[tuple[str, str]]:
         """``(video_id, reason)`` of every video skipped so far, by any process using this skip log."""
@@ -237,8 +253,20 @@ class VideoDataset(Dataset):
 
     @property
     def skipped(self) -> int:
-        """How many distinct videos were skipped so far (all worker processes)."""
+        """How many distinct videos were skipped so far (all worker processes and ranks)."""
         return len(self._bad())
+
+    @property
+    def skip_log_stats(self) -> tuple[int, int]:
+        """``(file reads, bytes read)`` of this process's skip-log look-ups (for tests and benchmarks)."""
+        return self._log.reads, self._log.bytes_read
+
+    def write_skip_log(self) -> Path:
+        """Write the merged, de-duplicated skip log (every process's skips) to ``skip_log``; returns its path.
+
+        A run does this on rank 0 at checkpoints and at its end; each process writes only its own file.
+        """
+        return self._log.write_merged()
 
     def unreadable(self) -> list[tuple[str, str]]:
         """``(video_id, reason)`` of every video that does not open or is shorter than ``min_frames``.
@@ -334,7 +362,7 @@ class VideoDataset(Dataset):
         keep_mmap_threshold()  # this process decodes: a flat peak RSS over many videos (see process.py)
         for step in range(n):
             j = (index + step) % n
-            if self.items[j].video_id in self._read_log()[1]:
+            if self.items[j].video_id in self._log.bad_for_good():
                 continue
             try:
                 _, clips = self.load_clips(j, draw_index=index, epoch=epoch)
@@ -349,8 +377,8 @@ class VideoDataset(Dataset):
                 continue
             return clips[0] if self.num_sample == 1 else clips
         first_id, first_reason = next(iter(self._bad().items()), ("?", "unknown"))
-        # a temporary skip log is removed at exit: only a kept one is worth naming
-        where = "" if self._temporary_log else f"; all reasons in {self.skip_log}"
+        # a temporary skip log is removed at exit: only a kept one is worth naming (and written out)
+        where = "" if self._temporary_log else f"; all reasons in {self.write_skip_log()}"
         raise VideomaskError(
             f"every video failed to decode ({n} video{'' if n == 1 else 's'}; first: {first_id}: {first_reason}{where})"
         )

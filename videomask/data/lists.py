@@ -1,15 +1,18 @@
 """Which videos a dataset holds: a folder scan (:func:`list_videos`) or a list file
-(:func:`read_video_list`: VideoMAE text, CSV or TSV; formats in docs/data.md)."""
+(:func:`read_video_list`: VideoMAE text, CSV or TSV; formats in docs/data.md); folders, lists and entries
+may be URLs (``s3://bucket/prefix``, any fsspec protocol: :mod:`videomask.video.storage`)."""
 
 from __future__ import annotations
 
 import csv
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from videomask.errors import VideomaskError
+from videomask.video import storage
 
 VIDEO_EXTENSIONS: tuple[str, ...] = (
     ".mp4",
@@ -30,7 +33,8 @@ VIDEO_EXTENSIONS: tuple[str, ...] = (
 
 @dataclass(frozen=True)
 class VideoItem:
-    """One video of a dataset: absolute ``path``, ``video_id`` (as written / relative posix), ``label`` (-1: none)."""
+    """One video of a dataset: absolute ``path`` (or URL), ``video_id`` (as written / relative posix), ``label``
+    (-1: none)."""
 
     path: str
     video_id: str
@@ -41,30 +45,60 @@ def _normalise_extensions(extensions: Iterable[str]) -> tuple[str, ...]:
     return tuple(e.lower() if e.startswith(".") else "." + e.lower() for e in extensions)
 
 
+def _is_video(rel_parts: Iterable[str], suffix: str, exts: tuple[str, ...]) -> bool:
+    return not any(part.startswith(".") for part in rel_parts) and suffix.lower() in exts
+
+
+def _no_videos(exts: tuple[str, ...], recursive: bool, root: object) -> VideomaskError:
+    where = "under" if recursive else "directly in"
+    return VideomaskError(f"no videos ({', '.join(exts)}) {where} {root}")
+
+
+def _list_remote(root: str, exts: tuple[str, ...], recursive: bool) -> list[VideoItem]:
+    """:func:`list_videos` of a folder URL (a key prefix of a bucket) through fsspec."""
+    kind = storage.path_kind(root)
+    if kind is None:
+        raise VideomaskError(f"no such folder: {root}")
+    if kind != "directory":
+        raise VideomaskError(f"not a folder: {root}")
+    items = [
+        VideoItem(url, rel)
+        for url, rel in storage.list_objects(root, recursive)
+        if _is_video(rel.split("/"), os.path.splitext(rel)[1], exts)
+    ]
+    if not items:
+        raise _no_videos(exts, recursive, root)
+    return sorted(items, key=lambda item: item.video_id)
+
+
 def list_videos(
-    root: str | os.PathLike, extensions: Iterable[str] = VIDEO_EXTENSIONS, recursive: bool = True
+    root: str | os.PathLike,
+    extensions: Iterable[str] = VIDEO_EXTENSIONS,
+    recursive: bool = True,
+    storage_options: Mapping[str, Any] | None = None,
 ) -> list[VideoItem]:
     """Video files under ``root`` (by extension, case-insensitive), sorted by relative path.
 
-    Hidden files and folders (names starting with ``.``, e.g. macOS ``._clip.mp4``) are left out.
+    Hidden files and folders (names starting with ``.``, e.g. macOS ``._clip.mp4``) are left out. ``root`` may
+    be a URL (``s3://bucket/prefix``): its objects are listed through fsspec with ``storage_options``.
     """
-    root = Path(root)
+    exts = _normalise_extensions(extensions)
+    if storage.is_remote(os.fspath(root)):
+        storage.set_storage_options([os.fspath(root)], storage_options)
+        return _list_remote(os.fspath(root).rstrip("/"), exts, recursive)
+    root = Path(storage.local_path(root))
     if not root.exists():
         raise VideomaskError(f"no such folder: {root}")
     if not root.is_dir():
         raise VideomaskError(f"not a folder: {root}")
-    exts = _normalise_extensions(extensions)
     found = root.rglob("*") if recursive else root.iterdir()
     items = []
     for path in found:
         rel = path.relative_to(root)
-        if any(part.startswith(".") for part in rel.parts) or not path.is_file():
-            continue
-        if path.suffix.lower() in exts:
+        if path.is_file() and _is_video(rel.parts, path.suffix, exts):
             items.append(VideoItem(os.path.abspath(path), rel.as_posix()))
     if not items:
-        where = "under" if recursive else "directly in"
-        raise VideomaskError(f"no videos ({', '.join(exts)}) {where} {root}")
+        raise _no_videos(exts, recursive, root)
     return sorted(items, key=lambda item: item.video_id)
 
 
@@ -80,11 +114,11 @@ def _is_int(text: str) -> bool:
     return True
 
 
-def _bad_line(list_path: Path, n: int, line: str, why: str) -> VideomaskError:
+def _bad_line(list_path: str | Path, n: int, line: str, why: str) -> VideomaskError:
     return VideomaskError(f"{list_path}:{n}: {why}: {line.strip()!r}")
 
 
-def _table_rows(list_path: Path, lines: list[tuple[int, str]], delimiter: str) -> list[tuple[int, str, str]]:
+def _table_rows(list_path: str | Path, lines: list[tuple[int, str]], delimiter: str) -> list[tuple[int, str, str]]:
     """CSV / TSV lines -> ``(line number, path, raw label or "")``; an optional header names the columns."""
     parsed = [(n, line, [c.strip() for c in next(csv.reader([line], delimiter=delimiter))]) for n, line in lines]
     header = [c.lower() for c in parsed[0][2]]
@@ -112,7 +146,7 @@ def _table_rows(list_path: Path, lines: list[tuple[int, str]], delimiter: str) -
     return rows
 
 
-def _plain_rows(list_path: Path, lines: list[tuple[int, str]]) -> list[tuple[int, str, str]]:
+def _plain_rows(list_path: str | Path, lines: list[tuple[int, str]]) -> list[tuple[int, str, str]]:
     """VideoMAE's ``path [integer label]`` lines -> ``(line number, path, raw label or "")``."""
     rows = []
     for n, line in lines:
@@ -127,7 +161,40 @@ def _plain_rows(list_path: Path, lines: list[tuple[int, str]]) -> list[tuple[int
     return rows
 
 
-def read_video_list(list_path: str | os.PathLike) -> tuple[list[VideoItem], list[str] | None]:
+def _read_list_text(list_path: str | os.PathLike) -> tuple[str | Path, str]:
+    """``(the list's name for messages, its text)``: a local file or a URL's object."""
+    if storage.is_remote(os.fspath(list_path)):
+        url = os.fspath(list_path)
+        if storage.path_kind(url) != "file":
+            raise VideomaskError(f"no such list file: {url}")
+        try:
+            return url, storage.read_text(url)
+        except UnicodeDecodeError:
+            raise VideomaskError(f"{url} is not a UTF-8 text list of videos") from None
+        except Exception as err:  # noqa: BLE001 - the store's own errors (credentials, network): one line
+            raise VideomaskError(f"cannot read {url}: {storage.one_line_text(err)}") from None
+    path = Path(storage.local_path(list_path))
+    if not path.is_file():
+        raise VideomaskError(f"no such list file: {path}")
+    try:
+        return path, path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError:
+        raise VideomaskError(f"{path} is not a UTF-8 text list of videos") from None
+
+
+def _entry_path(base: str, entry: str) -> str:
+    """A list entry as a path or URL: URLs kept (``file://`` made local), relative paths resolved against
+    ``base`` (the list's folder, a path or a URL)."""
+    if storage.is_url(entry):
+        return storage.local_path(entry)
+    if storage.is_remote(base):
+        return entry if os.path.isabs(entry) else storage.join_url(base, entry)
+    return os.path.abspath(os.path.join(base, os.path.expanduser(entry)))
+
+
+def read_video_list(
+    list_path: str | os.PathLike, storage_options: Mapping[str, Any] | None = None
+) -> tuple[list[VideoItem], list[str] | None]:
     """Parse a video list; returns ``(items, class names or None)``.
 
     Formats (auto-detected from the first line that is not blank or ``#``):
@@ -137,25 +204,21 @@ def read_video_list(list_path: str | os.PathLike) -> tuple[list[VideoItem], list
         Non-integer labels are class names, numbered in sorted order (returned as the class list).
       * otherwise VideoMAE's ``path label`` (space separated; integer label optional; a path with
         spaces is fine when the label is given).
-    Relative paths resolve against the list file's folder; the video id is the path as written.
+    Relative paths resolve against the list file's folder; the video id is the path as written. The list
+    and its entries may be URLs (``s3://...``), read through fsspec with ``storage_options``.
     """
-    list_path = Path(list_path)
-    if not list_path.is_file():
-        raise VideomaskError(f"no such list file: {list_path}")
-    try:
-        text = list_path.read_text(encoding="utf-8-sig")
-    except UnicodeDecodeError:
-        raise VideomaskError(f"{list_path} is not a UTF-8 text list of videos") from None
+    storage.set_storage_options([os.fspath(list_path)], storage_options)
+    list_name, text = _read_list_text(list_path)
     lines = [(n, line.rstrip("\r\n")) for n, line in enumerate(text.splitlines(), start=1)]
     lines = [(n, line) for n, line in lines if line.strip() and not line.lstrip().startswith("#")]
     if not lines:
-        raise VideomaskError(f"the list {list_path} has no entries")
+        raise VideomaskError(f"the list {list_name} has no entries")
 
     first = lines[0][1]
     if "\t" in first or "," in first:
-        rows = _table_rows(list_path, lines, "\t" if "\t" in first else ",")
+        rows = _table_rows(list_name, lines, "\t" if "\t" in first else ",")
     else:
-        rows = _plain_rows(list_path, lines)
+        rows = _plain_rows(list_name, lines)
 
     raw_labels = [label for _, _, label in rows]
     classes: list[str] | None = None
@@ -165,11 +228,12 @@ def read_video_list(list_path: str | os.PathLike) -> tuple[list[VideoItem], list
         classes = sorted({label for label in raw_labels if label})
         lookup = {name: i for i, name in enumerate(classes)}
         labels = [lookup[label] if label else -1 for label in raw_labels]
-    base = os.path.dirname(os.path.abspath(list_path))
-    items = [
-        VideoItem(os.path.abspath(os.path.join(base, os.path.expanduser(path))), path, label)
-        for (_, path, _), label in zip(rows, labels)
-    ]
-    if not any(os.path.exists(item.path) for item in items):
-        raise VideomaskError(f"none of the {len(items)} videos in {list_path} exist (first: {items[0].path})")
+    if isinstance(list_name, str):
+        base = storage.url_parent(list_name)
+    else:
+        base = os.path.dirname(os.path.abspath(list_name))
+    items = [VideoItem(_entry_path(base, path), path, label) for (_, path, _), label in zip(rows, labels)]
+    storage.set_storage_options([item.path for item in items], storage_options)
+    if not any(storage.exists(item.path) for item in items):
+        raise VideomaskError(f"none of the {len(items)} videos in {list_name} exist (first: {items[0].path})")
     return items, classes

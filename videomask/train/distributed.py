@@ -2,18 +2,17 @@
 
 from __future__ import annotations
 
+import datetime
 import os
 import sys
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import torch
 import torch.distributed as dist
 
 from videomask.errors import VideomaskError
 
-if TYPE_CHECKING:
-    from videomask.model import VideoMAE
+DEFAULT_TIMEOUT_S = 1800.0  # run.dist_timeout_s: torch's default for NCCL (30 minutes)
 
 
 @dataclass
@@ -24,6 +23,7 @@ class DistInfo:
     world_size: int = 1
     local_rank: int = 0
     owns_group: bool = False  # this module started the process group (and ends it)
+    timeout_s: float = DEFAULT_TIMEOUT_S  # how long a collective waits for every rank (run.dist_timeout_s)
 
     @property
     def enabled(self) -> bool:
@@ -87,26 +87,54 @@ def pick_device(
     return torch.device(f"cuda:{index}")
 
 
-def setup_distributed(device_name: str) -> tuple[DistInfo, torch.device]:
+def setup_distributed(device_name: str, timeout_s: float = DEFAULT_TIMEOUT_S) -> tuple[DistInfo, torch.device]:
     """Read torchrun's env vars, pick the device (:func:`pick_device`), start the process group (NCCL on
-    CUDA, Gloo on CPU)."""
+    CUDA, Gloo on CPU) whose collectives wait ``timeout_s`` seconds (``run.dist_timeout_s``) for every rank."""
+    if not timeout_s > 0:
+        raise VideomaskError(f"run.dist_timeout_s must be > 0 seconds, got {timeout_s}")
     world = int(os.environ.get("WORLD_SIZE", "1"))
     info = DistInfo(int(os.environ.get("RANK", "0")), world, int(os.environ.get("LOCAL_RANK", "0")))
+    info.timeout_s = float(timeout_s)
     device = pick_device(device_name, info.local_rank, world)
     if info.enabled and device.type == "cuda" and device_name not in ("auto", "cuda") and str(device) != device_name:
         say(info, f"note: run.device={device_name} under torchrun; each rank uses its own GPU (rank 0: {device})")
     if device.type == "cuda":
         torch.cuda.set_device(device)
     if info.enabled and not dist.is_initialized():
-        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+        try:
+            dist.init_process_group(
+                backend="nccl" if device.type == "cuda" else "gloo", timeout=datetime.timedelta(seconds=timeout_s)
+            )
+        except RuntimeError as err:
+            raise timeout_error(err, info, "starting the process group") from None
         info.owns_group = True
     return info, device
 
 
+def is_timeout(err: BaseException) -> bool:
+    """Whether ``err`` is a collective or the rendezvous giving up on a rank (Gloo, NCCL and the store say
+    "timed out" / "timeout")."""
+    text = str(err).lower()
+    return isinstance(err, RuntimeError) and ("timed out" in text or "timeout" in text)
+
+
+def timeout_error(err: BaseException, info: DistInfo, what: str) -> BaseException:
+    """A one-line :class:`VideomaskError` for a time-out of ``what`` (a collective); ``err`` itself otherwise."""
+    if not is_timeout(err):
+        return err
+    return VideomaskError(
+        f"rank {info.rank}: {what} waited more than run.dist_timeout_s={info.timeout_s:g} s for the other "
+        f"ranks (one stopped, hangs or is far behind; raise run.dist_timeout_s when ranks do long work alone)"
+    )
+
+
 def barrier(info: DistInfo) -> None:
-    """Wait for every rank (a no-op in a single process)."""
+    """Wait for every rank (a no-op in a single process); past ``run.dist_timeout_s`` a one-line error."""
     if info.enabled:
-        dist.barrier()
+        try:
+            dist.barrier()
+        except RuntimeError as err:
+            raise timeout_error(err, info, "a barrier") from None
 
 
 def native_bf16(device: torch.device) -> bool:
@@ -139,14 +167,18 @@ def unused_in_pretraining(model: torch.nn.Module) -> list[str]:
     DDP must be told about them (``find_unused_parameters``), or the second step fails waiting for their
     gradients.
     """
+    prefix = ""
+    if not hasattr(model, "fc_norm") and hasattr(model, "model"):  # the objective around the VideoMAE
+        model, prefix = model.model, "model."
     fc_norm = getattr(model, "fc_norm", None)
     if not isinstance(fc_norm, torch.nn.Module):
         return []
-    return [f"fc_norm.{n}" for n, p in fc_norm.named_parameters() if p.requires_grad]
+    return [f"{prefix}fc_norm.{n}" for n, p in fc_norm.named_parameters() if p.requires_grad]
 
 
-def wrap_ddp(model: VideoMAE, info: DistInfo, device: torch.device) -> torch.nn.Module:
-    """``model`` in DistributedDataParallel under torchrun (after the restore: DDP broadcasts rank 0's weights)."""
+def wrap_ddp(model: torch.nn.Module, info: DistInfo, device: torch.device) -> torch.nn.Module:
+    """``model`` (the objective around the VideoMAE) in DistributedDataParallel under torchrun (after the
+    restore: DDP broadcasts rank 0's weights)."""
     if not info.enabled:
         return model
     unused = unused_in_pretraining(model)  # e.g. fc_norm: DDP would wait for its gradients forever

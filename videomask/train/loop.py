@@ -19,6 +19,7 @@ import torch.distributed as dist
 from tqdm.auto import tqdm
 
 from videomask.config import RunConfig, save_config
+from videomask.data.skiplog import remove_skip_log
 from videomask.errors import VideomaskError
 from videomask.io import MODEL_FILE, model_meta, save_hf_checkpoint, save_model_weights
 from videomask.train.checkpoint import (
@@ -30,7 +31,7 @@ from videomask.train.checkpoint import (
     restore_rng_state,
     save_checkpoint,
 )
-from videomask.train.distributed import DistInfo, barrier, say, setup_distributed, wrap_ddp
+from videomask.train.distributed import DistInfo, barrier, is_timeout, say, setup_distributed, timeout_error, wrap_ddp
 from videomask.train.log import LogWindow, MetricsLog, run_banner
 from videomask.train.parts import SKIP_LOG, Parts, build_parts, check_mask_section
 from videomask.train.schedule import lr_at
@@ -58,14 +59,16 @@ class RunResult:
 
 def train(cfg: RunConfig) -> RunResult:
     """Run (or resume) continued pretraining as configured (see docs/training.md)."""
-    info, device = setup_distributed(cfg.run.device)
+    info, device = setup_distributed(cfg.run.device, cfg.run.dist_timeout_s)
     out_dir = Path(cfg.run.out_dir)
     had_config = (out_dir / "config.yaml").exists()  # a file this run did not write is never removed
     try:
         return _train(cfg, info, device)
-    except BaseException:
+    except BaseException as err:
         if info.is_main and not had_config:
             forget_failed_start(out_dir)
+        if info.enabled and is_timeout(err):  # a collective gave up on a rank: one line, not a traceback
+            raise timeout_error(err, info, "a collective") from None
         raise
     finally:
         if info.owns_group and dist.is_initialized():
@@ -146,6 +149,8 @@ def _train(cfg: RunConfig, info: DistInfo, device: torch.device) -> RunResult:
                 result.last_checkpoint = save_run(parts, cfg, info, step, skipped)
     finally:
         parts.stream.close()
+        if info.is_main:  # the merged list of skipped videos (each process wrote its own file)
+            write_skip_list(parts)
         if bar is not None:
             bar.close()
         if log is not None:
@@ -179,7 +184,7 @@ def prepare_run_folder(cfg: RunConfig, info: DistInfo) -> Path | None:
         out_dir.mkdir(parents=True, exist_ok=True)
         save_config(cfg, out_dir / "config.yaml")
         if latest is None:  # a fresh run tries every video again (one may have been fixed since)
-            (out_dir / SKIP_LOG).unlink(missing_ok=True)
+            remove_skip_log(out_dir / SKIP_LOG)
     barrier(info)
     return latest
 
@@ -265,8 +270,16 @@ def save_run(parts: Parts, cfg: RunConfig, info: DistInfo, step: int, skipped: i
             model_meta=model_meta(parts.model),
         )
         prune_checkpoints(parts.out_dir, cfg.train.keep_last)
+        write_skip_list(parts)
     barrier(info)
     return path
+
+
+def write_skip_list(parts: Parts) -> None:
+    """Rank 0: merge every process's skip-log file into the run's ``skipped.tsv`` (de-duplicated)."""
+    write = getattr(parts.dataset, "write_skip_log", None)
+    if write is not None:
+        write()
 
 
 def finish_run(parts: Parts, cfg: RunConfig, info: DistInfo, result: RunResult, step: int, skipped: int) -> None:

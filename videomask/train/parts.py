@@ -113,6 +113,7 @@ def build_dataset(cfg: RunConfig, model_config: VideoMAEConfig | None = None) ->
         tubelet=tubelet,
     )
     options["skip_log"] = str(Path(cfg.run.out_dir) / SKIP_LOG)  # kept with the run, where the user looks
+    options["storage_options"] = dict(d.storage_options)  # for a data.path that is a URL (s3://...)
     options.update(ds_opts)
     try:
         return VideoDataset.from_path(d.path, **options)

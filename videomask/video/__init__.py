@@ -15,6 +15,7 @@ from videomask.video.meta import VideoMeta, probe
 from videomask.video.opencv import OPENCV_SEEK_BACK, OpenCVReader
 from videomask.video.pyav import PyAVReader
 from videomask.video.reader import VideoReader
+from videomask.video.storage import set_storage_options
 from videomask.video.timeout import call_with_timeout
 from videomask.video.verify import (
     CHECK_THREADS,
@@ -39,6 +40,7 @@ __all__ = [
     "AUTO_ORDER",
     "probe",
     "call_with_timeout",
+    "set_storage_options",
     "enable_ffmpeg_log_capture",
     "frames_differ",
     "forget_verdicts",

@@ -7,6 +7,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from videomask.errors import VideoDecodeError
+from videomask.video import storage
 from videomask.video.decord_reader import DecordReader
 from videomask.video.opencv import OpenCVReader
 from videomask.video.pyav import PyAVReader
@@ -52,12 +53,20 @@ def open_video(path: str | os.PathLike, backend: str = "pyav", *, verify: bool =
     PyAV (one log line, ``reader.fallback`` says why). The verdict is remembered per file (device, inode,
     size, mtime) in this process, so later opens skip the checks. Files PyAV cannot read raise
     :class:`~videomask.errors.VideoDecodeError` with every backend.
+
+    ``path`` may be a URL (``s3://bucket/clip.mp4``, any fsspec protocol; see :mod:`videomask.video.storage`):
+    PyAV decodes it from a file object (``auto`` picks PyAV); the other backends read local files only.
     """
+    remote = storage.is_remote(os.fspath(path))
     if backend == "auto":
-        backend = next(name for name in AUTO_ORDER if name in available_backends())
+        backend = "pyav" if remote else next(name for name in AUTO_ORDER if name in available_backends())
     if backend not in BACKENDS:
         raise VideoDecodeError(f"unknown video backend {backend!r} (choose from {', '.join(BACKENDS)}, auto)")
-    path = Path(path)
+    if remote:
+        if backend != "pyav":
+            raise VideoDecodeError(f"{path}: the {backend} backend reads local files only; use pyav for URLs")
+        return PyAVReader(os.fspath(path), **options)
+    path = Path(storage.local_path(path))
     if backend == "pyav":
         return PyAVReader(path, **options)
     known, reason = known_verdict(os.fspath(path), backend)

@@ -14,6 +14,7 @@ from fractions import Fraction
 import av
 
 from videomask.errors import VideoDecodeError
+from videomask.video import storage
 
 
 @dataclass(frozen=True)
@@ -104,11 +105,38 @@ def _demux_index(container: av.container.InputContainer, stream: av.video.stream
     return FrameIndex(n, sorted_pts, keyframes, time_base, open_gop, [size[i] for i in order])
 
 
-def open_container(path: str) -> av.container.InputContainer:
+def open_container(path: str, info: dict | None = None) -> av.container.InputContainer:
+    """PyAV's container of a local file, or of a URL's object read through fsspec (a file object;
+    ``info``: its fsspec ``info`` when the caller has it)."""
+    source: str | object = path
+    if storage.is_remote(path):
+        try:
+            source = storage.open_object(path, info)
+        except Exception as err:  # noqa: BLE001 - missing, refused, the network: the video is unreadable
+            raise storage.open_error(path, err) from None
     try:
-        return av.open(path, mode="r", metadata_errors="ignore")
+        return av.open(source, mode="r", metadata_errors="ignore")
     except (av.FFmpegError, OSError, UnicodeDecodeError, ValueError) as err:
         raise decode_error(path, "cannot open video", err) from None
+
+
+def _check_source(path: str) -> dict | None:
+    """Raise ``VideoDecodeError`` for a missing or empty file or object; a URL's fsspec ``info``."""
+    if not storage.is_remote(path):
+        if not os.path.isfile(path):
+            raise VideoDecodeError(f"{path}: no such file")
+        if os.path.getsize(path) == 0:
+            raise VideoDecodeError(f"{path}: empty file (0 bytes)")
+        return None
+    try:
+        info = storage.object_info(path)
+    except Exception as err:  # noqa: BLE001 - missing, refused, the network: the video is unreadable
+        raise storage.open_error(path, err) from None
+    if info.get("type") == "directory":
+        raise VideoDecodeError(f"{path}: a folder, not a video")
+    if not info.get("size"):
+        raise VideoDecodeError(f"{path}: empty object (0 bytes)")
+    return info
 
 
 @dataclass
@@ -139,12 +167,11 @@ def start_decoding(container: av.container.InputContainer, threads: int) -> tupl
 
 def open_probe(path: str, threads: int = 0) -> Probe:
     """Open ``path`` with PyAV: demux pass (frame index), then decode frame 0 for size/format/rotation; the
-    container is left open (see :class:`Probe`)."""
-    if not os.path.isfile(path):
-        raise VideoDecodeError(f"{path}: no such file")
-    if os.path.getsize(path) == 0:
-        raise VideoDecodeError(f"{path}: empty file (0 bytes)")
-    container = open_container(path)
+    container is left open (see :class:`Probe`). ``path`` may be a URL read through fsspec
+    (:mod:`videomask.video.storage`)."""
+    path = storage.local_path(path)
+    info = _check_source(path)
+    container = open_container(path, info)
     try:
         if not container.streams.video:
             raise decode_error(path, "no video stream")
@@ -168,7 +195,7 @@ def open_probe(path: str, threads: int = 0) -> Probe:
                 first = None
         if first is None:  # raw streams cannot always seek back to 0: reopen
             container.close()
-            container = open_container(path)
+            container = open_container(path, info)
             stream, frames = start_decoding(container, threads)
             try:
                 first = next(frames, None)

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from videomask.errors import VideoDecodeError
+from videomask.video import storage
 from videomask.video.convert import rotate, to_rgb
 from videomask.video.ffmpeg_log import report_libav_messages
 from videomask.video.frames import decode_one
@@ -65,7 +66,11 @@ _verdict_lock = threading.Lock()
 
 def file_key(path: str, backend: str) -> tuple | None:
     """The file's identity (device and inode: any path or link to it), size and mtime, and the backend: one
-    ``stat`` (``os.path.realpath`` costs an ``lstat`` per path component)."""
+    ``stat`` (``os.path.realpath`` costs an ``lstat`` per path component). A URL's object is known by its
+    URL, size and ETag (else modification time) from the store (:func:`~videomask.video.storage.object_key`)."""
+    if storage.is_remote(path):
+        key = storage.object_key(path)
+        return None if key is None else (*key, backend)
     try:
         st = os.stat(path)
     except OSError:
