@@ -6,7 +6,7 @@ Read from the source (no module is imported), so it also sees imports inside fun
     1  config resources patches
     2  video          3  data          4  model          5  io
     6  difference, detect (never each other)
-    7  masking
+    7  masking, objectives (never each other)
     8  viz, eval (never each other)
     9  train          10 bench (the research harness: the core never imports it)
     11 commands       12 cli          13 __main__
@@ -36,6 +36,7 @@ FLOORS: dict[str, int] = {
     "difference": 6,
     "detect": 6,
     "masking": 7,
+    "objectives": 7,
     "viz": 8,
     "eval": 8,
     "train": 9,

@@ -26,6 +26,7 @@ COMMANDS: dict[str, str] = {
     "info": "info",
     "fit": "fit",
     "score-cache": "score_cache",
+    "teacher-cache": "teacher_cache",
     "detect": "detect",
     "show-masks": "show_masks",
     "show-recon": "show_recon",

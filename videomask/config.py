@@ -1,7 +1,7 @@
 """Run configuration: dataclasses loaded from YAML, with strict ``key=value`` dotted overrides.
 
-A config file has up to six sections, each a dataclass below: ``run``, ``data``, ``model``, ``mask``,
-``optim``, ``train``. Loading is strict: an unknown key, or a value of the wrong type, raises a
+A config file has up to seven sections, each a dataclass below: ``run``, ``data``, ``model``, ``mask``,
+``optim``, ``train``, ``objective``. Loading is strict: an unknown key, or a value of the wrong type, raises a
 one-line :class:`~videomask.errors.VideomaskError` that names the key and what is allowed.
 
 Rules:
@@ -135,6 +135,24 @@ class TrainSection:
 
 
 @dataclass
+class ObjectiveSection:
+    """What the model learns to predict (docs/objectives.md): ``pixels`` (VideoMAE), ``teacher`` (a frozen
+    teacher's features at the masked tokens), ``contrastive`` (clean-branch features of the masked tokens,
+    InfoNCE) or ``distill`` (every token regressed on its teacher features, no mask: a source model)."""
+
+    name: Literal["pixels", "teacher", "contrastive", "distill"] = "pixels"
+    teacher: str = ""  # "" = none; cnn | cnn:PATH | cnn-random | checkpoint:PATH
+    teacher_layer: str = "last"  # checkpoint teachers: "last" or "block:N"
+    teacher_size: int = 0  # cnn teachers: shorter side of the frames they see (0 = the clip size)
+    teacher_cache: str = field(default="", metadata=_PATH)  # `videomask teacher-cache` output; "" = in the step
+    distill_weight: float = 1.0  # visible tokens regress their teacher features (keeps a source model's knowledge)
+    teacher_weight: float = 1.0  # contrastive: weight of the decoder's teacher-feature term (0 = InfoNCE alone)
+    temperature: float = 0.1  # contrastive: InfoNCE temperature
+    clean: Literal["stopgrad", "ema"] = "stopgrad"  # contrastive: the clean branch's encoder
+    ema_decay: float = 0.996  # clean: ema
+
+
+@dataclass
 class RunConfig:
     """The whole run; one section per dataclass."""
 
@@ -144,6 +162,7 @@ class RunConfig:
     mask: MaskSection = field(default_factory=MaskSection)
     optim: OptimSection = field(default_factory=OptimSection)
     train: TrainSection = field(default_factory=TrainSection)
+    objective: ObjectiveSection = field(default_factory=ObjectiveSection)
 
 
 _OPTION_PATH_KEY = re.compile(r"^(stats|boxes|skip_log|.*_path|.*_file|.*_dir)$")
@@ -347,6 +366,17 @@ def validate_config(cfg: RunConfig) -> RunConfig:
         (cfg.train.keep_last >= 1, "train.keep_last must be >= 1"),
         (cfg.train.max_bad_steps >= 1, "train.max_bad_steps must be >= 1"),
         (cfg.train.recon_every >= 0, "train.recon_every must be >= 0 (0 = off)"),
+        (
+            cfg.objective.name in ("pixels", "contrastive") or bool(cfg.objective.teacher),
+            f"objective {cfg.objective.name} needs objective.teacher (e.g. cnn)",
+        ),
+        (cfg.objective.teacher_size >= 0, "objective.teacher_size must be >= 0 (0 = the clip size)"),
+        (cfg.objective.temperature > 0, "objective.temperature must be > 0"),
+        (0.0 <= cfg.objective.ema_decay < 1.0, "objective.ema_decay must be in [0, 1)"),
+        (
+            cfg.objective.distill_weight >= 0 and cfg.objective.teacher_weight >= 0,
+            "objective.distill_weight and objective.teacher_weight must be >= 0",
+        ),
     ]
     for ok, message in checks:
         if not ok:

@@ -36,6 +36,8 @@ from videomask.errors import VideomaskError
 from videomask.patches import Grid, Tubelet, grid_for, mask_to_ids, patchify
 
 DECODER_MASK_TYPES = ("run_cell", "random")
+# the objective heads (videomask.objectives): videomask weights keep them; a Hugging Face folder has no place for them
+OBJECTIVE_HEADS = ("feature_head", "distill_head", "contrast_head")
 
 
 @dataclass
@@ -70,6 +72,11 @@ class VideoMAEConfig:
         norm_pix_loss: normalise each target token's pixels (per channel) before the MSE.
         mean, std: the input normalisation, undone to build the pixel target (only for 3 channels,
             as in Hugging Face; other channel counts use the input as is).
+    Heads of the feature objectives (:mod:`videomask.objectives`; 0 = no head, the VideoMAE model):
+        feature_dim: width of a teacher's per-token features. Adds ``feature_head`` (decoder -> teacher
+            features of masked tokens) and ``distill_head`` (encoder token -> its teacher features).
+        contrast_dim: adds ``contrast_head`` (decoder -> ``contrast_dim``, the encoder width the clean branch
+            of the contrastive objective gives as targets).
     """
 
     img_size: int = 224
@@ -97,6 +104,8 @@ class VideoMAEConfig:
     norm_pix_loss: bool = True
     mean: tuple[float, ...] = IMAGENET_MEAN
     std: tuple[float, ...] = IMAGENET_STD
+    feature_dim: int = 0
+    contrast_dim: int = 0
 
     def __post_init__(self) -> None:
         self.mean = tuple(float(v) for v in self.mean)
@@ -139,6 +148,8 @@ class VideoMAEConfig:
             )
         if not 0.0 <= self.drop_path < 1.0:
             raise VideomaskError(f"model config: drop_path must be in [0, 1), got {self.drop_path}")
+        if self.feature_dim < 0 or self.contrast_dim < 0:
+            raise VideomaskError("model config: feature_dim and contrast_dim must be >= 0 (0 = no head)")
         if self.in_chans == 3 and (len(self.mean) != 3 or len(self.std) != 3):
             raise VideomaskError("model config: mean and std need 3 values for 3 input channels")
 
@@ -369,6 +380,10 @@ class VideoMAE(nn.Module):
         )
         self.decoder_norm = nn.LayerNorm(c.decoder_embed_dim, eps=c.decoder_norm_eps)
         self.decoder_head = nn.Linear(c.decoder_embed_dim, c.patch_dim)
+        self.feature_head: nn.Linear | None = None
+        self.distill_head: nn.Linear | None = None
+        self.contrast_head: nn.Linear | None = None
+        self._make_heads()
 
         self.register_buffer("pix_mean", torch.tensor(c.mean, dtype=torch.float32), persistent=False)
         self.register_buffer("pix_std", torch.tensor(c.std, dtype=torch.float32), persistent=False)
@@ -390,6 +405,37 @@ class VideoMAE(nn.Module):
         nn.init.xavier_uniform_(w.view(w.shape[0], -1))
         nn.init.zeros_(self.patch_embed.proj.bias)
         nn.init.trunc_normal_(self.mask_token, std=0.02)
+
+    def _make_heads(self) -> None:
+        """Create the objective heads the config asks for and the model lacks (xavier init, zero bias)."""
+        c = self.config
+        made = []
+        if c.feature_dim and self.feature_head is None:
+            self.feature_head = nn.Linear(c.decoder_embed_dim, c.feature_dim)
+            self.distill_head = nn.Linear(c.embed_dim, c.feature_dim)
+            made += [self.feature_head, self.distill_head]
+        if c.contrast_dim and self.contrast_head is None:
+            self.contrast_head = nn.Linear(c.decoder_embed_dim, c.contrast_dim)
+            made.append(self.contrast_head)
+        for m in made:
+            nn.init.xavier_uniform_(m.weight)
+            nn.init.zeros_(m.bias)
+
+    def add_heads(self, *, feature_dim: int = 0, contrast_dim: int = 0) -> list[str]:
+        """Give the model the objective heads it lacks (e.g. a pixel checkpoint continued with the teacher
+        objective); returns the names of the new heads. A head of another width than asked is an error."""
+        c = self.config
+        for name, want in (("feature_dim", feature_dim), ("contrast_dim", contrast_dim)):
+            have = getattr(c, name)
+            if want and have and have != want:
+                raise VideomaskError(f"the model's {name} is {have}, the objective needs {want}")
+        before = {n for n, _ in self.named_children()}
+        c.feature_dim = feature_dim or c.feature_dim
+        c.contrast_dim = contrast_dim or c.contrast_dim
+        device = self.decoder_head.weight.device
+        self._make_heads()
+        self.to(device)
+        return sorted({n for n, _ in self.named_children()} - before)
 
     def no_weight_decay(self) -> set[str]:
         """Parameter names to keep out of weight decay (with every 1-D parameter, see :meth:`param_groups`)."""
@@ -595,14 +641,19 @@ class VideoMAE(nn.Module):
 
         Returns ``[B, L_dec, t*p*p*C]``. ``grid``: the clip's token grid (for ``config.pos_grid``).
         """
+        return self.decoder_head(self.decode(latent, ids_keep, ids_dec, num_tokens, grid))  # [B, L_dec, t*p*p*C]
+
+    def decode(
+        self, latent: Tensor, ids_keep: Tensor, ids_dec: Tensor, num_tokens: int, grid: Grid | None = None
+    ) -> Tensor:
+        """The decoder's normed output at the tokens ``ids_dec`` before any head: ``[B, L_dec, Dd]``."""
         x_vis = self.encoder_to_decoder(latent)  # [B, L_vis, Dd]
         B, _, Dd = x_vis.shape
         pos = self.pos_table(num_tokens, Dd, latent.device, grid).to(x_vis.dtype)  # [L, Dd]
         # [B, L_vis+L_dec, Dd]
         x = torch.cat([x_vis + pos[ids_keep], self.mask_token.to(x_vis.dtype) + pos[ids_dec]], dim=1)
         x = self._run(self.decoder_blocks, x)  # [B, L_vis+L_dec, Dd]
-        x = self.decoder_norm(x[:, -ids_dec.shape[1] :])  # [B, L_dec, Dd]
-        return self.decoder_head(x)  # [B, L_dec, t*p*p*C]
+        return self.decoder_norm(x[:, -ids_dec.shape[1] :])  # [B, L_dec, Dd]
 
     @staticmethod
     def forward_loss(pred: Tensor, target: Tensor) -> tuple[Tensor, Tensor]:

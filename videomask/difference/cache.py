@@ -19,14 +19,13 @@ import torch.nn.functional as F
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save as st_save
 from torch import Tensor
-from tqdm.auto import tqdm
 
 from videomask.constants import IMAGENET_MEAN, IMAGENET_STD
-from videomask.data import frames_to_tensor, keep_mmap_threshold, normalize, resize
+from videomask.data import normalize, resize
+from videomask.data.whole import decode_whole_videos
 from videomask.errors import VideomaskError
 from videomask.io import write_bytes_atomic
 from videomask.patches import ClipGeometry, Grid, Tubelet, grid_for
-from videomask.video import open_video
 
 CACHE_FORMAT = "videomask.score_cache"
 CACHE_VERSION = 1
@@ -219,17 +218,9 @@ def build_score_cache(
     masker.to(device)
     entries: dict[str, tuple[np.ndarray, Tensor, tuple[int, int]]] = {}
     skipped: list[tuple[str, str]] = []
-    keep_mmap_threshold()  # this process decodes every video (see videomask.data.process)
-    for vid, path in tqdm(list(videos), desc="score videos", unit="video", disable=not progress):
-        try:
-            with open_video(path, backend=backend) as reader:
-                frames = reader.read_all()  # [N, H, W, 3] uint8
-        except VideomaskError as err:
-            skipped.append((vid, str(err)))
-            continue
-        N, H, W = frames.shape[:3]
+    for vid, video in decode_whole_videos(videos, skipped, backend=backend, desc="score videos", progress=progress):
+        N, H, W = video.shape[0], video.shape[2], video.shape[3]  # video: [N, 3, H, W] uint8
         rh, rw = _cache_size(H, W, size, (ph, pw))
-        video = frames_to_tensor(frames)  # [N, 3, H, W] uint8
         video, _ = resize(video, ClipGeometry.identity(H, W), rh, rw)
         video = normalize(video, mean or IMAGENET_MEAN, std or IMAGENET_STD)  # [N, C, rh, rw] float
         starts, maps = [], []

@@ -21,7 +21,7 @@ from torch import Tensor
 from videomask.errors import VideomaskError
 from videomask.io.state import load_into
 from videomask.io.weights import write_bytes_atomic
-from videomask.model import IMAGENET_MEAN, IMAGENET_STD, VideoMAE, VideoMAEConfig
+from videomask.model import IMAGENET_MEAN, IMAGENET_STD, OBJECTIVE_HEADS, VideoMAE, VideoMAEConfig
 from videomask.patches import Grid
 
 # videomask block-internal key -> Hugging Face VideoMAELayer key (qkv.weight is handled apart)
@@ -204,6 +204,8 @@ def videomask_state_to_hf(model: VideoMAE, prefix: str = "videomae.") -> dict[st
     """
     out: dict[str, Tensor] = {}
     for key, value in model.state_dict().items():
+        if key.split(".", 1)[0] in OBJECTIVE_HEADS:
+            continue  # a teacher / contrastive head: the HF pretraining model predicts pixels only
         names = _hf_names(key, prefix)
         if names is None:
             raise VideomaskError(f"model key {key!r} has no Hugging Face counterpart")

@@ -106,9 +106,11 @@ def save_checkpoint(
     train_state: dict[str, Any] | None = None,
     rng_states: list[tuple[dict[str, torch.Tensor], dict[str, Any]]] | None = None,
     model_meta: dict[str, Any] | None = None,
+    extra: dict[str, torch.Tensor] | None = None,
 ) -> Path:
     """Write a complete checkpoint folder for ``step`` atomically; return its path.
 
+    ``extra``: further tensors the run needs to resume (e.g. the contrastive objective's EMA encoder).
     ``train_state`` is any JSON-able dict (loop counters, data position, scheduler).
     ``rng_states`` holds one :func:`capture_rng_state` result per rank (index = rank).
     """
@@ -126,6 +128,7 @@ def save_checkpoint(
         tensors.update(opt_tensors)
     if scaler is not None:
         info["scaler"] = scaler.state_dict()
+    tensors.update({f"extra.{k}": v.detach().cpu() for k, v in (extra or {}).items()})
     info["rng"] = []
     for rank, (rng_tensors, rng_info) in enumerate(rng_states or []):
         tensors.update({f"rng.{rank}.{k}": v for k, v in rng_tensors.items()})
@@ -199,8 +202,9 @@ def load_checkpoint(
     """Load a checkpoint folder into the given objects; return its JSON state.
 
     The returned dict has ``step``, ``train`` (the saved ``train_state``), ``rng``: a list, one
-    ``(tensors, info)`` pair per saved rank, for :func:`restore_rng_state`, and ``scaler_restored``: False
-    when an enabled ``scaler`` (fp16) met a checkpoint written without loss scaling and kept its fresh state.
+    ``(tensors, info)`` pair per saved rank, for :func:`restore_rng_state`, ``scaler_restored``: False
+    when an enabled ``scaler`` (fp16) met a checkpoint written without loss scaling and kept its fresh state,
+    and ``extra``: the tensors saved with ``extra``.
     """
     path = Path(path)
     if not (path / MODEL_FILE).is_file() or not (path / STATE_FILE).is_file():
@@ -232,4 +236,11 @@ def load_checkpoint(
     for rank, rng_info in enumerate(info.get("rng", [])):
         prefix = f"rng.{rank}."
         rng.append(({k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}, rng_info))
-    return {"step": info["step"], "train": info.get("train", {}), "rng": rng, "scaler_restored": scaler_restored}
+    extra = {k[len("extra.") :]: v for k, v in tensors.items() if k.startswith("extra.")}
+    return {
+        "step": info["step"],
+        "train": info.get("train", {}),
+        "rng": rng,
+        "scaler_restored": scaler_restored,
+        "extra": extra,
+    }

@@ -81,7 +81,7 @@ def _train(cfg: RunConfig, info: DistInfo, device: torch.device) -> RunResult:
     latest = prepare_run_folder(cfg, info)
     parts = build_parts(cfg, info, device)
     start_step, skipped = restore_checkpoint(parts, latest, cfg, info)
-    model = wrap_ddp(parts.model, info, device)  # what the step calls; parts.model stays the bare VideoMAE
+    model = wrap_ddp(parts.objective, info, device)  # what the step calls; parts.model stays the bare VideoMAE
     say(info, run_banner(parts, cfg, info, device))
 
     log = MetricsLog(parts.out_dir, start_step, cfg.train.tensorboard) if info.is_main else None
@@ -226,6 +226,13 @@ def restore_checkpoint(parts: Parts, latest: Path | None, cfg: RunConfig, info: 
         )
     stream = parts.stream
     stream.epoch, stream.consumed = int(t.get("epoch", 0)), int(t.get("batches_in_epoch", 0))
+    ema = parts.objective.ema
+    if ema is not None:
+        saved = {k[len("ema.") :]: v for k, v in state["extra"].items() if k.startswith("ema.")}
+        if saved:
+            ema.load_state_dict(saved)
+        else:
+            say(info, f"note: {latest.name} has no EMA encoder; the clean branch starts from the model")
     rng = state["rng"]
     if rng:
         restore_rng_state(*rng[info.rank if len(rng) == info.world_size else 0])
@@ -268,6 +275,7 @@ def save_run(parts: Parts, cfg: RunConfig, info: DistInfo, step: int, skipped: i
             train_state=train_state,
             rng_states=states,
             model_meta=model_meta(parts.model),
+            extra=objective_state(parts),
         )
         prune_checkpoints(parts.out_dir, cfg.train.keep_last)
         write_skip_list(parts)
@@ -280,6 +288,12 @@ def write_skip_list(parts: Parts) -> None:
     write = getattr(parts.dataset, "write_skip_log", None)
     if write is not None:
         write()
+
+
+def objective_state(parts: Parts) -> dict[str, torch.Tensor]:
+    """The objective's tensors a resume needs beyond the model (the EMA encoder of ``clean: ema``)."""
+    ema = parts.objective.ema
+    return {} if ema is None else {f"ema.{k}": v for k, v in ema.state_dict().items()}
 
 
 def finish_run(parts: Parts, cfg: RunConfig, info: DistInfo, result: RunResult, step: int, skipped: int) -> None:

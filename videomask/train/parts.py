@@ -25,6 +25,7 @@ from videomask.masking import (
     mode_option,
 )
 from videomask.model import VideoMAE, VideoMAEConfig, build_model
+from videomask.objectives import Objective, TeacherCache, build_objective
 from videomask.seeding import rank_seed
 from videomask.train.distributed import DistInfo, barrier, resolve_precision, say
 from videomask.train.schedule import peak_lr
@@ -49,6 +50,8 @@ class Parts:
     optimizer: torch.optim.Optimizer
     scaler: torch.amp.GradScaler
     masker: Masker
+    objective: Objective  # the model plus its objective's teacher / EMA copy: what the step calls
+    teacher_cache: TeacherCache | None  # teacher targets looked up per clip (None: computed in the step)
     amp_dtype: torch.dtype | None  # None = fp32
     lr_peak: float
     total_steps: int
@@ -389,6 +392,9 @@ def build_parts(cfg: RunConfig, info: DistInfo, device: torch.device) -> Parts:
     if cfg.train.grad_checkpointing:
         model.set_grad_checkpointing(True)
     model.to(device).train()
+    # the objective adds the heads it needs and freezes those it does not use, before the optimizer sees them
+    objective, teacher_cache = build_objective(cfg.objective, model, device)
+    objective.train()
     lr_peak = peak_lr(cfg, info.world_size)
     optimizer = torch.optim.AdamW(
         model.param_groups(cfg.optim.weight_decay),
@@ -415,6 +421,8 @@ def build_parts(cfg: RunConfig, info: DistInfo, device: torch.device) -> Parts:
         optimizer=optimizer,
         scaler=scaler,
         masker=masker,
+        objective=objective,
+        teacher_cache=teacher_cache,
         amp_dtype=amp_dtype,
         lr_peak=lr_peak,
         total_steps=total_steps,

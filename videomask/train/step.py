@@ -45,7 +45,8 @@ def train_step(
 ) -> StepStats:
     """One optimizer step: ``train.accum_steps`` x (batch -> mask -> model -> loss -> backward), then the update.
 
-    ``model`` is ``parts.model`` or its DDP wrapper. ``check``: let the model read the mask counts back
+    ``model`` is ``parts.objective`` (the model and its objective, :mod:`videomask.objectives`) or its DDP
+    wrapper. ``check``: let the model read the mask counts back
     (a host sync); otherwise the masker's exact count is passed on. The masker and the model's decoder
     mask draw from one CPU generator seeded from ``(run.seed, step, micro, rank)``, so a resumed run (on
     any device) draws the same masks.
@@ -63,6 +64,8 @@ def train_step(
         autocast = torch.autocast(
             device_type=device.type, dtype=parts.amp_dtype or torch.float32, enabled=parts.amp_dtype is not None
         )
+        if parts.teacher_cache is not None:
+            counts["targets"] = parts.teacher_cache.lookup(batch, masker.grid(video))  # [B, L, D] teacher features
         with sync:
             with autocast:
                 out = forward_model(model, video, mres.mask, None, generator=gen, **counts)
@@ -102,6 +105,7 @@ def apply_update(parts: Parts, stats: StepStats, cfg: RunConfig, info: DistInfo)
     scaler.step(optimizer)
     scaler.update()
     optimizer.zero_grad(set_to_none=True)
+    parts.objective.update_ema()
 
 
 def forward_model(
