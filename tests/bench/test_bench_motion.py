@@ -187,6 +187,42 @@ def test_motion_bench_end_to_end(tmp_path):
     assert "videomask bench --config" in md
 
 
+@pytest.mark.parametrize("objective", ["teacher", "contrastive"])
+def test_evidence_protocol_quick_runs(objective, tmp_path):
+    """configs/bench_evidence_quick.yaml cut to two maskers and the identity task: a distilled source model,
+    continued pretraining with the objective, the CNN references and random-init seeds in the tables."""
+    from videomask.cli import main
+
+    raw = yaml.safe_load((REPO / "configs" / "bench_evidence_quick.yaml").read_text())
+    raw.update(
+        assets=str(REPO / "assets"),
+        out=str(tmp_path / "results"),
+        work_dir=str(tmp_path / "work"),
+        name="e",
+        base_steps=2,
+        steps=1,
+        footage={**raw["footage"], "num_source": 4, "num_target": 12, "sizes": [24]},
+    )
+    raw["variants"] = {"tube": {"name": "tube"}, "objects-truth-keep": raw["variants"]["objects-truth-keep"]}
+    raw["train"]["objective"] = {**raw["train"]["objective"], "name": objective}
+    raw["eval"] = {**raw["eval"], "tasks": ["identity", "position"], "probes": ["linear", "temporal"]}
+    cfg = tmp_path / "e.yaml"
+    cfg.write_text(yaml.safe_dump(raw))
+    assert main(["bench", "--config", str(cfg)]) == 0
+    data = json.loads((tmp_path / "results" / "e.json").read_text())
+    md = (tmp_path / "results" / "e.md").read_text()
+    names = [r["variant"] for r in data["runs"]]
+    assert names.count("random init") == 2  # random_init_seeds
+    assert {"random CNN", "teacher CNN", "base", "tube", "objects-truth-keep"} <= set(names)
+    assert "feature distillation from the cnn teacher" in data["setup"]["base"]
+    assert f'"name": "{objective}"' in md  # the objective is in the setup text
+    for run in data["runs"]:
+        if run["variant"] in ("tube", "objects-truth-keep", "teacher CNN"):
+            assert 0.0 <= run["metrics"]["identity_linear"] <= 1.0
+    assert data["paired"]["objects-truth-keep"]["identity_temporal"]["n"] == 1
+    assert "random init / random CNN" in md  # the floor the sanity ladder uses
+
+
 @pytest.mark.parametrize(
     "name",
     [

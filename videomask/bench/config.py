@@ -44,6 +44,7 @@ class BenchConfig:
     base_checkpoint: str = ""  # start from this instead of pretraining a base model on the source
     base_steps: int = 200
     base_masker: dict[str, Any] = field(default_factory=lambda: {"name": "tube"})  # the base's masker (a variant spec)
+    base_train: dict[str, Any] = field(default_factory=dict)  # train sections merged in for the base stage only
     steps: int = 100  # continued-pretraining steps per variant and seed
     variants: dict[str, dict[str, Any]] = field(default_factory=dict)  # name -> {name: masker, options: {...}}
     train: dict[str, Any] = field(default_factory=dict)  # RunConfig sections shared by every training run

@@ -17,7 +17,7 @@ from typing import Any
 import torch
 
 from videomask.bench.config import BenchConfig
-from videomask.bench.motion_config import UPPER, MotionBenchConfig, attentive_settings
+from videomask.bench.motion_config import CNN_REFERENCES, UPPER, MotionBenchConfig, attentive_settings
 from videomask.bench.motion_energy import MOTION_BASELINE
 from videomask.bench.motion_eval import (
     Footage,
@@ -31,15 +31,18 @@ from videomask.bench.motion_eval import (
 from videomask.bench.runs import (
     base_model,
     fit_difference_stats,
+    merge_sections,
     run_training,
     shared_settings,
     start_work,
     train_config,
     variant_masker,
 )
+from videomask.data import list_videos
 from videomask.detect import build_cache
 from videomask.errors import VideomaskError
 from videomask.eval import load_encoder
+from videomask.objectives import FrameTeacher, build_teacher, build_teacher_cache
 from videomask.patches import grid_for
 
 
@@ -53,7 +56,46 @@ def _as_bench_config(cfg: MotionBenchConfig) -> BenchConfig:
         base_steps=cfg.base_steps,
         base_checkpoint=cfg.base_checkpoint,
         base_masker=cfg.base_masker,
+        base_train=cfg.base_train,
     )
+
+
+class CNNEncoder(torch.nn.Module):
+    """A frame teacher as a frozen encoder for the probes: ``encode(video) -> [B, L, t*C]`` (its targets)."""
+
+    def __init__(self, teacher: FrameTeacher) -> None:
+        super().__init__()
+        self.teacher = teacher
+        self.net = teacher.net  # registered, so .to() / .eval() reach it
+
+    def encode(self, video: torch.Tensor) -> torch.Tensor:
+        return self.teacher(video)  # [B, L, t*C]
+
+
+def teacher_cache_overrides(
+    cfg: MotionBenchConfig, tubelet: tuple[int, int, int], folder: Path, out: Path, log: Callable[[str], None]
+) -> dict[str, Any]:
+    """``{"objective": {"teacher_cache": path}}`` for runs on ``folder`` when the objective has a cnn teacher
+    (the cache is built once, here), else ``{}``."""
+    objective = merge_sections(cfg.train, {}).get("objective") or {}
+    return _cache_for(objective, tubelet, folder, out, log)
+
+
+def _cache_for(
+    objective: dict[str, Any], tubelet: tuple[int, int, int], folder: Path, out: Path, log: Callable[[str], None]
+) -> dict[str, Any]:
+    spec = str(objective.get("teacher", ""))
+    if not spec.startswith("cnn") or objective.get("teacher_cache"):
+        return {}
+    teacher = build_teacher(spec, tubelet=tubelet, size=int(objective.get("teacher_size", 0)))
+    stamp = out.with_suffix(".json")
+    wanted = json.dumps({"teacher": teacher.identity, "folder": str(folder)}, sort_keys=True)
+    if not out.is_file() or not stamp.is_file() or stamp.read_text() != wanted:
+        log(f"bench: teacher features of {folder.name} once ({spec}, size {teacher.size or 'native'}) -> {out.name}")
+        items = list_videos(folder)
+        build_teacher_cache(teacher, [(it.video_id, it.path) for it in items], out, progress=False)
+        stamp.write_text(wanted)
+    return {"objective": {"teacher_cache": str(out)}}
 
 
 def run_motion_bench(
@@ -100,7 +142,12 @@ def run_motion_bench(
     n_source = len(list(foot.source.glob("*.mp4")))
     log(f"bench: {len(foot.train)} train / {len(foot.test)} test target videos, {n_source} source videos")
     boxes_det, det_desc = detector_boxes(cfg, foot, work, progress, log)
-    base, base_wall, base_desc = base_model(bcfg, Path(base_dir), runs_dir, probe_cfg.model.name, log, foot.source)
+    base_objective = merge_sections(cfg.train, cfg.base_train).get("objective") or {}
+    base_cache = _cache_for(base_objective, tubelet, foot.source, work / "teacher_source.safetensors", log)
+    target_cache = teacher_cache_overrides(cfg, tubelet, foot.train_dir, work / "teacher_target.safetensors", log)
+    base, base_wall, base_desc = base_model(
+        bcfg, Path(base_dir), runs_dir, probe_cfg.model.name, log, foot.source, overrides=base_cache
+    )
     # difference statistics: videomask fit with its defaults (plus the clip geometry and cfg.fit)
     stats_path = work / "stats.safetensors"
     fit_command = ""
@@ -120,6 +167,13 @@ def run_motion_bench(
     runs: list[dict[str, Any]] = [{"variant": "random init", "seed": 0, "metrics": evaluate(rand)}]
     eval_s = time.perf_counter() - t0
     log(f"bench: one encoder's evaluation took {eval_s:.0f} s")
+    for init_seed in range(1, cfg.random_init_seeds):
+        rand = load_encoder(probe_cfg.model.name, overrides=probe_cfg.model.overrides, seed=init_seed)
+        runs.append({"variant": "random init", "seed": init_seed, "metrics": evaluate(rand)})
+    for ref in cfg.references:
+        cnn = CNNEncoder(build_teacher(CNN_REFERENCES[ref], tubelet=tubelet, size=cfg.teacher_size))
+        metrics = evaluate_encoder(cnn, sets, None, cfg, time_slots=grid.t, patch=tubelet[1])
+        runs.append({"variant": ref, "seed": 0, "metrics": metrics})
     runs.append({"variant": "base", "seed": 0, "metrics": {**evaluate(load_encoder(base)), "wall_s": base_wall}})
     motion = evaluate_encoder(None, sets, None, cfg, time_slots=grid.t, patch=tubelet[1])
     runs.append({"variant": MOTION_BASELINE, "seed": 0, "metrics": motion})
@@ -140,6 +194,7 @@ def run_motion_bench(
             steps=steps,
             seed=seed,
             name=name,
+            overrides=target_cache,
         )
         final, wall, last = run_training(run_cfg)
         metrics = evaluate(load_encoder(str(final)))
@@ -223,7 +278,8 @@ def motion_setup(
         "mask_ratio": probe_cfg.mask.ratio,
         "clip": f"model `{probe_cfg.model.name}` {json.dumps(probe_cfg.model.overrides)}, clips of {d.num_frames} "
         f"frames at stride {d.sampling_rate}, {d.size}x{d.size} px, tubelet {tubelet}, batch {d.batch_size}, "
-        f"lr {lr}, mask mode {probe_cfg.mask.mode}",
+        f"lr {lr}, mask mode {probe_cfg.mask.mode}, objective "
+        f"{json.dumps({k: v for k, v in dataclasses.asdict(probe_cfg.objective).items() if v not in ('', None)})}",
         "fit": fit_command,
         "detector": det_desc,
         "eval": dataclasses.asdict(cfg.eval),

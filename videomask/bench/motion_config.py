@@ -21,6 +21,7 @@ TASK_TITLES: dict[str, str] = {
     "direction": "object direction (8)",
     "obj_speed": "object speed (3)",
     "position": "object final cell (9)",
+    "identity": "object identity (4)",
     "arrow": "arrow of time (2)",
     "speed": "playback speed (3)",
 }
@@ -29,13 +30,19 @@ TASK_TITLES: dict[str, str] = {
 TASK_CLASSES: dict[str, int] = {**OBJECT_TASKS, **TASKS}
 
 
-OBJECT_MOTION_TASKS = ("direction", "obj_speed", "position")
+OBJECT_MOTION_TASKS = ("direction", "obj_speed", "position", "identity")
 
 
 UPPER = "upper: tube, long"
 
 
-REFERENCES = ("random init", "base", MOTION_BASELINE)
+REFERENCES = ("random init", "random CNN", "teacher CNN", "base", MOTION_BASELINE)
+
+# encoders every trained cell must beat by ``eval.margin_pts`` (the best of those present) to be conclusive
+FLOOR_REFERENCES = ("random init", "random CNN")
+
+# reference encoders a bench can add (``references``): the CNN teacher with random and with ImageNet weights
+CNN_REFERENCES = {"random CNN": "cnn-random", "teacher CNN": "cnn"}
 
 
 @dataclass
@@ -71,6 +78,10 @@ class MotionBenchConfig:
     base_checkpoint: str = ""
     base_steps: int = 200
     base_masker: dict[str, Any] = field(default_factory=lambda: {"name": "tube"})  # {name: tube | random, mode}
+    base_train: dict[str, Any] = field(default_factory=dict)  # train sections for the base stage (e.g. distill)
+    random_init_seeds: int = 1  # random-init encoders evaluated (init seeds 0, 1, ...)
+    references: list[str] = field(default_factory=list)  # CNN references: "random CNN", "teacher CNN"
+    teacher_size: int = 0  # the CNN references' input size (0 = the clip size)
     steps: int = 100
     upper_steps: int = 0  # 0 = no upper reference
     variants: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -116,6 +127,11 @@ def validate_motion_config(cfg: MotionBenchConfig) -> MotionBenchConfig:
     if cfg.steps < 1 or (cfg.base_steps < 1 and not cfg.base_checkpoint) or cfg.upper_steps < 0:
         raise VideomaskError("bench steps and base_steps must be >= 1 (or give base_checkpoint), upper_steps >= 0")
     base_mask_section(cfg.base_masker)
+    if cfg.random_init_seeds < 1:
+        raise VideomaskError("random_init_seeds must be >= 1")
+    for ref in cfg.references:
+        if ref not in CNN_REFERENCES:
+            raise VideomaskError(f"unknown reference {ref!r} (choose from {', '.join(CNN_REFERENCES)})")
     if cfg.test_every < 2:
         raise VideomaskError("test_every must be >= 2 (every test_every-th target clip is a test video)")
     if not cfg.variants:

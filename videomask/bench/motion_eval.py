@@ -112,8 +112,9 @@ def build_probe_sets(
         ]
         cs = _samples_to_set(samples, size, backend)
         labels = {t: [] for t in OBJECT_MOTION_TASKS}
+        objects = json.loads((foot.root / "labels.json").read_text())["summary"]["objects"]
         for s, geom in zip(samples, cs.geometry):
-            for t, y in object_task_labels(foot.labels[s.video_id], s.indices, geom).items():
+            for t, y in object_task_labels(foot.labels[s.video_id], s.indices, geom, objects).items():
                 labels[t].append(y)
         sets["objects"] = ProbeSet(
             cs.clips, {t: torch.tensor(v) for t, v in labels.items() if t in tasks}, cs.is_train, cs.windows

@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from videomask.bench.motion_config import TASK_CLASSES, TASK_TITLES, UPPER, metric_keys
+from videomask.bench.motion_config import FLOOR_REFERENCES, TASK_CLASSES, TASK_TITLES, UPPER, metric_keys
 from videomask.bench.motion_energy import MOTION_BASELINE
 from videomask.bench.report import report_header
 from videomask.bench.stats import paired_table, sanity_verdicts, summarise_runs
@@ -44,7 +44,7 @@ def analyse(result: dict[str, Any]) -> dict[str, Any]:
     trained = [v for v in result["setup"]["variants"]]
     keys = metric_keys(e["tasks"], e["probes"])
     summary = summarise_runs(result["runs"])
-    verdicts = sanity_verdicts(summary, trained, keys, float(e["margin_pts"]))
+    verdicts = sanity_verdicts(summary, trained, keys, float(e["margin_pts"]), FLOOR_REFERENCES)
     paired = (
         paired_table(result["runs"], "tube", trained, keys + ["recon_object", "recon_other"])
         if "tube" in trained
@@ -63,7 +63,8 @@ def headline(result: dict[str, Any]) -> list[str]:
         best = max(v, key=lambda k: v[k]["gap_pts"])
         conclusive = [k for k in v if v[k]["conclusive"]]
         lines.append(
-            f"- Largest gap between the trained encoders (mean over maskers and seeds) and the random init: "
+            f"- Largest gap between the trained encoders (mean over maskers and seeds) and the floor "
+            f"(the best of {' / '.join(FLOOR_REFERENCES)}): "
             f"{best} {v[best]['gap_pts']:+.1f} pts ({v[best]['trained_mean'] * 100:.1f}% vs "
             f"{v[best]['random_init'] * 100:.1f}%). "
             f"The harness bar (>= 10 pts on at least one task) is {'met' if v[best]['gap_pts'] >= 10 else 'not met'}."
@@ -245,7 +246,7 @@ def _report_setup(result: dict[str, Any], name: str) -> list[str]:
         "## Sanity ladder: can the harness tell a trained encoder from a random one?",
         "",
         "Trained = the mean over every continued-pretraining run (all maskers, all seeds). A cell is "
-        "**inconclusive** when trained − random init "
+        f"**inconclusive** when trained − floor (the best of {' / '.join(FLOOR_REFERENCES)} present) "
         f"< {e['margin_pts']:g} pts; no masker is ranked on it.",
         "",
         "| task | " + " | ".join(e["probes"]) + " |",

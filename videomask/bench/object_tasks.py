@@ -10,7 +10,7 @@ import numpy as np
 from videomask.errors import VideomaskError
 from videomask.patches import ClipGeometry
 
-OBJECT_TASKS: dict[str, int] = {"direction": 8, "obj_speed": 3, "position": 9}  # task -> classes
+OBJECT_TASKS: dict[str, int] = {"direction": 8, "obj_speed": 3, "position": 9, "identity": 4}  # task -> classes
 
 
 def position_cell(box: Sequence[float], geometry: ClipGeometry, cells: int = 3) -> int:
@@ -37,12 +37,18 @@ def object_clip_starts(clip_frames: int, num_frames: int, stride: int, windows: 
     return starts
 
 
-def object_task_labels(label: dict, indices: Sequence[int], geometry: ClipGeometry) -> dict[str, int]:
+def object_task_labels(
+    label: dict, indices: Sequence[int], geometry: ClipGeometry, objects: Sequence[str] = ()
+) -> dict[str, int]:
     """The known answers of one evaluation clip of a known-difference target clip (a ``labels.json`` entry):
-    motion direction (0..7, from the generator), speed class, and the 3x3 cell of the object's centre at
-    the clip's last frame (from the generator's box of that frame, mapped into the evaluation crop)."""
-    return {
+    motion direction (0..7, from the generator), speed class, the 3x3 cell of the object's centre at
+    the clip's last frame (from the generator's box of that frame, mapped into the evaluation crop), and,
+    given the footage's ``objects``, which object crop was pasted (identity)."""
+    out = {
         "direction": int(label["direction"]),
         "obj_speed": int(label["speed_class"]),
         "position": position_cell(label["boxes"][int(indices[-1])], geometry),
     }
+    if objects:
+        out["identity"] = list(objects).index(label["object"])
+    return out

@@ -54,10 +54,13 @@ def train_config(
     steps: int,
     seed: int,
     name: str,
+    overrides: dict[str, Any] | None = None,
 ):
-    """A :class:`~videomask.config.RunConfig` from the bench's shared ``train`` sections plus this run's fields."""
+    """A :class:`~videomask.config.RunConfig` from the bench's shared ``train`` sections, with ``overrides``
+    (sections merged key by key, e.g. the base stage's objective) and this run's fields."""
 
-    run_cfg = config_from_dict(json.loads(json.dumps(cfg.train)), base_dir)
+    raw = merge_sections(cfg.train, overrides or {})
+    run_cfg = config_from_dict(raw, base_dir)
     run_cfg.run.name, run_cfg.run.out_dir, run_cfg.run.seed = name, str(out_dir), seed
     run_cfg.data.path = str(data_path)
     run_cfg.model.checkpoint = checkpoint
@@ -67,6 +70,17 @@ def train_config(
         run_cfg.mask.mode = masker["mode"]
     run_cfg.train.steps, run_cfg.train.epochs, run_cfg.train.resume = steps, 0, False
     return validate_config(run_cfg)
+
+
+def merge_sections(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    """``base`` with ``extra`` merged in, nested mappings key by key (copies; the inputs are not changed)."""
+    out = json.loads(json.dumps(base))
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = merge_sections(out[key], value)
+        else:
+            out[key] = json.loads(json.dumps(value))
+    return out
 
 
 def run_training(run_cfg) -> tuple[Path, float, dict[str, Any]]:
@@ -84,14 +98,28 @@ def run_training(run_cfg) -> tuple[Path, float, dict[str, Any]]:
 
 
 def base_model(
-    cfg: BenchConfig, base_dir: Path, runs_dir: Path, model_name: str, log: Callable[[str], None], source: str
+    cfg: BenchConfig,
+    base_dir: Path,
+    runs_dir: Path,
+    model_name: str,
+    log: Callable[[str], None],
+    source: str,
+    overrides: dict[str, Any] | None = None,
 ) -> tuple[str, float, str]:
     """The model every variant continues from (``cfg.base_checkpoint``, or ``cfg.base_masker`` masking from
     random init on the ``source`` videos for ``cfg.base_steps``) -> ``(checkpoint, wall s, description)``."""
     if cfg.base_checkpoint:
         return cfg.base_checkpoint, 0.0, f"given checkpoint `{cfg.base_checkpoint}`"
     masker = base_mask_section(cfg.base_masker)
+    overrides = merge_sections(cfg.base_train, overrides or {})
+    base_objective = merge_sections(cfg.train, overrides).get("objective") or {}
+    objective = base_objective.get("name", "pixels")
     how = f"{masker['name']} masking" + (f" ({masker['mode']} mode)" if masker["mode"] else "")
+    if objective == "distill":
+        teacher = base_objective.get("teacher", "")
+        how = f"feature distillation from the {teacher} teacher (every token, no mask)"
+    elif objective != "pixels":
+        how += f", {objective} objective"
     log(f"bench: pretraining the base model on the source set ({cfg.base_steps} steps, {how})")
     base_cfg = train_config(
         cfg,
@@ -103,6 +131,7 @@ def base_model(
         steps=cfg.base_steps,
         seed=0,
         name="base",
+        overrides=overrides,
     )
     final, wall, _ = run_training(base_cfg)
     desc = (

@@ -75,20 +75,24 @@ def paired_table(
 
 
 def sanity_verdicts(
-    summary: dict[str, dict[str, dict[str, float]]], trained: Sequence[str], keys: Sequence[str], margin_pts: float
+    summary: dict[str, dict[str, dict[str, float]]],
+    trained: Sequence[str],
+    keys: Sequence[str],
+    margin_pts: float,
+    floors: Sequence[str] = ("random init",),
 ) -> dict[str, dict[str, Any]]:
-    """Per probe metric: the mean of the trained maskers' means minus the random init (points), and
-    whether that clears ``margin_pts`` (conclusive) or not (inconclusive)."""
+    """Per probe metric: the mean of the trained maskers' means minus the best of the ``floors`` references
+    present (random init, random CNN; points), and whether that clears ``margin_pts`` (conclusive) or not."""
     out = {}
-    rand = summary.get("random init", {})
     for key in keys:
         means = [summary[v][key]["mean"] for v in trained if key in summary.get(v, {})]
-        if not means or key not in rand:
+        refs = [summary[f][key]["mean"] for f in floors if key in summary.get(f, {})]
+        if not means or not refs:
             continue
-        gap = (statistics.fmean(means) - rand[key]["mean"]) * 100
+        gap = (statistics.fmean(means) - max(refs)) * 100
         out[key] = {
             "trained_mean": statistics.fmean(means),
-            "random_init": rand[key]["mean"],
+            "random_init": max(refs),
             "gap_pts": gap,
             "best_trained": max(means),
             "conclusive": gap >= margin_pts,
