@@ -20,6 +20,15 @@ def pytest_configure(config) -> None:
     prepare_process()
 
 
+@pytest.fixture
+def one_thread():
+    """The tiny model's ops are too small to gain from threads; one thread keeps steps fast on a busy CPU."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="session")
 def s3_server(tmp_path_factory) -> Iterator[Any]:
     """A SeaweedFS S3 server on 127.0.0.1 for the whole session (about 5 s to start; see helpers_s3.py).

@@ -1,15 +1,10 @@
-"""The objectives' tests run the tiny model and the CNN teacher on one thread."""
+"""The objectives' tests run the tiny model and the CNN teacher on one torch thread."""
 
 from __future__ import annotations
 
 import pytest
-import torch
 
 
 @pytest.fixture(autouse=True)
-def one_thread():
-    """The tiny model's ops are too small to gain from threads; one thread keeps steps fast on a busy CPU."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+def _one_thread(one_thread):
+    """Every objectives test runs on one torch thread (the ``one_thread`` fixture of tests/conftest.py)."""

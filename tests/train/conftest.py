@@ -5,17 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-import torch
 from helpers_train import write_videos
 
 
 @pytest.fixture(autouse=True)
-def one_thread():
-    """The tiny model's ops are too small to gain from threads; one thread keeps steps fast on a busy CPU."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+def _one_thread(one_thread):
+    """Every training test runs on one torch thread (the ``one_thread`` fixture of tests/conftest.py)."""
 
 
 @pytest.fixture(scope="module")
