@@ -221,6 +221,7 @@ def test_evidence_protocol_quick_runs(objective, tmp_path):
             assert 0.0 <= run["metrics"]["identity_linear"] <= 1.0
     assert data["paired"]["objects-truth-keep"]["identity_temporal"]["n"] == 1
     assert "random init / random CNN" in md  # the floor the sanity ladder uses
+    assert "harness bar (conclusive cells on at least two object tasks" in md
 
 
 @pytest.mark.parametrize(
