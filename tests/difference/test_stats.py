@@ -427,7 +427,7 @@ def test_anchor_patches_find_the_target_only_object(tmp_path, domains, capsys):
         )
         return collate_clips([ds[i] for i in range(len(ds))])
 
-    masker = DifferenceMasker.load(out, ratio=0.5)
+    masker = DifferenceMasker.load(out, ratio=0.5, direction="mask")
     assert masker.scorer == "distance"
     tgt, src = batch("target"), batch("source")
     res = masker.generate(tgt, torch.Generator().manual_seed(0))

@@ -73,9 +73,9 @@ def data(tmp_path_factory) -> dict:
 def _masker(name: str, data: dict):
     options = {"tubelet": (2, 16, 16), "ratio": 0.5}
     if name == "difference":
-        options = {"stats": str(data["stats"]), "ratio": 0.5}
+        options = {"stats": str(data["stats"]), "ratio": 0.5, "direction": "mask"}
     if name == "objects":
-        options.update(boxes=BoxCache.load(data["boxes"]), alpha=1.0)
+        options.update(boxes=BoxCache.load(data["boxes"]), alpha=1.0, direction="mask")
     return build_masker(name, **options)
 
 

@@ -79,7 +79,10 @@ def _box_cache():
 
 def make_masker(name: str, stats: DifferenceStats, **options):
     """A registered masker with small-test options (``difference``: the fitted ``stats``; ``objects``: boxes)."""
+    # direction "mask" unless a test asks for "keep": these tests check what the rule selects
     options = {"tubelet": TUBELET, "ratio": 0.5, **options}
+    if name in ("difference", "objects"):
+        options.setdefault("direction", "mask")
     if name == "difference":
         options["stats"] = stats
     if name == "objects":

@@ -58,11 +58,19 @@ def _batch(
 
 
 def _masker(cache: BoxCache, **options) -> ObjectsMasker:
-    return build_masker("objects", boxes=cache, **{"tubelet": TUBELET, "ratio": 0.5, **options})
+    return build_masker("objects", boxes=cache, **{"tubelet": TUBELET, "ratio": 0.5, "direction": "mask", **options})
 
 
 def test_registered():
     assert MASKERS["objects"] is ObjectsMasker
+
+
+def test_anchors_are_kept_visible_by_default(cache):
+    """direction defaults to keep: the evidence protocol found masking the anchors at or below tube masking."""
+    masker = build_masker("objects", boxes=cache, tubelet=TUBELET, ratio=0.5, alpha=1.0)
+    assert masker.direction == "keep"
+    result = masker.generate(_batch(["a", "b"]), torch.Generator().manual_seed(1))
+    assert result.anchors.any() and not result.mask[result.anchors].any()
 
 
 @pytest.mark.parametrize("device", DEVICES)
@@ -223,7 +231,7 @@ def test_missing_video_and_bad_inputs(cache):
 
 
 def test_precomputed_anchors_in_batch():
-    masker = build_masker("objects", tubelet=TUBELET, ratio=0.5, alpha=1.0)  # no cache at all
+    masker = build_masker("objects", tubelet=TUBELET, ratio=0.5, alpha=1.0, direction="mask")  # no cache at all
     batch = _batch(["x", "y"])
     anchors = torch.zeros(2, GRID.num_tokens, dtype=torch.bool)
     anchors[0, [5, 6]] = True

@@ -22,6 +22,8 @@ Selection rules (all batched over ``B``, exact count ``k`` per row, reproducible
 ``direction="mask"`` masks what the rule selects (anchors / high scores are masked; the seed's
 choice). ``direction="keep"`` applies the same rule to choose the *visible* set of size ``N - k``
 and masks the rest, so anchors / high scores stay visible. Either way exactly ``k`` units are masked.
+The selection functions default to ``"mask"``; the maskers (:class:`ScoredMasker`) to ``"keep"``, the
+direction the evidence protocol found at or above tube masking (docs/evidence.md).
 
 Random numbers are drawn on the generator's device (CPU when ``generator`` is a CPU generator) and
 moved to the video's device, so a CPU generator seeds masks for a GPU batch reproducibly.
@@ -329,7 +331,8 @@ class ScoredMasker(Masker):
     * ``selection``: ``"share"`` (rule b, needs anchors; default), ``"topk"`` (rule a, needs scores),
       ``"sample"`` (rule c, needs scores);
     * ``alpha``: anchor share of the budget for ``"share"``;
-    * ``direction``: ``"mask"`` (mask anchors / high scores) or ``"keep"`` (keep them visible);
+    * ``direction``: ``"keep"`` (keep anchors / high scores visible; the default, see docs/evidence.md)
+      or ``"mask"`` (mask them, the paper's direction);
     * ``reduce``: how a tube's score aggregates its tokens over time (``"mean"`` or ``"max"``); a tube
       is an anchor when any of its tokens is;
     * ``temperature``, ``uniform_mix``: rank-sampling options (see :func:`select_rank_sampling`).
@@ -345,7 +348,7 @@ class ScoredMasker(Masker):
         *,
         selection: str = "share",
         alpha: float = 1.0,
-        direction: str = "mask",
+        direction: str = "keep",
         reduce: str | None = None,
         temperature: float = 0.25,
         uniform_mix: float = 0.0,

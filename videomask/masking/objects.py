@@ -5,7 +5,8 @@ each clip's boxes in a :class:`~videomask.detect.BoxCache` (nearest scanned fram
 clip's patch grid through the clip's :class:`~videomask.patches.ClipGeometry` (crop, resize, flip),
 and marks the covered tokens as anchors. In tube mode a tube is an anchor when any of its tokens is
 (covered at any time). Selection is the shared step, rule (b) by default: a share ``alpha`` of the
-budget from the anchors, the rest uniform; ``direction="keep"`` keeps anchors visible instead.
+budget from the anchors, the rest uniform; with ``direction="keep"`` (the default) the same rule picks the
+visible set, so anchors stay visible; ``direction="mask"`` masks them (the paper's direction).
 
 A clip without any anchor falls back to plain ``random`` (uniform over tokens) or ``tube`` (uniform
 over tubes, the same spatial mask at every time step) masking, both at the masker's exact count.
