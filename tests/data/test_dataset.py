@@ -253,3 +253,35 @@ def test_dataset_refuses_size_or_train_next_to_a_transform(tmp_path):
     ds = VideoDataset(items, num_frames=4, transform=transform, train=False)  # agrees: fine
     assert ds.transform is transform and ds.sampling == "center"
     assert VideoDataset(items, num_frames=4).transform.size == (224, 224)  # the default size without a transform
+
+
+def test_in_memory_gives_the_decoded_clips_and_decodes_each_video_once(video_dir, mixed_dir, monkeypatch):
+    """in_memory=True: the same clips as decoding each item (frames that encode their index, random crops,
+    two epochs), each video opened once per process, and bad videos still skipped and counted."""
+    kw = dict(num_frames=4, sampling_rate=2, train=True, size=32, seed=3, num_sample=2)
+    plain = VideoDataset.from_folder(video_dir, **kw)
+    order = [(epoch, i) for epoch in (0, 1) for i in range(len(plain))]
+    want = [plain[key] for key in order]
+    opened = []
+    real_open = dataset_module.open_video
+
+    def counting_open(path, backend="pyav"):
+        opened.append(path)
+        return real_open(path, backend=backend)
+
+    monkeypatch.setattr(dataset_module, "open_video", counting_open)
+    memory = VideoDataset.from_folder(video_dir, in_memory=True, **kw)
+    for key, a in zip(order, want):
+        for x, y in zip(a, memory[key]):
+            assert torch.equal(x["video"], y["video"]) and torch.equal(x["frame_indices"], y["frame_indices"])
+            assert torch.equal(x["geometry"], y["geometry"])
+    assert sorted(opened) == sorted(item.path for item in memory.items)  # once each, over two epochs
+    assert pickle.loads(pickle.dumps(memory))._frames == {}  # a worker decodes its own copy
+    monkeypatch.setattr(dataset_module, "open_video", real_open)
+    skipped = []
+    for in_memory in (False, True):
+        ds = VideoDataset.from_folder(mixed_dir, in_memory=in_memory, num_frames=4, sampling_rate=2, size=32)
+        for i in range(len(ds)):
+            ds[i]
+        skipped.append(sorted(vid for vid, _ in ds.skipped_videos()))
+    assert skipped[0] and skipped[1] == skipped[0]

@@ -72,6 +72,10 @@ class VideoDataset(Dataset):
     this process's skip-log files (default: the process group's rank, else ``RANK``);
     ``storage_options`` for the fsspec filesystem of videos given as URLs (``s3://...``: ``endpoint_url``,
     ``anon``, ``key``, ...; default: fsspec's, e.g. the AWS environment variables).
+    ``in_memory``: each process decodes a video whole the first time it is used and keeps its frames, so
+    later items slice memory instead of decoding (for small sets read many times, e.g. benchmarks; the
+    memory is every frame of every video, per DataLoader worker; a video with any undecodable frame is
+    skipped whole).
     """
 
     def __init__(
@@ -95,8 +99,11 @@ class VideoDataset(Dataset):
         classes: Sequence[str] | None = None,
         rank: int | None = None,
         storage_options: Mapping[str, Any] | None = None,
+        in_memory: bool = False,
     ) -> None:
         self.items = list(items)
+        self.in_memory = bool(in_memory)
+        self._frames: dict[int, tuple[Any, np.ndarray]] = {}  # in_memory: index -> (meta, frames [N, H, W, 3])
         if not self.items:
             raise VideomaskError("the dataset has no videos")
         prepare_process()  # fork hook, FFmpeg log capture (see process.py)
@@ -212,6 +219,7 @@ class VideoDataset(Dataset):
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
+        state["_frames"] = {}  # in_memory: each process decodes its own copy once
         if get_spawning_popen() is None:  # a plain pickle (not a worker start): keep the value only
             state["_epoch"] = int(self._epoch.value)
         return state
@@ -300,26 +308,45 @@ class VideoDataset(Dataset):
         self, index: int, draw_index: int, epoch: int
     ) -> tuple[Any, list[list[int]], np.ndarray, list[list[int]], list[torch.Generator]]:
         """Open, sample and read (run under the time-out): (meta, clip indices, frames, positions, generators)."""
-        item = self.items[index]
-        with open_video(item.path, backend=self.backend) as reader:
-            meta = reader.meta
-            n = int(meta.num_frames)
-            if n < self.min_frames:
-                raise VideoTooShortError(f"video has {n} frame(s), fewer than min_frames={self.min_frames}")
-            generators = [item_generator(self.seed, epoch, draw_index, s) for s in range(self.num_sample)]
-            clips = [
-                sample_indices(n, self.num_frames, self.sampling_rate, self.sampling, self.short, g) for g in generators
-            ]
-            unique, positions = plan_reads(clips)
-            try:
-                frames = np.asarray(reader.read(unique))
-            except VideoDecodeError as err:  # depends on which frames were drawn
-                raise ClipDecodeError(str(err)) from None
+        if self.in_memory:
+            meta, whole = self._whole_video(index)
+            clips, unique, positions, generators = self._draw(int(meta.num_frames), draw_index, epoch)
+            frames = whole[unique]  # the frames a read of ``unique`` gives (decoding is frame-exact)
+        else:
+            with open_video(self.items[index].path, backend=self.backend) as reader:
+                meta = reader.meta
+                clips, unique, positions, generators = self._draw(int(meta.num_frames), draw_index, epoch)
+                try:
+                    frames = np.asarray(reader.read(unique))
+                except VideoDecodeError as err:  # depends on which frames were drawn
+                    raise ClipDecodeError(str(err)) from None
         if frames.ndim != 4 or frames.shape[0] != len(unique) or frames.shape[-1] != 3 or frames.dtype != np.uint8:
             raise ClipDecodeError(
                 f"decoded {tuple(frames.shape)} {frames.dtype} frames, expected {len(unique)} uint8 RGB frames"
             )
         return meta, clips, frames, positions, generators
+
+    def _draw(
+        self, n: int, draw_index: int, epoch: int
+    ) -> tuple[list[list[int]], list[int], list[list[int]], list[torch.Generator]]:
+        """The clips of a video of ``n`` frames for this draw: (clip indices, unique frames, positions, generators)."""
+        if n < self.min_frames:
+            raise VideoTooShortError(f"video has {n} frame(s), fewer than min_frames={self.min_frames}")
+        generators = [item_generator(self.seed, epoch, draw_index, s) for s in range(self.num_sample)]
+        clips = [
+            sample_indices(n, self.num_frames, self.sampling_rate, self.sampling, self.short, g) for g in generators
+        ]
+        unique, positions = plan_reads(clips)
+        return clips, unique, positions, generators
+
+    def _whole_video(self, index: int) -> tuple[Any, np.ndarray]:
+        """``in_memory``: (meta, every frame [N, H, W, 3] uint8) of video ``index``, decoded once per process."""
+        if index not in self._frames:
+            with open_video(self.items[index].path, backend=self.backend) as reader:
+                meta = reader.meta
+                frames = np.asarray(reader.read_all())  # [N, H, W, 3] uint8
+            self._frames[index] = (meta, frames)
+        return self._frames[index]
 
     def load_clips(
         self, index: int, draw_index: int | None = None, epoch: int | None = None
