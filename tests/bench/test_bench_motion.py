@@ -234,6 +234,13 @@ def test_evidence_protocol_quick_runs(objective, tmp_path):
         "bench_motion_long.yaml",
         "bench_motion_quick.yaml",
         "bench_gpu.yaml",
+        "bench_evidence_quick.yaml",
+        "bench_evidence_teacher.yaml",
+        "bench_evidence_teacher_1000.yaml",
+        "bench_evidence_contrastive.yaml",
+        "bench_evidence_contrastive_ema.yaml",
+        "bench_evidence_pixels.yaml",
+        "bench_evidence_gpu.yaml",
     ],
 )
 def test_shipped_motion_configs_load(name):
