@@ -76,11 +76,13 @@ def headline(result: dict[str, Any]) -> list[str]:
             f"{v[best]['random_init'] * 100:.1f}%)."
         )
         bar_tasks = sorted({k.rsplit("_", 1)[0] for k in conclusive} & set(OBJECT_MOTION_TASKS))
+        missing = [ref for ref in FLOOR_REFERENCES if ref not in result["summary"]]
+        status = "not settled" if missing else "met" if len(bar_tasks) >= 2 else "not met"
         lines.append(
             f"- The harness bar (conclusive cells on at least two object tasks; arrow of time and playback speed "
-            f"are motion guards outside it) is {'met' if len(bar_tasks) >= 2 else 'not met'}: conclusive on "
+            f"are motion guards outside it) is {status}: conclusive on "
             + (", ".join(bar_tasks) or "no object task")
-            + "."
+            + (f" against a partial floor ({', '.join(missing)} not in this run)." if missing else ".")
         )
         lines.append(
             f"- Conclusive cells (gap >= {e['margin_pts']:g} pts): "
