@@ -8,6 +8,7 @@ Import with ``tests/`` on the path (pytest puts it there)::
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import av
@@ -75,3 +76,17 @@ def tiny_run(videos: Path, out_dir: Path, **sections: dict) -> dict:
     for name, values in sections.items():
         raw[name] = {**raw[name], **values}
     return raw
+
+
+def torchrun_env(rank: int, world: int, port: int) -> None:
+    """Set the environment variables torchrun gives rank ``rank`` of ``world`` (one node, 127.0.0.1:``port``)."""
+    os.environ.update(
+        {
+            "RANK": str(rank),
+            "LOCAL_RANK": str(rank),
+            "WORLD_SIZE": str(world),
+            "LOCAL_WORLD_SIZE": str(world),
+            "MASTER_ADDR": "127.0.0.1",
+            "MASTER_PORT": str(port),
+        }
+    )

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from helpers_train import tiny_run
+from helpers_train import tiny_run, torchrun_env
 
 import videomask.train.loop as loop
 from videomask.config import load_config
@@ -31,31 +31,25 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-def _torchrun_env(rank: int, world: int, port: int) -> None:
-    os.environ.update(
-        {
-            "RANK": str(rank),
-            "LOCAL_RANK": str(rank),
-            "WORLD_SIZE": str(world),
-            "LOCAL_WORLD_SIZE": str(world),
-            "MASTER_ADDR": "127.0.0.1",
-            "MASTER_PORT": str(port),
-        }
-    )
-
-
-def _report(out: Path, rank: int, start: float, err: BaseException | None) -> None:
+def _run_and_report(out: str, rank: int, call) -> None:
+    """Run ``call()`` and write how long it took and what it raised (if anything) to ``out/rank{rank}.json``."""
+    start = time.monotonic()
+    err: BaseException | None = None
+    try:
+        call()
+    except BaseException as caught:  # noqa: BLE001 - the test reads what the rank failed with
+        err = caught
     record = {
         "seconds": time.monotonic() - start,
         "type": None if err is None else type(err).__name__,
         "message": None if err is None else str(err),
     }
-    (out / f"rank{rank}.json").write_text(json.dumps(record))
+    (Path(out) / f"rank{rank}.json").write_text(json.dumps(record))
 
 
 def _train_rank(rank: int, port: int, out: str, cfg: str) -> None:
     """A forked rank of ``train``; rank 1 never gets past building its parts (it sleeps until killed)."""
-    _torchrun_env(rank, 2, port)
+    torchrun_env(rank, 2, port)
     torch.set_num_threads(1)
     code = 1
     try:
@@ -65,12 +59,7 @@ def _train_rank(rank: int, port: int, out: str, cfg: str) -> None:
                 time.sleep(600)
 
             loop.build_parts = stuck  # in this forked process only
-        start = time.monotonic()
-        try:
-            train(load_config(cfg))
-            _report(Path(out), rank, start, None)
-        except BaseException as err:  # noqa: BLE001 - the test reads what the rank failed with
-            _report(Path(out), rank, start, err)
+        _run_and_report(out, rank, lambda: train(load_config(cfg)))
         code = 0
     finally:
         os._exit(code)
@@ -79,18 +68,13 @@ def _train_rank(rank: int, port: int, out: str, cfg: str) -> None:
 def _barrier_rank(rank: int, port: int, out: str) -> None:
     """A forked rank that starts the process group with the short time-out; rank 1 then never reaches the
     barrier that rank 0 waits in."""
-    _torchrun_env(rank, 2, port)
+    torchrun_env(rank, 2, port)
     code = 1
     try:
         info, _ = setup_distributed("cpu", TIMEOUT_S)
         if rank == 1:
             time.sleep(600)
-        start = time.monotonic()
-        try:
-            barrier(info)
-            _report(Path(out), rank, start, None)
-        except BaseException as err:  # noqa: BLE001 - the test reads what the rank failed with
-            _report(Path(out), rank, start, err)
+        _run_and_report(out, rank, lambda: barrier(info))
         code = 0
     finally:
         os._exit(code)
@@ -98,15 +82,10 @@ def _barrier_rank(rank: int, port: int, out: str) -> None:
 
 def _setup_rank(rank: int, port: int, out: str) -> None:
     """A forked rank that only starts the process group (its partner never comes)."""
-    _torchrun_env(rank, 2, port)
+    torchrun_env(rank, 2, port)
     code = 1
     try:
-        start = time.monotonic()
-        try:
-            setup_distributed("cpu", TIMEOUT_S)
-            _report(Path(out), rank, start, None)
-        except BaseException as err:  # noqa: BLE001 - the test reads what the rank failed with
-            _report(Path(out), rank, start, err)
+        _run_and_report(out, rank, lambda: setup_distributed("cpu", TIMEOUT_S))
         code = 0
     finally:
         os._exit(code)

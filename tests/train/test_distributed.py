@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from helpers_train import TINY_MODEL, write_videos
+from helpers_train import TINY_MODEL, torchrun_env, write_videos
 from safetensors.torch import load_file
 
 from videomask.train import ResumableSampler
@@ -150,16 +150,7 @@ def _check_ranks(tmp_path: Path) -> None:
 
 def _rank_main(rank: int, world: int, port: int, out: str, cfg: str, args: list[str], masker: type | None) -> None:
     """One rank, with torchrun's environment variables; runs the WORKER code in this forked process."""
-    os.environ.update(
-        {
-            "RANK": str(rank),
-            "LOCAL_RANK": str(rank),
-            "WORLD_SIZE": str(world),
-            "LOCAL_WORLD_SIZE": str(world),
-            "MASTER_ADDR": "127.0.0.1",
-            "MASTER_PORT": str(port),
-        }
-    )
+    torchrun_env(rank, world, port)
     torch.set_num_threads(1)
     code = 1
     try:
