@@ -163,9 +163,9 @@ class Objective(nn.Module):
             targets = targets.to(video.device, torch.float32)
         if self.name == "distill":
             tokens = m.encode(video)  # [B, L, D_enc]
-            token_loss = (m.distill_head(tokens).float() - targets).pow(2).mean(dim=-1)  # [B, L]
+            loss, token_loss = m.forward_loss(m.distill_head(tokens), targets)  # [], [B, L]
             full = torch.ones(token_loss.shape, dtype=torch.bool, device=video.device)
-            return ObjectiveOutput(token_loss.mean(), token_loss, full, {"distill": token_loss.mean().detach()})
+            return ObjectiveOutput(loss, token_loss, full, {"distill": loss.detach()})
 
         grid, ids_keep, ids_dec, dec_mask = m.prepare_masks(
             video, mask, decoder_mask, num_masked=num_masked, num_decoded=num_decoded, generator=generator
@@ -176,12 +176,8 @@ class Objective(nn.Module):
         loss = latent.new_zeros((), dtype=torch.float32)
         token_loss = None
         if self.name == "contrastive":
-            if self.ema is not None:
-                with torch.no_grad():
-                    clean = self.ema.encode(video)  # [B, L, D_enc]
-            else:
-                with torch.no_grad():
-                    clean = m.encode(video)  # [B, L, D_enc], the same encoder, no gradient
+            with torch.no_grad():  # the EMA copy, or the same encoder without gradient
+                clean = (self.ema if self.ema is not None else m).encode(video)  # [B, L, D_enc]
             pred = m.contrast_head(hidden)  # [B, L_dec, D_enc]
             positives = m._gather(clean, ids_dec)  # [B, L_dec, D_enc]
             B, n_dec, D = pred.shape
@@ -191,15 +187,14 @@ class Objective(nn.Module):
             terms["contrastive"] = token_loss.mean().detach()
         use_feature = self.name == "teacher" or self.teacher_weight > 0
         if targets is not None and use_feature:
-            feat_loss = (m.feature_head(hidden).float() - m._gather(targets, ids_dec)).pow(2).mean(dim=-1)  # [B, L_dec]
+            feat_mean, feat_loss = m.forward_loss(m.feature_head(hidden), m._gather(targets, ids_dec))  # [B, L_dec]
             weight = 1.0 if self.name == "teacher" else self.teacher_weight
-            loss = loss + weight * feat_loss.mean()
-            terms["teacher"] = feat_loss.mean().detach()
+            loss = loss + weight * feat_mean
+            terms["teacher"] = feat_mean.detach()
             if token_loss is None:
                 token_loss = feat_loss
         if targets is not None and self.distill_weight > 0:
-            vis = m.distill_head(latent).float() - m._gather(targets, ids_keep)  # [B, L_vis, D_t]
-            dist = vis.pow(2).mean()
+            dist, _ = m.forward_loss(m.distill_head(latent), m._gather(targets, ids_keep))  # visible tokens
             loss = loss + self.distill_weight * dist
             terms["distill"] = dist.detach()
         if token_loss is None:
