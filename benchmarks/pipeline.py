@@ -484,6 +484,7 @@ def videomask_overrides(spec: dict[str, Any], num_sample: int, workers: int) -> 
         "train.save_every=0",  # no checkpoint inside the window (the reference writes none either)
         "train.tensorboard=false",  # off in both (the reference's tensorboardX is not installed here)
         "train.progress=false",
+        *spec.get("overrides", []),  # a --variant's config overrides
     ]
 
 
@@ -814,6 +815,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help=f"also run '{DIAGNOSTIC}' and '{STEPS_DIAGNOSTIC}': glibc's mmap / trim thresholds fixed at their "
         "dynamic maximum (environment variables), to see the allocator's share of the step",
     )
+    p.add_argument(
+        "--variant",
+        action="append",
+        default=[],
+        metavar="'LABEL|ENV=V;ENV=V|key=value key=value'",
+        help="also run 'videomask S=1' with these environment variables and/or config overrides in every round "
+        "(repeatable), e.g. 'OMP passive|OMP_WAIT_POLICY=PASSIVE' or '1 main thread|OMP_NUM_THREADS=1'",
+    )
     p.add_argument("--quick", action="store_true", help="a dry run: steps 2-4, 1 repeat, 2 step rounds, 2 profiled")
     p.add_argument("--out", type=Path, default=None, help="write the markdown report here (and .json beside it)")
     p.add_argument("--keep-work", action="store_true", help="keep the temporary folder (logs of every process)")
@@ -828,7 +837,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if missing:
         p.error(f"--reference {args.reference}: no {', '.join(m + '.py' for m in missing)} (a VideoMAE checkout?)")
     args.reference = args.reference.resolve()
+    args.variants = [parse_variant(p, text) for text in args.variant]
     return args
+
+
+def parse_variant(p: argparse.ArgumentParser, text: str) -> tuple[str, dict[str, str], list[str]]:
+    """``LABEL|ENV=V;ENV=V|key=value ...`` -> (label, environment, config overrides)."""
+    label, env, overrides = ([*text.split("|"), "", ""])[:3]
+    pairs = [kv for kv in env.split(";") if kv.strip()]
+    if not label.strip() or any("=" not in kv for kv in pairs) or any("=" not in o for o in overrides.split()):
+        p.error(f"--variant {text!r}: expected 'LABEL|ENV=V;ENV=V|key=value key=value'")
+    return label.strip(), dict(kv.strip().split("=", 1) for kv in pairs), overrides.split()
 
 
 class Runner:
@@ -956,6 +975,9 @@ def summarise(results: list[dict[str, Any]], args: argparse.Namespace) -> dict[s
         ("videomask S=2 / videomask S=1", "videomask S=2", "videomask S=1"),
         (f"{DIAGNOSTIC} / videomask S=1", DIAGNOSTIC, "videomask S=1"),
     ]
+    for label, _, _ in args.variants:
+        pairs.append((f"{variant_label(label)} / videomask S=1", variant_label(label), "videomask S=1"))
+        pairs.append((f"{variant_label(label)} / reference persistent", variant_label(label), "reference persistent"))
     for name, a, b in pairs:
         if a in table and b in table:
             rounds = [x / y for x, y in zip(table[a]["runs"], table[b]["runs"])]  # same round: side by side
@@ -977,6 +999,10 @@ def summarise(results: list[dict[str, Any]], args: argparse.Namespace) -> dict[s
     return {"pipelines": table, "ratios": ratios, "steps": steps}
 
 
+def variant_label(label: str) -> str:
+    return f"videomask S=1, {label}"
+
+
 def malloc_env(threads: dict[str, Any]) -> str:
     env = [f"{k}={threads[k]}" for k in ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_") if threads.get(k)]
     return f"; {' '.join(env)}" if env else ""
@@ -989,6 +1015,57 @@ def spread(rows: list[dict[str, Any]], key: str) -> str:
 
 def fmt(x: float | None, spec: str = ".2f") -> str:
     return "-" if x is None or (isinstance(x, float) and math.isnan(x)) else format(x, spec)
+
+
+def ceiling_section(table: dict[str, Any], steps: dict[str, Any], cores: int | None) -> list[str]:
+    """What the CPU time each pipeline spends per clip allows on this machine's cores.
+
+    A pipeline that keeps every core busy delivers ``cores / (CPU s per clip)`` clips/s, its *ceiling*; on a
+    machine whose cores are all busy the ratio of two pipelines' ceilings is the ratio of their throughputs,
+    whatever threads, scheduling or overlap each uses. The best videomask could do with the work it does
+    today: its model step alone (steps table, no loader, no per-step extras) plus its workers' decoding.
+    """
+    ref = table.get("reference persistent")
+    if not cores or not ref:
+        return []
+    clips = CLIPS_PER_STEP
+
+    def per_clip(t: dict[str, Any]) -> float:
+        return (t["main_user_per_step"] + t["main_sys_per_step"]) / clips + t["workers_cpu_per_clip"]
+
+    ref_cpu = per_clip(ref)
+    lines = [
+        "",
+        f"## Ceilings: what the CPU time per clip allows on {cores} cores",
+        "",
+        f"CPU s per clip = main process CPU per step / {clips} + workers' CPU per clip; ceiling = {cores} cores / "
+        "CPU s per clip (every core busy, nothing idle). With every core busy the ratio of the ceilings is the "
+        "ratio of the throughputs, so it bounds what thread or scheduling settings can change.",
+        "",
+        "| pipeline | CPU s/clip | ceiling clips/s | measured / ceiling | ceiling / reference persistent measured |",
+        "|---|---|---|---|---|",
+    ]
+    for label, t in table.items():
+        if "main_user_per_step" not in t or label.endswith("loader") or " loader " in label:
+            continue
+        cpu = per_clip(t)
+        lines.append(
+            f"| {label} | {cpu:.4f} | {cores / cpu:.2f} | {t['clips_per_s'] * cpu / cores:.2f} "
+            f"| {cores / cpu / ref['clips_per_s']:.3f} |"
+        )
+    model = steps.get(f"{STEP_PROCESSES[1]} / {STEPS[1]}")
+    vm = table.get("videomask S=1")
+    if model and vm:
+        best = model["cpu_s"] / clips + vm["workers_cpu_per_clip"]
+        lines += [
+            "",
+            f"videomask's model step alone takes {1000 * model['cpu_s']:.0f} CPU ms per {clips} clips; with its "
+            f"workers' {1000 * vm['workers_cpu_per_clip']:.1f} ms per clip that is {best:.4f} CPU s per clip, a "
+            f"ceiling of {cores / best:.2f} clips/s = **{cores / best / ref['clips_per_s']:.3f}x** the reference "
+            f"persistent's measured throughput ({ref_cpu:.4f} CPU s per clip): no setting around the step gets "
+            "past it without making the model step itself cheaper.",
+        ]
+    return lines
 
 
 def report(
@@ -1027,7 +1104,8 @@ def report(
     ]
     ref_p = table.get("reference persistent", {}).get("clips_per_s")
     ref_w = table.get("reference as written", {}).get("clips_per_s")
-    for label in [*PIPELINES, DIAGNOSTIC]:
+    variants = [variant_label(label) for label, _, _ in args.variants]
+    for label in [*PIPELINES, DIAGNOSTIC, *variants]:
         t = table.get(label)
         if not t:
             continue
@@ -1048,11 +1126,15 @@ def report(
             "process and the workers (videomask then never pins the mmap threshold). A diagnostic of the allocator's "
             "share of the step, not a setting videomask uses.",
         ]
+    for label, env, overrides in args.variants:
+        what = " ".join([*(f"{k}={v}" for k, v in env.items()), *overrides])
+        lines += ["", f"`{variant_label(label)}`: `videomask S=1` with `{what}` (a --variant of this run)."]
     lines += ["", "Ratios (videomask / reference; per round: the two runs of one round, side by side):", ""]
     for name, r in ratios.items():
         rounds = ", ".join(f"{x:.3f}" for x in r["per_round"])
         lines.append(f"- {name}: **{r['of_medians']:.3f}** (ratio of medians; per round {rounds})")
 
+    lines += ceiling_section(table, summary["steps"], meta["nproc"])
     lines += [
         "",
         "## Loaders alone (the pipeline's DataLoader iterated, no model)",
@@ -1148,7 +1230,7 @@ def report(
             lines.append("")
 
     lines += ["", "## Threads", ""]
-    for label in [*PIPELINES, DIAGNOSTIC, *LOADERS, *STEP_PROCESSES, STEPS_DIAGNOSTIC]:
+    for label in [*PIPELINES, DIAGNOSTIC, *variants, *LOADERS, *STEP_PROCESSES, STEPS_DIAGNOSTIC]:
         r = by_label.get(label)
         if not r:
             continue
@@ -1222,6 +1304,8 @@ def main(argv: list[str] | None = None) -> int:
     ]
     if args.diagnose:
         pipelines.append((DIAGNOSTIC, "videomask-pipeline", {"num_sample": 1}, MALLOC_DYNAMIC_MAX))
+    for label, env, overrides in args.variants:
+        pipelines.append((variant_label(label), "videomask-pipeline", {"num_sample": 1, "overrides": overrides}, env))
     loaders = [
         (LOADERS[0], "videomask-loader", {}, None),
         (LOADERS[1], "reference-loader", {"persistent": True}, None),
