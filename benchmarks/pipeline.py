@@ -46,6 +46,7 @@ import os
 import platform
 import pstats
 import re
+import shlex
 import shutil
 import statistics
 import subprocess
@@ -1338,7 +1339,7 @@ def main(argv: list[str] | None = None) -> int:
             shutil.rmtree(work, ignore_errors=True)
     import torch
 
-    command = "python benchmarks/pipeline.py " + " ".join(argv)
+    command = "python benchmarks/pipeline.py " + shlex.join(argv)
     meta = {
         "command": command.strip(),
         "date": started.strftime("%Y-%m-%d %H:%M UTC"),
