@@ -187,9 +187,7 @@ class VideoDataset(Dataset):
         return cls(items, classes=classes, **options)
 
     @classmethod
-    def from_shards(
-        cls, url: str | os.PathLike, *, shard_cache: str | None = None, **options: Any
-    ) -> "VideoDataset":
+    def from_shards(cls, url: str | os.PathLike, *, shard_cache: str | None = None, **options: Any) -> "VideoDataset":
         """The videos of a shard folder written by ``videomask shard`` (a local folder or a URL); ``shard_cache``:
         where chunks fetched from a URL are kept (default: a folder under the temporary directory)."""
         source = ShardSource(url, options.get("storage_options"), shard_cache)

@@ -22,8 +22,15 @@ from typing import Any
 
 from videomask.data.lists import VideoItem
 from videomask.errors import VideoDecodeError, VideomaskError
-from videomask.video import VideoReader, call_with_timeout, index_from_json, index_to_json, open_bytes, open_probe
-from videomask.video import storage
+from videomask.video import (
+    VideoReader,
+    call_with_timeout,
+    index_from_json,
+    index_to_json,
+    open_bytes,
+    open_probe,
+    storage,
+)
 
 SHARD_INFO = "videomask-shards.json"  # beside LitData's index.json: what makes a folder videomask shards
 REJECTS = "rejects.tsv"  # video id <TAB> reason of every video left out at conversion

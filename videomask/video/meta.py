@@ -4,13 +4,13 @@ every reader starts from. ``probe("clip.mp4")`` gives the :class:`VideoMeta` of 
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import math
 import os
 import re
 from collections.abc import Iterator
-import dataclasses
 from dataclasses import dataclass
 from fractions import Fraction
 
