@@ -50,6 +50,17 @@ class ShardReport:
     bytes: int
 
 
+def _litdata() -> Any:
+    """The ``litdata`` package, or a one-line error naming the extra to install."""
+    try:
+        # optional dependency: only sharding and reading shards need litdata
+        import litdata
+        import litdata.streaming.writer  # noqa: F401 - BinaryWriter
+    except ImportError:
+        raise VideomaskError("shards need litdata: pip install 'videomask[shards]'") from None
+    return litdata
+
+
 def _join(base: str, name: str) -> str:
     return storage.join_url(base, name) if storage.is_remote(base) else os.path.join(base, name)
 
@@ -128,8 +139,7 @@ def write_shards(
         raise VideomaskError(f"{out} already holds shards: remove it or choose another output folder")
     if not remote and os.path.isfile(out):
         raise VideomaskError(f"{out} is a file, not a folder")
-    # optional dependency: only sharding and reading shards need litdata
-    from litdata.streaming.writer import BinaryWriter
+    BinaryWriter = _litdata().streaming.writer.BinaryWriter
 
     stage = tempfile.mkdtemp(prefix="videomask-shards-") if remote else out
     fs = storage.filesystem(out) if remote else None
@@ -253,9 +263,7 @@ class ShardSource:
     def _streaming(self) -> Any:
         """This process's LitData ``StreamingDataset`` of the shards."""
         if self._dataset is None or self._pid != os.getpid():
-            # optional dependency: only reading shards needs litdata
-            from litdata import StreamingDataset
-
+            StreamingDataset = _litdata().StreamingDataset
             remote = storage.is_remote(self.url)
             options = litdata_options(self.storage_options) if remote else None
             try:
