@@ -52,6 +52,7 @@ def run(args: argparse.Namespace) -> int:
     # heavy imports load when the command runs, so `videomask --help` stays fast
     from tqdm import tqdm
 
+    # the data side loads torch and PyAV: only when the command runs
     from videomask.data import VideoDataset, is_shard_folder, write_shards
     from videomask.video import storage
 

@@ -222,8 +222,10 @@ def litdata_options(options: Mapping[str, Any]) -> dict[str, Any]:
 class ShardSource:
     """Random access to the videos of a shard folder (local or a URL): ``items`` and :meth:`open`.
 
-    LitData's ``StreamingDataset`` fetches the chunk that holds a sample (into ``cache_dir`` for a URL; a local
-    folder is read in place). It is made lazily in each process, so a source pickles to DataLoader workers.
+    LitData's ``StreamingDataset`` reads a sample by its global position, fetching the chunk that holds it into
+    ``cache_dir`` for a URL (a local folder is read in place); its ``len`` is this rank's share under torchrun,
+    which videomask's sampler does not use, and each sample's id is checked against the list. It is made lazily
+    in each process, so a source pickles to DataLoader workers.
     """
 
     def __init__(
@@ -272,10 +274,6 @@ class ShardSource:
                 )
             except Exception as err:  # noqa: BLE001 - the store's own errors (credentials, network): one line
                 raise VideomaskError(f"cannot open the shards {self.url}: {storage.one_line_text(err)}") from None
-            if len(dataset) != len(self.items):
-                raise VideomaskError(
-                    f"{self.url}: {INDEX} has {len(dataset)} samples but {SHARD_INFO} lists {len(self.items)} videos"
-                )
             self._dataset, self._pid = dataset, os.getpid()
         return self._dataset
 
