@@ -222,8 +222,8 @@ def litdata_options(options: Mapping[str, Any]) -> dict[str, Any]:
 class ShardSource:
     """Random access to the videos of a shard folder (local or a URL): ``items`` and :meth:`open`.
 
-    LitData's ``StreamingDataset`` reads a sample by its global position, fetching the chunk that holds it into
-    ``cache_dir`` for a URL (a local folder is read in place); its ``len`` is this rank's share under torchrun,
+    LitData's ``StreamingDataset`` reads a sample by its global position (a local folder in place; from a URL only
+    the sample's bytes, its index kept in ``cache_dir``); its ``len`` is this rank's share under torchrun,
     which videomask's sampler does not use, and each sample's id is checked against the list. It is made lazily
     in each process, so a source pickles to DataLoader workers.
     """
