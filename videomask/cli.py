@@ -25,6 +25,7 @@ COMMANDS: dict[str, str] = {
     "demo": "demo",
     "info": "info",
     "fit": "fit",
+    "shard": "shard",
     "score-cache": "score_cache",
     "teacher-cache": "teacher_cache",
     "detect": "detect",

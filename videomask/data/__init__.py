@@ -19,6 +19,7 @@ from videomask.data.sampling import (
     plan_reads,
     sample_indices,
 )
+from videomask.data.shards import ShardReport, ShardSource, is_shard_folder, read_rejects, write_shards
 from videomask.data.skiplog import SkipLog, remove_skip_log
 from videomask.data.transforms import (
     ClipTransform,
@@ -44,6 +45,11 @@ __all__ = [
     "ClipTransform",
     "SkipLog",
     "VideoDataset",
+    "ShardSource",
+    "ShardReport",
+    "write_shards",
+    "read_rejects",
+    "is_shard_folder",
     "VideoItem",
     "VideoTooShortError",
     "center_crop",

@@ -24,12 +24,13 @@ from torch.utils.data import Dataset
 from videomask.data.lists import VIDEO_EXTENSIONS, VideoItem, list_videos, read_video_list
 from videomask.data.process import keep_mmap_threshold, prepare_process
 from videomask.data.sampling import VideoTooShortError, clip_span, plan_reads, sample_indices
+from videomask.data.shards import ShardSource, is_shard_folder
 from videomask.data.skiplog import SkipLog, shard_dir
 from videomask.data.transforms import ClipTransform
 from videomask.errors import VideoDecodeError, VideomaskError
 from videomask.patches import Tubelet, as_tubelet, grid_for
 from videomask.seeding import item_generator
-from videomask.video import BACKENDS, available_backends, call_with_timeout, open_video, storage
+from videomask.video import BACKENDS, VideoReader, available_backends, call_with_timeout, open_video, storage
 
 log = logging.getLogger("videomask.data")
 
@@ -76,6 +77,8 @@ class VideoDataset(Dataset):
     later items slice memory instead of decoding (for small sets read many times, e.g. benchmarks; the
     memory is every frame of every video, per DataLoader worker; a video with any undecodable frame is
     skipped whole).
+    ``shards``: read the videos from these shards (:class:`~videomask.data.shards.ShardSource`; ``items`` are its
+    items), see :meth:`from_shards`.
     """
 
     def __init__(
@@ -100,8 +103,12 @@ class VideoDataset(Dataset):
         rank: int | None = None,
         storage_options: Mapping[str, Any] | None = None,
         in_memory: bool = False,
+        shards: ShardSource | None = None,
     ) -> None:
         self.items = list(items)
+        self.shards = shards
+        if shards is not None and backend not in ("pyav", "auto"):
+            raise VideomaskError(f"shards are decoded by PyAV from their bytes: use backend pyav, not {backend}")
         self.in_memory = bool(in_memory)
         self._frames: dict[int, tuple[Any, np.ndarray]] = {}  # in_memory: index -> (meta, frames [N, H, W, 3])
         if not self.items:
@@ -180,14 +187,25 @@ class VideoDataset(Dataset):
         return cls(items, classes=classes, **options)
 
     @classmethod
+    def from_shards(cls, url: str | os.PathLike, *, shard_cache: str | None = None, **options: Any) -> "VideoDataset":
+        """The videos of a shard folder written by ``videomask shard`` (a local folder or a URL); ``shard_cache``:
+        where chunks fetched from a URL are kept (default: a folder under the temporary directory)."""
+        source = ShardSource(url, options.get("storage_options"), shard_cache)
+        options.setdefault("classes", source.classes)
+        return cls(source.items, shards=source, **options)
+
+    @classmethod
     def from_path(cls, path: str | os.PathLike, **options: Any) -> "VideoDataset":
-        """A folder (:meth:`from_folder`), a single video file (by extension) or a list file (:meth:`from_list`);
-        ``path`` may be a URL (``s3://bucket/prefix``, any fsspec protocol)."""
+        """A folder (:meth:`from_folder`), a shard folder (:meth:`from_shards`), a single video file (by
+        extension) or a list file (:meth:`from_list`); ``path`` may be a URL (``s3://bucket/prefix``, any fsspec
+        protocol)."""
         if storage.is_remote(os.fspath(path)):
             return cls._from_url(os.fspath(path).rstrip("/"), **options)
         p = Path(storage.local_path(path))
         if not p.exists():
             raise VideomaskError(f"no such file or folder: {path}")
+        if p.is_dir() and is_shard_folder(p):
+            return cls.from_shards(p, **options)
         if p.is_dir():
             return cls.from_folder(p, **options)
         if p.suffix.lower() in VIDEO_EXTENSIONS:
@@ -201,6 +219,8 @@ class VideoDataset(Dataset):
         kind = storage.path_kind(url)
         if kind is None:
             raise VideomaskError(f"no such file or folder: {url}")
+        if kind == "directory" and is_shard_folder(url):
+            return cls.from_shards(url, **options)
         if kind == "directory":
             return cls.from_folder(url, **options)
         if os.path.splitext(url)[1].lower() in VIDEO_EXTENSIONS:
@@ -283,10 +303,10 @@ class VideoDataset(Dataset):
         so a message counts unreadable files as unreadable; a large dataset finds its bad videos as it loads.
         """
         bad = []
-        for item in self.items:
+        for index, item in enumerate(self.items):
 
-            def frame_count(path: str = item.path) -> int:
-                with open_video(path, backend=self.backend) as reader:
+            def frame_count(index: int = index) -> int:
+                with self.open(index) as reader:
                     return int(reader.meta.num_frames)
 
             try:
@@ -304,6 +324,12 @@ class VideoDataset(Dataset):
     def __len__(self) -> int:
         return len(self.items)
 
+    def open(self, index: int) -> VideoReader:
+        """A reader of video ``index``: its file or object, or its bytes in the shards."""
+        if self.shards is not None:
+            return self.shards.open(index)
+        return open_video(self.items[index].path, backend=self.backend)
+
     def _decode(
         self, index: int, draw_index: int, epoch: int
     ) -> tuple[Any, list[list[int]], np.ndarray, list[list[int]], list[torch.Generator]]:
@@ -313,7 +339,7 @@ class VideoDataset(Dataset):
             clips, unique, positions, generators = self._draw(int(meta.num_frames), draw_index, epoch)
             frames = whole[unique]  # the frames a read of ``unique`` gives (decoding is frame-exact)
         else:
-            with open_video(self.items[index].path, backend=self.backend) as reader:
+            with self.open(index) as reader:
                 meta = reader.meta
                 clips, unique, positions, generators = self._draw(int(meta.num_frames), draw_index, epoch)
                 try:
@@ -342,7 +368,7 @@ class VideoDataset(Dataset):
     def _whole_video(self, index: int) -> tuple[Any, np.ndarray]:
         """``in_memory``: (meta, every frame [N, H, W, 3] uint8) of video ``index``, decoded once per process."""
         if index not in self._frames:
-            with open_video(self.items[index].path, backend=self.backend) as reader:
+            with self.open(index) as reader:
                 meta = reader.meta
                 frames = np.asarray(reader.read_all())  # [N, H, W, 3] uint8
             self._frames[index] = (meta, frames)

@@ -8,10 +8,10 @@ docs/decoding.md.
 """
 
 from videomask.errors import VideoDecodeError
-from videomask.video.backends import AUTO_ORDER, BACKENDS, available_backends, open_video
+from videomask.video.backends import AUTO_ORDER, BACKENDS, available_backends, open_bytes, open_video
 from videomask.video.decord_reader import DecordReader
 from videomask.video.ffmpeg_log import enable_ffmpeg_log_capture
-from videomask.video.meta import VideoMeta, probe
+from videomask.video.meta import FrameIndex, VideoMeta, index_from_json, index_to_json, open_probe, probe
 from videomask.video.opencv import OPENCV_SEEK_BACK, OpenCVReader
 from videomask.video.pyav import PyAVReader
 from videomask.video.reader import VideoReader
@@ -35,6 +35,11 @@ __all__ = [
     "OpenCVReader",
     "CheckedReader",
     "open_video",
+    "open_bytes",
+    "open_probe",
+    "FrameIndex",
+    "index_to_json",
+    "index_from_json",
     "BACKENDS",
     "available_backends",
     "AUTO_ORDER",

@@ -9,6 +9,7 @@ from pathlib import Path
 from videomask.errors import VideoDecodeError
 from videomask.video import storage
 from videomask.video.decord_reader import DecordReader
+from videomask.video.meta import FrameIndex, VideoMeta, open_probe
 from videomask.video.opencv import OpenCVReader
 from videomask.video.pyav import PyAVReader
 from videomask.video.reader import VideoReader
@@ -80,3 +81,14 @@ def open_video(path: str | os.PathLike, backend: str = "pyav", *, verify: bool =
         reader.close()
         return handed
     return reader
+
+
+def open_bytes(
+    name: str, data: bytes, known: tuple[VideoMeta, FrameIndex] | None = None, *, threads: int = 0
+) -> VideoReader:
+    """Open the encoded video ``data`` for frame-exact reading with PyAV (``name`` names it in messages).
+
+    ``known``: its ``(meta, frame index)`` from an earlier :func:`~videomask.video.meta.open_probe` (as stored
+    in shards), so opening demuxes nothing; the frames are those a read of the same bytes as a file gives.
+    """
+    return PyAVReader(name, threads=threads, data=data, found=open_probe(name, threads, data, known))

@@ -4,6 +4,9 @@ every reader starts from. ``probe("clip.mp4")`` gives the :class:`VideoMeta` of 
 
 from __future__ import annotations
 
+import dataclasses
+import io
+import json
 import math
 import os
 import re
@@ -45,6 +48,34 @@ class FrameIndex:
     time_base: Fraction
     open_gop: bool = False  # a keyframe is followed (in decode order) by frames shown before it
     sizes: list[int] | None = None  # packet bytes of every frame (presentation order, with ``pts``), or None
+
+
+def index_to_json(meta: VideoMeta, index: FrameIndex) -> str:
+    """``meta`` and ``index`` as one JSON text (stored beside a video's bytes, e.g. in shards)."""
+    facts = {
+        "meta": dataclasses.asdict(meta),
+        "num_frames": index.num_frames,
+        "pts": index.pts,
+        "keyframes": index.keyframes,
+        "time_base": [index.time_base.numerator, index.time_base.denominator],
+        "open_gop": index.open_gop,
+        "sizes": index.sizes,
+    }
+    return json.dumps(facts, separators=(",", ":"))
+
+
+def index_from_json(text: str) -> tuple[VideoMeta, FrameIndex]:
+    """The ``(meta, index)`` that :func:`index_to_json` wrote."""
+    facts = json.loads(text)
+    index = FrameIndex(
+        facts["num_frames"],
+        facts["pts"],
+        facts["keyframes"],
+        Fraction(*facts["time_base"]),
+        facts["open_gop"],
+        facts["sizes"],
+    )
+    return VideoMeta(**facts["meta"]), index
 
 
 def decode_error(path: str | os.PathLike, what: str, err: BaseException | None = None) -> VideoDecodeError:
@@ -105,11 +136,14 @@ def _demux_index(container: av.container.InputContainer, stream: av.video.stream
     return FrameIndex(n, sorted_pts, keyframes, time_base, open_gop, [size[i] for i in order])
 
 
-def open_container(path: str, info: dict | None = None) -> av.container.InputContainer:
+def open_container(path: str, info: dict | None = None, data: bytes | None = None) -> av.container.InputContainer:
     """PyAV's container of a local file, or of a URL's object read through fsspec (a file object;
-    ``info``: its fsspec ``info`` when the caller has it)."""
+    ``info``: its fsspec ``info`` when the caller has it), or of the encoded video ``data`` (``path`` then only
+    names it in messages)."""
     source: str | object = path
-    if storage.is_remote(path):
+    if data is not None:
+        source = io.BytesIO(data)
+    elif storage.is_remote(path):
         try:
             source = storage.open_object(path, info)
         except Exception as err:  # noqa: BLE001 - missing, refused, the network: the video is unreadable
@@ -165,13 +199,39 @@ def start_decoding(container: av.container.InputContainer, threads: int) -> tupl
     return stream, container.decode(stream)
 
 
-def open_probe(path: str, threads: int = 0) -> Probe:
+def _known_probe(path: str, data: bytes | None, known: tuple[VideoMeta, FrameIndex], threads: int) -> Probe:
+    """:func:`open_probe` without the demux pass: the meta and frame index were found before (e.g. at sharding)."""
+    container = open_container(path, data=data)
+    try:
+        if not container.streams.video:
+            raise decode_error(path, "no video stream")
+        stream, frames = start_decoding(container, threads)
+        try:
+            first = next(frames, None)
+        except av.FFmpegError as err:
+            raise decode_error(path, "cannot decode first frame", err) from None
+        if first is None:
+            raise decode_error(path, "no decodable frame")
+        return Probe(known[0], known[1], container, stream, first, frames)
+    except BaseException:
+        container.close()
+        raise
+
+
+def open_probe(
+    path: str, threads: int = 0, data: bytes | None = None, known: tuple[VideoMeta, FrameIndex] | None = None
+) -> Probe:
     """Open ``path`` with PyAV: demux pass (frame index), then decode frame 0 for size/format/rotation; the
     container is left open (see :class:`Probe`). ``path`` may be a URL read through fsspec
-    (:mod:`videomask.video.storage`)."""
+    (:mod:`videomask.video.storage`). ``data``: the encoded video itself (``path`` only names it);
+    ``known``: its ``(meta, frame index)`` from an earlier probe, so there is no demux pass."""
     path = storage.local_path(path)
-    info = _check_source(path)
-    container = open_container(path, info)
+    if data is not None and not data:
+        raise VideoDecodeError(f"{path}: empty video (0 bytes)")
+    if known is not None:
+        return _known_probe(path, data, known, threads)
+    info = _check_source(path) if data is None else None
+    container = open_container(path, info, data)
     try:
         if not container.streams.video:
             raise decode_error(path, "no video stream")
@@ -195,7 +255,7 @@ def open_probe(path: str, threads: int = 0) -> Probe:
                 first = None
         if first is None:  # raw streams cannot always seek back to 0: reopen
             container.close()
-            container = open_container(path, info)
+            container = open_container(path, info, data)
             stream, frames = start_decoding(container, threads)
             try:
                 first = next(frames, None)

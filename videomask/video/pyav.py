@@ -12,7 +12,7 @@ import numpy as np
 
 from videomask.video.convert import rotate, to_rgb
 from videomask.video.frames import DecodeFailed, Unreliable, decoded, guarded, named, packets_from_keyframe
-from videomask.video.meta import Probe, decode_error, open_container, start_decoding
+from videomask.video.meta import Probe, decode_error, open_container, open_probe, start_decoding
 from videomask.video.reader import VideoReader
 
 
@@ -21,7 +21,13 @@ class PyAVReader(VideoReader):
 
     backend = "pyav"
 
-    def __init__(self, path: str | os.PathLike, *, threads: int = 0, found: Probe | None = None) -> None:
+    def __init__(
+        self, path: str | os.PathLike, *, threads: int = 0, found: Probe | None = None, data: bytes | None = None
+    ) -> None:
+        """``data``: the encoded video itself (``path`` then only names it); ``found``: its probe, if made."""
+        self._data = data
+        if found is None and data is not None:
+            found = open_probe(os.fspath(path), threads, data)
         super().__init__(path, threads=threads, keep_open=True, found=found)
         self._threads = threads  # decoder threads (0: FFmpeg's choice)
         self._first_frame = None
@@ -87,7 +93,7 @@ class PyAVReader(VideoReader):
         if self._container is not None:
             self._container.close()
             self._container = None
-        self._container = open_container(self.path)
+        self._container = open_container(self.path, data=self._data)
         self._stream, frames = start_decoding(self._container, self._threads)
         self._use(frames, after_seek=False)
 
