@@ -38,11 +38,11 @@ from videomask.model import VideoMAE, VideoMAEConfig
 from videomask.train.checkpoint import SHARDED_DIR, is_sharded, load_checkpoint, write_checkpoint
 
 
-def compile_blocks(model: VideoMAE) -> None:
+def compile_blocks(model: VideoMAE, backend: str = "inductor") -> None:
     """``torch.compile`` each encoder and decoder block in place (as timm and torchtitan do): the state dict
     keys stay the same, and blocks of one shape share their compiled code."""
     for block in [*model.blocks, *model.decoder_blocks]:
-        block.compile()
+        block.compile(backend=backend)
 
 
 def shard_objective(objective: torch.nn.Module, model: VideoMAE) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import secrets
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -75,7 +76,7 @@ def wandb_run(cfg: RunConfig, start_step: int) -> Any:
         raise VideomaskError("train.wandb needs the wandb package: pip install 'videomask[wandb]'") from None
     out_dir = Path(cfg.run.out_dir)
     id_file = out_dir / "wandb_id.txt"
-    run_id = id_file.read_text().strip() if start_step and id_file.is_file() else wandb.util.generate_id()
+    run_id = id_file.read_text().strip() if start_step and id_file.is_file() else secrets.token_hex(4)
     write_bytes_atomic(id_file, run_id.encode())
     return wandb.init(
         project=options["project"],
