@@ -31,7 +31,7 @@ COMMANDS: dict[str, str] = {
     "show-masks": "show_masks",
     "show-recon": "show_recon",
     "pretrain": "pretrain",
-    "convert-checkpoint": "convert_checkpoint",
+    "convert": "convert",
     "probe": "probe",
     "bench": "bench",
 }

@@ -256,7 +256,7 @@ def load_checkpoint(
     if model is not None and is_sharded(path):
         raise VideomaskError(
             f"{path} is a sharded (train.parallel=fsdp) checkpoint: resume it with train.parallel=fsdp, or "
-            "convert it first (videomask convert-checkpoint)"
+            "convert it first (videomask convert)"
         )
     if model is not None:
         load_model_weights(model, path / MODEL_FILE)

@@ -7,7 +7,7 @@ then the objective (the model's remaining parameters, a frozen teacher, an EMA c
 checkpoint then holds ``sharded/`` (one DCP file per rank: model, optimizer, EMA) beside the usual
 ``state.safetensors`` (step, data position, every rank's RNG, loss scaler). DCP reshards on load, so a run
 resumes on another number of ranks. :func:`convert_checkpoint` turns such a folder into the usual
-``model.safetensors`` + ``state.safetensors`` (``videomask convert-checkpoint``).
+``model.safetensors`` + ``state.safetensors`` (``videomask convert``).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""``videomask convert-checkpoint RUN/checkpoints/step_N OUT [--hf]``.
+"""``videomask convert RUN/checkpoints/step_N OUT [--hf]``.
 
 Turns a sharded checkpoint (``train.parallel: fsdp``: ``sharded/`` written by torch.distributed.checkpoint)
 into the usual checkpoint folder: ``OUT/model.safetensors`` (the whole model, loadable with
