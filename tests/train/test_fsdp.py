@@ -187,3 +187,32 @@ def test_config_mistakes(tmp_path, bad):
 
     with pytest.raises(VideomaskError):
         load_config(_write_run(tmp_path), [bad])
+
+
+@pytest.mark.slow
+def test_fsdp_contrastive_ema_stops_and_resumes_like_one_run(tmp_path):
+    """The contrastive objective's EMA encoder is sharded with the objective and saved in the shards: a run of
+    2 steps continued to 4 ends with the weights of one 4-step run (constant lr, so the length does not matter)."""
+    objective = {"name": "contrastive", "clean": "ema", "ema_decay": 0.5}
+    cfg = _write_run(tmp_path, steps=4)
+    raw = yaml.safe_load(cfg.read_text())
+    raw["objective"] = objective
+    raw["optim"] = {"lr": 2e-3, "schedule": "constant"}
+    cfg.write_text(yaml.safe_dump(raw))
+    assert _launch(tmp_path, cfg, (f"run.out_dir={tmp_path / 'one'}",)) == [0, 0]
+    assert _launch(tmp_path, cfg, (f"run.out_dir={tmp_path / 'two'}", "train.steps=2")) == [0, 0]
+    assert _launch(tmp_path, cfg, (f"run.out_dir={tmp_path / 'two'}", "train.resume=true")) == [0, 0]
+    shards = tmp_path / "two" / "checkpoints" / "step_00000004" / "sharded"
+    from videomask.train.fsdp import convert_checkpoint
+
+    out = convert_checkpoint(shards.parent, tmp_path / "converted")
+    from videomask.train import load_checkpoint
+
+    ema = load_checkpoint(out)["extra"]
+    assert ema and all(k.startswith("ema.") for k in ema)
+    one = load_file(str(tmp_path / "one" / "final" / "model.safetensors"))
+    two = load_file(str(tmp_path / "two" / "final" / "model.safetensors"))
+    assert _max_gap(one, two) == 0.0
+    model = load_file(str(out / "model.safetensors"))
+    assert _max_gap(model, two) == 0.0
+    assert max(float((ema[f"ema.{k}"] - model[k]).abs().max()) for k in model if f"ema.{k}" in ema) > 0
