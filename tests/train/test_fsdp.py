@@ -165,6 +165,11 @@ def test_fsdp_two_ranks_kill_resume_and_convert(tmp_path):
     assert cli.main(["convert", str(out), str(tmp_path / "again")]) == 2  # not sharded: a one-line error
     step2 = load_file(str(tmp_path / "converted2" / "model.safetensors"))
     assert _max_gap(load_file(str(one / "final" / "model.safetensors")), step2) == 0.0
+    # one process under fsdp writes one shard, which two ranks resume
+    assert _launch(tmp_path, cfg, (f"run.out_dir={one}", "train.resume=true", "train.steps=3"), world=1) == [0]
+    assert sorted(p.name for p in (one / "checkpoints" / "step_00000003" / "sharded").iterdir())[1:] == ["__0_0.distcp"]
+    assert _launch(tmp_path, cfg, (f"run.out_dir={one}", "train.resume=true", "train.steps=4")) == [0, 0]
+    assert (one / "checkpoints" / "step_00000004" / "sharded" / "__1_0.distcp").is_file()
     assert _max_gap(step2, final) > 1e-4  # training moved on after step 2
 
 

@@ -83,10 +83,13 @@ def _sharded_state(objective: torch.nn.Module, model: VideoMAE, optimizer: torch
 
 
 def save_shards(objective: torch.nn.Module, model: VideoMAE, optimizer: torch.optim.Optimizer, folder: Path) -> None:
-    """Every rank: write its shards of model, optimizer and EMA into ``folder`` (a collective)."""
-    if folder.exists() and dist.get_rank() == 0:
+    """Every rank: write its shards of model, optimizer and EMA into ``folder`` (a collective; one process
+    without a process group writes one shard)."""
+    group = dist.is_initialized()
+    if folder.exists() and (not group or dist.get_rank() == 0):
         shutil.rmtree(folder)  # a save of this step that was killed before it finished
-    dist.barrier()
+    if group:
+        dist.barrier()
     dcp.save(_sharded_state(objective, model, optimizer), checkpoint_id=str(folder))
 
 
@@ -105,6 +108,8 @@ def load_shards(
 
 def full_model(model: VideoMAE) -> VideoMAE | None:
     """Every rank gathers the full weights (a collective); rank 0 gets a plain CPU copy of ``model``, others None."""
+    if not any(isinstance(p, DTensor) for p in model.parameters()):
+        return model  # one process: nothing is sharded
     full = get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
     if dist.get_rank() != 0:
         return None

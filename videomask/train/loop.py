@@ -223,7 +223,7 @@ def restore_checkpoint(parts: Parts, latest: Path | None, cfg: RunConfig, info: 
     if latest is None:
         return 0, 0
     sharded = is_sharded(latest)
-    if is_fsdp(parts.objective) and not sharded:
+    if cfg.train.parallel == "fsdp" and not sharded:
         raise VideomaskError(
             f"{latest} is a whole-model checkpoint and this run shards the model (train.parallel=fsdp); resume "
             "it with train.parallel=ddp, or start a new run from its weights (model.checkpoint)"
@@ -273,7 +273,7 @@ def save_run(parts: Parts, cfg: RunConfig, info: DistInfo, step: int, skipped: i
         states = gathered
     path = checkpoint_dir(parts.out_dir, step)
     shards = None
-    if is_fsdp(parts.objective):  # every rank writes its shards beside the folder; rank 0 moves them in below
+    if cfg.train.parallel == "fsdp":  # every rank writes its shards beside the folder; rank 0 moves them in below
         shards = path.parent / f".sharded-{path.name}"
         save_shards(parts.objective, parts.model, parts.optimizer, shards)
     if info.is_main:
