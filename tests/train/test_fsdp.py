@@ -170,6 +170,10 @@ def test_fsdp_two_ranks_kill_resume_and_convert(tmp_path):
     assert sorted(p.name for p in (one / "checkpoints" / "step_00000003" / "sharded").iterdir())[1:] == ["__0_0.distcp"]
     assert _launch(tmp_path, cfg, (f"run.out_dir={one}", "train.resume=true", "train.steps=4")) == [0, 0]
     assert (one / "checkpoints" / "step_00000004" / "sharded" / "__1_0.distcp").is_file()
+    # and the shards resume a DDP run (each rank loads the whole model from them)
+    args = (f"run.out_dir={one}", "train.resume=true", "train.steps=5", "train.parallel=ddp")
+    assert _launch(tmp_path, cfg, args) == [0, 0]
+    assert (one / "checkpoints" / "step_00000005" / "model.safetensors").is_file()
     assert _max_gap(step2, final) > 1e-4  # training moved on after step 2
 
 
