@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import sys
 from pathlib import Path
 
@@ -154,27 +155,39 @@ def test_fsdp_two_ranks_kill_resume_and_convert(tmp_path):
     state = load_checkpoint(out, plain, optimizer=torch.optim.AdamW(plain.param_groups(0.05)))
     assert state["step"] == 6 and len(state["rng"]) == 2
 
-    # resume the step-2 shards on one rank: the weights loaded are those the two ranks saved
-    one = tmp_path / "one"
-    (one / "checkpoints").mkdir(parents=True)
-    os.symlink(saved[0], one / "checkpoints" / saved[0].name)
-    assert _launch(tmp_path, cfg, (f"run.out_dir={one}", "train.resume=true", "train.steps=2"), world=1) == [0]
     from videomask import cli
 
     assert cli.main(["convert", str(saved[0]), str(tmp_path / "converted2")]) == 0
     assert cli.main(["convert", str(out), str(tmp_path / "again")]) == 2  # not sharded: a one-line error
     step2 = load_file(str(tmp_path / "converted2" / "model.safetensors"))
-    assert _max_gap(load_file(str(one / "final" / "model.safetensors")), step2) == 0.0
-    # one process under fsdp writes one shard, which two ranks resume
-    assert _launch(tmp_path, cfg, (f"run.out_dir={one}", "train.resume=true", "train.steps=3"), world=1) == [0]
-    assert sorted(p.name for p in (one / "checkpoints" / "step_00000003" / "sharded").iterdir())[1:] == ["__0_0.distcp"]
-    assert _launch(tmp_path, cfg, (f"run.out_dir={one}", "train.resume=true", "train.steps=4")) == [0, 0]
-    assert (one / "checkpoints" / "step_00000004" / "sharded" / "__1_0.distcp").is_file()
-    # and the shards resume a DDP run (each rank loads the whole model from them)
-    args = (f"run.out_dir={one}", "train.resume=true", "train.steps=5", "train.parallel=ddp")
-    assert _launch(tmp_path, cfg, args) == [0, 0]
-    assert (one / "checkpoints" / "step_00000005" / "model.safetensors").is_file()
     assert _max_gap(step2, final) > 1e-4  # training moved on after step 2
+
+
+def test_sharded_checkpoints_change_rank_count_and_parallel_mode(tmp_path):
+    """Shards of 2 ranks resume on 1 (the weights loaded are those saved); one process under fsdp writes one
+    shard, which 2 ranks resume; shards resume a 2-rank DDP run (each rank loads the whole model)."""
+    from videomask.train.fsdp import convert_checkpoint
+
+    cfg = _write_run(tmp_path, steps=2)
+    run = tmp_path / "run"
+    assert _launch(tmp_path, cfg) == [0, 0]
+    step2 = load_file(
+        str(convert_checkpoint(run / "checkpoints" / "step_00000002", tmp_path / "c2") / "model.safetensors")
+    )
+    shutil.rmtree(run / "final")
+    assert _launch(tmp_path, cfg, ("train.resume=true",), world=1) == [0]  # nothing left to train: final = loaded
+    assert _max_gap(load_file(str(run / "final" / "model.safetensors")), step2) == 0.0
+    assert _launch(tmp_path, cfg, ("train.resume=true", "train.steps=3"), world=1) == [0]
+    assert sorted(p.name for p in (run / "checkpoints" / "step_00000003" / "sharded").iterdir()) == [
+        ".metadata",
+        "__0_0.distcp",
+    ]
+    assert _launch(tmp_path, cfg, ("train.resume=true", "train.steps=4")) == [0, 0]
+    assert (run / "checkpoints" / "step_00000004" / "sharded" / "__1_0.distcp").is_file()
+    assert _launch(tmp_path, cfg, ("train.resume=true", "train.steps=5", "train.parallel=ddp")) == [0, 0]
+    assert (run / "checkpoints" / "step_00000005" / "model.safetensors").is_file()
+    logged = [json.loads(line)["step"] for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert logged == [1, 2, 3, 4, 5]
 
 
 def test_whole_checkpoint_cannot_resume_a_sharded_run(tmp_path):
@@ -198,7 +211,6 @@ def test_config_mistakes(tmp_path, bad):
         load_config(_write_run(tmp_path), [bad])
 
 
-@pytest.mark.slow
 def test_fsdp_contrastive_ema_stops_and_resumes_like_one_run(tmp_path):
     """The contrastive objective's EMA encoder is sharded with the objective and saved in the shards: a run of
     2 steps continued to 4 ends with the weights of one 4-step run (constant lr, so the length does not matter)."""
