@@ -174,6 +174,7 @@ IMPORT_EVERYTHING = """
 import atexit, ctypes, importlib, os, threading
 # third-party libraries first: their own import-time hooks are not videomask's
 import av, cv2, einops, numpy, PIL.Image, safetensors.torch, timm, torch, torchvision, tqdm.auto, yaml
+import torch.distributed.checkpoint, torch.distributed.fsdp  # FSDP2 and DCP (videomask.train.fsdp)
 calls = []
 os.register_at_fork = lambda *a, **k: calls.append("os.register_at_fork")
 atexit.register = lambda *a, **k: calls.append("atexit.register")

@@ -32,6 +32,7 @@ COMMANDS: dict[str, str] = {
     "show-masks": "show_masks",
     "show-recon": "show_recon",
     "pretrain": "pretrain",
+    "convert": "convert",
     "probe": "probe",
     "bench": "bench",
 }

@@ -123,6 +123,13 @@ class TrainSection:
     clip_grad: float = 0.0  # max global grad norm; 0 = no clipping
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"  # auto = bf16 (or fp16) on CUDA, fp32 on CPU
     grad_checkpointing: bool = False
+    # under torchrun: ddp = every rank holds the whole model (DistributedDataParallel); fsdp = FSDP2, each
+    # transformer block sharded across the ranks (fully_shard), checkpoints sharded (docs/training.md)
+    parallel: Literal["ddp", "fsdp"] = "ddp"
+    compile: bool = False  # torch.compile each transformer block (a C compiler on the CPU)
+    # Weights & Biases beside metrics.jsonl / TensorBoard (pip install videomask[wandb]); {} = off, else
+    # project (required), name, entity, group, tags, mode (online|offline|disabled), dir
+    wandb: dict[str, Any] = field(default_factory=dict)
     log_every: int = 10  # optimizer steps between log lines
     save_every: int = 100  # optimizer steps between checkpoints (0 = only the final one)
     keep_last: int = 3  # checkpoints kept in checkpoints/
@@ -381,7 +388,24 @@ def validate_config(cfg: RunConfig) -> RunConfig:
     for ok, message in checks:
         if not ok:
             raise VideomaskError(message)
+    check_wandb(cfg.train.wandb)
     return cfg
+
+
+WANDB_KEYS = ("project", "name", "entity", "group", "tags", "mode", "dir")
+
+
+def check_wandb(options: dict[str, Any]) -> None:
+    """``train.wandb``: empty (off) or known keys with a ``project``; a one-line VideomaskError otherwise."""
+    if not options:
+        return
+    unknown = sorted(set(options) - set(WANDB_KEYS))
+    if unknown:
+        raise VideomaskError(f"unknown train.wandb keys {', '.join(unknown)} (allowed: {', '.join(WANDB_KEYS)})")
+    if not options.get("project"):
+        raise VideomaskError("train.wandb needs a project (train.wandb.project=NAME), or leave train.wandb empty")
+    if options.get("mode", "online") not in ("online", "offline", "disabled"):
+        raise VideomaskError(f"train.wandb.mode must be online, offline or disabled, got {options['mode']!r}")
 
 
 def config_from_dict(raw: dict[str, Any], base_dir: str | Path = ".", extra_sections: Sequence[str] = ()) -> RunConfig:

@@ -30,6 +30,7 @@ from videomask.io.weights import (
 )
 
 STATE_FILE = "state.safetensors"
+SHARDED_DIR = "sharded"  # train.parallel=fsdp: model, optimizer and EMA as torch.distributed.checkpoint shards
 _STEP_DIR = re.compile(r"^step_(\d+)$")
 
 
@@ -99,7 +100,7 @@ def checkpoint_dir(run_dir: str | Path, step: int) -> Path:
 def save_checkpoint(
     run_dir: str | Path,
     step: int,
-    model: torch.nn.Module,
+    model: torch.nn.Module | None,
     *,
     optimizer: torch.optim.Optimizer | None = None,
     scaler: Any = None,
@@ -107,14 +108,45 @@ def save_checkpoint(
     rng_states: list[tuple[dict[str, torch.Tensor], dict[str, Any]]] | None = None,
     model_meta: dict[str, Any] | None = None,
     extra: dict[str, torch.Tensor] | None = None,
+    sharded: Path | None = None,
 ) -> Path:
-    """Write a complete checkpoint folder for ``step`` atomically; return its path.
+    """Write a complete checkpoint folder for ``step`` atomically; return its path (see :func:`write_checkpoint`)."""
+    return write_checkpoint(
+        checkpoint_dir(run_dir, step),
+        step,
+        model,
+        optimizer=optimizer,
+        scaler=scaler,
+        train_state=train_state,
+        rng_states=rng_states,
+        model_meta=model_meta,
+        extra=extra,
+        sharded=sharded,
+    )
+
+
+def write_checkpoint(
+    final: Path,
+    step: int,
+    model: torch.nn.Module | None,
+    *,
+    optimizer: torch.optim.Optimizer | None = None,
+    scaler: Any = None,
+    train_state: dict[str, Any] | None = None,
+    rng_states: list[tuple[dict[str, torch.Tensor], dict[str, Any]]] | None = None,
+    model_meta: dict[str, Any] | None = None,
+    extra: dict[str, torch.Tensor] | None = None,
+    sharded: Path | None = None,
+) -> Path:
+    """Write the checkpoint folder ``final`` atomically; return it.
 
     ``extra``: further tensors the run needs to resume (e.g. the contrastive objective's EMA encoder).
     ``train_state`` is any JSON-able dict (loop counters, data position, scheduler).
     ``rng_states`` holds one :func:`capture_rng_state` result per rank (index = rank).
+    ``sharded``: a finished ``torch.distributed.checkpoint`` folder (train.parallel=fsdp), moved in as
+    ``sharded/`` in place of ``model.safetensors`` (``model`` is then None; ``model_meta`` goes to the state).
     """
-    final = checkpoint_dir(run_dir, step)
+    final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = final.parent / f".tmp-{final.name}-{os.getpid()}"
     if tmp.exists():
@@ -136,10 +168,15 @@ def save_checkpoint(
 
     meta = dict(model_meta or {})
     meta["step"] = str(step)
-    with open(tmp / MODEL_FILE, "wb") as fh:
-        fh.write(model_to_bytes(model, meta))
-        fh.flush()
-        os.fsync(fh.fileno())
+    if model is not None:
+        with open(tmp / MODEL_FILE, "wb") as fh:
+            fh.write(model_to_bytes(model, meta))
+            fh.flush()
+            os.fsync(fh.fileno())
+    else:
+        info["model_meta"] = meta  # what a conversion needs to rebuild the model
+    if sharded is not None:
+        os.replace(sharded, tmp / SHARDED_DIR)
     with open(tmp / STATE_FILE, "wb") as fh:
         fh.write(st_save(unique_tensors(tensors), metadata={"format": "videomask-state", "state": json.dumps(info)}))
         fh.flush()
@@ -164,16 +201,22 @@ def list_checkpoints(run_dir: str | Path) -> list[Path]:
     found = []
     for p in root.iterdir():
         m = _STEP_DIR.match(p.name)
-        if m and p.is_dir() and (p / MODEL_FILE).is_file() and (p / STATE_FILE).is_file():
+        if m and p.is_dir() and (p / STATE_FILE).is_file() and ((p / MODEL_FILE).is_file() or is_sharded(p)):
             found.append((int(m.group(1)), p))
     return [p for _, p in sorted(found)]
+
+
+def is_sharded(path: str | Path) -> bool:
+    """Whether the checkpoint folder ``path`` holds FSDP shards (``sharded/.metadata``) instead of model weights."""
+    return (Path(path) / SHARDED_DIR / ".metadata").is_file()
 
 
 def find_latest_checkpoint(run_dir: str | Path) -> Path | None:
     """The newest complete, readable checkpoint in ``run_dir`` (None when there is none)."""
     for path in reversed(list_checkpoints(run_dir)):
         try:
-            read_weights_metadata(path / MODEL_FILE)
+            if not is_sharded(path):
+                read_weights_metadata(path / MODEL_FILE)
             read_weights_metadata(path / STATE_FILE)
             return path
         except Exception as err:  # a damaged file: fall back to the previous checkpoint
@@ -188,7 +231,8 @@ def prune_checkpoints(run_dir: str | Path, keep_last: int) -> None:
         shutil.rmtree(path, ignore_errors=True)
     if root.is_dir():
         for p in root.iterdir():
-            if p.name.startswith((".tmp-", ".old-")) and not p.name.endswith(f"-{os.getpid()}"):
+            stale = p.name.startswith(".sharded-")  # shards of a save that was killed before its state file
+            if stale or p.name.startswith((".tmp-", ".old-")) and not p.name.endswith(f"-{os.getpid()}"):
                 shutil.rmtree(p, ignore_errors=True)
 
 
@@ -207,8 +251,13 @@ def load_checkpoint(
     and ``extra``: the tensors saved with ``extra``.
     """
     path = Path(path)
-    if not (path / MODEL_FILE).is_file() or not (path / STATE_FILE).is_file():
+    if not ((path / MODEL_FILE).is_file() or is_sharded(path)) or not (path / STATE_FILE).is_file():
         raise VideomaskError(f"not a complete videomask checkpoint folder: {path}")
+    if model is not None and is_sharded(path):
+        raise VideomaskError(
+            f"{path} is a sharded (train.parallel=fsdp) checkpoint: resume it with train.parallel=fsdp, or "
+            "convert it first (videomask convert)"
+        )
     if model is not None:
         load_model_weights(model, path / MODEL_FILE)
     raw = (path / STATE_FILE).read_bytes()
@@ -243,4 +292,5 @@ def load_checkpoint(
         "rng": rng,
         "scaler_restored": scaler_restored,
         "extra": extra,
+        "model_meta": info.get("model_meta", {}),
     }

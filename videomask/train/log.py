@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import secrets
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -11,7 +12,8 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-from videomask.config import RunConfig
+from videomask.config import RunConfig, config_to_dict
+from videomask.errors import VideomaskError
 from videomask.io import write_bytes_atomic
 from videomask.train.distributed import DistInfo
 from videomask.train.parts import Parts
@@ -20,9 +22,11 @@ from videomask.train.step import StepStats
 
 
 class MetricsLog:
-    """Rank 0: ``metrics.jsonl`` (appended; lines past the resume step dropped) and TensorBoard events."""
+    """Rank 0: ``metrics.jsonl`` (appended; lines past the resume step dropped), TensorBoard events, and the
+    same numbers in a Weights & Biases run when given one (:func:`wandb_run`)."""
 
-    def __init__(self, out_dir: Path, start_step: int, tensorboard: bool) -> None:
+    def __init__(self, out_dir: Path, start_step: int, tensorboard: bool, wandb: Any = None) -> None:
+        self.wandb = wandb
         self.path = out_dir / "metrics.jsonl"
         if self.path.exists():  # after a crash, lines beyond the checkpoint we resume from are replayed
             kept = [
@@ -45,11 +49,47 @@ class MetricsLog:
             for key, value in record.items():
                 if key != "step" and isinstance(value, (int, float)) and value is not None:
                     self.writer.add_scalar(f"train/{key}", value, record["step"])
+        if self.wandb is not None:
+            numbers = {f"train/{k}": v for k, v in record.items() if k != "step" and isinstance(v, (int, float))}
+            self.wandb.log(numbers, step=record["step"])
 
     def close(self) -> None:
         self.fh.close()
         if self.writer is not None:
             self.writer.close()
+        if self.wandb is not None:
+            self.wandb.finish()
+
+
+def wandb_run(cfg: RunConfig, start_step: int) -> Any:
+    """Rank 0: the Weights & Biases run of ``train.wandb`` (None when it is empty), resumed with the run folder.
+
+    Its id is kept in ``run.out_dir/wandb_id.txt``, so a resumed run continues the same W&B run; its files go to
+    ``train.wandb.dir`` (default: the run folder). Records are logged under ``train/<key>`` at their step.
+    """
+    options = dict(cfg.train.wandb)
+    if not options:
+        return None
+    try:
+        import wandb  # optional dependency (videomask[wandb]), and slow to import
+    except ImportError:
+        raise VideomaskError("train.wandb needs the wandb package: pip install 'videomask[wandb]'") from None
+    out_dir = Path(cfg.run.out_dir)
+    id_file = out_dir / "wandb_id.txt"
+    run_id = id_file.read_text().strip() if start_step and id_file.is_file() else secrets.token_hex(4)
+    write_bytes_atomic(id_file, run_id.encode())
+    return wandb.init(
+        project=options["project"],
+        name=options.get("name") or cfg.run.name,
+        entity=options.get("entity"),
+        group=options.get("group"),
+        tags=options.get("tags"),
+        mode=options.get("mode", "online"),
+        dir=str(options.get("dir") or out_dir),
+        config=config_to_dict(cfg),
+        id=run_id,
+        resume="allow",
+    )
 
 
 @dataclass

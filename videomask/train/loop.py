@@ -26,13 +26,15 @@ from videomask.train.checkpoint import (
     capture_rng_state,
     checkpoint_dir,
     find_latest_checkpoint,
+    is_sharded,
     load_checkpoint,
     prune_checkpoints,
     restore_rng_state,
     save_checkpoint,
 )
 from videomask.train.distributed import DistInfo, barrier, is_timeout, say, setup_distributed, timeout_error, wrap_ddp
-from videomask.train.log import LogWindow, MetricsLog, run_banner
+from videomask.train.fsdp import full_model, is_fsdp, load_shards, save_shards
+from videomask.train.log import LogWindow, MetricsLog, run_banner, wandb_run
 from videomask.train.parts import SKIP_LOG, Parts, build_parts, check_mask_section
 from videomask.train.schedule import lr_at
 from videomask.train.step import train_step
@@ -81,12 +83,21 @@ def _train(cfg: RunConfig, info: DistInfo, device: torch.device) -> RunResult:
     latest = prepare_run_folder(cfg, info)
     parts = build_parts(cfg, info, device)
     start_step, skipped = restore_checkpoint(parts, latest, cfg, info)
-    model = wrap_ddp(parts.objective, info, device)  # what the step calls; parts.model stays the bare VideoMAE
+    # what the step calls: the sharded objective (FSDP), or the objective in DDP; parts.model is the VideoMAE
+    model = parts.objective if is_fsdp(parts.objective) else wrap_ddp(parts.objective, info, device)
     say(info, run_banner(parts, cfg, info, device))
 
-    log = MetricsLog(parts.out_dir, start_step, cfg.train.tensorboard) if info.is_main else None
+    log = (
+        MetricsLog(parts.out_dir, start_step, cfg.train.tensorboard, wandb_run(cfg, start_step))
+        if info.is_main
+        else None
+    )
 
-    recon = ReconLogger.for_run(cfg, parts.dataset, parts.masker, log.writer) if log is not None else None
+    recon = None
+    if log is not None and is_fsdp(parts.objective) and cfg.train.tensorboard and cfg.train.recon_every:
+        say(info, "note: no reconstruction pictures under train.parallel=fsdp (rank 0 alone cannot run the model)")
+    elif log is not None:
+        recon = ReconLogger.for_run(cfg, parts.dataset, parts.masker, log.writer)
     result = RunResult(
         out_dir=parts.out_dir,
         steps=start_step,
@@ -211,7 +222,17 @@ def restore_checkpoint(parts: Parts, latest: Path | None, cfg: RunConfig, info: 
     """Load ``latest`` (weights, optimizer, scaler, data position, this rank's RNG) -> ``(step, skipped_steps)``."""
     if latest is None:
         return 0, 0
-    state = load_checkpoint(latest, parts.model, optimizer=parts.optimizer, scaler=parts.scaler)
+    sharded = is_sharded(latest)
+    if cfg.train.parallel == "fsdp" and not sharded:
+        raise VideomaskError(
+            f"{latest} is a whole-model checkpoint and this run shards the model (train.parallel=fsdp); resume "
+            "it with train.parallel=ddp, or start a new run from its weights (model.checkpoint)"
+        )
+    if sharded:  # model, optimizer and EMA from the shards, resharded to this run's ranks; the rest below
+        state = load_checkpoint(latest, scaler=parts.scaler)
+        load_shards(parts.objective, parts.model, parts.optimizer, latest)
+    else:
+        state = load_checkpoint(latest, parts.model, optimizer=parts.optimizer, scaler=parts.scaler)
     if parts.scaler.is_enabled() and not state.get("scaler_restored", True):
         say(info, f"note: {latest.name} was written without fp16 loss scaling; the GradScaler starts afresh")
     t = state["train"]
@@ -227,7 +248,7 @@ def restore_checkpoint(parts: Parts, latest: Path | None, cfg: RunConfig, info: 
     stream = parts.stream
     stream.epoch, stream.consumed = int(t.get("epoch", 0)), int(t.get("batches_in_epoch", 0))
     ema = parts.objective.ema
-    if ema is not None:
+    if ema is not None and not sharded:
         saved = {k[len("ema.") :]: v for k, v in state["extra"].items() if k.startswith("ema.")}
         if saved:
             ema.load_state_dict(saved)
@@ -251,6 +272,10 @@ def save_run(parts: Parts, cfg: RunConfig, info: DistInfo, step: int, skipped: i
         dist.gather_object(rng, gathered, dst=0)
         states = gathered
     path = checkpoint_dir(parts.out_dir, step)
+    shards = None
+    if cfg.train.parallel == "fsdp":  # every rank writes its shards beside the folder; rank 0 moves them in below
+        shards = path.parent / f".sharded-{path.name}"
+        save_shards(parts.objective, parts.model, parts.optimizer, shards)
     if info.is_main:
         train_state = {
             "epoch": parts.stream.epoch,
@@ -269,13 +294,14 @@ def save_run(parts: Parts, cfg: RunConfig, info: DistInfo, step: int, skipped: i
         path = save_checkpoint(
             parts.out_dir,
             step,
-            parts.model,
-            optimizer=parts.optimizer,
+            None if shards else parts.model,
+            optimizer=None if shards else parts.optimizer,
             scaler=parts.scaler,
             train_state=train_state,
             rng_states=states,
             model_meta=model_meta(parts.model),
-            extra=objective_state(parts),
+            extra=None if shards else objective_state(parts),
+            sharded=shards,
         )
         prune_checkpoints(parts.out_dir, cfg.train.keep_last)
         write_skip_list(parts)
@@ -302,6 +328,8 @@ def finish_run(parts: Parts, cfg: RunConfig, info: DistInfo, result: RunResult, 
     if result.last_checkpoint is None or result.last_checkpoint.name != checkpoint_dir(out_dir, step).name:
         result.last_checkpoint = save_run(parts, cfg, info, step, skipped)
     result.final_dir = out_dir / "final"
+    if is_fsdp(parts.objective):  # the whole model, gathered from the shards (every rank takes part)
+        model = full_model(model)
     if info.is_main:
         save_model_weights(model, result.final_dir / MODEL_FILE, {**model_meta(model), "step": str(step)})
         if parts.source == "hf" or cfg.train.export_hf:

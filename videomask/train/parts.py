@@ -28,6 +28,7 @@ from videomask.model import VideoMAE, VideoMAEConfig, build_model
 from videomask.objectives import Objective, TeacherCache, build_objective
 from videomask.seeding import rank_seed
 from videomask.train.distributed import DistInfo, barrier, resolve_precision, say
+from videomask.train.fsdp import compile_blocks, shard_objective
 from videomask.train.schedule import peak_lr
 
 if TYPE_CHECKING:
@@ -395,6 +396,10 @@ def build_parts(cfg: RunConfig, info: DistInfo, device: torch.device) -> Parts:
     # the objective adds the heads it needs and freezes those it does not use, before the optimizer sees them
     objective, teacher_cache = build_objective(cfg.objective, model, device)
     objective.train()
+    if cfg.train.compile:
+        compile_blocks(model)
+    if cfg.train.parallel == "fsdp" and info.enabled:  # before the optimizer: sharding replaces the parameters
+        shard_objective(objective, model)
     lr_peak = peak_lr(cfg, info.world_size)
     optimizer = torch.optim.AdamW(
         model.param_groups(cfg.optim.weight_decay),

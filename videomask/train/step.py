@@ -14,6 +14,7 @@ import torch.distributed as dist
 from videomask.config import RunConfig
 from videomask.seeding import step_seed
 from videomask.train.distributed import DistInfo
+from videomask.train.fsdp import is_fsdp, local_norm, set_gradient_sync
 from videomask.train.parts import Parts
 
 
@@ -60,7 +61,10 @@ def train_step(
         counts = {} if check else {"num_masked": masker.num_masked(masker.grid(video))}
         with torch.no_grad():
             mres = masker.generate({**batch, "video": video}, generator=gen)  # mask [B, L]
-        sync = contextlib.nullcontext() if not info.enabled or micro == accum - 1 else model.no_sync()
+        last = micro == accum - 1
+        if is_fsdp(model):  # FSDP: reduce-scatter the gradients on the last micro-batch only
+            set_gradient_sync(model, last)
+        sync = contextlib.nullcontext() if not info.enabled or last or is_fsdp(model) else model.no_sync()
         autocast = torch.autocast(
             device_type=device.type, dtype=parts.amp_dtype or torch.float32, enabled=parts.amp_dtype is not None
         )
@@ -134,8 +138,8 @@ def loss_split(token_loss: torch.Tensor, dec_mask: torch.Tensor, anchors: torch.
 def grad_norm_(params: list[torch.Tensor], max_norm: float) -> torch.Tensor:
     """The total L2 norm of the gradients (a 0-d tensor, no host sync); clips them to ``max_norm`` when > 0."""
     if max_norm > 0:
-        return torch.nn.utils.clip_grad_norm_(params, max_norm)
+        return local_norm(torch.nn.utils.clip_grad_norm_(params, max_norm))
     grads = [p.grad for p in params if p.grad is not None]
     if not grads:
         return torch.zeros(())
-    return torch.nn.utils.get_total_norm(grads)
+    return local_norm(torch.nn.utils.get_total_norm(grads))
