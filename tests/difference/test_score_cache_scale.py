@@ -21,8 +21,9 @@ from safetensors.torch import save_file
 from videomask.config import load_config
 from videomask.data import ClipTransform, VideoDataset, prepare_process
 from videomask.difference import CNNEmbedder, ScoreCache, build_score_cache, fit_statistics
-from videomask.difference.cache import CACHE_FORMAT, META_FILE, video_file
+from videomask.difference.cache import CACHE_FORMAT
 from videomask.errors import VideomaskError
+from videomask.io.per_video import META_FILE, video_file
 from videomask.masking import DifferenceMasker
 from videomask.patches import Grid
 
@@ -95,7 +96,7 @@ def test_broken_and_unfinished_caches_are_one_line(tmp_path):
     with pytest.raises(VideomaskError, match="newer than this videomask reads") as err:
         ScoreCache.load(folder)
     (folder / META_FILE).unlink()
-    with pytest.raises(VideomaskError, match="incomplete .* keeps the videos already scored") as err2:
+    with pytest.raises(VideomaskError, match="incomplete .* keeps the videos already done") as err2:
         ScoreCache.load(folder)
     (folder / META_FILE).write_text(json.dumps(meta))
     video_file(folder, "clip1.mp4").write_bytes(b"garbage")

@@ -12,8 +12,8 @@ import pytest
 import torch
 
 from videomask.difference import PixelEmbedder, ScoreCache, fit_statistics
-from videomask.difference.cache import video_file
 from videomask.io import save_hf_checkpoint, save_model_weights
+from videomask.io.per_video import video_file
 from videomask.model import build_model
 
 

@@ -55,7 +55,7 @@ def run(args: argparse.Namespace) -> int:
     # heavy imports load when the command runs, so `videomask --help` stays fast
     from videomask.data import list_videos, read_video_list
     from videomask.difference import build_score_cache_part, finish_score_cache
-    from videomask.difference.cache import PARTS_DIR
+    from videomask.io.per_video import parts_done
     from videomask.masking import DifferenceMasker
 
     if args.size < 1 or args.num_frames < 1 or args.sampling_rate < 1:
@@ -80,9 +80,7 @@ def run(args: argparse.Namespace) -> int:
     )
     for vid, reason in skipped:
         print(f"skipped {vid}: {reason}")
-    parts = Path(args.output) / PARTS_DIR
-    done = len(list(parts.glob(f"rank-*-of-{world_size:05d}.json")))
-    if done < world_size:  # another share completes the cache
+    if parts_done(args.output, world_size) < world_size:  # another share completes the cache
         print(f"wrote share {rank}/{world_size} of {args.output}: {count} videos scored, {len(skipped)} skipped")
         return 0
     cache = finish_score_cache(args.output, world_size)

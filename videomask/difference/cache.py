@@ -9,7 +9,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -18,20 +17,28 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import save as st_save
 from torch import Tensor
 
 from videomask.constants import IMAGENET_MEAN, IMAGENET_STD
 from videomask.data import normalize, resize
 from videomask.data.whole import decode_whole_videos
 from videomask.errors import VideomaskError
-from videomask.io import write_bytes_atomic
+from videomask.io.per_video import (
+    iter_video_ids,
+    rank_share,
+    read_meta,
+    read_parts,
+    read_video_file,
+    video_file,
+    video_file_metadata,
+    write_meta,
+    write_part,
+    write_video_file,
+)
 from videomask.patches import ClipGeometry, Grid, Tubelet, grid_for
 
 CACHE_FORMAT = "videomask.score_cache"
 CACHE_VERSION = 2  # a folder: meta.json plus one safetensors file per video (version 1, one file, is still read)
-META_FILE = "meta.json"  # written last: a folder without it is a build still running or interrupted
-PARTS_DIR = "parts"  # one small JSON report per rank of a parallel build, merged into meta.json
 
 __all__ = [
     "ScoreCache",
@@ -71,39 +78,14 @@ def _meta_key(meta: Mapping[str, Any]) -> str:
     return hashlib.sha1(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def video_file(root: str | Path, video_id: str) -> Path:
-    """A video's file in a cache folder: ``videos/<2 hex>/<sha1 of the id>.safetensors`` (no index to load)."""
-    digest = hashlib.sha1(video_id.encode()).hexdigest()
-    return Path(root) / "videos" / digest[:2] / f"{digest}.safetensors"
-
-
 def write_video_scores(root: str | Path, video_id: str, entry: Entry, key: str = "") -> Path:
-    """Write one video's entry (maps stored as float16) into the cache folder ``root``; returns its file.
-
-    Written to a temporary name and renamed (a reader never sees half a file); not fsynced: there is one file
-    per video, and ``meta.json``, written with fsync once all are done, is what marks the cache complete."""
+    """Write one video's entry (maps stored as float16) into the cache folder ``root``; returns its file."""
     frames, maps, src = entry
     tensors = {
-        "frames": torch.as_tensor(frames, dtype=torch.int64).contiguous(),  # [F]
-        "maps": maps.to(torch.float16).contiguous(),  # [F, h, w]
+        "frames": torch.as_tensor(frames, dtype=torch.int64),  # [F]
+        "maps": maps.to(torch.float16),  # [F, h, w]
     }
-    data = st_save(tensors, metadata={"video": video_id, "src": json.dumps(list(src)), "key": key})
-    path = video_file(root, video_id)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "wb") as fh:  # a plain write: the umask's permissions, as every file videomask shares
-        fh.write(data)
-    os.replace(tmp, path)
-    return path
-
-
-def _file_key(path: Path) -> str | None:
-    """The ``key`` a video file was written with, or None when it is missing or unreadable."""
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            return (f.metadata() or {}).get("key")
-    except (SafetensorError, OSError, ValueError):
-        return None
+    return write_video_file(root, video_id, tensors, {"src": json.dumps(list(src)), "key": key})
 
 
 class _FolderVideos(Mapping):
@@ -117,25 +99,11 @@ class _FolderVideos(Mapping):
         return isinstance(video_id, str) and video_file(self.root, video_id).is_file()
 
     def __getitem__(self, video_id: str) -> Entry:
-        path = video_file(self.root, video_id)
-        try:
-            with safe_open(str(path), framework="pt") as f:
-                meta = f.metadata() or {}
-                frames, maps = f.get_tensor("frames").numpy(), f.get_tensor("maps")
-        except FileNotFoundError:
-            raise KeyError(video_id) from None
-        except (SafetensorError, OSError, ValueError) as err:
-            raise VideomaskError(
-                f"score cache {self.root}: the file of video {video_id!r} is unreadable ({err}); rebuild the cache"
-            ) from None
-        if meta.get("video") != video_id:  # a SHA-1 collision, or a file copied in from elsewhere
-            raise VideomaskError(f"score cache {self.root}: {path} holds {meta.get('video')!r}, not {video_id!r}")
-        return frames, maps, tuple(json.loads(meta["src"]))
+        tensors, meta = read_video_file(self.root, video_id, "score cache")
+        return tensors["frames"].numpy(), tensors["maps"], tuple(json.loads(meta["src"]))
 
     def __iter__(self) -> Iterator[str]:
-        for path in sorted((self.root / "videos").glob("*/*.safetensors")):
-            with safe_open(str(path), framework="pt") as f:
-                yield (f.metadata() or {})["video"]
+        return iter_video_ids(self.root)
 
     def __len__(self) -> int:
         return self.count
@@ -215,16 +183,7 @@ class ScoreCache:
 
         path = Path(path)
         if path.is_dir():
-            meta_path = path / META_FILE
-            if not meta_path.is_file():
-                raise VideomaskError(
-                    f"score cache {path} is incomplete (its build was interrupted or still runs): run "
-                    "`videomask score-cache` (or the run) again, it keeps the videos already scored"
-                )
-            try:
-                meta = json.loads(meta_path.read_text())
-            except (OSError, ValueError) as err:
-                raise VideomaskError(f"{meta_path} is not a readable score cache ({err})") from None
+            meta = read_meta(path, "score cache", "`videomask score-cache` (or the run)")
             _check_format(meta, path)
             return cls(_FolderVideos(path, int(meta.pop("videos", 0))), meta, str(path))
         if not path.is_file():
@@ -322,19 +281,8 @@ def _check_format(meta: Mapping[str, Any], path: Path) -> None:
 
 
 def _write_meta(root: Path, meta: Mapping[str, Any], count: int, skipped: list[tuple[str, str]]) -> None:
-    """Write ``meta.json``, the mark of a complete cache folder (fsynced, atomic)."""
-    full = {**meta, "format": CACHE_FORMAT, "version": CACHE_VERSION, "videos": count, "skipped": skipped}
-    write_bytes_atomic(root / META_FILE, json.dumps(full, sort_keys=True, indent=1).encode())
-
-
-def _part_file(root: Path, rank: int, world_size: int) -> Path:
-    return root / PARTS_DIR / f"rank-{rank:05d}-of-{world_size:05d}.json"
-
-
-def rank_share(videos: Iterable[tuple[str, str]], rank: int, world_size: int) -> list[tuple[str, str]]:
-    """Rank ``rank``'s share of ``(video_id, path)`` pairs: every ``world_size``-th of them in video id order
-    (deterministic, and the same on every rank whatever order the list came in)."""
-    return sorted(videos)[rank::world_size]
+    """Write ``meta.json``, the mark of a complete cache folder."""
+    write_meta(root, {**meta, "format": CACHE_FORMAT, "version": CACHE_VERSION, "videos": count, "skipped": skipped})
 
 
 def _cache_meta(
@@ -467,7 +415,7 @@ def build_score_cache_part(
     meta = _cache_meta(masker, size, num_frames, sampling_rate, mean, std)
     key = _meta_key(meta)
     share = rank_share(videos, rank, world_size)
-    todo = [(vid, path) for vid, path in share if _file_key(video_file(out, vid)) != key]
+    todo = [(vid, path) for vid, path in share if (video_file_metadata(video_file(out, vid)) or {}).get("key") != key]
     skipped: list[tuple[str, str]] = []
     count = len(share) - len(todo)  # kept from an interrupted build
     options = dict(num_frames=num_frames, sampling_rate=sampling_rate, backend=backend, device=device)
@@ -475,7 +423,7 @@ def build_score_cache_part(
         write_video_scores(out, vid, entry, key)
         count += 1
     report = {"meta": meta, "videos": count, "skipped": skipped}
-    write_bytes_atomic(_part_file(out, rank, world_size), json.dumps(report).encode())
+    write_part(out, rank, world_size, report)
     return count, skipped
 
 
@@ -484,16 +432,7 @@ def finish_score_cache(out: str | Path, world_size: int) -> ScoreCache:
     files: seconds) and open the cache. A missing report (a rank that did not finish, or a run folder that is
     not shared between the nodes) is a one-line error."""
     out = Path(out)
-    reports = []
-    for rank in range(world_size):
-        part = _part_file(out, rank, world_size)
-        try:
-            reports.append(json.loads(part.read_text()))
-        except (OSError, ValueError):
-            raise VideomaskError(
-                f"score cache {out}: rank {rank} of {world_size} left no report ({part}); every rank must write "
-                "to the same folder (a run folder shared by all nodes)"
-            ) from None
+    reports = read_parts(out, world_size, "score cache")
     meta = reports[0]["meta"]
     if any(r["meta"] != meta for r in reports):
         raise VideomaskError(f"score cache {out}: the ranks scored with different statistics or sizes")

@@ -14,9 +14,9 @@ from torch.utils.data import DataLoader, DistributedSampler, Sampler
 from videomask.config import RunConfig
 from videomask.data import ClipTransform, VideoDataset, collate_clips
 from videomask.difference import DifferenceStats, build_score_cache_part, finish_score_cache
-from videomask.difference.cache import META_FILE as SCORE_CACHE_META
 from videomask.errors import VideomaskError, one_line
 from videomask.io import load_model, match_positions
+from videomask.io.per_video import META_FILE as SCORE_CACHE_META
 from videomask.masking import (
     MASKERS,
     DifferenceMasker,
@@ -82,9 +82,9 @@ def build_dataset(cfg: RunConfig, model_config: VideoMAEConfig | None = None) ->
 
     ``data.options`` keys that are :class:`~videomask.data.ClipTransform` fields (``crop``, ``scales``,
     ``flip_prob``, ``area``, ``ratio``, ``short_side``, ``mean``, ``std``) configure the transform; the
-    others (``min_frames``, ``timeout``, ``skip_log``, ...) go to the dataset. The normalisation defaults
-    to the model's ``mean``/``std`` and the clip must fit the model's tubelet. Skipped videos are listed in
-    ``run.out_dir/skipped.tsv`` unless ``data.options.skip_log`` names another file.
+    others (``min_frames``, ``skip_log``, ...) go to the dataset; ``data.timeout_s`` is its per-item time-out.
+    The normalisation defaults to the model's ``mean``/``std`` and the clip must fit the model's tubelet.
+    Skipped videos are listed in ``run.out_dir/skipped.tsv`` unless ``data.options.skip_log`` names another file.
     """
 
     d = cfg.data
@@ -116,6 +116,7 @@ def build_dataset(cfg: RunConfig, model_config: VideoMAEConfig | None = None) ->
         seed=cfg.run.seed,
         transform=transform,
         tubelet=tubelet,
+        timeout=d.timeout_s or None,  # 0 = no limit
     )
     options["skip_log"] = str(Path(cfg.run.out_dir) / SKIP_LOG)  # kept with the run, where the user looks
     options["storage_options"] = dict(d.storage_options)  # for a data.path that is a URL (s3://...)
