@@ -69,8 +69,12 @@ class DataSection:
     backend: Literal["pyav", "decord", "opencv", "auto"] = "pyav"
     sampling: Literal["random", "center", "uniform"] = "random"  # random = training crops; else centre crops
     short: Literal["loop", "pad", "skip"] = "loop"  # policy for videos shorter than a clip
+    # seconds one item (open + clip decode) may take; past it the video is skipped for good, replaced by the
+    # next one in the list as a corrupt video is (same seed, same replacement) and listed in the skip log,
+    # so a hung or very slow read stalls its rank this long at most (0 = no limit; benchmarks/results/item_timeout.md)
+    timeout_s: float = 30.0
     # extra options: ClipTransform fields (crop, scales, flip_prob, area, ratio, short_side, mean, std)
-    # and VideoDataset keywords (min_frames, timeout, skip_log, ...)
+    # and VideoDataset keywords (min_frames, skip_log, ...)
     options: dict[str, Any] = field(default_factory=dict)
     # fsspec filesystem options for a data.path that is a URL (s3://bucket/prefix): endpoint_url, anon,
     # key, secret, ...; empty = fsspec's defaults (for S3 the AWS environment variables and files)
@@ -357,6 +361,13 @@ def validate_config(cfg: RunConfig) -> RunConfig:
         (cfg.data.num_sample >= 1, "data.num_sample must be >= 1"),
         (cfg.data.batch_size >= 1, "data.batch_size must be >= 1"),
         (cfg.data.num_workers >= 0, "data.num_workers must be >= 0"),
+        (cfg.data.timeout_s >= 0, f"data.timeout_s must be >= 0 seconds (0 = no limit), got {cfg.data.timeout_s:g}"),
+        (
+            cfg.data.timeout_s < cfg.run.dist_timeout_s,
+            f"data.timeout_s={cfg.data.timeout_s:g} must be shorter than run.dist_timeout_s="
+            f"{cfg.run.dist_timeout_s:g} (the other ranks wait that long for a rank stuck on one video)",
+        ),
+        ("timeout" not in cfg.data.options, "data.options.timeout is now data.timeout_s (seconds per item)"),
         (0.0 < cfg.mask.ratio < 1.0, ratio_message("mask.ratio", cfg.mask.ratio)),
         (cfg.optim.lr is None or cfg.optim.lr > 0, "optim.lr must be > 0 (or null for the base-lr rule)"),
         (cfg.optim.blr > 0, "optim.blr must be > 0"),

@@ -13,6 +13,7 @@ import torch
 
 from videomask.difference import PixelEmbedder, ScoreCache, fit_statistics
 from videomask.io import save_hf_checkpoint, save_model_weights
+from videomask.io.per_video import video_file
 from videomask.model import build_model
 
 
@@ -32,7 +33,8 @@ def test_shared_files_have_a_checkpoints_permissions(tmp_path, umask):
         )
         written = [
             stats.save(tmp_path / "stats.safetensors"),
-            cache.save(tmp_path / "scores.safetensors"),
+            cache.save(tmp_path / "scores") / "meta.json",
+            video_file(tmp_path / "scores", "v.mp4"),
             save_hf_checkpoint(model, tmp_path / "hf") / "model.safetensors",
         ]
         save_model_weights(model, tmp_path / "model.safetensors")

@@ -181,3 +181,33 @@ def test_ema_clean_branch_resumes_bit_identical(tmp_path):
     assert train(load_config(cfg, [f"run.out_dir={lost}", "train.resume=true"])).ok
     c = load_file(str(lost / "final" / MODEL_FILE))
     assert [k for k in c if not torch.equal(c[k], b[k])]
+
+
+def test_shares_build_the_cache_one_process_builds_and_a_version_1_file_is_still_read(clip_dir, tmp_path):
+    """Two shares (as two machines would, ``--part 1/2`` then ``0/2``) give the cache one process gives; the
+    folder is incomplete until the last share ends; a one-file cache of version 1 looks up the same targets."""
+    from safetensors.torch import save_file
+
+    from videomask.io.per_video import META_FILE
+    from videomask.objectives.cache import CACHE_FORMAT
+
+    teacher = build_teacher("cnn", tubelet=(2, 16, 16), size=32)
+    items = [(name, str(clip_dir / name)) for name in ("square.mp4", "big.mp4")]
+    whole, _ = build_teacher_cache(teacher, items, tmp_path / "whole", progress=False)
+    build_teacher_cache(teacher, items, tmp_path / "split", progress=False, rank=1, world_size=2)
+    assert not (tmp_path / "split" / META_FILE).exists()
+    with pytest.raises(VideomaskError, match="incomplete"):
+        TeacherCache(tmp_path / "split")
+    build_teacher_cache(teacher, items, tmp_path / "split", progress=False, rank=0, world_size=2)
+    a, b = TeacherCache(whole), TeacherCache(tmp_path / "split")
+    assert len(a) == len(b) == 2 and a.meta == b.meta and "nope.mp4" not in a
+    assert all(torch.equal(a.maps(vid), b.maps(vid)) for vid, _ in items)
+
+    index = {vid: {"key": f"v{i}", "src": [0, 0], "frames": 8} for i, (vid, _) in enumerate(items)}
+    tensors = {f"v{i}": a.maps(vid) for i, (vid, _) in enumerate(items)}
+    header = {"format": CACHE_FORMAT, "meta": json.dumps({**a.meta, "version": 1}), "videos": json.dumps(index)}
+    save_file(tensors, str(tmp_path / "v1.safetensors"), metadata=header)
+    old = TeacherCache(tmp_path / "v1.safetensors")
+    old.check(teacher)
+    batch = _batch("big.mp4", [0, 2, 4, 6], ClipGeometry(128, 128, 32, 32, 64, 64, 32, 32, True))
+    assert torch.equal(old.lookup(batch, Grid(2, 2, 2)), a.lookup(batch, Grid(2, 2, 2)))

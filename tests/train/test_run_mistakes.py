@@ -53,7 +53,7 @@ def test_masker_mistakes_stop_before_the_score_cache(tmp_path, videos, cnn_stats
     with pytest.raises(VideomaskError) as caught:
         train(cfg)
     assert "\n" not in str(caught.value) and all(w in str(caught.value) for w in words), str(caught.value)
-    assert not (tmp_path / "run" / "scores.safetensors").exists()
+    assert not (tmp_path / "run" / "scores").exists()
     assert not (tmp_path / "run" / "config.yaml").exists()
 
 

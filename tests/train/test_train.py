@@ -233,7 +233,7 @@ def test_anchor_and_other_loss_logged_with_difference_masker(tmp_path, videos):
 
 
 def test_cnn_difference_masker_reads_a_score_cache_built_once(tmp_path, videos):
-    """With an expensive embedder (cnn) the run scores its videos once into scores.safetensors and the masker
+    """With an expensive embedder (cnn) the run scores its videos once into the scores folder and the masker
     looks them up; cache=none computes them in the step instead. Both train."""
     from videomask.data import ClipTransform, VideoDataset
     from videomask.difference import CNNEmbedder, fit_statistics
@@ -256,12 +256,12 @@ def test_cnn_difference_masker_reads_a_score_cache_built_once(tmp_path, videos):
     opts = ["mask.name=difference", f"mask.options.stats={tmp_path / 'stats.safetensors'}", "train.steps=2"]
     cfg, _ = tiny_config(tmp_path, videos, opts)
     result = train(cfg)
-    assert result.ok and (result.out_dir / "scores.safetensors").is_file()
+    assert result.ok and (result.out_dir / "scores" / "meta.json").is_file()
     from videomask.train import DistInfo
 
     info = DistInfo(rank=0, world_size=1, local_rank=0)
     path = prepare_score_cache(cfg, ds, info, torch.device("cpu"))
-    assert path == str(result.out_dir / "scores.safetensors")
+    assert path == str(result.out_dir / "scores")
     from videomask.train import build_model_from_config
 
     model, _ = build_model_from_config(cfg)
@@ -269,7 +269,7 @@ def test_cnn_difference_masker_reads_a_score_cache_built_once(tmp_path, videos):
     cfg2, _ = tiny_config(tmp_path / "b", videos, opts + ["mask.options.cache=none"])
     assert prepare_score_cache(cfg2, ds, info, torch.device("cpu")) is None
     result2 = train(cfg2)
-    assert result2.ok and not (result2.out_dir / "scores.safetensors").exists()
+    assert result2.ok and not (result2.out_dir / "scores").exists()
 
 
 @pytest.mark.parametrize("name", ["random", "tube"])

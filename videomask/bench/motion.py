@@ -42,6 +42,7 @@ from videomask.data import list_videos
 from videomask.detect import build_cache
 from videomask.errors import VideomaskError
 from videomask.eval import load_encoder
+from videomask.io.per_video import META_FILE
 from videomask.objectives import FrameTeacher, build_teacher, build_teacher_cache
 from videomask.patches import grid_for
 
@@ -90,7 +91,7 @@ def _cache_for(
     teacher = build_teacher(spec, tubelet=tubelet, size=int(objective.get("teacher_size", 0)))
     stamp = out.with_suffix(".json")
     wanted = json.dumps({"teacher": teacher.identity, "folder": str(folder)}, sort_keys=True)
-    if not out.is_file() or not stamp.is_file() or stamp.read_text() != wanted:
+    if not (out / META_FILE).is_file() or not stamp.is_file() or stamp.read_text() != wanted:
         log(f"bench: teacher features of {folder.name} once ({spec}, size {teacher.size or 'native'}) -> {out.name}")
         items = list_videos(folder)
         build_teacher_cache(teacher, [(it.video_id, it.path) for it in items], out, progress=False)
@@ -143,8 +144,8 @@ def run_motion_bench(
     log(f"bench: {len(foot.train)} train / {len(foot.test)} test target videos, {n_source} source videos")
     boxes_det, det_desc = detector_boxes(cfg, foot, work, progress, log)
     base_objective = merge_sections(cfg.train, cfg.base_train).get("objective") or {}
-    base_cache = _cache_for(base_objective, tubelet, foot.source, work / "teacher_source.safetensors", log)
-    target_cache = teacher_cache_overrides(cfg, tubelet, foot.train_dir, work / "teacher_target.safetensors", log)
+    base_cache = _cache_for(base_objective, tubelet, foot.source, work / "teacher_source", log)
+    target_cache = teacher_cache_overrides(cfg, tubelet, foot.train_dir, work / "teacher_target", log)
     base, base_wall, base_desc = base_model(
         bcfg, Path(base_dir), runs_dir, probe_cfg.model.name, log, foot.source, overrides=base_cache
     )

@@ -5,7 +5,13 @@ and the score cache (docs/difference.md).
     stats.save("stats.safetensors")
 """
 
-from videomask.difference.cache import ScoreCache, build_score_cache, stats_fingerprint
+from videomask.difference.cache import (
+    ScoreCache,
+    build_score_cache,
+    build_score_cache_part,
+    finish_score_cache,
+    stats_fingerprint,
+)
 from videomask.difference.embedders import (
     CallableEmbedder,
     CNNEmbedder,
@@ -52,5 +58,7 @@ __all__ = [
     "fit_paths",
     "ScoreCache",
     "build_score_cache",
+    "build_score_cache_part",
+    "finish_score_cache",
     "stats_fingerprint",
 ]

@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -17,22 +17,42 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import save as st_save
 from torch import Tensor
 
 from videomask.constants import IMAGENET_MEAN, IMAGENET_STD
 from videomask.data import normalize, resize
 from videomask.data.whole import decode_whole_videos
 from videomask.errors import VideomaskError
-from videomask.io import write_bytes_atomic
+from videomask.io.per_video import (
+    iter_video_ids,
+    rank_share,
+    read_meta,
+    read_parts,
+    read_video_file,
+    video_file,
+    video_file_metadata,
+    write_meta,
+    write_part,
+    write_video_file,
+)
 from videomask.patches import ClipGeometry, Grid, Tubelet, grid_for
 
 CACHE_FORMAT = "videomask.score_cache"
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # a folder: meta.json plus one safetensors file per video (version 1, one file, is still read)
 
-__all__ = ["ScoreCache", "build_score_cache", "stats_fingerprint"]
+__all__ = [
+    "ScoreCache",
+    "build_score_cache",
+    "build_score_cache_part",
+    "finish_score_cache",
+    "rank_share",
+    "stats_fingerprint",
+    "write_video_scores",
+]
 
 log = logging.getLogger("videomask.difference")
+
+Entry = tuple[np.ndarray, Tensor, tuple[int, int]]  # first frames [F] int64, maps [F, h, w], (src_h, src_w)
 
 
 def stats_fingerprint(stats: Any, scorer: str) -> str:
@@ -51,13 +71,70 @@ def stats_fingerprint(stats: Any, scorer: str) -> str:
     return h.hexdigest()
 
 
-class ScoreCache:
-    """Per-video score maps (see docs/difference.md). ``videos[id] = (first_frames [F] int64, maps [F, h, w])``."""
+def _meta_key(meta: Mapping[str, Any]) -> str:
+    """A short digest of what a cache was made with (scorer, statistics, sizes): each video file records it,
+    so a resumed build keeps only the files made the same way."""
+    ident = {k: v for k, v in meta.items() if k not in ("format", "version", "videos", "skipped")}
+    return hashlib.sha1(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:16]
 
-    def __init__(
-        self, videos: dict[str, tuple[np.ndarray, Tensor, tuple[int, int]]], meta: dict, path: str | None = None
-    ) -> None:
-        self.videos = videos  # id -> (first frames [F], maps float [F, h, w], (src_h, src_w))
+
+def write_video_scores(root: str | Path, video_id: str, entry: Entry, key: str = "") -> Path:
+    """Write one video's entry (maps stored as float16) into the cache folder ``root``; returns its file."""
+    frames, maps, src = entry
+    tensors = {
+        "frames": torch.as_tensor(frames, dtype=torch.int64),  # [F]
+        "maps": maps.to(torch.float16),  # [F, h, w]
+    }
+    return write_video_file(root, video_id, tensors, {"src": json.dumps(list(src)), "key": key})
+
+
+class _FolderVideos(Mapping):
+    """The videos of a cache folder, read one file per look-up (float16, nothing kept): memory stays flat in
+    the number of videos."""
+
+    def __init__(self, root: Path, count: int) -> None:
+        self.root, self.count = root, count
+
+    def __contains__(self, video_id: object) -> bool:
+        return isinstance(video_id, str) and video_file(self.root, video_id).is_file()
+
+    def __getitem__(self, video_id: str) -> Entry:
+        tensors, meta = read_video_file(self.root, video_id, "score cache")
+        return tensors["frames"].numpy(), tensors["maps"], tuple(json.loads(meta["src"]))
+
+    def __iter__(self) -> Iterator[str]:
+        return iter_video_ids(self.root)
+
+    def __len__(self) -> int:
+        return self.count
+
+
+class _SingleFileVideos(Mapping):
+    """The videos of a version-1 cache (one safetensors file), read lazily through one open handle; only the
+    index (video id -> tensor number) is held in memory."""
+
+    def __init__(self, path: Path, index: list[dict[str, Any]]) -> None:
+        self.path = path
+        self.index = {entry["video"]: (i, tuple(entry["src"])) for i, entry in enumerate(index)}
+        self._file = safe_open(str(path), framework="pt")
+
+    def __getitem__(self, video_id: str) -> Entry:
+        i, src = self.index[video_id]
+        return self._file.get_tensor(f"{i}.frames").numpy(), self._file.get_tensor(f"{i}.maps"), src
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.index)
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+
+class ScoreCache:
+    """Per-video score maps (see docs/difference.md). ``videos[id] = (first_frames [F] int64, maps [F, h, w],
+    (src_h, src_w))``: a dict in memory (a fresh build), or a lazy reader of a cache on disk (:meth:`load`)."""
+
+    def __init__(self, videos: Mapping[str, Entry], meta: dict, path: str | None = None) -> None:
+        self.videos = videos
         self.meta = meta
         self.path = path
 
@@ -87,39 +164,37 @@ class ScoreCache:
                 f"{fitted} px clips: rebuild it with `videomask score-cache --size {fitted}`"
             )
 
-    # -- file ----------------------------------------------------------------------------------
+    # -- files ---------------------------------------------------------------------------------
     def save(self, path: str | Path) -> Path:
+        """Write the cache as a folder (one float16 file per video, then ``meta.json``); returns the folder."""
 
         path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tensors, index = {}, []
-        for i, (vid, (frames, maps, src)) in enumerate(sorted(self.videos.items())):
-            tensors[f"{i}.frames"] = torch.as_tensor(frames, dtype=torch.int64).contiguous()
-            tensors[f"{i}.maps"] = maps.to(torch.float16).contiguous()
-            index.append({"video": vid, "src": list(src)})
-        meta = {**self.meta, "format": CACHE_FORMAT, "version": CACHE_VERSION, "index": index}
-        # the shared atomic writer: a file the user shares gets a checkpoint's permissions (umask), not 0600
-        write_bytes_atomic(path, st_save(tensors, metadata={"videomask": json.dumps(meta)}))
+        if path.is_file():
+            raise VideomaskError(f"{path} is a file; a score cache is a folder: give another path")
+        key = _meta_key(self.meta)
+        for vid, entry in self.videos.items():
+            write_video_scores(path, vid, entry, key)
+        _write_meta(path, self.meta, len(self.videos), [])
         return path
 
     @classmethod
     def load(cls, path: str | Path) -> "ScoreCache":
+        """Open a cache folder (or a version-1 file) for lazy look-ups: nothing per video is read here."""
 
         path = Path(path)
+        if path.is_dir():
+            meta = read_meta(path, "score cache", "`videomask score-cache` (or the run)")
+            _check_format(meta, path)
+            return cls(_FolderVideos(path, int(meta.pop("videos", 0))), meta, str(path))
         if not path.is_file():
             raise VideomaskError(f"score cache {path} does not exist (build it with `videomask score-cache`)")
         try:
             with safe_open(str(path), framework="pt") as f:
                 meta = json.loads((f.metadata() or {}).get("videomask", "{}"))
-                if meta.get("format") != CACHE_FORMAT:
-                    raise VideomaskError(f"{path} is not a videomask score cache")
-                videos = {}
-                for i, entry in enumerate(meta.pop("index")):
-                    frames = f.get_tensor(f"{i}.frames").numpy()
-                    videos[entry["video"]] = (frames, f.get_tensor(f"{i}.maps").float(), tuple(entry["src"]))
+            _check_format(meta, path)
+            return cls(_SingleFileVideos(path, meta.pop("index")), meta, str(path))
         except (SafetensorError, OSError, ValueError, KeyError) as err:
             raise VideomaskError(f"{path} is not a readable score cache ({err})") from None
-        return cls(videos, meta, str(path))
 
     # -- lookup --------------------------------------------------------------------------------
     def lookup(self, batch: Mapping[str, Any], grid: Grid, tubelet: Tubelet) -> Tensor:
@@ -156,7 +231,7 @@ class ScoreCache:
             gy = (oy / src_h) * 2 - 1  # normalised [-1, 1] with align_corners=False
             gx = (ox / src_w) * 2 - 1
             sample = torch.stack(torch.meshgrid(gx, gy, indexing="xy"), dim=-1).float()  # [h, w, 2] (x, y)
-            chosen = maps[torch.as_tensor(pos, dtype=torch.long)]  # [t', mh, mw]
+            chosen = maps[torch.as_tensor(pos, dtype=torch.long)].float()  # [t', mh, mw]
             vals = F.grid_sample(
                 chosen[:, None],
                 sample[None].expand(grid.t, -1, -1, -1),
@@ -194,7 +269,75 @@ def _windows(num_video_frames: int, num_frames: int, sampling_rate: int, t: int)
     return out
 
 
+def _check_format(meta: Mapping[str, Any], path: Path) -> None:
+    """Refuse what is not a score cache, or one from a newer videomask."""
+    if meta.get("format") != CACHE_FORMAT:
+        raise VideomaskError(f"{path} is not a videomask score cache")
+    if int(meta.get("version", 1)) > CACHE_VERSION:
+        raise VideomaskError(
+            f"score cache {path} has version {meta.get('version')}, newer than this videomask reads "
+            f"({CACHE_VERSION}): upgrade videomask or rebuild it with `videomask score-cache`"
+        )
+
+
+def _write_meta(root: Path, meta: Mapping[str, Any], count: int, skipped: list[tuple[str, str]]) -> None:
+    """Write ``meta.json``, the mark of a complete cache folder."""
+    write_meta(root, {**meta, "format": CACHE_FORMAT, "version": CACHE_VERSION, "videos": count, "skipped": skipped})
+
+
+def _cache_meta(
+    masker: Any, size: int, num_frames: int, sampling_rate: int, mean: Sequence[float], std: Sequence[float]
+) -> dict[str, Any]:
+    return {
+        "scorer": masker.scorer,
+        "stats": stats_fingerprint(masker.stats, masker.scorer),
+        "size": size,
+        "num_frames": num_frames,
+        "sampling_rate": sampling_rate,
+        "tubelet": list(masker.tubelet),
+        "embedder": masker.stats.embedder,
+        "mean": [float(m) for m in mean],
+        "std": [float(s) for s in std],
+    }
+
+
 @torch.no_grad()
+def _score_videos(
+    masker: Any,
+    videos: Iterable[tuple[str, str]],
+    skipped: list[tuple[str, str]],
+    *,
+    size: int,
+    num_frames: int,
+    sampling_rate: int,
+    backend: str,
+    device: str | torch.device,
+    progress: bool,
+    mean: Sequence[float],
+    std: Sequence[float],
+) -> Iterator[tuple[str, Entry]]:
+    """``(video_id, entry)`` of every video that decodes and is long enough; the others go to ``skipped``."""
+    t, ph, pw = masker.tubelet
+    masker.to(device)
+    for vid, video in decode_whole_videos(videos, skipped, backend=backend, desc="score videos", progress=progress):
+        N, H, W = video.shape[0], video.shape[2], video.shape[3]  # video: [N, 3, H, W] uint8
+        rh, rw = _cache_size(H, W, size, (ph, pw))
+        video, _ = resize(video, ClipGeometry.identity(H, W), rh, rw)
+        video = normalize(video, mean, std)  # [N, C, rh, rw] float
+        starts, maps = [], []
+        for window in _windows(N, num_frames, sampling_rate, t):
+            clip = video[window].permute(1, 0, 2, 3)[None].to(device)  # [1, C, T', rh, rw]
+            grid = grid_for(clip.shape[2:], masker.tubelet)
+            scores, _ = masker.scores_from_embeddings(masker.embed(clip, grid))  # [1, L]
+            maps.append(scores.view(grid.t, grid.h, grid.w).float().cpu())
+            starts.extend(window[::t][: grid.t])
+        if not maps:
+            skipped.append((vid, f"only {N} frames, fewer than one tubelet at sampling rate {sampling_rate}"))
+            continue
+        order = np.argsort(np.asarray(starts), kind="stable")
+        yield vid, (np.asarray(starts, dtype=np.int64)[order], torch.cat(maps)[torch.as_tensor(order)], (H, W))
+
+
 def build_score_cache(
     masker: Any,
     videos: Iterable[tuple[str, str]],
@@ -207,41 +350,92 @@ def build_score_cache(
     progress: bool = True,
     mean: Sequence[float] | None = None,
     std: Sequence[float] | None = None,
+    out: str | Path | None = None,
 ) -> tuple[ScoreCache, list[tuple[str, str]]]:
     """Score every ``(video_id, path)`` once with ``masker`` (a ``DifferenceMasker``); returns the cache and
     the ``(video_id, reason)`` of videos that could not be read (skipped, not fatal). ``mean``/``std``: the
-    training clips' normalisation (default ImageNet's), so cached and in-step scores see the same pixels."""
+    training clips' normalisation (default ImageNet's), so cached and in-step scores see the same pixels.
 
+    ``out``: a cache folder written video by video (memory stays flat; an interrupted build resumes, keeping
+    the videos already scored) and returned opened for lazy look-ups; without it the cache is kept in memory.
+    """
+    if out is not None:
+        options = dict(num_frames=num_frames, sampling_rate=sampling_rate, backend=backend, device=device)
+        _, skipped = build_score_cache_part(
+            masker, videos, out, size=size, progress=progress, mean=mean, std=std, **options
+        )
+        return finish_score_cache(out, 1), skipped
+    mean, std = mean or IMAGENET_MEAN, std or IMAGENET_STD
     # the embeddings are only comparable with the statistics at the fitted scale (the lookup maps any run size)
     masker.stats.check_clip((num_frames, size, size), size_key="--size", frames_key="--num-frames")
-    t, ph, pw = masker.tubelet
-    masker.to(device)
-    entries: dict[str, tuple[np.ndarray, Tensor, tuple[int, int]]] = {}
     skipped: list[tuple[str, str]] = []
-    for vid, video in decode_whole_videos(videos, skipped, backend=backend, desc="score videos", progress=progress):
-        N, H, W = video.shape[0], video.shape[2], video.shape[3]  # video: [N, 3, H, W] uint8
-        rh, rw = _cache_size(H, W, size, (ph, pw))
-        video, _ = resize(video, ClipGeometry.identity(H, W), rh, rw)
-        video = normalize(video, mean or IMAGENET_MEAN, std or IMAGENET_STD)  # [N, C, rh, rw] float
-        starts, maps = [], []
-        for window in _windows(N, num_frames, sampling_rate, t):
-            clip = video[window].permute(1, 0, 2, 3)[None].to(device)  # [1, C, T', rh, rw]
-            grid = grid_for(clip.shape[2:], masker.tubelet)
-            scores, _ = masker.scores_from_embeddings(masker.embed(clip, grid))  # [1, L]
-            maps.append(scores.view(grid.t, grid.h, grid.w).float().cpu())
-            starts.extend(window[::t][: grid.t])
-        if not maps:
-            skipped.append((vid, f"only {N} frames, fewer than one tubelet at sampling rate {sampling_rate}"))
-            continue
-        order = np.argsort(np.asarray(starts), kind="stable")
-        entries[vid] = (np.asarray(starts, dtype=np.int64)[order], torch.cat(maps)[torch.as_tensor(order)], (H, W))
-    meta = {
-        "scorer": masker.scorer,
-        "stats": stats_fingerprint(masker.stats, masker.scorer),
-        "size": size,
-        "num_frames": num_frames,
-        "sampling_rate": sampling_rate,
-        "tubelet": list(masker.tubelet),
-        "embedder": masker.stats.embedder,
-    }
-    return ScoreCache(entries, meta), skipped
+    entries = dict(
+        _score_videos(
+            masker,
+            videos,
+            skipped,
+            size=size,
+            num_frames=num_frames,
+            sampling_rate=sampling_rate,
+            backend=backend,
+            device=device,
+            progress=progress,
+            mean=mean,
+            std=std,
+        )
+    )
+    return ScoreCache(entries, _cache_meta(masker, size, num_frames, sampling_rate, mean, std)), skipped
+
+
+def build_score_cache_part(
+    masker: Any,
+    videos: Iterable[tuple[str, str]],
+    out: str | Path,
+    *,
+    rank: int = 0,
+    world_size: int = 1,
+    size: int,
+    num_frames: int = 16,
+    sampling_rate: int = 4,
+    backend: str = "pyav",
+    device: str | torch.device = "cpu",
+    progress: bool = True,
+    mean: Sequence[float] | None = None,
+    std: Sequence[float] | None = None,
+) -> tuple[int, list[tuple[str, str]]]:
+    """One rank's share of a parallel build (:func:`rank_share` of ``videos``) into the cache folder ``out``:
+    each video written as it is scored (a video already there from the same statistics and sizes is kept,
+    so a killed build resumes), then ``parts/rank-R-of-W.json``. Returns ``(videos in the share's cache,
+    skipped)``. Rank 0 then calls :func:`finish_score_cache` once every rank is done."""
+    mean, std = mean or IMAGENET_MEAN, std or IMAGENET_STD
+    masker.stats.check_clip((num_frames, size, size), size_key="--size", frames_key="--num-frames")
+    out = Path(out)
+    if out.is_file():
+        raise VideomaskError(f"{out} is a file (a score cache of an older videomask?); a score cache is a folder")
+    meta = _cache_meta(masker, size, num_frames, sampling_rate, mean, std)
+    key = _meta_key(meta)
+    share = rank_share(videos, rank, world_size)
+    todo = [(vid, path) for vid, path in share if (video_file_metadata(video_file(out, vid)) or {}).get("key") != key]
+    skipped: list[tuple[str, str]] = []
+    count = len(share) - len(todo)  # kept from an interrupted build
+    options = dict(num_frames=num_frames, sampling_rate=sampling_rate, backend=backend, device=device)
+    for vid, entry in _score_videos(masker, todo, skipped, size=size, progress=progress, mean=mean, std=std, **options):
+        write_video_scores(out, vid, entry, key)
+        count += 1
+    report = {"meta": meta, "videos": count, "skipped": skipped}
+    write_part(out, rank, world_size, report)
+    return count, skipped
+
+
+def finish_score_cache(out: str | Path, world_size: int) -> ScoreCache:
+    """Merge the ``world_size`` ranks' reports of a parallel build into ``meta.json`` (reads only those small
+    files: seconds) and open the cache. A missing report (a rank that did not finish, or a run folder that is
+    not shared between the nodes) is a one-line error."""
+    out = Path(out)
+    reports = read_parts(out, world_size, "score cache")
+    meta = reports[0]["meta"]
+    if any(r["meta"] != meta for r in reports):
+        raise VideomaskError(f"score cache {out}: the ranks scored with different statistics or sizes")
+    skipped = sorted((vid, reason) for r in reports for vid, reason in r["skipped"])
+    _write_meta(out, meta, sum(int(r["videos"]) for r in reports), skipped)
+    return ScoreCache.load(out)

@@ -28,7 +28,7 @@ def build_objective(
     if o.teacher_cache:
         if not isinstance(teacher, FrameTeacher):
             raise VideomaskError("objective.teacher_cache needs a cnn teacher (objective.teacher: cnn)")
-        if not Path(o.teacher_cache).is_file():
+        if not Path(o.teacher_cache).exists():
             raise VideomaskError(
                 f"objective.teacher_cache {o.teacher_cache} not found (videomask teacher-cache makes it)"
             )

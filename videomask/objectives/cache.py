@@ -1,16 +1,20 @@
 """The teacher cache: a frame teacher's feature maps computed once per video, looked up for every clip.
 
 ``build_teacher_cache(teacher, videos, out)`` runs the teacher on every frame of every video (at the
-teacher's size) and writes the maps in fp16, one tensor per video, to a safetensors file;
+teacher's size) and writes the maps in fp16 into the folder ``out``, one safetensors file per video as it
+is done (:mod:`videomask.io.per_video`: memory stays flat while building and reading, an interrupted build
+resumes, and ``rank``/``world_size`` split the videos between processes or machines);
 ``TeacherCache(path).lookup(batch, grid)`` gives a loader batch's token targets ``[B, L, t*C]`` through each
 clip's geometry (frame indices, crop, resize, flip), the same way the score cache maps its scores.
 
-The file is read lazily: a video's maps are read when one of its clips is looked up, so memory per
-process grows with the videos a run touches, not with the file.
+The cache is read lazily: a video's maps are read when one of its clips is looked up (a few recent videos
+are kept), so memory per process stays flat in the number of videos. A one-file cache of version 1 is
+still read.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -18,18 +22,28 @@ from typing import Any
 
 import torch
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import save as st_save
 from torch import Tensor
 
 from videomask.data import normalize
 from videomask.data.whole import decode_whole_videos
 from videomask.errors import VideomaskError
-from videomask.io import write_bytes_atomic
+from videomask.io.per_video import (
+    parts_done,
+    rank_share,
+    read_meta,
+    read_parts,
+    read_video_file,
+    video_file,
+    video_file_metadata,
+    write_meta,
+    write_part,
+    write_video_file,
+)
 from videomask.objectives.teacher import FrameTeacher, frame_tokens, pool_boxes
 from videomask.patches import Grid
 
 CACHE_FORMAT = "videomask.teacher_cache"
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # a folder of per-video files (version 1: one file, still read)
 
 __all__ = ["TeacherCache", "build_teacher_cache"]
 
@@ -39,15 +53,27 @@ class TeacherCache:
 
     def __init__(self, path: str | Path, *, max_videos: int = 64) -> None:
         self.path = str(path)
-        try:
-            with safe_open(self.path, "pt") as f:
-                meta = f.metadata() or {}
-                if meta.get("format") != CACHE_FORMAT:
-                    raise VideomaskError(f"{path} is not a teacher cache (format {meta.get('format')!r})")
-                self.meta = json.loads(meta["meta"])
-                self.index: dict[str, dict[str, Any]] = json.loads(meta["videos"])
-        except (SafetensorError, OSError, KeyError, ValueError) as err:
-            raise VideomaskError(f"{path} is not a readable teacher cache ({err})") from None
+        self.folder = Path(path) if Path(path).is_dir() else None
+        self.index: dict[str, dict[str, Any]] = {}  # version 1 only: video id -> tensor key (a folder needs none)
+        if self.folder is not None:
+            full = read_meta(self.folder, "teacher cache", "`videomask teacher-cache`")
+            if full.get("format") != CACHE_FORMAT:
+                raise VideomaskError(f"{path} is not a teacher cache (format {full.get('format')!r})")
+            if int(full.get("version", 0)) > CACHE_VERSION:
+                raise VideomaskError(f"teacher cache {path} is newer than this videomask reads: upgrade or rebuild it")
+            self.meta = {"teacher": full["teacher"], "version": full["version"]}
+            self.count = int(full["videos"])
+        else:
+            try:
+                with safe_open(self.path, "pt") as f:
+                    meta = f.metadata() or {}
+                    if meta.get("format") != CACHE_FORMAT:
+                        raise VideomaskError(f"{path} is not a teacher cache (format {meta.get('format')!r})")
+                    self.meta = json.loads(meta["meta"])
+                    self.index = json.loads(meta["videos"])
+            except (SafetensorError, OSError, KeyError, ValueError) as err:
+                raise VideomaskError(f"{path} is not a readable teacher cache ({err})") from None
+            self.count = len(self.index)
         self.max_videos = max_videos
         self._maps: dict[str, Tensor] = {}  # a small read-through cache of recently used videos
 
@@ -56,10 +82,12 @@ class TeacherCache:
         return dict(self.meta["teacher"])
 
     def __contains__(self, video_id: object) -> bool:
+        if self.folder is not None:
+            return isinstance(video_id, str) and video_file(self.folder, video_id).is_file()
         return video_id in self.index
 
     def __len__(self) -> int:
-        return len(self.index)
+        return self.count
 
     def check(self, teacher: FrameTeacher) -> None:
         """Refuse a cache made with another teacher (weights, size or tubelet)."""
@@ -71,13 +99,16 @@ class TeacherCache:
 
     def maps(self, video_id: str) -> Tensor:
         """The maps of one video ``[F, C, Hf, Wf]`` (fp16)."""
-        if video_id not in self.index:
-            raise VideomaskError(f"video {video_id!r} is not in teacher cache {self.path}; rebuild it on this data")
         if video_id not in self._maps:
+            if video_id not in self:
+                raise VideomaskError(f"video {video_id!r} is not in teacher cache {self.path}; rebuild it on this data")
             if len(self._maps) >= self.max_videos:
                 self._maps.pop(next(iter(self._maps)))
-            with safe_open(self.path, "pt") as f:
-                self._maps[video_id] = f.get_tensor(self.index[video_id]["key"])
+            if self.folder is not None:
+                self._maps[video_id] = read_video_file(self.folder, video_id, "teacher cache")[0]["maps"]
+            else:
+                with safe_open(self.path, "pt") as f:
+                    self._maps[video_id] = f.get_tensor(self.index[video_id]["key"])
         return self._maps[video_id]
 
     def lookup(self, batch: Mapping[str, Any], grid: Grid) -> Tensor:
@@ -111,27 +142,44 @@ def build_teacher_cache(
     device: str | torch.device = "cpu",
     batch_frames: int = 32,
     progress: bool = True,
+    rank: int = 0,
+    world_size: int = 1,
 ) -> tuple[Path, list[tuple[str, str]]]:
-    """Run ``teacher`` on every frame of every ``(video_id, path)`` and write the cache to ``out``; returns
-    ``(path, skipped)`` with the ``(video_id, reason)`` of videos that could not be read (not fatal)."""
+    """Run ``teacher`` on every frame of every ``(video_id, path)`` and write the cache folder ``out``; returns
+    ``(path, skipped)`` with the ``(video_id, reason)`` of videos that could not be read (not fatal).
+
+    Each video's maps are written as they are computed; a video already in ``out`` from the same teacher is
+    kept (an interrupted build resumes). ``rank``/``world_size``: this process does share ``rank`` of
+    ``world_size`` (:func:`~videomask.io.per_video.rank_share`), and the share that finds every share's
+    report written completes the cache (writes ``meta.json``)."""
     if not isinstance(teacher, FrameTeacher):
         raise VideomaskError("only a frame teacher (cnn) can be cached; token teachers run in the training step")
+    out = Path(out)
+    if out.is_file():
+        raise VideomaskError(f"{out} is a file (a teacher cache of an older videomask?); a teacher cache is a folder")
+    identity = json.loads(json.dumps(teacher.identity))
+    key = hashlib.sha1(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
+    share = rank_share(videos, rank, world_size)
+    todo = [(vid, path) for vid, path in share if (video_file_metadata(video_file(out, vid)) or {}).get("key") != key]
+    count = len(share) - len(todo)  # kept from an interrupted build
     teacher.to(device)
-    tensors: dict[str, Tensor] = {}
-    index: dict[str, dict[str, Any]] = {}
     skipped: list[tuple[str, str]] = []
-    for vid, video in decode_whole_videos(videos, skipped, backend=backend, desc="teacher features", progress=progress):
+    for vid, video in decode_whole_videos(todo, skipped, backend=backend, desc="teacher features", progress=progress):
         N, H, W = video.shape[0], video.shape[2], video.shape[3]  # video: [N, 3, H, W] uint8
         maps = [
             teacher.frame_maps(normalize(video[lo : lo + batch_frames]).to(device)).half().cpu()
             for lo in range(0, N, batch_frames)
         ]
-        key = f"v{len(tensors)}"
-        tensors[key] = torch.cat(maps).contiguous()  # [N, C, Hf, Wf]
-        index[vid] = {"key": key, "src": [H, W], "frames": N}
-    meta = {"teacher": teacher.identity, "version": CACHE_VERSION}
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    header = {"format": CACHE_FORMAT, "meta": json.dumps(meta), "videos": json.dumps(index)}
-    write_bytes_atomic(out, st_save(tensors, metadata=header))
+        meta = {"src": json.dumps([H, W]), "frames": str(N), "key": key}
+        write_video_file(out, vid, {"maps": torch.cat(maps)}, meta)  # [N, C, Hf, Wf]
+        count += 1
+    write_part(out, rank, world_size, {"teacher": identity, "videos": count, "skipped": skipped})
+    if parts_done(out, world_size) == world_size:
+        reports = read_parts(out, world_size, "teacher cache")
+        if any(r["teacher"] != identity for r in reports):
+            raise VideomaskError(f"teacher cache {out}: its shares were built with different teachers")
+        all_skipped = sorted((vid, reason) for r in reports for vid, reason in r["skipped"])
+        videos_done = sum(int(r["videos"]) for r in reports)
+        full = {"format": CACHE_FORMAT, "version": CACHE_VERSION, "teacher": identity, "videos": videos_done}
+        write_meta(out, {**full, "skipped": all_skipped})
     return out, skipped

@@ -13,9 +13,10 @@ from torch.utils.data import DataLoader, DistributedSampler, Sampler
 
 from videomask.config import RunConfig
 from videomask.data import ClipTransform, VideoDataset, collate_clips
-from videomask.difference import DifferenceStats, build_score_cache
+from videomask.difference import DifferenceStats, build_score_cache_part, finish_score_cache
 from videomask.errors import VideomaskError, one_line
 from videomask.io import load_model, match_positions
+from videomask.io.per_video import META_FILE as SCORE_CACHE_META
 from videomask.masking import (
     MASKERS,
     DifferenceMasker,
@@ -35,6 +36,7 @@ if TYPE_CHECKING:
     from videomask.data import VideoDataset
     from videomask.masking import Masker
 
+SCORE_CACHE = "scores"  # the run folder's automatic score cache (a folder, see videomask.difference.cache)
 SKIP_LOG = "skipped.tsv"  # the run folder's list of skipped videos (data.options.skip_log overrides it)
 
 
@@ -81,9 +83,9 @@ def build_dataset(cfg: RunConfig, model_config: VideoMAEConfig | None = None) ->
 
     ``data.options`` keys that are :class:`~videomask.data.ClipTransform` fields (``crop``, ``scales``,
     ``flip_prob``, ``area``, ``ratio``, ``short_side``, ``mean``, ``std``) configure the transform; the
-    others (``min_frames``, ``timeout``, ``skip_log``, ...) go to the dataset. The normalisation defaults
-    to the model's ``mean``/``std`` and the clip must fit the model's tubelet. Skipped videos are listed in
-    ``run.out_dir/skipped.tsv`` unless ``data.options.skip_log`` names another file.
+    others (``min_frames``, ``skip_log``, ...) go to the dataset; ``data.timeout_s`` is its per-item time-out.
+    The normalisation defaults to the model's ``mean``/``std`` and the clip must fit the model's tubelet.
+    Skipped videos are listed in ``run.out_dir/skipped.tsv`` unless ``data.options.skip_log`` names another file.
     """
 
     d = cfg.data
@@ -115,6 +117,7 @@ def build_dataset(cfg: RunConfig, model_config: VideoMAEConfig | None = None) ->
         seed=cfg.run.seed,
         transform=transform,
         tubelet=tubelet,
+        timeout=d.timeout_s or None,  # 0 = no limit
     )
     options["skip_log"] = str(Path(cfg.run.out_dir) / SKIP_LOG)  # kept with the run, where the user looks
     options["storage_options"] = dict(d.storage_options)  # for a data.path that is a URL (s3://...)
@@ -285,9 +288,12 @@ def prepare_score_cache(
 
     ``mask.options.cache``: a path (used as is), ``"none"`` (scores computed in the step), or ``"auto"`` /
     unset: a cache for the expensive embedders (:data:`CACHED_EMBEDDERS`; the cheap ones are computed in the
-    step, see benchmarks/results/maskers.md), built by rank 0 into
-    ``run.out_dir/scores.safetensors`` from the training videos at the statistics' clip size (``data.size``
-    for files that record none) and reused on resume.
+    step, see benchmarks/results/maskers.md), built into the folder ``run.out_dir/scores`` from the training
+    videos at the statistics' clip size (``data.size`` for files that record none) and reused on resume.
+    Every rank scores its share of the videos (:func:`~videomask.difference.cache.rank_share`), then rank 0
+    merges the ranks' reports (seconds), so no rank waits alone behind a barrier for a whole decode of the
+    data; the barriers are bounded by ``run.dist_timeout_s``, and a build stopped by one resumes.
+    A run folder from an older videomask keeps its ``scores.safetensors`` (read lazily too).
     ``masker``: the run's difference masker with its embedder (from :func:`build_masker_from_config`), which
     then scores the videos; by default one is built from the statistics.
     """
@@ -302,29 +308,38 @@ def prepare_score_cache(
     kind = None if stats_path is None else _embedder_kind(stats_path)
     if kind not in CACHED_EMBEDDERS:
         return None
-    path = Path(cfg.run.out_dir) / "scores.safetensors"
-    if info.is_main and not path.is_file():
+    out = Path(cfg.run.out_dir)
+    path = out / SCORE_CACHE
+    if not (path / SCORE_CACHE_META).is_file() and (out / "scores.safetensors").is_file():
+        return str(out / "scores.safetensors")  # an older videomask's cache (one file)
+    # every rank looks before the first barrier, and meta.json is only written after it: all take one branch
+    if not (path / SCORE_CACHE_META).is_file():
         if not isinstance(masker, DifferenceMasker) or masker.embedder is None:
             options = {k: v for k, v in cfg.mask.options.items() if k in ("scorer", "threshold", "anchor_share")}
             masker = DifferenceMasker.load(stats_path, anchor_rule="share", **options)
-        say(info, f"scoring {len(dataset.items)} videos once into {path} (embedder {kind})")
+        say(info, f"scoring {len(dataset.items)} videos once into {path} on {info.world_size} rank(s) ({kind})")
         transform = dataset.transform  # the training clips' normalisation, so the cache sees the same pixels
         fitted = masker.stats.clip_size
-        built, skipped = build_score_cache(
+        _, skipped = build_score_cache_part(
             masker,
             [(it.video_id, it.path) for it in dataset.items],
+            path,
+            rank=info.rank,
+            world_size=info.world_size,
             size=masker.stats.size or cfg.data.size,  # the statistics' scale (the lookup maps any clip size)
             num_frames=fitted[0] if fitted else cfg.data.num_frames,
             sampling_rate=cfg.data.sampling_rate,
             backend=cfg.data.backend,
             device=device,
-            progress=cfg.train.progress,
+            progress=cfg.train.progress and info.is_main,
             mean=transform.mean,
             std=transform.std,
         )
-        built.save(path)
-        if skipped:
-            say(info, f"score cache: {len(skipped)} unreadable video(s) skipped")
+        barrier(info)
+        if info.is_main:
+            built = finish_score_cache(path, info.world_size)
+            if built.meta["skipped"]:
+                say(info, f"score cache: {len(built.meta['skipped'])} unreadable video(s) skipped")
     barrier(info)
     return str(path)
 
