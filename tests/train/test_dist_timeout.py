@@ -119,9 +119,13 @@ def test_zero_or_negative_timeout_is_one_line_error():
 def test_config_refuses_a_timeout_that_is_not_positive(tmp_path):
     cfg = tmp_path / "cfg.yaml"
     cfg.write_text(yaml.safe_dump(tiny_run(tmp_path / "videos", tmp_path / "run")))
-    assert load_config(cfg, ["run.dist_timeout_s=2.5"]).run.dist_timeout_s == 2.5
+    assert load_config(cfg, ["run.dist_timeout_s=2.5", "data.timeout_s=2"]).run.dist_timeout_s == 2.5
     with pytest.raises(VideomaskError, match="run.dist_timeout_s") as err:
         load_config(cfg, ["run.dist_timeout_s=0"])
+    assert "\n" not in str(err.value)
+    # a per-item time-out as long as the ranks' wait would let one hung video end the job: refused
+    with pytest.raises(VideomaskError, match="data.timeout_s=30 must be shorter than run.dist_timeout_s=2.5") as err:
+        load_config(cfg, ["run.dist_timeout_s=2.5"])
     assert "\n" not in str(err.value)
 
 
@@ -156,6 +160,7 @@ def test_rank_waiting_for_a_stuck_rank_fails_with_one_line(tmp_path, videos):
     collective that wraps the model in DDP. Rank 0 fails after about run.dist_timeout_s with the one-line error
     (the loop's own wrapping), instead of waiting for ever, and leaves no half-made run folder."""
     raw = tiny_run(videos, tmp_path / "run", run={"dist_timeout_s": TIMEOUT_S}, train={"steps": 2})
+    raw["data"]["timeout_s"] = TIMEOUT_S / 2  # shorter than the ranks' wait (the config requires it)
     cfg = tmp_path / "cfg.yaml"
     cfg.write_text(yaml.safe_dump(raw))
     port = _free_port()
