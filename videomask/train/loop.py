@@ -236,17 +236,24 @@ def restore_checkpoint(parts: Parts, latest: Path | None, cfg: RunConfig, info: 
     if parts.scaler.is_enabled() and not state.get("scaler_restored", True):
         say(info, f"note: {latest.name} was written without fp16 loss scaling; the GradScaler starts afresh")
     t = state["train"]
-    if (
-        t.get("world_size", info.world_size) != info.world_size
-        or t.get("batch_size", cfg.data.batch_size) != cfg.data.batch_size
-    ):
+    stream = parts.stream
+    epoch, consumed = int(t.get("epoch", 0)), int(t.get("batches_in_epoch", 0))
+    world, batch = int(t.get("world_size", info.world_size)), int(t.get("batch_size", cfg.data.batch_size))
+    base = t.get("elastic_base")  # the saved epoch was itself resumed elastically
+    if (world, batch) != (info.world_size, cfg.data.batch_size):
+        # ranks deal an epoch's permutation round-robin, so what they consumed is a prefix of it: go on after it
+        done = (int(base) if base is not None else 0) + consumed * batch * world
+        stream.resume_elastic(epoch, done)
         say(
             info,
-            f"warning: resuming with a different world size / batch size than {latest.name}; "
-            "the data position is approximate",
+            f"note: {latest.name} was written by {world} rank(s) x batch {batch}; epoch {epoch} goes on after its "
+            f"first {done} videos, dealt to {info.world_size} rank(s) x batch {cfg.data.batch_size}",
         )
-    stream = parts.stream
-    stream.epoch, stream.consumed = int(t.get("epoch", 0)), int(t.get("batches_in_epoch", 0))
+    elif base is not None:
+        stream.resume_elastic(epoch, int(base))
+        stream.consumed = consumed
+    else:
+        stream.epoch, stream.consumed = epoch, consumed
     ema = parts.objective.ema
     if ema is not None and not sharded:
         saved = {k[len("ema.") :]: v for k, v in state["extra"].items() if k.startswith("ema.")}
@@ -280,6 +287,7 @@ def save_run(parts: Parts, cfg: RunConfig, info: DistInfo, step: int, skipped: i
         train_state = {
             "epoch": parts.stream.epoch,
             "batches_in_epoch": parts.stream.consumed,
+            "elastic_base": parts.stream.elastic_base,  # None unless this epoch was resumed on another world size
             "world_size": info.world_size,
             "batch_size": cfg.data.batch_size,
             "skipped_steps": skipped,

@@ -128,24 +128,48 @@ def build_dataset(cfg: RunConfig, model_config: VideoMAEConfig | None = None) ->
         raise VideomaskError(f"data.options: {err}") from None
 
 
+def epoch_permutation(sampler: ResumableSampler, epoch: int) -> list[int]:
+    """The epoch's order of every video before ``DistributedSampler`` pads and deals it to the ranks."""
+    n = len(sampler.dataset)
+    if not sampler.shuffle:
+        return list(range(n))
+    g = torch.Generator().manual_seed(sampler.seed + epoch)  # DistributedSampler's own shuffle
+    return torch.randperm(n, generator=g).tolist()
+
+
+def elastic_order(sampler: ResumableSampler, epoch: int, base: int, batch_size: int) -> list[int]:
+    """This rank's rest of an epoch resumed on another world or batch size: the videos after the first ``base``
+    of the epoch's permutation, dealt round-robin to the ranks, cut to the same whole batches on every rank."""
+    rest = epoch_permutation(sampler, epoch)[base:]
+    per_rank = len(rest) // sampler.num_replicas // batch_size * batch_size
+    return rest[sampler.rank :: sampler.num_replicas][:per_rank]
+
+
 class EpochKeys(Sampler):
     """Dataset keys ``(epoch, index)`` over the epochs from ``epoch`` on, without end.
 
     Each epoch is ``sampler``'s order for that epoch (``ResumableSampler``: a deterministic shuffle from
-    ``seed + epoch``), cut to whole batches; the first epoch starts after ``consumed`` batches. One
-    DataLoader iterator over these keys prefetches across epoch boundaries, and every key carries its
-    epoch, so workers never read a shared epoch counter.
+    ``seed + epoch``), cut to whole batches; the first epoch starts after ``consumed`` batches. With
+    ``elastic_base`` set, the first epoch is :func:`elastic_order` from that base instead (an epoch resumed
+    on another number of ranks or batch size). One DataLoader iterator over these keys prefetches across
+    epoch boundaries, and every key carries its epoch, so workers never read a shared epoch counter.
     """
 
-    def __init__(self, sampler: ResumableSampler, batch_size: int, epoch: int, consumed: int) -> None:
+    def __init__(
+        self, sampler: ResumableSampler, batch_size: int, epoch: int, consumed: int, elastic_base: int | None = None
+    ) -> None:
         self.sampler, self.batch_size, self.epoch, self.consumed = sampler, batch_size, epoch, consumed
+        self.elastic_base = elastic_base
 
     def __iter__(self) -> Iterator[tuple[int, int]]:
         epoch, skip = self.epoch, self.consumed * self.batch_size
         while True:
-            self.sampler.set_epoch(epoch)
-            self.sampler.start = 0
-            order = list(iter(self.sampler))
+            if epoch == self.epoch and self.elastic_base is not None:
+                order = elastic_order(self.sampler, epoch, self.elastic_base, self.batch_size)
+            else:
+                self.sampler.set_epoch(epoch)
+                self.sampler.start = 0
+                order = list(iter(self.sampler))
             whole = len(order) // self.batch_size * self.batch_size
             for index in order[skip:whole]:
                 yield epoch, index
@@ -166,12 +190,33 @@ class BatchStream:
     ) -> None:
         self.dataset, self.sampler, self.loader_kwargs, self.batch_size = dataset, sampler, loader_kwargs, batch_size
         self.epoch, self.consumed = epoch, consumed
+        # (epoch, base, batches): that epoch runs elastic_order from base, `batches` per rank (resume_elastic)
+        self.elastic: tuple[int, int, int] | None = None
         self._it: Iterator[Any] | None = None
         self._loader: DataLoader | None = None
 
     @property
     def batches_per_epoch(self) -> int:
+        """Batches per rank in the current epoch (an elastic epoch has what is left of it)."""
+        if self.elastic is not None and self.elastic[0] == self.epoch:
+            return self.elastic[2]
         return self.sampler.num_samples // self.batch_size
+
+    @property
+    def elastic_base(self) -> int | None:
+        """The current epoch's elastic base (None: the usual order), saved with the position in a checkpoint."""
+        return self.elastic[1] if self.elastic is not None and self.elastic[0] == self.epoch else None
+
+    def resume_elastic(self, epoch: int, consumed_videos: int) -> None:
+        """Continue ``epoch`` after the first ``consumed_videos`` of its permutation, on this stream's world and
+        batch size: the rest of the epoch exactly once over the ranks (less a tail shorter than one batch per rank).
+        """
+        base = min(consumed_videos, len(self.sampler.dataset))
+        batches = len(elastic_order(self.sampler, epoch, base, self.batch_size)) // self.batch_size
+        if batches == 0:  # less than a batch per rank was left of it: the next epoch, as usual
+            self.epoch, self.consumed, self.elastic = epoch + 1, 0, None
+        else:
+            self.epoch, self.consumed, self.elastic = epoch, 0, (epoch, base, batches)
 
     def _start(self) -> None:
         """One loader and one iterator from the current position on (they span epochs)."""
@@ -179,7 +224,7 @@ class BatchStream:
             raise VideomaskError("the training data gave no batch in a whole epoch (all videos bad?)")
         if hasattr(self.dataset, "set_epoch"):
             self.dataset.set_epoch(self.epoch)  # for code that reads the dataset's epoch; keys carry their own
-        keys = EpochKeys(self.sampler, self.batch_size, self.epoch, self.consumed)
+        keys = EpochKeys(self.sampler, self.batch_size, self.epoch, self.consumed, self.elastic_base)
         workers = self.loader_kwargs.get("num_workers", 0)
         self._loader = DataLoader(
             self.dataset,
