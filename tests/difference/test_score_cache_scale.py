@@ -216,3 +216,38 @@ def test_an_interrupted_build_resumes_with_the_videos_already_scored(cnn_setup, 
     cache, _ = build_score_cache(masker, items, **options)
     assert written[2:] == [vid for vid, _ in items[2:]]  # v0, v1 kept; v4 (other settings) scored again
     assert len(cache) == 5 and cache.videos[items[4][0]][1].shape[0] > 1
+
+
+def test_videos_in_shards_are_scored_from_the_shards(cnn_setup, tmp_path, capsys):
+    """A run whose data are shards builds its score cache from the shards' bytes (no video file needed), and
+    `videomask score-cache` takes a shard folder: both equal the cache scored from the files."""
+    from videomask.cli import main
+    from videomask.data import list_videos, write_shards
+    from videomask.train import build_dataset, build_model_from_config, prepare_score_cache
+    from videomask.train.distributed import DistInfo
+
+    shards = tmp_path / "shards"
+    report = write_shards(list_videos(cnn_setup["videos"]), shards)
+    assert report.videos == 5 and [vid for vid, _ in report.rejected] == ["broken.mp4"]
+    masker = DifferenceMasker.load(cnn_setup["stats"], anchor_rule="share")
+    files = [(p.name, str(p)) for p in sorted(cnn_setup["videos"].iterdir()) if p.name != "broken.mp4"]
+    alone, _ = build_score_cache(masker, files, size=32, num_frames=4, sampling_rate=2, progress=False)
+
+    raw = tiny_run(shards, tmp_path / "run", mask={"name": "difference", "options": {"stats": str(cnn_setup["stats"])}})
+    (tmp_path / "run.yaml").write_text(yaml.safe_dump(raw))
+    cfg = load_config(tmp_path / "run.yaml")
+    model, _ = build_model_from_config(cfg)
+    dataset = build_dataset(cfg, model.config)
+    assert dataset.shards is not None
+    prepare_score_cache(cfg, dataset, DistInfo(rank=0, world_size=1), torch.device("cpu"))
+    from_run = ScoreCache.load(tmp_path / "run" / "scores")
+
+    code = main(["score-cache", str(shards), "--stats", str(cnn_setup["stats"]), "--size", "32", "--num-frames", "4",
+                 "--sampling-rate", "2", "-o", str(tmp_path / "cli")])  # fmt: skip
+    assert code == 0 and "5 videos scored" in capsys.readouterr().out
+    from_cli = ScoreCache.load(tmp_path / "cli")
+    for cache in (from_run, from_cli):
+        assert sorted(cache.videos) == sorted(alone.videos) and not cache.meta["skipped"]
+        for vid in alone.videos:
+            (f1, m1, s1), (f2, m2, s2) = cache.videos[vid], alone.videos[vid]
+            assert np.array_equal(f1, f2) and s1 == s2 and torch.allclose(m1.float(), m2.float(), atol=1e-3)

@@ -25,7 +25,7 @@ HELP = "score every video once with a difference masker (a cache for continued p
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("videos", help="a folder of videos or a list file (the training data)")
+    parser.add_argument("videos", help="a folder of videos, a list file or a shard folder (the training data)")
     parser.add_argument("--stats", required=True, help="difference statistics from `videomask fit`")
     parser.add_argument("-o", "--output", required=True, help="score cache folder to write")
     parser.add_argument(
@@ -53,7 +53,7 @@ def parse_part(text: str) -> tuple[int, int]:
 def run(args: argparse.Namespace) -> int:
 
     # heavy imports load when the command runs, so `videomask --help` stays fast
-    from videomask.data import list_videos, read_video_list
+    from videomask.data import ShardSource, is_shard_folder, list_videos, read_video_list
     from videomask.difference import build_score_cache_part, finish_score_cache
     from videomask.io.per_video import parts_done
     from videomask.masking import DifferenceMasker
@@ -64,7 +64,12 @@ def run(args: argparse.Namespace) -> int:
     root = Path(args.videos)
     if not root.exists():
         raise VideomaskError(f"{args.videos} does not exist (give a folder of videos or a list file)")
-    items = list_videos(root) if root.is_dir() else read_video_list(root)[0]
+    opener = None
+    if root.is_dir() and is_shard_folder(root):  # shards written by `videomask shard`
+        shards = ShardSource(root)
+        items, opener = shards.items, shards.opener()
+    else:
+        items = list_videos(root) if root.is_dir() else read_video_list(root)[0]
     masker = DifferenceMasker.load(args.stats, scorer=args.scorer, anchor_rule="share")
     count, skipped = build_score_cache_part(
         masker,
@@ -77,6 +82,7 @@ def run(args: argparse.Namespace) -> int:
         sampling_rate=args.sampling_rate,
         backend=args.backend,
         device=args.device,
+        opener=opener,
     )
     for vid, reason in skipped:
         print(f"skipped {vid}: {reason}")

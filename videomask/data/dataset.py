@@ -12,7 +12,7 @@ import shutil
 import tempfile
 import uuid
 import weakref
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from multiprocessing.context import get_spawning_popen
 from pathlib import Path
 from typing import Any
@@ -323,6 +323,10 @@ class VideoDataset(Dataset):
 
     def __len__(self) -> int:
         return len(self.items)
+
+    def opener(self) -> Callable[[str], VideoReader] | None:
+        """A reader of an item's path when it is not a file or object (videos in shards), else None."""
+        return self.shards.opener() if self.shards is not None else None
 
     def open(self, index: int) -> VideoReader:
         """A reader of video ``index``: its file or object, or its bytes in the shards."""

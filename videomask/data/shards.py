@@ -289,6 +289,11 @@ class ShardSource:
             raise VideoDecodeError(f"{self.items[index].path}: the shard holds {sample['video_id']!r} at this position")
         return sample
 
+    def opener(self) -> Callable[[str], VideoReader]:
+        """A reader of an item's ``path`` (``URL#video_id``), for code that takes paths (the caches' decode loop)."""
+        where = {item.path: i for i, item in enumerate(self.items)}
+        return lambda path: self.open(where[path])
+
     def open(self, index: int) -> VideoReader:
         """A PyAV reader of video ``index`` on its bytes, with the frame index found at conversion (no demux)."""
         sample = self.sample(index)

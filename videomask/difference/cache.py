@@ -315,11 +315,15 @@ def _score_videos(
     progress: bool,
     mean: Sequence[float],
     std: Sequence[float],
+    opener: Any = None,
 ) -> Iterator[tuple[str, Entry]]:
     """``(video_id, entry)`` of every video that decodes and is long enough; the others go to ``skipped``."""
     t, ph, pw = masker.tubelet
     masker.to(device)
-    for vid, video in decode_whole_videos(videos, skipped, backend=backend, desc="score videos", progress=progress):
+    decoded = decode_whole_videos(
+        videos, skipped, backend=backend, desc="score videos", progress=progress, opener=opener
+    )
+    for vid, video in decoded:
         N, H, W = video.shape[0], video.shape[2], video.shape[3]  # video: [N, 3, H, W] uint8
         rh, rw = _cache_size(H, W, size, (ph, pw))
         video, _ = resize(video, ClipGeometry.identity(H, W), rh, rw)
@@ -351,6 +355,7 @@ def build_score_cache(
     mean: Sequence[float] | None = None,
     std: Sequence[float] | None = None,
     out: str | Path | None = None,
+    opener: Any = None,
 ) -> tuple[ScoreCache, list[tuple[str, str]]]:
     """Score every ``(video_id, path)`` once with ``masker`` (a ``DifferenceMasker``); returns the cache and
     the ``(video_id, reason)`` of videos that could not be read (skipped, not fatal). ``mean``/``std``: the
@@ -358,9 +363,11 @@ def build_score_cache(
 
     ``out``: a cache folder written video by video (memory stays flat; an interrupted build resumes, keeping
     the videos already scored) and returned opened for lazy look-ups; without it the cache is kept in memory.
+    ``opener``: a reader of a path (:func:`~videomask.data.decode_whole_videos`), e.g. for videos in shards.
     """
     if out is not None:
         options = dict(num_frames=num_frames, sampling_rate=sampling_rate, backend=backend, device=device)
+        options["opener"] = opener
         _, skipped = build_score_cache_part(
             masker, videos, out, size=size, progress=progress, mean=mean, std=std, **options
         )
@@ -382,6 +389,7 @@ def build_score_cache(
             progress=progress,
             mean=mean,
             std=std,
+            opener=opener,
         )
     )
     return ScoreCache(entries, _cache_meta(masker, size, num_frames, sampling_rate, mean, std)), skipped
@@ -402,6 +410,7 @@ def build_score_cache_part(
     progress: bool = True,
     mean: Sequence[float] | None = None,
     std: Sequence[float] | None = None,
+    opener: Any = None,
 ) -> tuple[int, list[tuple[str, str]]]:
     """One rank's share of a parallel build (:func:`rank_share` of ``videos``) into the cache folder ``out``:
     each video written as it is scored (a video already there from the same statistics and sizes is kept,
@@ -419,6 +428,7 @@ def build_score_cache_part(
     skipped: list[tuple[str, str]] = []
     count = len(share) - len(todo)  # kept from an interrupted build
     options = dict(num_frames=num_frames, sampling_rate=sampling_rate, backend=backend, device=device)
+    options["opener"] = opener  # videos in shards
     for vid, entry in _score_videos(masker, todo, skipped, size=size, progress=progress, mean=mean, std=std, **options):
         write_video_scores(out, vid, entry, key)
         count += 1

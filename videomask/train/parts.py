@@ -379,6 +379,7 @@ def prepare_score_cache(
             progress=cfg.train.progress and info.is_main,
             mean=transform.mean,
             std=transform.std,
+            opener=dataset.opener(),  # videos in shards are read from them, not from files
         )
         barrier(info)
         if info.is_main:
