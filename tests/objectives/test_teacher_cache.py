@@ -211,3 +211,23 @@ def test_shares_build_the_cache_one_process_builds_and_a_version_1_file_is_still
     old.check(teacher)
     batch = _batch("big.mp4", [0, 2, 4, 6], ClipGeometry(128, 128, 32, 32, 64, 64, 32, 32, True))
     assert torch.equal(old.lookup(batch, Grid(2, 2, 2)), a.lookup(batch, Grid(2, 2, 2)))
+
+
+def test_teacher_cache_command_reads_videos_in_shards(clip_dir, tmp_path, capsys):
+    """`videomask teacher-cache` on a shard folder reads each video's bytes from the shards: its look-ups equal
+    those of the cache built from the files."""
+    from videomask.cli import main
+    from videomask.data import list_videos, write_shards
+
+    shards = tmp_path / "shards"
+    assert write_shards(list_videos(clip_dir), shards).videos == 2
+    assert main(["teacher-cache", str(shards), "-o", str(tmp_path / "from_shards"), "--size", "32"]) == 0
+    assert main(["teacher-cache", str(clip_dir), "-o", str(tmp_path / "from_files"), "--size", "32"]) == 0
+    assert "0 skipped" in capsys.readouterr().out
+    a, b = TeacherCache(tmp_path / "from_shards"), TeacherCache(tmp_path / "from_files")
+    assert len(a) == len(b) == 2
+    geometry = ClipGeometry.identity(64, 64)
+    for frames in ([0, 1, 2, 3], [4, 5, 6, 7]):
+        batch = _batch("square.mp4", frames, geometry)
+        grid = Grid(2, 4, 4)
+        assert torch.equal(a.lookup(batch, grid), b.lookup(batch, grid))

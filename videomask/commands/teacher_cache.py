@@ -22,7 +22,7 @@ HELP = "compute a frame teacher's features of every video once (a cache for the 
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("videos", help="a folder of videos or a list file (the training data)")
+    parser.add_argument("videos", help="a folder of videos, a list file or a shard folder (the training data)")
     parser.add_argument("-o", "--output", required=True, help="teacher cache folder to write")
     parser.add_argument(
         "--teacher", default="cnn", help="cnn (the shipped ImageNet MobileNetV2), cnn:PATH or cnn-random"
@@ -41,7 +41,7 @@ def run(args: argparse.Namespace) -> int:
 
     # heavy imports load when the command runs, so `videomask --help` stays fast
     from videomask.commands.score_cache import parse_part
-    from videomask.data import list_videos, read_video_list
+    from videomask.data import ShardSource, is_shard_folder, list_videos, read_video_list
     from videomask.objectives import FrameTeacher, build_teacher, build_teacher_cache
 
     if args.size < 0 or args.tubelet < 1 or args.patch < 1:
@@ -49,7 +49,12 @@ def run(args: argparse.Namespace) -> int:
     root = Path(args.videos)
     if not root.exists():
         raise VideomaskError(f"{args.videos} does not exist (give a folder of videos or a list file)")
-    items = list_videos(root) if root.is_dir() else read_video_list(root)[0]
+    opener = None
+    if root.is_dir() and is_shard_folder(root):  # shards written by `videomask shard`
+        shards = ShardSource(root)
+        items, opener = shards.items, shards.opener()
+    else:
+        items = list_videos(root) if root.is_dir() else read_video_list(root)[0]
     teacher = build_teacher(args.teacher, tubelet=(args.tubelet, args.patch, args.patch), size=args.size)
     if not isinstance(teacher, FrameTeacher):
         raise VideomaskError("only frame teachers (cnn, cnn:PATH, cnn-random) can be cached")
@@ -62,6 +67,7 @@ def run(args: argparse.Namespace) -> int:
         device=args.device,
         rank=rank,
         world_size=world_size,
+        opener=opener,
     )
     for vid, reason in skipped:
         print(f"skipped {vid}: {reason}")

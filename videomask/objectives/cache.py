@@ -144,6 +144,7 @@ def build_teacher_cache(
     progress: bool = True,
     rank: int = 0,
     world_size: int = 1,
+    opener: Any = None,
 ) -> tuple[Path, list[tuple[str, str]]]:
     """Run ``teacher`` on every frame of every ``(video_id, path)`` and write the cache folder ``out``; returns
     ``(path, skipped)`` with the ``(video_id, reason)`` of videos that could not be read (not fatal).
@@ -151,7 +152,8 @@ def build_teacher_cache(
     Each video's maps are written as they are computed; a video already in ``out`` from the same teacher is
     kept (an interrupted build resumes). ``rank``/``world_size``: this process does share ``rank`` of
     ``world_size`` (:func:`~videomask.io.per_video.rank_share`), and the share that finds every share's
-    report written completes the cache (writes ``meta.json``)."""
+    report written completes the cache (writes ``meta.json``). ``opener``: a reader of a path
+    (:func:`~videomask.data.decode_whole_videos`), e.g. for videos in shards."""
     if not isinstance(teacher, FrameTeacher):
         raise VideomaskError("only a frame teacher (cnn) can be cached; token teachers run in the training step")
     out = Path(out)
@@ -164,7 +166,9 @@ def build_teacher_cache(
     count = len(share) - len(todo)  # kept from an interrupted build
     teacher.to(device)
     skipped: list[tuple[str, str]] = []
-    for vid, video in decode_whole_videos(todo, skipped, backend=backend, desc="teacher features", progress=progress):
+    for vid, video in decode_whole_videos(
+        todo, skipped, backend=backend, desc="teacher features", progress=progress, opener=opener
+    ):
         N, H, W = video.shape[0], video.shape[2], video.shape[3]  # video: [N, 3, H, W] uint8
         maps = [
             teacher.frame_maps(normalize(video[lo : lo + batch_frames]).to(device)).half().cpu()
