@@ -1018,7 +1018,7 @@ def fmt(x: float | None, spec: str = ".2f") -> str:
     return "-" if x is None or (isinstance(x, float) and math.isnan(x)) else format(x, spec)
 
 
-def ceiling_section(table: dict[str, Any], steps: dict[str, Any], cores: int | None) -> list[str]:
+def ceiling_section(table: dict[str, Any], labels: list[str], steps: dict[str, Any], cores: int | None) -> list[str]:
     """What the CPU time each pipeline spends per clip allows on this machine's cores.
 
     A pipeline that keeps every core busy delivers ``cores / (CPU s per clip)`` clips/s, its *ceiling*; on a
@@ -1046,8 +1046,9 @@ def ceiling_section(table: dict[str, Any], steps: dict[str, Any], cores: int | N
         "| pipeline | CPU s/clip | ceiling clips/s | measured / ceiling | ceiling / reference persistent measured |",
         "|---|---|---|---|---|",
     ]
-    for label, t in table.items():
-        if "main_user_per_step" not in t or label.endswith("loader") or " loader " in label:
+    for label in labels:
+        t = table.get(label)
+        if not t:
             continue
         cpu = per_clip(t)
         lines.append(
@@ -1135,7 +1136,7 @@ def report(
         rounds = ", ".join(f"{x:.3f}" for x in r["per_round"])
         lines.append(f"- {name}: **{r['of_medians']:.3f}** (ratio of medians; per round {rounds})")
 
-    lines += ceiling_section(table, summary["steps"], meta["nproc"])
+    lines += ceiling_section(table, [*PIPELINES, DIAGNOSTIC, *variants], summary["steps"], meta["nproc"])
     lines += [
         "",
         "## Loaders alone (the pipeline's DataLoader iterated, no model)",

@@ -8,7 +8,12 @@ Import with ``tests/`` on the path (pytest puts it there)::
 
 from __future__ import annotations
 
+import multiprocessing
 import os
+import signal
+import socket
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import av
@@ -90,3 +95,34 @@ def torchrun_env(rank: int, world: int, port: int) -> None:
             "MASTER_PORT": str(port),
         }
     )
+
+
+def fork_ranks(
+    target: Callable[..., None], world: int, args: tuple = (), kill_when: Path | None = None, timeout: float = 180
+) -> list[int | None]:
+    """Fork ``world`` processes running ``target(rank, world, port, *args)`` (a free local port for the
+    rendezvous); SIGKILL them all once ``kill_when`` exists. Returns their exit codes."""
+    from videomask.data import prepare_process  # the package under test, imported where it is used
+
+    prepare_process()  # the gc-before-fork hook, as the CLI sets it up
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    ctx = multiprocessing.get_context("fork")
+    procs = [ctx.Process(target=target, args=(r, world, port, *args)) for r in range(world)]
+    for p in procs:
+        p.start()
+    if kill_when is not None:
+        deadline = time.monotonic() + timeout
+        while not kill_when.exists() and any(p.is_alive() for p in procs) and time.monotonic() < deadline:
+            time.sleep(0.002)
+        for p in procs:
+            if p.pid is not None and p.is_alive():
+                os.kill(p.pid, signal.SIGKILL)
+    for p in procs:
+        p.join(timeout)
+    codes = [p.exitcode for p in procs]
+    for p in procs:
+        if p.is_alive():
+            p.kill()
+    return codes

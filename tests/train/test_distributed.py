@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from helpers_train import TINY_MODEL, torchrun_env, write_videos
+from helpers_train import TINY_MODEL, fork_ranks, torchrun_env, write_videos
 from safetensors.torch import load_file
 
 from videomask.train import ResumableSampler
@@ -171,39 +171,7 @@ def _launch(
     timeout: float = 180,
 ) -> list[int | None]:
     """Fork ``world`` ranks of the WORKER; SIGKILL them all once ``kill_when`` exists. Returns exit codes."""
-    import multiprocessing
-    import signal
-    import socket
-    import time
-
-    from videomask.data import prepare_process
-
-    prepare_process()  # the gc-before-fork hook, as the CLI sets it up
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    ctx = multiprocessing.get_context("fork")
-    procs = [
-        ctx.Process(target=_rank_main, args=(r, world, port, str(out), str(cfg), list(args), masker))
-        for r in range(world)
-    ]
-    for p in procs:
-        p.start()
-    if kill_when is not None:
-        deadline = time.monotonic() + timeout
-        while not kill_when.exists() and any(p.is_alive() for p in procs) and time.monotonic() < deadline:
-            time.sleep(0.002)
-        for p in procs:
-            if p.pid is not None and p.is_alive():
-                os.kill(p.pid, signal.SIGKILL)
-    for p in procs:
-        p.join(timeout)
-    codes = [p.exitcode for p in procs]
-    for p in procs:
-        if p.is_alive():
-            p.kill()
-    return codes
+    return fork_ranks(_rank_main, world, (str(out), str(cfg), list(args), masker), kill_when, timeout)
 
 
 def test_two_rank_gloo_run_ends_with_identical_weights(tmp_path):

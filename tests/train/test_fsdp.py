@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from helpers_train import TINY_MODEL, torchrun_env, write_videos
+from helpers_train import TINY_MODEL, fork_ranks, torchrun_env, write_videos
 from safetensors.torch import load_file
 
 WORKER = """
@@ -71,37 +71,7 @@ def _rank_main(rank: int, world: int, port: int, out: str, cfg: str, args: list[
 
 def _launch(out: Path, cfg: Path, args: tuple[str, ...] = (), world: int = 2, kill_when: Path | None = None) -> list:
     """Fork ``world`` ranks; SIGKILL them all once ``kill_when`` exists. Returns their exit codes."""
-    import multiprocessing
-    import signal
-    import socket
-    import time
-
-    from videomask.data import prepare_process
-
-    prepare_process()
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    ctx = multiprocessing.get_context("fork")
-    procs = [
-        ctx.Process(target=_rank_main, args=(r, world, port, str(out), str(cfg), list(args))) for r in range(world)
-    ]
-    for p in procs:
-        p.start()
-    if kill_when is not None:
-        deadline = time.monotonic() + 180
-        while not kill_when.exists() and any(p.is_alive() for p in procs) and time.monotonic() < deadline:
-            time.sleep(0.002)
-        for p in procs:
-            if p.pid is not None and p.is_alive():
-                os.kill(p.pid, signal.SIGKILL)
-    for p in procs:
-        p.join(180)
-    codes = [p.exitcode for p in procs]
-    for p in procs:
-        if p.is_alive():
-            p.kill()
-    return codes
+    return fork_ranks(_rank_main, world, (str(out), str(cfg), list(args)), kill_when)
 
 
 def _max_gap(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> float:

@@ -120,3 +120,18 @@ def add_clip_arguments(
         parser.add_argument(
             "--backend", default="pyav", help="decoding backend: pyav, decord, opencv or auto (default: pyav)"
         )
+
+
+def cache_videos(given: str) -> tuple[list[Any], Callable[[str], Any] | None]:
+    """The videos a cache command scores: ``(items, opener)`` of a folder, a list file or a shard folder
+    (``opener`` reads a video in the shards by its item path; None for files)."""
+    # heavy imports load when the command runs, so `videomask --help` stays fast
+    from videomask.data import ShardSource, is_shard_folder, list_videos, read_video_list
+
+    root = Path(given)
+    if not root.exists():
+        raise VideomaskError(f"{given} does not exist (give a folder of videos, a list file or a shard folder)")
+    if root.is_dir() and is_shard_folder(root):  # shards written by `videomask shard`
+        shards = ShardSource(root)
+        return shards.items, shards.opener()
+    return (list_videos(root) if root.is_dir() else read_video_list(root)[0]), None

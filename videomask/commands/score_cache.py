@@ -16,9 +16,8 @@ videos already scored.
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
-from videomask.commands import add_clip_arguments
+from videomask.commands import add_clip_arguments, cache_videos
 from videomask.errors import VideomaskError
 
 HELP = "score every video once with a difference masker (a cache for continued pretraining)"
@@ -53,7 +52,6 @@ def parse_part(text: str) -> tuple[int, int]:
 def run(args: argparse.Namespace) -> int:
 
     # heavy imports load when the command runs, so `videomask --help` stays fast
-    from videomask.data import ShardSource, is_shard_folder, list_videos, read_video_list
     from videomask.difference import build_score_cache_part, finish_score_cache
     from videomask.io.per_video import parts_done
     from videomask.masking import DifferenceMasker
@@ -61,15 +59,7 @@ def run(args: argparse.Namespace) -> int:
     if args.size < 1 or args.num_frames < 1 or args.sampling_rate < 1:
         raise VideomaskError("--size, --num-frames and --sampling-rate must be >= 1")
     rank, world_size = parse_part(args.part)
-    root = Path(args.videos)
-    if not root.exists():
-        raise VideomaskError(f"{args.videos} does not exist (give a folder of videos or a list file)")
-    opener = None
-    if root.is_dir() and is_shard_folder(root):  # shards written by `videomask shard`
-        shards = ShardSource(root)
-        items, opener = shards.items, shards.opener()
-    else:
-        items = list_videos(root) if root.is_dir() else read_video_list(root)[0]
+    items, opener = cache_videos(args.videos)
     masker = DifferenceMasker.load(args.stats, scorer=args.scorer, anchor_rule="share")
     count, skipped = build_score_cache_part(
         masker,

@@ -14,8 +14,8 @@ build, run again, keeps the videos already done.
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
+from videomask.commands import cache_videos
 from videomask.errors import VideomaskError
 
 HELP = "compute a frame teacher's features of every video once (a cache for the teacher objectives)"
@@ -41,20 +41,11 @@ def run(args: argparse.Namespace) -> int:
 
     # heavy imports load when the command runs, so `videomask --help` stays fast
     from videomask.commands.score_cache import parse_part
-    from videomask.data import ShardSource, is_shard_folder, list_videos, read_video_list
     from videomask.objectives import FrameTeacher, build_teacher, build_teacher_cache
 
     if args.size < 0 or args.tubelet < 1 or args.patch < 1:
         raise VideomaskError("--size must be >= 0, --tubelet and --patch >= 1")
-    root = Path(args.videos)
-    if not root.exists():
-        raise VideomaskError(f"{args.videos} does not exist (give a folder of videos or a list file)")
-    opener = None
-    if root.is_dir() and is_shard_folder(root):  # shards written by `videomask shard`
-        shards = ShardSource(root)
-        items, opener = shards.items, shards.opener()
-    else:
-        items = list_videos(root) if root.is_dir() else read_video_list(root)[0]
+    items, opener = cache_videos(args.videos)
     teacher = build_teacher(args.teacher, tubelet=(args.tubelet, args.patch, args.patch), size=args.size)
     if not isinstance(teacher, FrameTeacher):
         raise VideomaskError("only frame teachers (cnn, cnn:PATH, cnn-random) can be cached")

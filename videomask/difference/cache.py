@@ -367,9 +367,8 @@ def build_score_cache(
     """
     if out is not None:
         options = dict(num_frames=num_frames, sampling_rate=sampling_rate, backend=backend, device=device)
-        options["opener"] = opener
         _, skipped = build_score_cache_part(
-            masker, videos, out, size=size, progress=progress, mean=mean, std=std, **options
+            masker, videos, out, size=size, progress=progress, mean=mean, std=std, opener=opener, **options
         )
         return finish_score_cache(out, 1), skipped
     mean, std = mean or IMAGENET_MEAN, std or IMAGENET_STD
@@ -427,8 +426,7 @@ def build_score_cache_part(
     todo = [(vid, path) for vid, path in share if (video_file_metadata(video_file(out, vid)) or {}).get("key") != key]
     skipped: list[tuple[str, str]] = []
     count = len(share) - len(todo)  # kept from an interrupted build
-    options = dict(num_frames=num_frames, sampling_rate=sampling_rate, backend=backend, device=device)
-    options["opener"] = opener  # videos in shards
+    options = dict(num_frames=num_frames, sampling_rate=sampling_rate, backend=backend, device=device, opener=opener)
     for vid, entry in _score_videos(masker, todo, skipped, size=size, progress=progress, mean=mean, std=std, **options):
         write_video_scores(out, vid, entry, key)
         count += 1

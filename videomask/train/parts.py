@@ -129,12 +129,11 @@ def build_dataset(cfg: RunConfig, model_config: VideoMAEConfig | None = None) ->
 
 
 def epoch_permutation(sampler: ResumableSampler, epoch: int) -> list[int]:
-    """The epoch's order of every video before ``DistributedSampler`` pads and deals it to the ranks."""
-    n = len(sampler.dataset)
-    if not sampler.shuffle:
-        return list(range(n))
-    g = torch.Generator().manual_seed(sampler.seed + epoch)  # DistributedSampler's own shuffle
-    return torch.randperm(n, generator=g).tolist()
+    """The epoch's order of every video before ``DistributedSampler`` pads and deals it to the ranks: the same
+    sampler's order on one rank (no padding)."""
+    whole = ResumableSampler(sampler.dataset, num_replicas=1, rank=0, seed=sampler.seed, shuffle=sampler.shuffle)
+    whole.set_epoch(epoch)
+    return list(iter(whole))
 
 
 def elastic_order(sampler: ResumableSampler, epoch: int, base: int, batch_size: int) -> list[int]:

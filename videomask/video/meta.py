@@ -13,6 +13,7 @@ import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from fractions import Fraction
+from typing import Any
 
 import av
 
@@ -199,19 +200,25 @@ def start_decoding(container: av.container.InputContainer, threads: int) -> tupl
     return stream, container.decode(stream)
 
 
+def _decode_first(container: Any, path: str, threads: int) -> tuple[Any, Iterator[Any], Any]:
+    """Start decoding ``container`` from where it stands: ``(stream, frames, first frame)``, else a one-line error."""
+    stream, frames = start_decoding(container, threads)
+    try:
+        first = next(frames, None)
+    except av.FFmpegError as err:
+        raise decode_error(path, "cannot decode first frame", err) from None
+    if first is None:
+        raise decode_error(path, "no decodable frame")
+    return stream, frames, first
+
+
 def _known_probe(path: str, data: bytes | None, known: tuple[VideoMeta, FrameIndex], threads: int) -> Probe:
     """:func:`open_probe` without the demux pass: the meta and frame index were found before (e.g. at sharding)."""
     container = open_container(path, data=data)
     try:
         if not container.streams.video:
             raise decode_error(path, "no video stream")
-        stream, frames = start_decoding(container, threads)
-        try:
-            first = next(frames, None)
-        except av.FFmpegError as err:
-            raise decode_error(path, "cannot decode first frame", err) from None
-        if first is None:
-            raise decode_error(path, "no decodable frame")
+        stream, frames, first = _decode_first(container, path, threads)
         return Probe(known[0], known[1], container, stream, first, frames)
     except BaseException:
         container.close()
@@ -256,13 +263,7 @@ def open_probe(
         if first is None:  # raw streams cannot always seek back to 0: reopen
             container.close()
             container = open_container(path, info, data)
-            stream, frames = start_decoding(container, threads)
-            try:
-                first = next(frames, None)
-            except av.FFmpegError as err:
-                raise decode_error(path, "cannot decode first frame", err) from None
-        if first is None:
-            raise decode_error(path, "no decodable frame")
+            stream, frames, first = _decode_first(container, path, threads)
         rotation = _rotation_from(first, stream)
         fps = 0.0
         for rate in (stream.average_rate, stream.guessed_rate, stream.base_rate):
